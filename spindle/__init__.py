@@ -1,0 +1,1 @@
+"""Spindle: a durable-workflow runtime that shows its threads."""

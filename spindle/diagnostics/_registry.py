@@ -1,0 +1,501 @@
+"""The live thread registry: every runtime thread and stop event, with its lifecycle."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._events import LifecycleEvent
+from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind, ThreadState
+
+logger = logging.getLogger("spindle.diagnostics")
+
+Listener = Callable[[LifecycleEvent], None]
+
+#: Prefixes of thread names that only the runtime creates: a live thread with one of these
+#: names that is not in the registry is a lint (a thread made outside the one door).
+RUNTIME_NAME_PREFIXES = ("dbos-", "spindle-")
+
+
+class StopEvent(threading.Event):
+    """A ``threading.Event`` that both wakes and stops one thread, and reports when it is set."""
+
+    def __init__(self, registry: ThreadRegistry, stop_id: int, name: str, group: ThreadGroup):
+        super().__init__()
+        self._registry = registry
+        self.stop_id = stop_id
+        self.name = name
+        self.group = group
+        self.set_mono: float | None = None
+
+    def set(self) -> None:
+        """Set the event; the first set is recorded as ``stop_event.set``."""
+        first = not self.is_set()
+        super().set()
+        if first:
+            self._registry._stop_event_was_set(self)
+
+
+@dataclass(slots=True)
+class StopEventRecord:
+    """A registered stop event and the thread it stops, if any."""
+
+    stop_id: int
+    name: str
+    group: ThreadGroup
+    event: StopEvent
+    created_mono: float
+    thread_record_id: int | None = None
+
+
+@dataclass(slots=True)
+class ThreadRecord:
+    """The registry's mutable record of one thread (read it through :meth:`snapshot`)."""
+
+    record_id: int
+    name: str
+    kind: ThreadKind
+    group: ThreadGroup | None
+    parent_id: int | None
+    thread: threading.Thread | None
+    stop: StopEvent | None
+    created_wall: float
+    created_mono: float
+    state: ThreadState = ThreadState.CREATED
+    ident: int | None = None
+    native_id: int | None = None
+    started_mono: float | None = None
+    stopped_mono: float | None = None
+    joined_mono: float | None = None
+    join_outcome: JoinOutcome | None = None
+    join_duration: float | None = None
+    exception: str | None = None
+    status_note: str | None = None
+    captured_stack: list[dict[str, Any]] | None = None
+    events: deque[LifecycleEvent] = field(default_factory=lambda: deque(maxlen=64))
+
+    @property
+    def alive(self) -> bool:
+        """True until the thread body has returned."""
+        return self.state.alive
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A consistent, immutable view of one thread at snapshot time."""
+
+    record_id: int
+    name: str
+    kind: ThreadKind
+    group: ThreadGroup | None
+    parent_id: int | None
+    state: ThreadState
+    ident: int | None
+    native_id: int | None
+    daemon: bool | None
+    stop_event_set: bool | None
+    created_wall: float
+    created_mono: float
+    started_mono: float | None
+    stopped_mono: float | None
+    joined_mono: float | None
+    join_outcome: JoinOutcome | None
+    join_duration: float | None
+    exception: str | None
+    status_note: str | None
+    captured_stack: list[dict[str, Any]] | None
+    events: tuple[LifecycleEvent, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {
+            "record_id": self.record_id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "group": self.group.value if self.group else None,
+            "parent_id": self.parent_id,
+            "state": self.state.value,
+            "ident": self.ident,
+            "native_id": self.native_id,
+            "daemon": self.daemon,
+            "stop_event_set": self.stop_event_set,
+            "created_wall": self.created_wall,
+            "created_mono": self.created_mono,
+            "started_mono": self.started_mono,
+            "stopped_mono": self.stopped_mono,
+            "joined_mono": self.joined_mono,
+            "join_outcome": self.join_outcome.value if self.join_outcome else None,
+            "join_duration": self.join_duration,
+            "exception": self.exception,
+            "status_note": self.status_note,
+            "captured_stack": self.captured_stack,
+            "events": [e.to_dict() for e in self.events],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StopEventInfo:
+    """An immutable view of one registered stop event."""
+
+    stop_id: int
+    name: str
+    group: ThreadGroup
+    is_set: bool
+    set_mono: float | None
+    thread_record_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {
+            "stop_id": self.stop_id,
+            "name": self.name,
+            "group": self.group.value,
+            "is_set": self.is_set,
+            "set_mono": self.set_mono,
+            "thread_record_id": self.thread_record_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """Everything the registry knows at one instant, as plain immutable data."""
+
+    taken_wall: float
+    taken_mono: float
+    threads: tuple[ThreadInfo, ...]
+    stop_events: tuple[StopEventInfo, ...]
+
+    def by_id(self, record_id: int) -> ThreadInfo | None:
+        """The thread with this registry id, if the snapshot holds it."""
+        for info in self.threads:
+            if info.record_id == record_id:
+                return info
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {
+            "taken_wall": self.taken_wall,
+            "taken_mono": self.taken_mono,
+            "threads": [t.to_dict() for t in self.threads],
+            "stop_events": [s.to_dict() for s in self.stop_events],
+        }
+
+
+class ThreadRegistry:
+    """Thread-safe registry of runtime threads, their stop events and lifecycle events.
+
+    Memory is bounded: live records, plus the last ``max_exited`` exited records, plus at
+    most ``max_events_per_thread`` events per record.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_exited: int = 1000,
+        max_events_per_thread: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_exited < 0:
+            raise ValueError("max_exited must be >= 0")
+        if max_events_per_thread < 1:
+            raise ValueError("max_events_per_thread must be >= 1")
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._live: dict[int, ThreadRecord] = {}
+        self._by_ident: dict[int, ThreadRecord] = {}
+        self._exited: deque[ThreadRecord] = deque(maxlen=max_exited)
+        self._stop_events: dict[int, StopEventRecord] = {}
+        self._listeners: list[Listener] = []
+        self._max_events = max_events_per_thread
+        self._failed_listeners: set[int] = set()
+
+    # -- listeners -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event from now on; returns a function that removes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def emit(
+        self, type: EventType, record: ThreadRecord | None = None, **attrs: Any
+    ) -> LifecycleEvent:
+        """Record an event (on the record when given) and hand it to every listener.
+
+        Listeners never raise into the caller: observability must not break the runtime.
+        """
+        with self._lock:
+            event = LifecycleEvent(
+                seq=next(self._seq),
+                type=type,
+                wall_time=time.time(),
+                mono=self._clock(),
+                record_id=record.record_id if record else None,
+                thread_name=record.name if record else None,
+                thread_ident=record.ident if record else None,
+                kind=record.kind if record else None,
+                group=record.group if record else None,
+                attrs=attrs,
+            )
+            if record is not None:
+                record.events.append(event)
+            listeners = tuple(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                # Log once per listener, as the OTel SDK does, so a broken exporter cannot
+                # flood the log from a hot path.
+                if id(listener) not in self._failed_listeners:
+                    self._failed_listeners.add(id(listener))
+                    logger.exception("spindle diagnostics listener %r failed", listener)
+        return event
+
+    # -- registration --------------------------------------------------------------------
+
+    def new_stop_event(self, name: str, group: ThreadGroup) -> StopEvent:
+        """Create and register the stop event of a thread about to be made."""
+        with self._lock:
+            stop_id = next(self._ids)
+            event = StopEvent(self, stop_id, name, group)
+            self._stop_events[stop_id] = StopEventRecord(stop_id, name, group, event, self._clock())
+        self.emit(
+            EventType.STOP_EVENT_REGISTER, None, stop_id=stop_id, name=name, group=group.value
+        )
+        return event
+
+    def register_thread(
+        self,
+        thread: threading.Thread,
+        *,
+        kind: ThreadKind,
+        group: ThreadGroup | None,
+        parent: ThreadRecord | None = None,
+        stop: StopEvent | None = None,
+    ) -> ThreadRecord:
+        """Register a created (not yet started) thread."""
+        with self._lock:
+            record = ThreadRecord(
+                record_id=next(self._ids),
+                name=thread.name,
+                kind=kind,
+                group=group,
+                parent_id=parent.record_id if parent else None,
+                thread=thread,
+                stop=stop,
+                created_wall=time.time(),
+                created_mono=self._clock(),
+                events=deque(maxlen=self._max_events),
+            )
+            self._live[record.record_id] = record
+            if stop is not None:
+                self._stop_events[stop.stop_id].thread_record_id = record.record_id
+        self.emit(
+            EventType.SPAWN,
+            record,
+            parent_id=record.parent_id,
+            stop_id=stop.stop_id if stop else None,
+        )
+        return record
+
+    def adopt_current_thread(
+        self,
+        *,
+        kind: ThreadKind,
+        group: ThreadGroup | None,
+        parent: ThreadRecord | None = None,
+    ) -> ThreadRecord:
+        """Register the calling thread, already running (executor workers register so)."""
+        record = self.register_thread(
+            threading.current_thread(), kind=kind, group=group, parent=parent
+        )
+        self.mark_started(record)
+        return record
+
+    def mark_started(self, record: ThreadRecord) -> None:
+        """Called from inside the thread as its body begins."""
+        with self._lock:
+            record.ident = threading.get_ident()
+            record.native_id = threading.get_native_id()
+            record.started_mono = self._clock()
+            record.state = ThreadState.RUNNING
+            self._by_ident[record.ident] = record
+        self.emit(EventType.START, record, native_id=record.native_id)
+
+    def mark_exited(self, record: ThreadRecord, error: BaseException | None = None) -> None:
+        """Called from inside the thread as its body ends, with the exception if it died."""
+        with self._lock:
+            record.stopped_mono = self._clock()
+            record.state = ThreadState.EXITED_ERROR if error else ThreadState.EXITED_OK
+            if error is not None:
+                record.exception = f"{type(error).__name__}: {error}"
+            self._retire(record)
+        self.emit(
+            EventType.EXIT,
+            record,
+            outcome=record.state.value,
+            exception=record.exception,
+        )
+
+    def mark_joined(self, record: ThreadRecord, outcome: JoinOutcome, duration: float) -> None:
+        """Record how a join of this thread ended."""
+        with self._lock:
+            record.joined_mono = self._clock()
+            record.join_outcome = outcome
+            record.join_duration = duration
+            if outcome is JoinOutcome.TIMEOUT and record.alive:
+                record.state = ThreadState.LEAKED
+        self.emit(EventType.JOIN, record, outcome=outcome.value, duration=duration)
+
+    def set_status(self, record: ThreadRecord, note: str | None) -> None:
+        """A thread's own word on what it is doing (e.g. ``reconnecting``); None clears it."""
+        with self._lock:
+            if record.status_note == note:
+                return
+            record.status_note = note
+        self.emit(EventType.STATUS, record, note=note)
+
+    def attach_stack(self, record: ThreadRecord, frames: list[dict[str, Any]], reason: str) -> None:
+        """Keep a captured stack on the record (a stuck or leaked thread)."""
+        with self._lock:
+            record.captured_stack = frames
+        self.emit(EventType.STACK_CAPTURED, record, reason=reason, frames=len(frames))
+
+    def _stop_event_was_set(self, event: StopEvent) -> None:
+        with self._lock:
+            event.set_mono = self._clock()
+            entry = self._stop_events.get(event.stop_id)
+            record = None
+            if entry is not None and entry.thread_record_id is not None:
+                record = self._live.get(entry.thread_record_id)
+                if record is not None and record.alive:
+                    record.state = ThreadState.STOPPING
+        self.emit(
+            EventType.STOP_EVENT_SET,
+            record,
+            stop_id=event.stop_id,
+            name=event.name,
+            stop_group=event.group.value,
+        )
+
+    def _retire(self, record: ThreadRecord) -> None:
+        # Caller holds the lock. Exited records move to a bounded deque so a process that
+        # ran a million threads keeps only the last max_exited of them.
+        self._live.pop(record.record_id, None)
+        if record.ident is not None and self._by_ident.get(record.ident) is record:
+            del self._by_ident[record.ident]
+        self._exited.append(record)
+        if record.stop is not None:
+            entry = self._stop_events.get(record.stop.stop_id)
+            # A set stop event of an exited thread has told its story; forget it.
+            if entry is not None and entry.event.is_set():
+                del self._stop_events[record.stop.stop_id]
+        self._stop_events_of_retired(record)
+
+    def _stop_events_of_retired(self, record: ThreadRecord) -> None:
+        # Keep unset stop events of exited threads only while their record is retained,
+        # so the lint "stop event never set" can still see them but memory stays bounded.
+        if len(self._stop_events) > 4 * (len(self._live) + (self._exited.maxlen or 0)) + 16:
+            retained = {r.record_id for r in self._exited} | set(self._live)
+            for stop_id in [
+                s
+                for s, e in self._stop_events.items()
+                if e.thread_record_id is not None and e.thread_record_id not in retained
+            ]:
+                del self._stop_events[stop_id]
+
+    # -- queries -------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The registry's clock (monotonic seconds)."""
+        return self._clock()
+
+    def live_records(self) -> list[ThreadRecord]:
+        """Records of threads that have not exited (the caller must not mutate them)."""
+        with self._lock:
+            return list(self._live.values())
+
+    def records(self) -> Iterator[ThreadRecord]:
+        """Live and retained exited records."""
+        with self._lock:
+            items = [*self._live.values(), *self._exited]
+        return iter(items)
+
+    def record_for_ident(self, ident: int) -> ThreadRecord | None:
+        """The live record of the thread with this ``threading.get_ident()``."""
+        with self._lock:
+            return self._by_ident.get(ident)
+
+    def get(self, record_id: int) -> ThreadRecord | None:
+        """A live or retained record by registry id."""
+        with self._lock:
+            record = self._live.get(record_id)
+            if record is not None:
+                return record
+            for r in self._exited:
+                if r.record_id == record_id:
+                    return r
+        return None
+
+    def unset_stop_events(self) -> list[StopEventRecord]:
+        """Registered stop events that were never set."""
+        with self._lock:
+            return [e for e in self._stop_events.values() if not e.event.is_set()]
+
+    def snapshot(self) -> RegistrySnapshot:
+        """A consistent view of every record and stop event, taken under the lock."""
+        with self._lock:
+            threads = tuple(self._info(r) for r in [*self._live.values(), *self._exited])
+            stops = tuple(
+                StopEventInfo(
+                    e.stop_id,
+                    e.name,
+                    e.group,
+                    e.event.is_set(),
+                    e.event.set_mono,
+                    e.thread_record_id,
+                )
+                for e in self._stop_events.values()
+            )
+            return RegistrySnapshot(time.time(), self._clock(), threads, stops)
+
+    @staticmethod
+    def _info(r: ThreadRecord) -> ThreadInfo:
+        return ThreadInfo(
+            record_id=r.record_id,
+            name=r.name,
+            kind=r.kind,
+            group=r.group,
+            parent_id=r.parent_id,
+            state=r.state,
+            ident=r.ident,
+            native_id=r.native_id,
+            daemon=r.thread.daemon if r.thread is not None else None,
+            stop_event_set=r.stop.is_set() if r.stop is not None else None,
+            created_wall=r.created_wall,
+            created_mono=r.created_mono,
+            started_mono=r.started_mono,
+            stopped_mono=r.stopped_mono,
+            joined_mono=r.joined_mono,
+            join_outcome=r.join_outcome,
+            join_duration=r.join_duration,
+            exception=r.exception,
+            status_note=r.status_note,
+            captured_stack=list(r.captured_stack) if r.captured_stack else None,
+            events=tuple(r.events),
+        )
