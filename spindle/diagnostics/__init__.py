@@ -18,6 +18,7 @@ from ._registry import ThreadRecord as ThreadRecord
 from ._registry import ThreadRegistry as ThreadRegistry
 from ._rules import RULES as RULES
 from ._rules import check_rules as check_rules
+from ._session import DiagnosticsSession as DiagnosticsSession
 from ._stacks import capture_stack as capture_stack
 from ._stacks import format_stack as format_stack
 from ._timeline import SHUTDOWN_PHASES as SHUTDOWN_PHASES
@@ -30,6 +31,7 @@ __all__ = [
     "RULES",
     "RUNTIME_NAME_PREFIXES",
     "SHUTDOWN_PHASES",
+    "DiagnosticsSession",
     "EventType",
     "JoinOutcome",
     "LifecycleEvent",
