@@ -33,6 +33,17 @@ class StopEvent(threading.Event):
         self.name = name
         self.group = group
         self.set_mono: float | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the event is set (at once if it already is).
+
+        For threads that block on something other than this event (a condition, a socket,
+        an event loop): the callback wakes them.
+        """
+        self._callbacks.append(callback)
+        if self.is_set():
+            self._run_callback(callback)
 
     def set(self) -> None:
         """Set the event; the first set is recorded as ``stop_event.set``."""
@@ -40,6 +51,15 @@ class StopEvent(threading.Event):
         super().set()
         if first:
             self._registry._stop_event_was_set(self)
+            for callback in list(self._callbacks):
+                self._run_callback(callback)
+
+    @staticmethod
+    def _run_callback(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            logger.exception("spindle: stop-event callback %r failed", callback)
 
 
 @dataclass(slots=True)
