@@ -1,1 +1,39 @@
-"""Spindle: a durable-workflow runtime that shows its threads."""
+"""Spindle: a durable-workflow runtime, DBOS Transact-compatible, that shows its threads."""
+
+from .runtime import DBOS as DBOS
+from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
+from .runtime import DBOSConfig as DBOSConfig
+from .runtime import DBOSConfigError as DBOSConfigError
+from .runtime import DBOSException as DBOSException
+from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
+from .runtime import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
+from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
+from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
+from .runtime import DBOSSerializationError as DBOSSerializationError
+from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
+from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import SetWorkflowID as SetWorkflowID
+from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
+from .runtime import WorkflowHandle as WorkflowHandle
+from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
+from .runtime import WorkflowStatus as WorkflowStatus
+
+__all__ = [
+    "DBOS",
+    "DBOSAwaitedWorkflowCancelledError",
+    "DBOSConfig",
+    "DBOSConfigError",
+    "DBOSException",
+    "DBOSMaxStepRetriesExceeded",
+    "DBOSNonExistentWorkflowError",
+    "DBOSNotLaunchedError",
+    "DBOSRuntimeShutdownError",
+    "DBOSSerializationError",
+    "DBOSWorkflowCancelledError",
+    "DBOSWorkflowConflictIDError",
+    "SetWorkflowID",
+    "SetWorkflowTimeout",
+    "WorkflowHandle",
+    "WorkflowHandleAsync",
+    "WorkflowStatus",
+]

@@ -95,10 +95,21 @@ class Supervisor:
             items = list(self._threads)
         return [s for s in items if group is None or s.stop.group is group]
 
-    def signal(self, group: ThreadGroup) -> int:
-        """Set the stop event of every thread in ``group``; returns how many were set."""
+    def signal(
+        self,
+        group: ThreadGroup | None = None,
+        *,
+        kinds: frozenset[ThreadKind] | None = None,
+        exclude: frozenset[ThreadKind] = frozenset(),
+    ) -> int:
+        """Set the stop events of the threads in ``group`` (and of ``kinds``, if given),
+        except the ``exclude``d kinds, which have a later phase of their own."""
         count = 0
         for s in self.threads(group):
+            if kinds is not None and s.record.kind not in kinds:
+                continue
+            if s.record.kind in exclude:
+                continue
             if not s.stop.is_set():
                 s.stop.set()
                 count += 1

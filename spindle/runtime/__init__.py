@@ -1,0 +1,39 @@
+"""The engine: workflows, steps, the system database, threads and the ordered shutdown."""
+
+from ._config import DBOSConfig as DBOSConfig
+from ._context import SetWorkflowID as SetWorkflowID
+from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._dbos import DBOS as DBOS
+from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
+from ._errors import DBOSConfigError as DBOSConfigError
+from ._errors import DBOSException as DBOSException
+from ._errors import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
+from ._errors import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
+from ._errors import DBOSNotLaunchedError as DBOSNotLaunchedError
+from ._errors import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
+from ._errors import DBOSSerializationError as DBOSSerializationError
+from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
+from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from ._handles import WorkflowHandle as WorkflowHandle
+from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
+from ._status import WorkflowStatus as WorkflowStatus
+
+__all__ = [
+    "DBOS",
+    "DBOSAwaitedWorkflowCancelledError",
+    "DBOSConfig",
+    "DBOSConfigError",
+    "DBOSException",
+    "DBOSMaxStepRetriesExceeded",
+    "DBOSNonExistentWorkflowError",
+    "DBOSNotLaunchedError",
+    "DBOSRuntimeShutdownError",
+    "DBOSSerializationError",
+    "DBOSWorkflowCancelledError",
+    "DBOSWorkflowConflictIDError",
+    "SetWorkflowID",
+    "SetWorkflowTimeout",
+    "WorkflowHandle",
+    "WorkflowHandleAsync",
+    "WorkflowStatus",
+]

@@ -1,0 +1,180 @@
+"""Workflows running in this process: one ID never runs twice at once here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import DBOSAwaitedWorkflowCancelledError, DBOSRuntimeShutdownError
+
+
+class ActiveWorkflow:
+    """One workflow ID in flight in this process, and the way to wait for its outcome.
+
+    ``claim()`` decides who runs it: the executor worker it was submitted to, or a thread
+    that waits for its result before any worker picked it up. That second path is what
+    keeps a bounded executor free of parent/child deadlocks: a parent waiting on an
+    unstarted child runs the child itself instead of waiting for a free worker.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_claimed",
+        "_done_callbacks",
+        "_lock",
+        "cancelled",
+        "done",
+        "error",
+        "interrupted",
+        "is_async",
+        "result",
+        "runner",
+        "wake",
+        "workflow_id",
+    )
+
+    def __init__(self, workflow_id: str, *, is_async: bool = False) -> None:
+        self.workflow_id = workflow_id
+        self.is_async = is_async
+        self._lock = threading.Lock()
+        self._claimed = False
+        self.runner: Callable[[], None] | None = None
+        self.done = threading.Event()
+        # Set on cancel or shutdown: wakes durable waits (sleep, retry back-off) at once.
+        self.wake = threading.Event()
+        self.cancelled = False
+        self.interrupted = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._callbacks: list[Callable[[], None]] = []
+        self._done_callbacks: list[Callable[[], None]] = []
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the outcome is known (at once if it already is)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._done_callbacks.append(callback)
+                return
+        callback()
+
+    def _set_done(self) -> None:
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.done.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+        for cb in callbacks:
+            cb()
+
+    def claim(self) -> bool:
+        """True for the one caller that gets to run this workflow."""
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def run_if_unclaimed(self) -> None:
+        """The executor's task: run unless a waiting thread already took the work."""
+        if self.claim() and self.runner is not None:
+            self.runner()
+
+    def add_wake_callback(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on cancel or shutdown; returns a function that removes it."""
+        with self._lock:
+            self._callbacks.append(callback)
+            fire = self.wake.is_set()
+        if fire:
+            callback()
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return remove
+
+    def _fire_wake(self) -> None:
+        self.wake.set()
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb()
+
+    def cancel(self) -> None:
+        """Mark cancelled: waiters get a cancellation error now, the body at its next step."""
+        self.cancelled = True
+        self._fire_wake()
+        self._set_done()
+
+    def interrupt(self) -> None:
+        """The runtime is shutting down: the body stops at its next durable boundary."""
+        self.interrupted = True
+        self._fire_wake()
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Publish the outcome (first outcome wins: a cancel stays a cancel)."""
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.result = result
+            self.error = error
+        self._set_done()
+
+    def outcome(self) -> Any:
+        """The result, or raise the workflow's error; call after ``done`` is set."""
+        if self.cancelled:
+            raise DBOSAwaitedWorkflowCancelledError(self.workflow_id)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class ActiveWorkflows:
+    """The table of in-flight workflow IDs, with an event for "none left"."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, ActiveWorkflow] = {}
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def acquire(self, workflow_id: str, *, is_async: bool) -> tuple[ActiveWorkflow, bool]:
+        """The entry for this ID and True if the caller created it (and must run it)."""
+        with self._lock:
+            entry = self._by_id.get(workflow_id)
+            if entry is not None:
+                return entry, False
+            entry = ActiveWorkflow(workflow_id, is_async=is_async)
+            self._by_id[workflow_id] = entry
+            self.idle.clear()
+            return entry, True
+
+    def release(self, entry: ActiveWorkflow) -> None:
+        """Forget a finished entry."""
+        with self._lock:
+            if self._by_id.get(entry.workflow_id) is entry:
+                del self._by_id[entry.workflow_id]
+            if not self._by_id:
+                self.idle.set()
+
+    def get(self, workflow_id: str) -> ActiveWorkflow | None:
+        """The in-flight entry for this ID, if any."""
+        with self._lock:
+            return self._by_id.get(workflow_id)
+
+    def all(self) -> list[ActiveWorkflow]:
+        """Every in-flight entry."""
+        with self._lock:
+            return list(self._by_id.values())
+
+    def interrupt_all(self) -> None:
+        """Shutdown: wake every durable wait and fail every waiter with a shutdown error."""
+        for entry in self.all():
+            entry.interrupt()
+            entry.finish(
+                error=DBOSRuntimeShutdownError(
+                    f"the runtime shut down; workflow {entry.workflow_id!r} stays PENDING"
+                )
+            )

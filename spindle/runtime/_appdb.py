@@ -1,0 +1,162 @@
+"""The application database: ``@DBOS.transaction`` functions, checkpointed in their own
+transaction so each runs exactly once."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ._schema import SCHEMA
+from ._sysdb import SystemDatabaseClosed, ensure_postgres_database, make_engine, now_ms
+
+_metadata = sa.MetaData(schema=SCHEMA)
+
+transaction_outputs = sa.Table(
+    "transaction_outputs",
+    _metadata,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("function_id", sa.Integer, primary_key=True),
+    sa.Column("output", sa.LargeBinary, nullable=True),
+    sa.Column("error", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "spindle_sql_session", default=None
+)
+
+
+class ApplicationDatabase:
+    """The app's own database, where transactions and their checkpoints commit together."""
+
+    def __init__(self, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "FULL"):
+        if not url.startswith("sqlite"):
+            ensure_postgres_database(url)
+        self.engine = make_engine(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
+        self.sqlite = url.startswith("sqlite")
+        self._closed = False
+
+    def migrate(self) -> None:
+        """Create the checkpoint table."""
+        with self.engine.begin() as conn:
+            if not self.sqlite:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            transaction_outputs.create(conn, checkfirst=True)
+
+    def recorded(
+        self, workflow_id: str, function_id: int
+    ) -> tuple[bytes | None, bytes | None] | None:
+        """The recorded (output, error) of one transaction, if it committed."""
+        self._check()
+        t = transaction_outputs
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.output, t.c.error).where(
+                    t.c.workflow_uuid == workflow_id, t.c.function_id == function_id
+                )
+            ).one_or_none()
+        return (row[0], row[1]) if row is not None else None
+
+    def run(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        workflow_id: str | None,
+        function_id: int | None,
+        serialize_output: Any,
+        isolation_level: str | None,
+    ) -> Any:
+        """Run ``func`` in one transaction and record its output in the same transaction."""
+        self._check()
+        engine = self.engine
+        if isolation_level is not None and not self.sqlite:
+            engine = engine.execution_options(isolation_level=isolation_level)
+        with engine.begin() as conn:
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            token = current_session.set(session)
+            try:
+                result = func(*args, **kwargs)
+                session.flush()
+            finally:
+                current_session.reset(token)
+                session.close()
+            if workflow_id is not None and function_id is not None:
+                conn.execute(
+                    transaction_outputs.insert().values(
+                        workflow_uuid=workflow_id,
+                        function_id=function_id,
+                        output=serialize_output(result),
+                        error=None,
+                        created_at=now_ms(),
+                    )
+                )
+        return result
+
+    async def run_async(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        workflow_id: str | None,
+        function_id: int | None,
+        serialize_output: Any,
+        isolation_level: str | None,
+    ) -> Any:
+        """:meth:`run` for an ``async def`` transaction (its SQL runs on the loop's thread)."""
+        self._check()
+        engine = self.engine
+        if isolation_level is not None and not self.sqlite:
+            engine = engine.execution_options(isolation_level=isolation_level)
+        with engine.begin() as conn:
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            token = current_session.set(session)
+            try:
+                result = await func(*args, **kwargs)
+                session.flush()
+            finally:
+                current_session.reset(token)
+                session.close()
+            if workflow_id is not None and function_id is not None:
+                conn.execute(
+                    transaction_outputs.insert().values(
+                        workflow_uuid=workflow_id,
+                        function_id=function_id,
+                        output=serialize_output(result),
+                        error=None,
+                        created_at=now_ms(),
+                    )
+                )
+        return result
+
+    def record_error(self, workflow_id: str, function_id: int, error: bytes) -> None:
+        """Record a transaction's error (its own transaction rolled back)."""
+        self._check()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    transaction_outputs.insert().values(
+                        workflow_uuid=workflow_id,
+                        function_id=function_id,
+                        output=None,
+                        error=error,
+                        created_at=now_ms(),
+                    )
+                )
+        except IntegrityError:
+            pass  # recorded by another execution of the same workflow
+
+    def _check(self) -> None:
+        if self._closed:
+            raise SystemDatabaseClosed("the application database is closed (destroy() ran)")
+
+    def close(self) -> None:
+        """Dispose the engine."""
+        self._closed = True
+        self.engine.dispose()

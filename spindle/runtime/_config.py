@@ -1,0 +1,172 @@
+"""Typed configuration with validation at construction: a bad key names itself."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from ._errors import DBOSConfigError
+
+
+class DBOSConfig(TypedDict, total=False):
+    """The configuration keys ``DBOS(config=...)`` accepts."""
+
+    name: str
+    system_database_url: str
+    application_database_url: str | None
+    executor_id: str
+    application_version: str
+    max_executor_threads: int
+    enable_diagnostics: bool
+    thread_join_timeout_sec: float
+    run_admin_server: bool
+    admin_port: int
+    admin_host: str
+    admin_token: str | None
+    otlp_traces_endpoints: list[str]
+    shutdown_report_path: str | None
+    sqlite_synchronous: str
+    sys_db_pool_size: int
+    notification_polling_interval_sec: float
+    diagnostics_max_exited_threads: int
+    diagnostics_stuck_grace_sec: float
+    diagnostics_fault: str | None
+    log_level: str
+
+
+#: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
+#: Spindle avoids those by running an unstarted child inline in the waiting parent's thread,
+#: so the pool can stay bounded.
+DEFAULT_MAX_EXECUTOR_THREADS = 64
+
+FAULTS = ("close_db_before_join", "ignore_stop_event", "spawn_after_shutdown")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Validated configuration."""
+
+    name: str
+    system_database_url: str
+    application_database_url: str | None = None
+    executor_id: str = "local"
+    application_version: str = "0"
+    max_executor_threads: int = DEFAULT_MAX_EXECUTOR_THREADS
+    enable_diagnostics: bool = False
+    thread_join_timeout_sec: float = 10.0
+    run_admin_server: bool = True
+    admin_port: int = 3001
+    admin_host: str = "127.0.0.1"
+    admin_token: str | None = None
+    otlp_traces_endpoints: tuple[str, ...] = field(default_factory=tuple)
+    shutdown_report_path: str | None = None
+    sqlite_synchronous: str = "FULL"
+    sys_db_pool_size: int = 20
+    notification_polling_interval_sec: float = 1.0
+    diagnostics_max_exited_threads: int = 1000
+    diagnostics_stuck_grace_sec: float = 5.0
+    diagnostics_fault: str | None = None
+    log_level: str = "INFO"
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _is_port(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535
+
+
+def _is_pos_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _is_opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _is_db_url(v: Any) -> bool:
+    return isinstance(v, str) and re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", v) is not None
+
+
+def _is_opt_db_url(v: Any) -> bool:
+    return v is None or _is_db_url(v)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list | tuple) and all(isinstance(x, str) for x in v)
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None,
+        "a non-empty name of letters, digits, '_', '.' or '-'",
+    ),
+    "system_database_url": (_is_db_url, "a sqlite:/// or postgresql:// URL"),
+    "application_database_url": (_is_opt_db_url, "a sqlite:/// or postgresql:// URL, or None"),
+    "executor_id": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "application_version": (_is_str, "a string"),
+    "max_executor_threads": (_is_pos_int, "a positive integer"),
+    "enable_diagnostics": (_is_bool, "True or False"),
+    "thread_join_timeout_sec": (_is_pos_num, "a positive number of seconds"),
+    "run_admin_server": (_is_bool, "True or False"),
+    "admin_port": (_is_port, "a port number from 0 to 65535"),
+    "admin_host": (lambda v: isinstance(v, str) and v != "", "a host name or address"),
+    "admin_token": (_is_opt_str, "a string or None"),
+    "otlp_traces_endpoints": (_is_str_list, "a list of URLs"),
+    "shutdown_report_path": (_is_opt_str, "a file path or None"),
+    "sqlite_synchronous": (
+        lambda v: v in ("OFF", "NORMAL", "FULL", "EXTRA"),
+        "one of OFF, NORMAL, FULL, EXTRA",
+    ),
+    "sys_db_pool_size": (_is_pos_int, "a positive integer"),
+    "notification_polling_interval_sec": (_is_pos_num, "a positive number of seconds"),
+    "diagnostics_max_exited_threads": (
+        lambda v: isinstance(v, int) and v >= 0,
+        "a non-negative integer",
+    ),
+    "diagnostics_stuck_grace_sec": (_is_pos_num, "a positive number of seconds"),
+    "diagnostics_fault": (lambda v: v is None or v in FAULTS, f"None or one of {FAULTS}"),
+    "log_level": (
+        lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "a logging level name",
+    ),
+}
+
+
+def load_config(raw: Mapping[str, Any]) -> Config:
+    """Validate a user's config mapping; raises :class:`DBOSConfigError` naming the bad key."""
+    if not isinstance(raw, Mapping):
+        raise DBOSConfigError("config", "must be a mapping of config keys")
+    for key in raw:
+        if key not in _CHECKS:
+            raise DBOSConfigError(str(key), f"unknown key; known keys: {sorted(_CHECKS)}")
+    if "name" not in raw:
+        raise DBOSConfigError("name", "is required")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        check, expected = _CHECKS[key]
+        if not check(value):
+            raise DBOSConfigError(key, f"must be {expected}, got {value!r}")
+        values[key] = tuple(value) if key == "otlp_traces_endpoints" else value
+    if values.get("system_database_url") is None:
+        values["system_database_url"] = default_sqlite_url(values["name"])
+    if "executor_id" not in values and os.environ.get("DBOS__VMID"):
+        values["executor_id"] = os.environ["DBOS__VMID"]
+    return Config(**values)
+
+
+def default_sqlite_url(name: str) -> str:
+    """The embedded default: a SQLite file named after the app, in the working directory."""
+    return f"sqlite:///{name}.sqlite"

@@ -1,0 +1,105 @@
+"""Per-workflow context and the ``SetWorkflowID`` / ``SetWorkflowTimeout`` context managers."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._active import ActiveWorkflow
+    from ._sysdb import StepRow
+
+
+@dataclass(slots=True)
+class WorkflowContext:
+    """What a running workflow knows about itself."""
+
+    workflow_id: str
+    name: str
+    entry: ActiveWorkflow
+    deadline_epoch_ms: int | None
+    # Recorded steps when the workflow runs again (recovery, same ID); None when it is new,
+    # so a new workflow never reads the database to look for a checkpoint.
+    recorded: dict[int, StepRow] | None = None
+    next_function_id: int = 0
+    in_step: bool = False
+    step_attempts: dict[int, int] = field(default_factory=dict)
+
+    def next_id(self) -> int:
+        """The next function id: each step, child or durable wait takes one, in order."""
+        self.next_function_id += 1
+        return self.next_function_id
+
+
+current_workflow: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
+    "spindle_current_workflow", default=None
+)
+
+_UNSET: float = -1.0
+next_workflow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "spindle_next_workflow_id", default=None
+)
+# _UNSET: inherit; None: explicitly no timeout; a number: seconds.
+next_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "spindle_next_timeout", default=_UNSET
+)
+
+
+def timeout_is_set(value: float | None) -> bool:
+    """True when ``SetWorkflowTimeout`` is in force (including an explicit None)."""
+    return value is None or value != _UNSET
+
+
+class SetWorkflowID:
+    """Run the next workflow started in this block with this ID (idempotency key)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise ValueError("SetWorkflowID needs a non-empty string")
+        self.workflow_id = workflow_id
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> SetWorkflowID:
+        self._token = next_workflow_id.set(self.workflow_id)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        next_workflow_id.reset(self._token)
+
+
+class SetWorkflowTimeout:
+    """Give workflows started in this block a deadline ``seconds`` from their start.
+
+    The deadline propagates to child workflows; ``None`` starts them with no timeout.
+    """
+
+    def __init__(self, workflow_timeout_sec: float | None) -> None:
+        if workflow_timeout_sec is not None and (
+            isinstance(workflow_timeout_sec, bool)
+            or not isinstance(workflow_timeout_sec, int | float)
+            or workflow_timeout_sec <= 0
+        ):
+            raise ValueError("SetWorkflowTimeout needs a positive number of seconds or None")
+        self.seconds = workflow_timeout_sec
+        self._token: contextvars.Token[float | None] | None = None
+
+    def __enter__(self) -> SetWorkflowTimeout:
+        self._token = next_timeout.set(self.seconds)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        next_timeout.reset(self._token)

@@ -1,0 +1,488 @@
+"""Running workflows and steps: checkpoints, replay, cancellation and interruption."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._active import ActiveWorkflow
+from ._context import (
+    _UNSET,
+    WorkflowContext,
+    current_workflow,
+    next_timeout,
+    next_workflow_id,
+    timeout_is_set,
+)
+from ._errors import (
+    DBOSMaxStepRetriesExceeded,
+    DBOSRuntimeShutdownError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
+    WorkflowInterrupted,
+)
+from ._functions import StepInfo, WorkflowInfo
+from ._serialization import (
+    deserialize,
+    deserialize_exception,
+    serialize,
+    serialize_exception,
+)
+from ._sysdb import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow, SystemDatabaseClosed
+
+if TYPE_CHECKING:
+    from ._dbos import DBOS
+
+logger = logging.getLogger("spindle")
+
+
+@dataclass(slots=True)
+class _Start:
+    """What starting a workflow decided: the entry and how (or whether) to run it."""
+
+    entry: ActiveWorkflow
+    created: bool
+    run: Callable[[], Any] | None = None
+
+
+def _shutdown_error(workflow_id: str) -> DBOSRuntimeShutdownError:
+    return DBOSRuntimeShutdownError(
+        f"the runtime shut down; workflow {workflow_id!r} stays PENDING for recovery"
+    )
+
+
+def prepare_workflow(
+    rt: DBOS,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    workflow_id: str | None = None,
+    queue_name: str | None = None,
+) -> _Start:
+    """Claim a workflow ID in this process and checkpoint the workflow's start.
+
+    Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
+    and is a coroutine function for async workflows.
+    """
+    rt._require_launched()
+    parent = current_workflow.get()
+    explicit = next_workflow_id.get()
+    if explicit is not None:
+        next_workflow_id.set(None)  # SetWorkflowID names the next workflow only
+    child_fid = parent.next_id() if parent is not None else None
+    if explicit is not None:
+        wf_id = explicit
+    elif workflow_id is not None:
+        wf_id = workflow_id
+    elif parent is not None:
+        # Deterministic, so a replayed parent finds the same child.
+        wf_id = f"{parent.workflow_id}-{child_fid}"
+    else:
+        wf_id = str(uuid.uuid4())
+
+    timeout = next_timeout.get()
+    timeout_ms: int | None = None
+    deadline_ms: int | None = None
+    if timeout_is_set(timeout):
+        if timeout is not None:
+            timeout_ms = int(timeout * 1000)
+            deadline_ms = int(rt._clock.now() * 1000) + timeout_ms
+    elif parent is not None:
+        deadline_ms = parent.deadline_epoch_ms
+
+    entry, created = rt._active.acquire(wf_id, is_async=info.is_async)
+    if not created:
+        return _Start(entry, False)
+    try:
+        inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+        existing = rt._sysdb.insert_workflow(
+            workflow_id=wf_id,
+            name=info.name,
+            inputs=inputs,
+            executor_id=rt._config.executor_id,
+            application_version=rt._config.application_version,
+            parent_workflow_id=parent.workflow_id if parent is not None else None,
+            timeout_ms=timeout_ms,
+            deadline_epoch_ms=deadline_ms,
+            queue_name=queue_name,
+        )
+    except BaseException:
+        rt._active.release(entry)
+        raise
+    recorded: dict[int, StepRow] | None = None
+    if existing is not None:
+        if existing.name != info.name:
+            rt._active.release(entry)
+            raise DBOSWorkflowConflictIDError(
+                f"workflow ID {wf_id!r} belongs to {existing.name!r}, not {info.name!r}"
+            )
+        if existing.status in TERMINAL:
+            _publish_row(entry, existing.status, existing.output, existing.error)
+            rt._active.release(entry)
+            return _Start(entry, False)
+        # PENDING (recovery, or the same ID again after a crash): replay its history.
+        deadline_ms = existing.workflow_deadline_epoch_ms
+        recorded = rt._sysdb.step_outputs(wf_id)
+    if deadline_ms is not None:
+        rt._timeouts.add(wf_id, deadline_ms / 1000)
+
+    if info.is_async:
+
+        async def run_async() -> Any:
+            return await _run_workflow_async(rt, entry, info, args, kwargs, deadline_ms, recorded)
+
+        return _Start(entry, True, run_async)
+
+    def run() -> Any:
+        return _run_workflow(rt, entry, info, args, kwargs, deadline_ms, recorded)
+
+    entry.runner = run
+    return _Start(entry, True, run)
+
+
+def _publish_row(entry: ActiveWorkflow, status: str, output: bytes | None, error: bytes | None):  # type: ignore[no-untyped-def]
+    if status == SUCCESS:
+        entry.finish(result=deserialize(output))
+    elif status == ERROR and error is not None:
+        entry.finish(error=deserialize_exception(error))
+    elif status == CANCELLED:
+        entry.cancel()
+
+
+def _enter(
+    rt: DBOS,
+    entry: ActiveWorkflow,
+    info: WorkflowInfo,
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> tuple[Any, Any, Any]:
+    ctx = WorkflowContext(entry.workflow_id, info.name, entry, deadline_ms, recorded)
+    # The body starts with a clean slate: a SetWorkflowID/Timeout around the *call* must not
+    # leak into the children the body starts (they inherit the deadline instead).
+    return (
+        current_workflow.set(ctx),
+        next_workflow_id.set(None),
+        next_timeout.set(_UNSET),
+    )
+
+
+def _leave(tokens: tuple[Any, Any, Any]) -> None:
+    current_workflow.reset(tokens[0])
+    next_workflow_id.reset(tokens[1])
+    next_timeout.reset(tokens[2])
+
+
+def _run_workflow(
+    rt: DBOS,
+    entry: ActiveWorkflow,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> Any:
+    tokens = _enter(rt, entry, info, deadline_ms, recorded)
+    try:
+        try:
+            _check_boundary(rt, entry)
+            result = info.func(*args, **kwargs)
+        except BaseException as exc:
+            _conclude_error(rt, entry, exc)
+        else:
+            _conclude_ok(rt, entry, info, result)
+    finally:
+        _leave(tokens)
+        rt._timeouts.remove(entry.workflow_id)
+        rt._active.release(entry)
+    return entry.outcome()
+
+
+async def _run_workflow_async(
+    rt: DBOS,
+    entry: ActiveWorkflow,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> Any:
+    if not entry.claim():
+        return await wait_async(entry)
+    tokens = _enter(rt, entry, info, deadline_ms, recorded)
+    try:
+        try:
+            _check_boundary(rt, entry)
+            result = await info.func(*args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and rt._interrupting:
+                exc = WorkflowInterrupted()
+            _conclude_error(rt, entry, exc)
+        else:
+            _conclude_ok(rt, entry, info, result)
+    finally:
+        _leave(tokens)
+        rt._timeouts.remove(entry.workflow_id)
+        rt._active.release(entry)
+    return entry.outcome()
+
+
+def _conclude_ok(rt: DBOS, entry: ActiveWorkflow, info: WorkflowInfo, result: Any) -> None:
+    try:
+        output = serialize(result, f"the output of workflow {info.name!r}")
+    except Exception as exc:
+        _conclude_error(rt, entry, exc)
+        return
+    try:
+        if rt._sysdb.finish_workflow(entry.workflow_id, SUCCESS, output=output, error=None):
+            entry.finish(result=result)
+        else:
+            entry.cancel()  # cancelled (or timed out) while its last step ran
+    except SystemDatabaseClosed:
+        entry.finish(error=_shutdown_error(entry.workflow_id))
+
+
+def _conclude_error(rt: DBOS, entry: ActiveWorkflow, exc: BaseException) -> None:
+    if isinstance(exc, WorkflowInterrupted | SystemDatabaseClosed) or (
+        rt._interrupting and isinstance(exc, Exception)
+    ):
+        # Shutdown: the workflow stays PENDING for recovery; nothing is recorded or logged
+        # as an error, and nothing touches the database any more.
+        entry.finish(error=_shutdown_error(entry.workflow_id))
+        return
+    if isinstance(exc, DBOSWorkflowCancelledError):
+        entry.cancel()
+        return
+    if not isinstance(exc, Exception):
+        entry.finish(error=exc)
+        raise exc
+    try:
+        recorded = rt._sysdb.finish_workflow(
+            entry.workflow_id, ERROR, output=None, error=serialize_exception(exc)
+        )
+    except SystemDatabaseClosed:
+        entry.finish(error=_shutdown_error(entry.workflow_id))
+        return
+    if recorded:
+        entry.finish(error=exc)
+    else:
+        entry.cancel()
+
+
+def _check_boundary(rt: DBOS, entry: ActiveWorkflow) -> None:
+    """At every durable boundary: stop here if the runtime is shutting down or we were
+    cancelled."""
+    if entry.interrupted or rt._interrupting:
+        raise WorkflowInterrupted()
+    if entry.cancelled:
+        raise DBOSWorkflowCancelledError(f"workflow {entry.workflow_id!r} was cancelled")
+
+
+def _replay(row: StepRow) -> Any:
+    if row.error is not None:
+        raise deserialize_exception(row.error)
+    return deserialize(row.output)
+
+
+def _record(
+    rt: DBOS,
+    ctx: WorkflowContext,
+    fid: int,
+    name: str,
+    *,
+    output: bytes | None,
+    error: bytes | None,
+) -> StepRow | None:
+    """Checkpoint one step; returns the row recorded by another execution on a conflict."""
+    try:
+        outcome = rt._sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
+    except SystemDatabaseClosed as exc:
+        raise WorkflowInterrupted() from exc
+    if outcome == "not-pending":
+        if rt._interrupting:
+            raise WorkflowInterrupted()
+        ctx.entry.cancel()
+        raise DBOSWorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
+    if outcome == "conflict":
+        return rt._sysdb.step_outputs(ctx.workflow_id).get(fid)
+    return None
+
+
+def _retry_delays(info: StepInfo) -> list[float]:
+    if not info.retries_allowed:
+        return []
+    return [info.interval_seconds * info.backoff_rate**i for i in range(info.max_attempts - 1)]
+
+
+def run_step(rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a sync step inside the current workflow, exactly once across replays."""
+    ctx = current_workflow.get()
+    if ctx is None or ctx.in_step:
+        return info.func(*args, **kwargs)
+    fid = ctx.next_id()
+    if ctx.recorded is not None and fid in ctx.recorded:
+        return _replay(ctx.recorded[fid])
+    _check_boundary(rt, ctx.entry)
+    delays = _retry_delays(info)
+    errors: list[BaseException] = []
+    ctx.in_step = True
+    try:
+        while True:
+            try:
+                result = info.func(*args, **kwargs)
+                error: BaseException | None = None
+                break
+            except Exception as exc:
+                errors.append(exc)
+                if len(errors) > len(delays):
+                    error = (
+                        DBOSMaxStepRetriesExceeded(info.name, info.max_attempts, errors)
+                        if delays
+                        else exc
+                    )
+                    result = None
+                    break
+                # Back off on the wake event: cancel or shutdown cut the wait short.
+                if ctx.entry.wake.wait(delays[len(errors) - 1]):
+                    _check_boundary(rt, ctx.entry)
+    finally:
+        ctx.in_step = False
+    return _conclude_step(rt, ctx, fid, info.name, result, error)
+
+
+async def run_step_async(
+    rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run an async step inside the current workflow, exactly once across replays."""
+    ctx = current_workflow.get()
+    if ctx is None or ctx.in_step:
+        return await info.func(*args, **kwargs)
+    fid = ctx.next_id()
+    if ctx.recorded is not None and fid in ctx.recorded:
+        return _replay(ctx.recorded[fid])
+    _check_boundary(rt, ctx.entry)
+    delays = _retry_delays(info)
+    errors: list[BaseException] = []
+    ctx.in_step = True
+    try:
+        while True:
+            try:
+                result = await info.func(*args, **kwargs)
+                error: BaseException | None = None
+                break
+            except Exception as exc:
+                errors.append(exc)
+                if len(errors) > len(delays):
+                    error = (
+                        DBOSMaxStepRetriesExceeded(info.name, info.max_attempts, errors)
+                        if delays
+                        else exc
+                    )
+                    result = None
+                    break
+                if await wait_wake_async(ctx.entry, delays[len(errors) - 1]):
+                    _check_boundary(rt, ctx.entry)
+    finally:
+        ctx.in_step = False
+    return _conclude_step(rt, ctx, fid, info.name, result, error)
+
+
+def _conclude_step(
+    rt: DBOS,
+    ctx: WorkflowContext,
+    fid: int,
+    name: str,
+    result: Any,
+    error: BaseException | None,
+) -> Any:
+    if error is not None:
+        other = _record(rt, ctx, fid, name, output=None, error=serialize_exception(error))
+        if other is not None:
+            return _replay(other)
+        raise error
+    output = serialize(result, f"the output of step {name!r}")
+    other = _record(rt, ctx, fid, name, output=output, error=None)
+    if other is not None:
+        return _replay(other)
+    return result
+
+
+def durable_sleep(rt: DBOS, seconds: float) -> None:
+    """Sleep that survives a crash: the wake-up time is checkpointed, a recovered workflow
+    sleeps only what is left. Cancel and shutdown cut it short."""
+    ctx = current_workflow.get()
+    if ctx is None:
+        time.sleep(seconds)
+        return
+    wake_at = _sleep_checkpoint(rt, ctx, seconds)
+    remaining = wake_at - rt._clock.now()
+    if remaining > 0 and ctx.entry.wake.wait(remaining):
+        _check_boundary(rt, ctx.entry)
+
+
+async def durable_sleep_async(rt: DBOS, seconds: float) -> None:
+    """Async :func:`durable_sleep`: waits on the loop, holding no thread."""
+    ctx = current_workflow.get()
+    if ctx is None:
+        await asyncio.sleep(seconds)
+        return
+    wake_at = _sleep_checkpoint(rt, ctx, seconds)
+    remaining = wake_at - rt._clock.now()
+    if remaining > 0 and await wait_wake_async(ctx.entry, remaining):
+        _check_boundary(rt, ctx.entry)
+
+
+def _sleep_checkpoint(rt: DBOS, ctx: WorkflowContext, seconds: float) -> float:
+    fid = ctx.next_id()
+    if ctx.recorded is not None and fid in ctx.recorded:
+        return float(_replay(ctx.recorded[fid]))
+    _check_boundary(rt, ctx.entry)
+    wake_at = rt._clock.now() + seconds
+    other = _record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
+    return float(_replay(other)) if other is not None else wake_at
+
+
+async def wait_wake_async(entry: ActiveWorkflow, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the entry's wake event on the running loop; True if woken."""
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+
+    def set_woken() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def wake() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(set_woken)
+
+    remove = entry.add_wake_callback(wake)
+    try:
+        await asyncio.wait_for(asyncio.shield(woken), timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        remove()
+
+
+async def wait_async(entry: ActiveWorkflow) -> Any:
+    """Await an entry's outcome on the running loop, holding no thread."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def fire() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def fire_threadsafe() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(fire)
+
+    entry.add_done_callback(fire_threadsafe)
+    await done
+    return entry.outcome()

@@ -1,0 +1,641 @@
+"""The ``DBOS`` class: configuration, decorators, launch, the public calls and destroy."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from sqlalchemy.orm import Session
+
+from spindle.diagnostics import (
+    DiagnosticsSession,
+    ShutdownTimeline,
+    ThreadGroup,
+    ThreadKind,
+    ThreadRegistry,
+)
+
+from . import _shutdown
+from ._appdb import ApplicationDatabase, current_session
+from ._config import Config, DBOSConfig, load_config
+from ._context import current_workflow
+from ._core import (
+    durable_sleep,
+    durable_sleep_async,
+    prepare_workflow,
+    run_step,
+    run_step_async,
+    wait_async,
+)
+from ._errors import (
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    DBOSNotLaunchedError,
+    DBOSWorkflowFunctionNotFoundError,
+)
+from ._event_loop import BackgroundLoop
+from ._executor import DBOSExecutor
+from ._functions import (
+    GLOBAL_REGISTRY,
+    StepInfo,
+    TransactionInfo,
+    WorkflowInfo,
+    function_name,
+    is_async,
+)
+from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
+from ._status import WorkflowStatus
+from ._supervisor import Supervisor
+from ._sysdb import PENDING, SystemDatabase
+from ._timeouts import Clock, SystemClock, TimeoutEnforcer
+
+if TYPE_CHECKING:
+    from ._active import ActiveWorkflow
+    from ._core import _Start
+
+logger = logging.getLogger("spindle")
+
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+_instance: DBOS | None = None
+_instance_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _get_instance() -> DBOS:
+    inst = _instance
+    if inst is None:
+        raise DBOSNotLaunchedError("DBOS(config=...) was not constructed")
+    return inst
+
+
+def _atexit_destroy() -> None:
+    inst = _instance
+    if inst is not None:
+        inst._destroy(0.0)
+
+
+class _DBOSMeta(type):
+    """Class-level properties, as DBOS Transact exposes them (``DBOS.workflow_id``)."""
+
+    @property
+    def workflow_id(cls) -> str | None:
+        """The ID of the workflow the caller runs in, or None outside a workflow."""
+        ctx = current_workflow.get()
+        return ctx.workflow_id if ctx is not None else None
+
+    @property
+    def step_id(cls) -> int | None:
+        """The function id of the current step (None outside a workflow)."""
+        ctx = current_workflow.get()
+        return ctx.next_function_id if ctx is not None else None
+
+    @property
+    def sql_session(cls) -> Session:
+        """The SQLAlchemy session of the running ``@DBOS.transaction``."""
+        session = current_session.get()
+        if session is None:
+            raise DBOSException("DBOS.sql_session is only available inside a transaction")
+        return session
+
+    @property
+    def thread_registry(cls) -> ThreadRegistry:
+        """The live registry of this app's threads."""
+        return _get_instance()._registry
+
+    @property
+    def diagnostics(cls) -> DiagnosticsSession:
+        """This app's diagnostics session (timelines, spans)."""
+        rt = _get_instance()
+        if rt._diag is None:
+            raise DBOSNotLaunchedError("launch() was not called")
+        return rt._diag
+
+    @property
+    def last_shutdown_timeline(cls) -> ShutdownTimeline | None:
+        """The timeline of the latest ``destroy()``."""
+        inst = _instance
+        return inst._last_timeline if inst is not None else None
+
+
+class DBOS(metaclass=_DBOSMeta):
+    """A durable-workflow runtime, with the API of DBOS Transact for Python."""
+
+    def __new__(cls, *, config: DBOSConfig, clock: Clock | None = None) -> DBOS:
+        global _instance
+        with _instance_lock:
+            if _instance is not None and _instance._launched and not _instance._destroyed:
+                raise DBOSException(
+                    "DBOS is already launched in this process; call DBOS.destroy() first"
+                )
+            inst = super().__new__(cls)
+            _instance = inst
+            return inst
+
+    def __init__(self, *, config: DBOSConfig, clock: Clock | None = None) -> None:
+        self._config: Config = load_config(config)
+        self._clock: Clock = clock or SystemClock()
+        self._registry = ThreadRegistry(max_exited=self._config.diagnostics_max_exited_threads)
+        self._supervisor = Supervisor(self._registry)
+        self._state_lock = threading.RLock()
+        self._launched = False
+        self._destroyed = False
+        self._interrupting = False
+        self._stopping = threading.Event()
+        self._diag: DiagnosticsSession | None = None
+        self._last_timeline: ShutdownTimeline | None = None
+        self._fault_release: threading.Event | None = None
+        self._appdb: ApplicationDatabase | None = None
+        from ._active import ActiveWorkflows
+
+        self._active = ActiveWorkflows()
+        logging.getLogger("spindle").setLevel(self._config.log_level)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def launch(cls) -> None:
+        """Open the databases, start the background threads and recover pending workflows."""
+        _get_instance()._launch()
+
+    def _launch(self) -> None:
+        global _atexit_registered
+        with self._state_lock:
+            if self._launched and not self._destroyed:
+                return
+            cfg = self._config
+            self._launched = False
+            self._destroyed = False
+            self._interrupting = False
+            self._stopping = threading.Event()
+            self._supervisor = Supervisor(self._registry)
+            self._sysdb = SystemDatabase(
+                cfg.system_database_url,
+                pool_size=cfg.sys_db_pool_size,
+                sqlite_synchronous=cfg.sqlite_synchronous,
+            )
+            self._sysdb.migrate()
+            if cfg.application_database_url:
+                self._appdb = ApplicationDatabase(
+                    cfg.application_database_url,
+                    pool_size=cfg.sys_db_pool_size,
+                    sqlite_synchronous=cfg.sqlite_synchronous,
+                )
+                self._appdb.migrate()
+            self._diag = DiagnosticsSession(
+                self._registry,
+                service_name=cfg.name,
+                enabled=cfg.enable_diagnostics,
+                otlp_traces_endpoints=cfg.otlp_traces_endpoints,
+                report_path=cfg.shutdown_report_path,
+                stuck_grace_sec=cfg.diagnostics_stuck_grace_sec,
+            )
+            self._executor = DBOSExecutor(cfg.max_executor_threads, self._registry)
+            self._loop = BackgroundLoop(self._supervisor)
+            self._loop.start()
+            self._timeouts = TimeoutEnforcer(self._supervisor, self._on_deadline, self._clock)
+            self._timeouts.start()
+            if cfg.diagnostics_fault == "ignore_stop_event":
+                self._fault_release = threading.Event()
+                self._supervisor.spawn(
+                    ThreadKind.POLLER,
+                    "dbos-fault-ignores-stop",
+                    _shutdown.ignoring_thread_body(self._fault_release),
+                    group=ThreadGroup.POLLER,
+                )
+            self._launched = True
+            if not _atexit_registered:
+                atexit.register(_atexit_destroy)
+                _atexit_registered = True
+        self._recover_pending([cfg.executor_id])
+
+    def _require_launched(self) -> None:
+        if not self._launched or self._destroyed:
+            raise DBOSNotLaunchedError("DBOS.launch() was not called (or destroy() ran)")
+
+    @classmethod
+    def destroy(
+        cls, *, destroy_registry: bool = False, workflow_completion_timeout_sec: float = 0
+    ) -> None:
+        """The ordered shutdown (idempotent, from any thread, also from ``atexit``)."""
+        inst = _instance
+        if inst is not None:
+            inst._destroy(workflow_completion_timeout_sec)
+        if destroy_registry:
+            GLOBAL_REGISTRY.workflows.clear()
+
+    def _destroy(self, workflow_completion_timeout_sec: float) -> None:
+        with self._state_lock:
+            if not self._launched or self._destroyed:
+                return
+            self._destroyed = True
+            self._stopping.set()
+        timeline = _shutdown.run_shutdown(self, workflow_completion_timeout_sec)
+        self._last_timeline = timeline
+        if self._diag is not None:
+            self._diag.record_timeline(timeline)
+            # Last of all, so no span of the shutdown itself is lost.
+            self._diag.shutdown()
+
+    def _on_deadline(self, workflow_id: str) -> None:
+        if self._interrupting:
+            return
+        for wf_id in self._sysdb.cancel_tree(workflow_id):
+            self._timeouts.remove(wf_id)
+            entry = self._active.get(wf_id)
+            if entry is not None:
+                entry.cancel()
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover_pending(self, executor_ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
+        handles: list[WorkflowHandle[Any]] = []
+        for wf_id in self._sysdb.pending_workflow_ids(executor_ids):
+            try:
+                handles.append(self._restart(wf_id, count_attempt=True))
+            except DBOSWorkflowFunctionNotFoundError as exc:
+                logger.warning("spindle: cannot recover %s: %s", wf_id, exc)
+        return handles
+
+    def _restart(self, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[Any]:
+        row = self._sysdb.get_status(wf_id)
+        if row is None:
+            raise DBOSNonExistentWorkflowError(wf_id)
+        info = GLOBAL_REGISTRY.workflow(row.name)
+        if info is None:
+            raise DBOSWorkflowFunctionNotFoundError(
+                f"workflow {wf_id!r} runs {row.name!r}, which this process has not registered"
+            )
+        if count_attempt and row.status == PENDING:
+            self._sysdb.claim_for_recovery(wf_id, self._config.executor_id)
+        args, kwargs = deserialize(row.inputs)
+        start = prepare_workflow(self, info, tuple(args), dict(kwargs), workflow_id=wf_id)
+        self._dispatch(info, start)
+        return WorkflowHandle(self, wf_id, start.entry)
+
+    def _dispatch(self, info: WorkflowInfo, start: _Start) -> None:
+        if start.run is None:
+            return
+        if info.is_async:
+            self._loop.submit(start.run())
+        else:
+            self._executor.submit(start.entry.run_if_unclaimed)
+
+    # -- decorators ----------------------------------------------------------------------
+
+    @classmethod
+    def workflow(
+        cls, *, name: str | None = None, max_recovery_attempts: int | None = None
+    ) -> Callable[[F], F]:
+        """Make a function a durable workflow (sync or ``async def``)."""
+
+        def decorator(func: F) -> F:
+            info = WorkflowInfo(
+                name or function_name(func), func, is_async(func), max_recovery_attempts
+            )
+            GLOBAL_REGISTRY.add_workflow(info)
+            if info.is_async:
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    rt = _get_instance()
+                    start = prepare_workflow(rt, info, args, kwargs)
+                    if start.run is not None:
+                        return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
+                    return await wait_async(start.entry)
+
+                wrapper: Callable[..., Any] = async_wrapper
+            else:
+
+                @functools.wraps(func)
+                def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    rt = _get_instance()
+                    start = prepare_workflow(rt, info, args, kwargs)
+                    # Called directly: run in the caller's thread.
+                    if start.run is not None and start.entry.claim():
+                        return start.run()
+                    return WorkflowHandle[Any](
+                        rt, start.entry.workflow_id, start.entry
+                    ).get_result()
+
+                wrapper = sync_wrapper
+            wrapper.__spindle_workflow__ = info  # type: ignore[attr-defined]
+            return cast(F, wrapper)
+
+        return decorator
+
+    @classmethod
+    def step(
+        cls,
+        *,
+        name: str | None = None,
+        retries_allowed: bool = False,
+        interval_seconds: float = 1.0,
+        max_attempts: int = 3,
+        backoff_rate: float = 2.0,
+    ) -> Callable[[F], F]:
+        """Make a function a checkpointed step, optionally retried with back-off."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if interval_seconds < 0 or backoff_rate <= 0:
+            raise ValueError("interval_seconds must be >= 0 and backoff_rate > 0")
+
+        def decorator(func: F) -> F:
+            info = StepInfo(
+                name or function_name(func),
+                func,
+                is_async(func),
+                retries_allowed,
+                max_attempts,
+                interval_seconds,
+                backoff_rate,
+            )
+            if info.is_async:
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    rt = _instance
+                    if rt is None or current_workflow.get() is None:
+                        return await func(*args, **kwargs)
+                    return await run_step_async(rt, info, args, kwargs)
+
+                return cast(F, async_wrapper)
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                rt = _instance
+                if rt is None or current_workflow.get() is None:
+                    return func(*args, **kwargs)
+                return run_step(rt, info, args, kwargs)
+
+            return cast(F, sync_wrapper)
+
+        return decorator
+
+    @classmethod
+    def transaction(
+        cls, *, isolation_level: str | None = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Run a function in one application-database transaction, exactly once."""
+
+        def decorator(func: F) -> F:
+            info = TransactionInfo(
+                name or function_name(func), func, is_async(func), isolation_level
+            )
+            if info.is_async:
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await _run_transaction_async(_get_instance(), info, args, kwargs)
+
+                return cast(F, async_wrapper)
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return _run_transaction(_get_instance(), info, args, kwargs)
+
+            return cast(F, sync_wrapper)
+
+        return decorator
+
+    # -- starting and inspecting workflows ------------------------------------------------
+
+    @classmethod
+    def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+        """Start a workflow in the background; returns its handle at once."""
+        rt = _get_instance()
+        info = _workflow_info(func)
+        start = prepare_workflow(rt, info, args, kwargs)
+        rt._dispatch(info, start)
+        return WorkflowHandle(rt, start.entry.workflow_id, start.entry)
+
+    @classmethod
+    async def start_workflow_async(
+        cls, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Start a workflow from async code; async workflows run on the caller's loop."""
+        import asyncio
+
+        rt = _get_instance()
+        info = _workflow_info(func)
+        start = prepare_workflow(rt, info, args, kwargs)
+        if start.run is not None:
+            if info.is_async:
+                coro = cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
+                task = asyncio.get_running_loop().create_task(coro)
+                rt._background_tasks.add(task)
+                task.add_done_callback(rt._background_tasks.discard)
+            else:
+                rt._executor.submit(start.entry.run_if_unclaimed)
+        return WorkflowHandleAsync(rt, start.entry.workflow_id, start.entry)
+
+    @property
+    def _background_tasks(self) -> set[Any]:
+        tasks: set[Any] | None = getattr(self, "_tasks", None)
+        if tasks is None:
+            tasks = set()
+            self._tasks = tasks
+        return tasks
+
+    @classmethod
+    def retrieve_workflow(
+        cls, workflow_id: str, existing_workflow: bool = True
+    ) -> WorkflowHandle[Any]:
+        """A handle to a workflow by ID (raises if it does not exist)."""
+        rt = _get_instance()
+        rt._require_launched()
+        if existing_workflow and rt._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+
+    @classmethod
+    async def retrieve_workflow_async(cls, workflow_id: str) -> WorkflowHandleAsync[Any]:
+        """Async :meth:`retrieve_workflow`."""
+        rt = _get_instance()
+        rt._require_launched()
+        if rt._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        return WorkflowHandleAsync(rt, workflow_id, rt._active.get(workflow_id))
+
+    @classmethod
+    def get_workflow_status(cls, workflow_id: str) -> WorkflowStatus | None:
+        """The status of a workflow, or None."""
+        rt = _get_instance()
+        rt._require_launched()
+        row = rt._sysdb.get_status(workflow_id)
+        return WorkflowStatus.from_row(row) if row is not None else None
+
+    @classmethod
+    def list_workflows(
+        cls,
+        *,
+        workflow_ids: list[str] | None = None,
+        status: str | list[str] | None = None,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        sort_desc: bool = False,
+        load_input: bool = True,
+    ) -> list[WorkflowStatus]:
+        """Workflows matching the filters (times as ISO 8601 strings), oldest first."""
+        rt = _get_instance()
+        rt._require_launched()
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError("limit must be a non-negative integer")
+        rows = rt._sysdb.list_workflows(
+            workflow_ids=workflow_ids,
+            status=status,
+            name=name,
+            start_time_ms=_iso_ms(start_time, "start_time"),
+            end_time_ms=_iso_ms(end_time, "end_time"),
+            limit=limit,
+            offset=offset,
+            sort_desc=sort_desc,
+        )
+        return [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
+
+    @classmethod
+    def cancel_workflow(cls, workflow_id: str) -> None:
+        """Cancel a workflow: it stops at its next step; waiters get a cancellation error."""
+        rt = _get_instance()
+        rt._require_launched()
+        if rt._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        rt._sysdb.cancel(workflow_id)
+        rt._timeouts.remove(workflow_id)
+        entry = rt._active.get(workflow_id)
+        if entry is not None:
+            entry.cancel()
+
+    @classmethod
+    def resume_workflow(cls, workflow_id: str) -> WorkflowHandle[Any]:
+        """Resume a cancelled or failed workflow from its last completed step."""
+        rt = _get_instance()
+        rt._require_launched()
+        active: ActiveWorkflow | None = rt._active.get(workflow_id)
+        if active is not None and not active.done.is_set():
+            return WorkflowHandle(rt, workflow_id, active)
+        if active is not None:
+            # A cancelled entry lingers until its body reaches a boundary; wait for it.
+            rt._active.release(active)
+        row = rt._sysdb.resume(workflow_id, rt._config.executor_id)
+        if row is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        return rt._restart(workflow_id, count_attempt=False)
+
+    @classmethod
+    def sleep(cls, seconds: float) -> None:
+        """Durable sleep: a recovered workflow sleeps only the time left."""
+        rt = _instance
+        if rt is None:
+            raise DBOSNotLaunchedError("DBOS(config=...) was not constructed")
+        durable_sleep(rt, seconds)
+
+    @classmethod
+    async def sleep_async(cls, seconds: float) -> None:
+        """Async durable sleep (holds no thread)."""
+        rt = _instance
+        if rt is None:
+            raise DBOSNotLaunchedError("DBOS(config=...) was not constructed")
+        await durable_sleep_async(rt, seconds)
+
+
+def _workflow_info(func: Callable[..., Any]) -> WorkflowInfo:
+    info = getattr(func, "__spindle_workflow__", None)
+    if not isinstance(info, WorkflowInfo):
+        raise DBOSException(f"{function_name(func)} is not a @DBOS.workflow()")
+    return info
+
+
+def _iso_ms(value: str | None, key: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(datetime.fromisoformat(value).timestamp() * 1000)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key} must be an ISO 8601 timestamp, got {value!r}") from exc
+
+
+def _transaction_prelude(
+    rt: DBOS, info: TransactionInfo
+) -> tuple[ApplicationDatabase, str | None, int | None, tuple[Any] | None]:
+    """Where a transaction stands: its database, its checkpoint key, and a replayed result."""
+    from ._core import _check_boundary
+
+    if rt._appdb is None:
+        raise DBOSException("@DBOS.transaction needs application_database_url in the config")
+    ctx = current_workflow.get()
+    if ctx is None or ctx.in_step:
+        return rt._appdb, None, None, None
+    wf_id, fid = ctx.workflow_id, ctx.next_id()
+    if ctx.recorded is not None:
+        done = rt._appdb.recorded(wf_id, fid)
+        if done is not None:
+            if done[1] is not None:
+                raise deserialize_exception(done[1])
+            return rt._appdb, wf_id, fid, (deserialize(done[0]),)
+    _check_boundary(rt, ctx.entry)
+    return rt._appdb, wf_id, fid, None
+
+
+def _run_transaction(
+    rt: DBOS, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    appdb, wf_id, fid, replayed = _transaction_prelude(rt, info)
+    if replayed is not None:
+        return replayed[0]
+    try:
+        return appdb.run(
+            info.func,
+            args,
+            kwargs,
+            workflow_id=wf_id,
+            function_id=fid,
+            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
+            isolation_level=info.isolation_level,
+        )
+    except Exception as exc:
+        _transaction_failed(rt, appdb, wf_id, fid, exc)
+        raise
+
+
+async def _run_transaction_async(
+    rt: DBOS, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    appdb, wf_id, fid, replayed = _transaction_prelude(rt, info)
+    if replayed is not None:
+        return replayed[0]
+    try:
+        return await appdb.run_async(
+            info.func,
+            args,
+            kwargs,
+            workflow_id=wf_id,
+            function_id=fid,
+            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
+            isolation_level=info.isolation_level,
+        )
+    except Exception as exc:
+        _transaction_failed(rt, appdb, wf_id, fid, exc)
+        raise
+
+
+def _transaction_failed(
+    rt: DBOS, appdb: ApplicationDatabase, wf_id: str | None, fid: int | None, exc: Exception
+) -> None:
+    from ._errors import WorkflowInterrupted
+    from ._sysdb import SystemDatabaseClosed
+
+    if isinstance(exc, SystemDatabaseClosed):
+        raise WorkflowInterrupted() from exc
+    if wf_id is not None and fid is not None and not rt._interrupting:
+        appdb.record_error(wf_id, fid, serialize_exception(exc))

@@ -1,0 +1,74 @@
+"""The package's exceptions, named as DBOS Transact names them."""
+
+from __future__ import annotations
+
+
+class DBOSException(Exception):
+    """Base class of every error Spindle raises on purpose."""
+
+
+class DBOSConfigError(DBOSException, ValueError):
+    """A configuration key is unknown or has a bad value (raised at construction)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+class DBOSNotLaunchedError(DBOSException, RuntimeError):
+    """The call needs ``DBOS.launch()`` first (or came after ``destroy()``)."""
+
+
+class DBOSSerializationError(DBOSException):
+    """A workflow's or step's inputs or output could not be serialized."""
+
+
+class DBOSNonExistentWorkflowError(DBOSException):
+    """No workflow has this ID."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} does not exist")
+        self.workflow_id = workflow_id
+
+
+class DBOSWorkflowConflictIDError(DBOSException):
+    """A workflow ID was reused for a different function."""
+
+
+class DBOSWorkflowCancelledError(DBOSException):
+    """Raised inside a workflow that was cancelled (or timed out), at its next step boundary."""
+
+
+class DBOSAwaitedWorkflowCancelledError(DBOSException):
+    """Raised by ``get_result()`` of a workflow that was cancelled or timed out."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} was cancelled")
+        self.workflow_id = workflow_id
+
+
+class DBOSMaxStepRetriesExceeded(DBOSException):
+    """A step failed on every one of its allowed attempts."""
+
+    def __init__(self, step_name: str, max_attempts: int, errors: list[BaseException]) -> None:
+        super().__init__(
+            f"step {step_name!r} failed {max_attempts} times; last error: {errors[-1]!r}"
+        )
+        self.step_name = step_name
+        self.errors = errors
+
+
+class DBOSWorkflowFunctionNotFoundError(DBOSException):
+    """A recovered workflow names a function this process has not registered."""
+
+
+class DBOSRuntimeShutdownError(DBOSException):
+    """The runtime shut down while the caller was waiting; the workflow stays PENDING."""
+
+
+class WorkflowInterrupted(BaseException):
+    """Unwinds a workflow at its next durable boundary when the runtime shuts down.
+
+    A BaseException so a workflow's ``except Exception`` cannot swallow it: the workflow must
+    stop touching the database, and stays PENDING for recovery.
+    """

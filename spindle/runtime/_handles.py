@@ -1,0 +1,133 @@
+"""Workflow handles: wait for a result, in this process or from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ._active import ActiveWorkflow
+from ._core import wait_async
+from ._errors import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSNonExistentWorkflowError,
+    DBOSRuntimeShutdownError,
+)
+from ._serialization import deserialize, deserialize_exception
+from ._status import WorkflowStatus
+from ._sysdb import CANCELLED, ERROR, SUCCESS
+
+if TYPE_CHECKING:
+    from ._dbos import DBOS
+
+R = TypeVar("R")
+
+# Polling a workflow run elsewhere backs off from 10 ms to 1 s.
+_POLL_MIN = 0.01
+_POLL_MAX = 1.0
+
+
+class WorkflowHandle(Generic[R]):
+    """A started workflow: its ID, its status, and (blocking) its result."""
+
+    def __init__(self, rt: DBOS, workflow_id: str, entry: ActiveWorkflow | None) -> None:
+        self._rt = rt
+        self._entry = entry
+        self.workflow_id = workflow_id
+
+    def get_workflow_id(self) -> str:
+        """The workflow's ID."""
+        return self.workflow_id
+
+    def get_result(self) -> R:
+        """Wait for the workflow to end; returns its result or raises its error.
+
+        A cancelled (or timed-out) workflow raises ``DBOSAwaitedWorkflowCancelledError``.
+        """
+        entry = self._entry or self._rt._active.get(self.workflow_id)
+        if entry is not None:
+            # Not started by any worker yet: run it here. A parent blocked on its child
+            # would otherwise hold a worker the child needs (deadlock on a bounded pool).
+            if not entry.is_async and entry.claim() and entry.runner is not None:
+                try:
+                    entry.runner()
+                except BaseException:
+                    pass  # the outcome is on the entry; raised below like any waiter's
+            self._wait_entry(entry)
+            result: R = entry.outcome()
+            return result
+        return self._poll_result()
+
+    def _wait_entry(self, entry: ActiveWorkflow) -> None:
+        stopping = self._rt._stopping
+        while not entry.done.wait(1.0):
+            if stopping.is_set() and not entry.done.is_set():
+                entry.done.wait(self._rt._config.thread_join_timeout_sec)
+                if not entry.done.is_set():
+                    raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
+
+    def _poll_result(self) -> R:
+        delay = _POLL_MIN
+        waiter = threading.Event()
+        while True:
+            row = self._rt._sysdb.get_status(self.workflow_id)
+            if row is None:
+                raise DBOSNonExistentWorkflowError(self.workflow_id)
+            if row.status == SUCCESS:
+                result: R = deserialize(row.output)
+                return result
+            if row.status == ERROR and row.error is not None:
+                raise deserialize_exception(row.error)
+            if row.status == CANCELLED:
+                raise DBOSAwaitedWorkflowCancelledError(self.workflow_id)
+            if self._rt._stopping.wait(0) or waiter.wait(delay):
+                raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
+            delay = min(delay * 2, _POLL_MAX)
+
+    def get_status(self) -> WorkflowStatus:
+        """The workflow's current status."""
+        row = self._rt._sysdb.get_status(self.workflow_id)
+        if row is None:
+            raise DBOSNonExistentWorkflowError(self.workflow_id)
+        return WorkflowStatus.from_row(row)
+
+
+class WorkflowHandleAsync(Generic[R]):
+    """The async twin of :class:`WorkflowHandle`: waiting holds no thread."""
+
+    def __init__(self, rt: DBOS, workflow_id: str, entry: ActiveWorkflow | None) -> None:
+        self._rt = rt
+        self._entry = entry
+        self.workflow_id = workflow_id
+
+    def get_workflow_id(self) -> str:
+        """The workflow's ID."""
+        return self.workflow_id
+
+    async def get_result(self) -> R:
+        """Await the workflow's result (or its error)."""
+        entry = self._entry or self._rt._active.get(self.workflow_id)
+        if entry is not None:
+            result: R = await wait_async(entry)
+            return result
+        delay = _POLL_MIN
+        while True:
+            row = self._rt._sysdb.get_status(self.workflow_id)
+            if row is None:
+                raise DBOSNonExistentWorkflowError(self.workflow_id)
+            if row.status == SUCCESS:
+                value: R = deserialize(row.output)
+                return value
+            if row.status == ERROR and row.error is not None:
+                raise deserialize_exception(row.error)
+            if row.status == CANCELLED:
+                raise DBOSAwaitedWorkflowCancelledError(self.workflow_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def get_status(self) -> WorkflowStatus:
+        """The workflow's current status."""
+        row = self._rt._sysdb.get_status(self.workflow_id)
+        if row is None:
+            raise DBOSNonExistentWorkflowError(self.workflow_id)
+        return WorkflowStatus.from_row(row)

@@ -1,0 +1,523 @@
+"""The system database: workflow status and step outputs, through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from ._errors import DBOSNotLaunchedError
+from ._schema import LATEST_VERSION, MIGRATIONS, SCHEMA, operation_outputs, schema_version
+from ._schema import workflow_status as ws
+
+logger = logging.getLogger("spindle")
+
+PENDING = "PENDING"
+SUCCESS = "SUCCESS"
+ERROR = "ERROR"
+CANCELLED = "CANCELLED"
+ENQUEUED = "ENQUEUED"
+TERMINAL = (SUCCESS, ERROR, CANCELLED)
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds, the unit of every timestamp in the database."""
+    return int(time.time() * 1000)
+
+
+def normalize_url(url: str) -> str:
+    """Accept DBOS-style ``postgresql://`` URLs and drive them with psycopg 3."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    """True for a SQLite URL."""
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, pool_size: int, sqlite_synchronous: str = "FULL") -> Engine:
+    """An engine set up for durable, concurrent use on either backend."""
+    url = normalize_url(url)
+    if is_sqlite(url):
+        engine = sa.create_engine(
+            url,
+            poolclass=sa.pool.QueuePool,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        ).execution_options(schema_translate_map={SCHEMA: None})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from pysqlite so BEGIN IMMEDIATE is ours to emit.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is fsynced before it returns, so a power loss loses nothing
+            # acknowledged (NORMAL in WAL mode may lose the last commits).
+            cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front: a deferred transaction that reads and
+            # then writes fails with SQLITE_BUSY instead of waiting on busy_timeout.
+            if conn.get_execution_options().get("spindle_read"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the PostgreSQL database named in ``url`` if it does not exist."""
+    u = make_url(normalize_url(url))
+    if not u.drivername.startswith("postgresql") or not u.database:
+        return
+    admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": u.database}
+            ).scalar()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote(u.database)
+                try:
+                    conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+                except sa.exc.ProgrammingError:
+                    pass  # another process created it between our check and create
+    finally:
+        admin.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One workflow's status row."""
+
+    workflow_id: str
+    status: str
+    name: str
+    inputs: bytes | None
+    output: bytes | None
+    error: bytes | None
+    executor_id: str
+    application_version: str | None
+    created_at: int
+    updated_at: int
+    recovery_attempts: int
+    parent_workflow_id: str | None
+    workflow_timeout_ms: int | None
+    workflow_deadline_epoch_ms: int | None
+    queue_name: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> StatusRow:
+        """From a result row of ``_STATUS_COLUMNS``."""
+        return cls(*tuple(row))
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One recorded step outcome."""
+
+    function_id: int
+    function_name: str
+    output: bytes | None
+    error: bytes | None
+    child_workflow_id: str | None
+    completed_at: int
+
+
+_STATUS_COLUMNS = (
+    ws.c.workflow_uuid,
+    ws.c.status,
+    ws.c.name,
+    ws.c.inputs,
+    ws.c.output,
+    ws.c.error,
+    ws.c.executor_id,
+    ws.c.application_version,
+    ws.c.created_at,
+    ws.c.updated_at,
+    ws.c.recovery_attempts,
+    ws.c.parent_workflow_id,
+    ws.c.workflow_timeout_ms,
+    ws.c.workflow_deadline_epoch_ms,
+    ws.c.queue_name,
+)
+
+
+class SystemDatabaseClosed(DBOSNotLaunchedError):
+    """The system database was closed (``destroy()``); nothing may use it any more."""
+
+
+class SystemDatabase:
+    """Every query the runtime makes to the system database, behind a close gate.
+
+    The gate counts operations in flight: ``close()`` refuses new ones, interrupts the
+    ones in flight when asked, waits for them to drain and only then disposes the engine,
+    so no thread ever runs a query on a closed pool (the PR #553 bug).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "FULL"):
+        self.url = normalize_url(url)
+        self.sqlite = is_sqlite(self.url)
+        if not self.sqlite:
+            ensure_postgres_database(self.url)
+        self.engine = make_engine(
+            self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
+        )
+        self._read_engine = self.engine.execution_options(spindle_read=True)
+        self._gate = threading.Condition()
+        self._in_flight: dict[int, Any] = {}
+        self._closing = False
+        self._closed = False
+        dialect = sqlite if self.sqlite else postgresql
+        self._insert = dialect.insert
+
+    # -- the gate ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _op(self, *, read: bool = False) -> Iterator[Connection]:
+        with self._gate:
+            if self._closing:
+                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            token = object()
+            self._in_flight[id(token)] = None
+        try:
+            engine = self._read_engine if read else self.engine
+            with engine.begin() as conn:
+                with self._gate:
+                    self._in_flight[id(token)] = conn.connection.dbapi_connection
+                yield conn
+        except sa.exc.OperationalError as exc:
+            if self._closing:
+                raise SystemDatabaseClosed("interrupted by shutdown") from exc
+            raise
+        finally:
+            with self._gate:
+                del self._in_flight[id(token)]
+                self._gate.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` began."""
+        return self._closing
+
+    def interrupt(self) -> int:
+        """Refuse new operations and cancel the ones blocked in the database now.
+
+        Returns how many in-flight operations were interrupted.
+        """
+        with self._gate:
+            self._closing = True
+            conns = [c for c in self._in_flight.values() if c is not None]
+        count = 0
+        for dbapi_conn in conns:
+            try:
+                if self.sqlite:
+                    dbapi_conn.interrupt()
+                else:
+                    dbapi_conn.cancel()
+                count += 1
+            except Exception:
+                logger.debug("spindle: could not interrupt a connection", exc_info=True)
+        return count
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Wait (at most ``timeout``) for in-flight operations, then dispose the engine.
+
+        Returns how many operations were still in flight when the engine was disposed.
+        """
+        deadline = time.monotonic() + timeout
+        with self._gate:
+            self._closing = True
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._gate.wait(left)
+            remaining = len(self._in_flight)
+            self._closed = True
+        self.engine.dispose()
+        return remaining
+
+    # -- schema --------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest version (concurrent launches are serialised)."""
+        with self.engine.begin() as conn:
+            if not self.sqlite:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                # Two processes launching at once must not both run a migration.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5357494e444c45)")
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(schema_version.c.version)).scalar()
+            if current is None:
+                conn.execute(schema_version.insert().values(id=1, version=0))
+                current = 0
+            if current > LATEST_VERSION:
+                raise DBOSNotLaunchedError(
+                    f"the system database schema is version {current}, newer than this "
+                    f"Spindle ({LATEST_VERSION}); upgrade Spindle"
+                )
+            for version in range(current, LATEST_VERSION):
+                MIGRATIONS[version](conn)
+            conn.execute(schema_version.update().values(version=LATEST_VERSION))
+
+    # -- workflows -----------------------------------------------------------------------
+
+    def insert_workflow(
+        self,
+        *,
+        workflow_id: str,
+        name: str,
+        inputs: bytes,
+        executor_id: str,
+        application_version: str,
+        status: str = PENDING,
+        parent_workflow_id: str | None = None,
+        timeout_ms: int | None = None,
+        deadline_epoch_ms: int | None = None,
+        queue_name: str | None = None,
+    ) -> StatusRow | None:
+        """Insert a new workflow; returns None when inserted, or the existing row."""
+        now = now_ms()
+        stmt = (
+            self._insert(ws)
+            .values(
+                workflow_uuid=workflow_id,
+                status=status,
+                name=name,
+                inputs=inputs,
+                executor_id=executor_id,
+                application_version=application_version,
+                created_at=now,
+                updated_at=now,
+                recovery_attempts=0,
+                parent_workflow_id=parent_workflow_id,
+                workflow_timeout_ms=timeout_ms,
+                workflow_deadline_epoch_ms=deadline_epoch_ms,
+                queue_name=queue_name,
+                started_at_epoch_ms=now if status == PENDING else None,
+            )
+            .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
+        )
+        with self._op() as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return None
+            row = conn.execute(
+                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
+            ).one()
+        return StatusRow.of(row)
+
+    def get_status(self, workflow_id: str) -> StatusRow | None:
+        """The status row of one workflow, or None."""
+        with self._op(read=True) as conn:
+            row = conn.execute(
+                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
+            ).one_or_none()
+        return StatusRow.of(row) if row else None
+
+    def finish_workflow(
+        self, workflow_id: str, status: str, *, output: bytes | None, error: bytes | None
+    ) -> bool:
+        """Record a PENDING workflow's end; False if it was no longer PENDING (cancelled)."""
+        stmt = (
+            ws.update()
+            .where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
+            .values(status=status, output=output, error=error, updated_at=now_ms())
+        )
+        with self._op() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def claim_for_recovery(self, workflow_id: str, executor_id: str) -> bool:
+        """Count a recovery attempt on a PENDING workflow; False if it is not PENDING."""
+        stmt = (
+            ws.update()
+            .where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
+            .values(
+                recovery_attempts=ws.c.recovery_attempts + 1,
+                executor_id=executor_id,
+                updated_at=now_ms(),
+            )
+        )
+        with self._op() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def pending_workflow_ids(self, executor_ids: Sequence[str]) -> list[str]:
+        """IDs of PENDING workflows owned by these executors, oldest first."""
+        stmt = (
+            sa.select(ws.c.workflow_uuid)
+            .where(ws.c.status == PENDING, ws.c.executor_id.in_(list(executor_ids)))
+            .order_by(ws.c.created_at)
+        )
+        with self._op(read=True) as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    def cancel_tree(self, workflow_id: str) -> list[str]:
+        """Cancel a workflow and all its descendants that have not finished; returns their IDs."""
+        tree = (
+            sa.select(ws.c.workflow_uuid)
+            .where(ws.c.workflow_uuid == workflow_id)
+            .cte("tree", recursive=True)
+        )
+        child = ws.alias("child")
+        tree = tree.union_all(
+            sa.select(child.c.workflow_uuid).where(
+                child.c.parent_workflow_id == tree.c.workflow_uuid
+            )
+        )
+        with self._op() as conn:
+            ids = [r[0] for r in conn.execute(sa.select(tree.c.workflow_uuid))]
+            conn.execute(
+                ws.update()
+                .where(ws.c.workflow_uuid.in_(ids), ws.c.status.in_([PENDING, ENQUEUED]))
+                .values(status=CANCELLED, updated_at=now_ms())
+            )
+        return ids
+
+    def cancel(self, workflow_id: str) -> bool:
+        """Cancel one workflow if it has not finished; False if it had."""
+        with self._op() as conn:
+            return bool(
+                conn.execute(
+                    ws.update()
+                    .where(ws.c.workflow_uuid == workflow_id, ws.c.status.in_([PENDING, ENQUEUED]))
+                    .values(status=CANCELLED, updated_at=now_ms())
+                ).rowcount
+                == 1
+            )
+
+    def resume(self, workflow_id: str, executor_id: str) -> StatusRow | None:
+        """Set a cancelled or failed workflow back to PENDING on this executor."""
+        with self._op() as conn:
+            conn.execute(
+                ws.update()
+                .where(ws.c.workflow_uuid == workflow_id, ws.c.status.notin_([SUCCESS]))
+                .values(
+                    status=PENDING,
+                    executor_id=executor_id,
+                    recovery_attempts=0,
+                    workflow_deadline_epoch_ms=None,
+                    updated_at=now_ms(),
+                )
+            )
+            row = conn.execute(
+                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
+            ).one_or_none()
+        return StatusRow.of(row) if row else None
+
+    def list_workflows(
+        self,
+        *,
+        workflow_ids: Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        start_time_ms: int | None = None,
+        end_time_ms: int | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        sort_desc: bool = False,
+    ) -> list[StatusRow]:
+        """Workflows matching every given filter, by creation time."""
+        stmt = sa.select(*_STATUS_COLUMNS)
+        if workflow_ids is not None:
+            stmt = stmt.where(ws.c.workflow_uuid.in_(list(workflow_ids)))
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            stmt = stmt.where(ws.c.status.in_(statuses))
+        if name is not None:
+            stmt = stmt.where(ws.c.name == name)
+        if start_time_ms is not None:
+            stmt = stmt.where(ws.c.created_at >= start_time_ms)
+        if end_time_ms is not None:
+            stmt = stmt.where(ws.c.created_at <= end_time_ms)
+        order = ws.c.created_at.desc() if sort_desc else ws.c.created_at.asc()
+        stmt = stmt.order_by(order, ws.c.workflow_uuid)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset is not None:
+            stmt = stmt.offset(offset)
+        with self._op(read=True) as conn:
+            return [StatusRow.of(r) for r in conn.execute(stmt)]
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def step_outputs(self, workflow_id: str) -> dict[int, StepRow]:
+        """Every recorded step of a workflow, by function id."""
+        oo = operation_outputs
+        stmt = sa.select(
+            oo.c.function_id,
+            oo.c.function_name,
+            oo.c.output,
+            oo.c.error,
+            oo.c.child_workflow_id,
+            oo.c.completed_at,
+        ).where(oo.c.workflow_uuid == workflow_id)
+        with self._op(read=True) as conn:
+            return {r[0]: StepRow(*tuple(r)) for r in conn.execute(stmt)}
+
+    def record_step(
+        self,
+        workflow_id: str,
+        function_id: int,
+        function_name: str,
+        *,
+        output: bytes | None,
+        error: bytes | None,
+        child_workflow_id: str | None = None,
+    ) -> str:
+        """Durably record a step outcome, only while the workflow is PENDING.
+
+        Returns ``"recorded"``, ``"not-pending"`` (cancelled meanwhile: the check and the
+        write are one statement, so no extra round trip) or ``"conflict"`` (already recorded
+        by another execution of the same workflow).
+        """
+        oo = operation_outputs
+        pending = sa.exists().where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
+        source = sa.select(
+            sa.literal(workflow_id, sa.Text),
+            sa.literal(function_id, sa.Integer),
+            sa.literal(function_name, sa.Text),
+            sa.literal(output, sa.LargeBinary),
+            sa.literal(error, sa.LargeBinary),
+            sa.literal(child_workflow_id, sa.Text),
+            sa.literal(now_ms(), sa.BigInteger),
+        ).where(pending)
+        stmt = oo.insert().from_select(
+            [
+                oo.c.workflow_uuid,
+                oo.c.function_id,
+                oo.c.function_name,
+                oo.c.output,
+                oo.c.error,
+                oo.c.child_workflow_id,
+                oo.c.completed_at,
+            ],
+            source,
+        )
+        try:
+            with self._op() as conn:
+                rows = conn.execute(stmt).rowcount
+        except IntegrityError:
+            return "conflict"
+        return "recorded" if rows == 1 else "not-pending"
