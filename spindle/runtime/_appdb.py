@@ -82,7 +82,7 @@ class ApplicationDatabase:
             token = current_session.set(session)
             try:
                 result = func(*args, **kwargs)
-                session.flush()
+                session.commit()  # releases its savepoint; the outer transaction is ours
             finally:
                 current_session.reset(token)
                 session.close()
@@ -119,7 +119,7 @@ class ApplicationDatabase:
             token = current_session.set(session)
             try:
                 result = await func(*args, **kwargs)
-                session.flush()
+                session.commit()  # releases its savepoint; the outer transaction is ours
             finally:
                 current_session.reset(token)
                 session.close()

@@ -268,7 +268,7 @@ class SystemDatabase:
             if not self.sqlite:
                 conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
                 # Two processes launching at once must not both run a migration.
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5357494e444c45)")
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5357494)")
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(schema_version.c.version)).scalar()
             if current is None:
@@ -503,21 +503,26 @@ class SystemDatabase:
             sa.literal(child_workflow_id, sa.Text),
             sa.literal(now_ms(), sa.BigInteger),
         ).where(pending)
-        stmt = oo.insert().from_select(
-            [
-                oo.c.workflow_uuid,
-                oo.c.function_id,
-                oo.c.function_name,
-                oo.c.output,
-                oo.c.error,
-                oo.c.child_workflow_id,
-                oo.c.completed_at,
-            ],
-            source,
+        stmt = (
+            oo.insert()
+            .from_select(
+                [
+                    oo.c.workflow_uuid,
+                    oo.c.function_id,
+                    oo.c.function_name,
+                    oo.c.output,
+                    oo.c.error,
+                    oo.c.child_workflow_id,
+                    oo.c.completed_at,
+                ],
+                source,
+            )
+            .returning(oo.c.function_id)
         )
         try:
             with self._op() as conn:
-                rows = conn.execute(stmt).rowcount
+                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT here.
+                rows = len(conn.execute(stmt).all())
         except IntegrityError:
             return "conflict"
         return "recorded" if rows == 1 else "not-pending"
