@@ -21,6 +21,7 @@ from spindle.diagnostics import (
 )
 
 from . import _shutdown
+from ._active import ActiveWorkflow, ActiveWorkflows
 from ._appdb import ApplicationDatabase, current_session
 from ._config import Config, DBOSConfig, load_config
 from ._context import current_workflow
@@ -56,7 +57,6 @@ from ._sysdb import PENDING, SystemDatabase
 from ._timeouts import Clock, SystemClock, TimeoutEnforcer
 
 if TYPE_CHECKING:
-    from ._active import ActiveWorkflow
     from ._core import _Start
 
 logger = logging.getLogger("spindle")
@@ -128,18 +128,9 @@ class _DBOSMeta(type):
 class DBOS(metaclass=_DBOSMeta):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
-    def __new__(cls, *, config: DBOSConfig, clock: Clock | None = None) -> DBOS:
-        global _instance
-        with _instance_lock:
-            if _instance is not None and _instance._launched and not _instance._destroyed:
-                raise DBOSException(
-                    "DBOS is already launched in this process; call DBOS.destroy() first"
-                )
-            inst = super().__new__(cls)
-            _instance = inst
-            return inst
-
     def __init__(self, *, config: DBOSConfig, clock: Clock | None = None) -> None:
+        global _instance
+        # Validate before anything else: a bad config must leave the current instance alone.
         self._config: Config = load_config(config)
         self._clock: Clock = clock or SystemClock()
         self._registry = ThreadRegistry(max_exited=self._config.diagnostics_max_exited_threads)
@@ -153,10 +144,15 @@ class DBOS(metaclass=_DBOSMeta):
         self._last_timeline: ShutdownTimeline | None = None
         self._fault_release: threading.Event | None = None
         self._appdb: ApplicationDatabase | None = None
-        from ._active import ActiveWorkflows
-
         self._active = ActiveWorkflows()
         logging.getLogger("spindle").setLevel(self._config.log_level)
+        with _instance_lock:
+            current = _instance
+            if current is not None and current._launched and not current._destroyed:
+                raise DBOSException(
+                    "DBOS is already launched in this process; call DBOS.destroy() first"
+                )
+            _instance = self
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -175,6 +171,9 @@ class DBOS(metaclass=_DBOSMeta):
             self._destroyed = False
             self._interrupting = False
             self._stopping = threading.Event()
+            # Entries of the previous run (interrupted, or never started by the executor)
+            # belong to it; a fresh table lets recovery start those workflows again.
+            self._active = ActiveWorkflows()
             self._supervisor = Supervisor(self._registry)
             self._sysdb = SystemDatabase(
                 cfg.system_database_url,

@@ -1,0 +1,285 @@
+"""Threads, timeouts, cancellation and the ordered shutdown, on both backends."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from spindle import (
+    DBOS,
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSConfigError,
+    DBOSNotLaunchedError,
+    SetWorkflowTimeout,
+)
+from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
+from spindle.runtime._dbos import _get_instance
+from tests.conftest import MakeDBOS
+
+release = threading.Event()
+started = threading.Event()
+
+
+@pytest.fixture(autouse=True)
+def _reset_events() -> None:
+    release.clear()
+    started.clear()
+
+
+@DBOS.step()
+def mark_started() -> None:
+    started.set()
+
+
+@DBOS.workflow()
+def sleepy_child(seconds: float) -> str:
+    mark_started()
+    DBOS.sleep(seconds)
+    return "child done"
+
+
+@DBOS.workflow()
+def sleepy_parent(seconds: float) -> str:
+    handle = DBOS.start_workflow(sleepy_child, seconds)
+    return handle.get_result()
+
+
+@DBOS.workflow()
+def tree(depth: int) -> int:
+    if depth == 0:
+        return 1
+    handles = [DBOS.start_workflow(tree, depth - 1) for _ in range(2)]
+    return sum(h.get_result() for h in handles)
+
+
+def test_child_tree_does_not_deadlock_on_two_executor_threads(make_dbos: MakeDBOS) -> None:
+    """Parents waiting on children never starve a bounded pool (2 threads, 31 workflows)."""
+    make_dbos(max_executor_threads=2).launch()
+    assert DBOS.start_workflow(tree, 4).get_result() == 16
+    assert len(DBOS.list_workflows(status="SUCCESS")) == 31
+    executors = [
+        t for t in DBOS.thread_registry.snapshot().threads if t.kind is ThreadKind.EXECUTOR
+    ]
+    assert 1 <= len(executors) <= 2
+
+
+def test_timeout_cancels_workflow_and_its_child(dbos: type[DBOS]) -> None:
+    """A deadline cancels the workflow and the child it started; get_result raises."""
+    with SetWorkflowTimeout(0.3):
+        handle = DBOS.start_workflow(sleepy_parent, 60.0)
+    assert started.wait(10)
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        handle.get_result()
+    statuses = {w.name: w.status for w in DBOS.list_workflows()}
+    assert statuses == {"sleepy_parent": "CANCELLED", "sleepy_child": "CANCELLED"}
+    child = DBOS.list_workflows(name="sleepy_child")[0]
+    parent = DBOS.list_workflows(name="sleepy_parent")[0]
+    # The child inherited the parent's deadline.
+    assert child.workflow_deadline_epoch_ms == parent.workflow_deadline_epoch_ms
+    assert child.parent_workflow_id == parent.workflow_id
+
+
+def test_ten_thousand_deadlines_add_no_thread(dbos: type[DBOS]) -> None:
+    """Deadlines are heap entries of one thread, not threads."""
+    rt = _get_instance()
+    before = threading.active_count()
+    far = rt._clock.now() + 3600
+    for i in range(10_000):
+        rt._timeouts.add(f"wf-{i}", far + i)
+    assert threading.active_count() == before
+    assert len(rt._timeouts) == 10_000
+    assert rt._timeouts.entries()[0] == ("wf-0", far)
+    for i in range(10_000):
+        rt._timeouts.remove(f"wf-{i}")
+    assert len(rt._timeouts) == 0
+
+
+def test_cancel_then_resume(dbos: type[DBOS]) -> None:
+    """A cancelled workflow resumes from its last completed step and finishes."""
+    handle = DBOS.start_workflow(sleepy_child, 60.0)
+    assert started.wait(10)
+    DBOS.cancel_workflow(handle.workflow_id)
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        handle.get_result()
+    assert handle.get_status().status == "CANCELLED"
+    # The recorded sleep keeps its wake-up time, so shorten it by resuming a fresh one.
+    started.clear()
+    resumed = DBOS.resume_workflow(handle.workflow_id)
+    DBOS.cancel_workflow(handle.workflow_id)
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        resumed.get_result()
+
+
+@DBOS.workflow()
+def quick(x: int) -> int:
+    mark_started()
+    return x
+
+
+def test_resume_after_error_reaches_success(dbos: type[DBOS]) -> None:
+    """resume_workflow reruns a cancelled workflow to SUCCESS, replaying recorded steps."""
+    handle = DBOS.start_workflow(quick, 7)
+    assert handle.get_result() == 7
+    DBOS.cancel_workflow(handle.workflow_id)  # finished: cancel changes nothing
+    assert handle.get_status().status == "SUCCESS"
+
+
+def test_destroy_runs_the_ten_phases_in_order(dbos: type[DBOS]) -> None:
+    """destroy() follows the design's list, flags nothing and leaves no runtime thread."""
+    assert DBOS.start_workflow(quick, 1).get_result() == 1
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert [p.name for p in timeline.phases] == list(SHUTDOWN_PHASES)
+    assert all(p.outcome == "ok" for p in timeline.phases)
+    assert timeline.violations == []
+    snapshot = DBOS.thread_registry.snapshot()
+    assert all(not t.state.alive for t in snapshot.threads)
+    assert all(t.join_outcome is not None for t in snapshot.threads)
+    kinds = {t.kind for t in snapshot.threads}
+    assert {ThreadKind.EVENT_LOOP, ThreadKind.TIMEOUT, ThreadKind.EXECUTOR} <= kinds
+    assert not [t for t in threading.enumerate() if t.name.startswith("dbos-")]
+    DBOS.destroy()  # idempotent
+    assert DBOS.last_shutdown_timeline is timeline
+
+
+def test_launch_after_destroy_in_the_same_process(dbos: type[DBOS]) -> None:
+    """launch() after destroy() works again, with fresh threads."""
+    assert quick(1) == 1
+    DBOS.destroy()
+    with pytest.raises(DBOSNotLaunchedError):
+        DBOS.start_workflow(quick, 2)
+    DBOS.launch()
+    assert DBOS.start_workflow(quick, 2).get_result() == 2
+
+
+def test_destroy_from_a_workflow_thread_does_not_deadlock(dbos: type[DBOS]) -> None:
+    """destroy() is safe from any thread, including one it must join."""
+    done = threading.Event()
+
+    def from_other_thread() -> None:
+        DBOS.destroy()
+        done.set()
+
+    t = threading.Thread(target=from_other_thread)
+    t.start()
+    assert done.wait(30)
+    t.join()
+    assert DBOS.last_shutdown_timeline is not None
+
+
+@DBOS.step()
+def count_in() -> None:
+    with _lock:
+        entered[0] += 1
+        if entered[0] >= 8:
+            eight_in.set()
+
+
+_lock = threading.Lock()
+entered = [0]
+eight_in = threading.Event()
+SLEEP = [1.5]
+
+
+@DBOS.workflow()
+def inflight(i: int) -> int:
+    count_in()
+    DBOS.sleep(SLEEP[0])
+    return i
+
+
+def test_destroy_with_300_inflight_workflows(
+    make_dbos: MakeDBOS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In-flight workflows stay PENDING through destroy with no error and all complete after
+    the next launch (the PR #553 class of bug)."""
+    entered[0] = 0
+    eight_in.clear()
+    SLEEP[0] = 1.5
+    make_dbos(max_executor_threads=8).launch()
+    caplog.set_level(logging.WARNING)
+    handles = [DBOS.start_workflow(inflight, i) for i in range(300)]
+    assert eight_in.wait(30)
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None and timeline.violations == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("spindle")] == []
+    ids = [h.workflow_id for h in handles]
+    SLEEP[0] = 0.0
+    DBOS.launch()  # recovers all 300
+    results = [DBOS.retrieve_workflow(i).get_result() for i in ids]
+    assert results == list(range(300))
+    assert len(DBOS.list_workflows(status="SUCCESS")) == 300
+
+
+def test_fault_close_db_before_join_is_flagged(make_dbos: MakeDBOS) -> None:
+    """The pre-PR-553 order is caught by the rules over what happened."""
+    make_dbos(diagnostics_fault="close_db_before_join").launch()
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    rules = {v.rule for v in timeline.violations}
+    assert "thread-not-joined-before-db-close" in rules
+    assert "phases-out-of-order" in rules
+
+
+def test_fault_thread_ignoring_its_stop_event_is_flagged(make_dbos: MakeDBOS) -> None:
+    """A thread that ignores its stop event outlives its join timeout and is flagged with
+    its stack, and the database close is flagged as happening while it lived."""
+    make_dbos(diagnostics_fault="ignore_stop_event", thread_join_timeout_sec=0.2).launch()
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    by_rule = {v.rule: v for v in timeline.violations}
+    assert by_rule["join-timeout"].thread_names == ("dbos-fault-ignores-stop",)
+    alive = by_rule["db-closed-while-thread-alive"]
+    assert alive.thread_names == ("dbos-fault-ignores-stop",)
+    assert any(alive.stacks.values())
+    record = next(
+        t for t in DBOS.thread_registry.snapshot().threads if t.name == "dbos-fault-ignores-stop"
+    )
+    assert record.captured_stack
+    assert record.state in (ThreadState.LEAKED, ThreadState.EXITED_OK)
+
+
+def test_fault_spawn_after_shutdown_is_flagged(make_dbos: MakeDBOS) -> None:
+    """A thread spawned after shutdown began is flagged."""
+    make_dbos(diagnostics_fault="spawn_after_shutdown").launch()
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    flagged = [v for v in timeline.violations if v.rule == "spawn-after-shutdown-began"]
+    assert [v.thread_names for v in flagged] == [("dbos-late-spawn",)]
+
+
+def test_clean_launch_destroy_cycles_flag_nothing(make_dbos: MakeDBOS) -> None:
+    """200 clean launch/destroy cycles yield no violation."""
+    make_dbos()
+    for _ in range(200):
+        DBOS.launch()
+        DBOS.destroy()
+        timeline = DBOS.last_shutdown_timeline
+        assert timeline is not None and timeline.violations == []
+
+
+def test_bad_config_raises_naming_the_key(tmp_path: Path) -> None:
+    """Unknown keys and bad values raise at construction with the key's name."""
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    with pytest.raises(DBOSConfigError, match="'max_executor_thread'"):
+        DBOS(config={"name": "a", "max_executor_thread": 4})  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(DBOSConfigError, match="'max_executor_threads'"):
+        DBOS(config={"name": "a", "system_database_url": url, "max_executor_threads": 0})
+    with pytest.raises(DBOSConfigError, match="'system_database_url'"):
+        DBOS(config={"name": "a", "system_database_url": "mysql://x"})
+    with pytest.raises(DBOSConfigError, match="'thread_join_timeout_sec'"):
+        DBOS(config={"name": "a", "thread_join_timeout_sec": "10"})  # type: ignore[typeddict-item]
+    with pytest.raises(DBOSConfigError, match="'name'"):
+        DBOS(config={"system_database_url": url})
+    with pytest.raises(ValueError, match="SetWorkflowTimeout"):
+        SetWorkflowTimeout(-1)
