@@ -206,7 +206,8 @@ def test_destroy_with_300_inflight_workflows(
     assert eight_in.wait(30)
     DBOS.destroy()
     timeline = DBOS.last_shutdown_timeline
-    assert timeline is not None and timeline.violations == []
+    assert timeline is not None
+    assert timeline.violations == []
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("spindle")] == []
@@ -265,7 +266,8 @@ def test_clean_launch_destroy_cycles_flag_nothing(make_dbos: MakeDBOS) -> None:
         DBOS.launch()
         DBOS.destroy()
         timeline = DBOS.last_shutdown_timeline
-        assert timeline is not None and timeline.violations == []
+        assert timeline is not None
+        assert timeline.violations == []
 
 
 def test_bad_config_raises_naming_the_key(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from spindle import (
     DBOSNonExistentWorkflowError,
     DBOSSerializationError,
     SetWorkflowID,
+    WorkflowHandle,
 )
 from spindle.runtime._dbos import _get_instance
 from tests.conftest import MakeDBOS
@@ -135,7 +136,7 @@ def test_workflow_error_is_recorded_and_reraised(dbos: type[DBOS]) -> None:
 def test_unserializable_input_raises_and_writes_nothing(dbos: type[DBOS]) -> None:
     """A bad input raises a clear error before any row is written."""
     with pytest.raises(DBOSSerializationError, match="inputs of workflow 'three_steps'"):
-        DBOS.start_workflow(three_steps, threading.Lock())  # type: ignore[arg-type]
+        DBOS.start_workflow(three_steps, threading.Lock())
     assert DBOS.list_workflows() == []
 
 
@@ -160,7 +161,7 @@ def test_unserializable_step_output_fails_the_workflow(dbos: type[DBOS]) -> None
 
 def test_async_workflow_runs_on_the_background_loop(dbos: type[DBOS]) -> None:
     """An async workflow started from sync code runs on dbos-event-loop."""
-    handle = DBOS.start_workflow(async_workflow, 3)
+    handle: WorkflowHandle[Any] = DBOS.start_workflow(async_workflow, 3)
     assert handle.get_result() == 6 + 8
     assert handle.get_status().status == "SUCCESS"
 
