@@ -22,6 +22,7 @@ from spindle.diagnostics import (
 
 from . import _shutdown
 from ._active import ActiveWorkflow, ActiveWorkflows
+from ._admin import AdminServer
 from ._appdb import ApplicationDatabase, current_session
 from ._config import Config, DBOSConfig, load_config
 from ._context import current_workflow
@@ -201,6 +202,9 @@ class DBOS(metaclass=_DBOSMeta):
             self._loop.start()
             self._timeouts = TimeoutEnforcer(self._supervisor, self._on_deadline, self._clock)
             self._timeouts.start()
+            self._admin: AdminServer | None = None
+            if cfg.run_admin_server:
+                self._start_admin_server()
             if cfg.diagnostics_fault == "ignore_stop_event":
                 self._fault_release = threading.Event()
                 self._supervisor.spawn(
@@ -214,6 +218,30 @@ class DBOS(metaclass=_DBOSMeta):
                 atexit.register(_atexit_destroy)
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
+
+    def _start_admin_server(self) -> None:
+        from starlette.routing import BaseRoute, Mount
+
+        from ._admin_api import build_admin_app
+
+        cfg = self._config
+        extra: list[BaseRoute] = []
+        if cfg.enable_diagnostics and self._diag is not None:
+            # The one place the runtime reaches into the web layer: it serves the dashboard.
+            from spindle.web import create_app  # type: ignore[attr-defined]
+
+            extra.append(Mount("/dbos", app=create_app(self._diag, admin_token=cfg.admin_token)))
+        server = AdminServer(
+            self._supervisor, build_admin_app(self, extra), cfg.admin_host, cfg.admin_port
+        )
+        if server.start():
+            self._admin = server
+
+    @property
+    def admin_url(self) -> str | None:
+        """The admin server's base URL, when it runs."""
+        admin = getattr(self, "_admin", None)
+        return admin.url if admin is not None else None
 
     def _require_launched(self) -> None:
         if not self._launched or self._destroyed:
