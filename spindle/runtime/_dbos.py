@@ -243,6 +243,12 @@ class DBOS(metaclass=_DBOSMeta):
         admin = getattr(self, "_admin", None)
         return admin.url if admin is not None else None
 
+    @classmethod
+    def admin_url_of_instance(cls) -> str | None:
+        """The running app's admin server URL (None when it does not run)."""
+        inst = _instance
+        return inst.admin_url if inst is not None else None
+
     def _require_launched(self) -> None:
         if not self._launched or self._destroyed:
             raise DBOSNotLaunchedError("DBOS.launch() was not called (or destroy() ran)")
