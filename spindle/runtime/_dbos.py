@@ -228,7 +228,7 @@ class DBOS(metaclass=_DBOSMeta):
         extra: list[BaseRoute] = []
         if cfg.enable_diagnostics and self._diag is not None:
             # The one place the runtime reaches into the web layer: it serves the dashboard.
-            from spindle.web import create_app  # type: ignore[attr-defined]
+            from spindle.web import create_app  # type: ignore[attr-defined,import-not-found,unused-ignore]
 
             extra.append(Mount("/dbos", app=create_app(self._diag, admin_token=cfg.admin_token)))
         server = AdminServer(
