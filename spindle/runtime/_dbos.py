@@ -216,6 +216,16 @@ class DBOS(metaclass=_DBOSMeta):
             self._launched = True
             if not _atexit_registered:
                 atexit.register(_atexit_destroy)
+                # Interpreter exit joins executor workers (threading._shutdown) *before*
+                # atexit handlers run, so a worker in a durable sleep would hold the exit for
+                # the whole sleep. Threading's own exit hooks run newest first: ours, registered
+                # after concurrent.futures', interrupts the workflows before that join.
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:
+                    try:
+                        register(_atexit_destroy)
+                    except RuntimeError:
+                        pass  # the interpreter is already shutting down
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
 
