@@ -426,3 +426,16 @@ def test_app_global_provider_is_used_and_never_shut_down(tmp_path: Path) -> None
         "spindle.stop_event.set",
         "app-span",
     ]
+
+
+def test_enabled_without_any_endpoint_or_provider_exports_nothing_and_starts_nothing(
+    registry: ThreadRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(key, raising=False)
+    before = {t.ident for t in threading.enumerate()}
+    session = DiagnosticsSession(registry, service_name="shop", enabled=True)
+    assert not session.exporting
+    assert registry._listeners == []
+    assert {t.ident for t in threading.enumerate()} == before
+    assert session.shutdown() is True

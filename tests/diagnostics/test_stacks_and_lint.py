@@ -338,3 +338,25 @@ def test_pyspy_non_root_handshake_names_the_child_as_ptracer_before_it_attaches(
     threads = pyspy_dump(registry=registry, timeout=30)
     assert calls == [spawned[0], 0]
     assert any(t.name == "MainThread" for t in threads)
+
+
+def test_session_lint_uses_its_stuck_grace(
+    registry: ThreadRegistry, supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spindle.diagnostics import DiagnosticsSession
+
+    release = threading.Event()
+
+    def ignores_stop(stop: StopEvent) -> None:
+        release.wait()
+
+    session = DiagnosticsSession(registry, service_name="shop", enabled=False, stuck_grace_sec=30.0)
+    s = supervisor.spawn(ThreadKind.QUEUE, "dbos-queue", ignores_stop)
+    s.stop.set()
+    assert s.stop.set_mono is not None
+    try:
+        assert session.lint(now=s.stop.set_mono + 29) == []
+        with caplog.at_level(logging.CRITICAL, logger="spindle.diagnostics"):
+            assert [x.rule for x in session.lint(now=s.stop.set_mono + 31)] == ["stuck-after-stop"]
+    finally:
+        release.set()
