@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from sqlalchemy.orm import Session
 
 from spindle.diagnostics import (
+    Clock,
     DiagnosticsSession,
+    RealClock,
     ShutdownTimeline,
     ThreadGroup,
     ThreadKind,
@@ -55,7 +57,7 @@ from ._serialization import deserialize, deserialize_exception, serialize, seria
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
 from ._sysdb import PENDING, SystemDatabase
-from ._timeouts import Clock, SystemClock, TimeoutEnforcer
+from ._timeouts import TimeoutEnforcer
 
 if TYPE_CHECKING:
     from ._core import _Start
@@ -133,7 +135,7 @@ class DBOS(metaclass=_DBOSMeta):
         global _instance
         # Validate before anything else: a bad config must leave the current instance alone.
         self._config: Config = load_config(config)
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or RealClock()
         self._registry = ThreadRegistry(max_exited=self._config.diagnostics_max_exited_threads)
         self._supervisor = Supervisor(self._registry)
         self._state_lock = threading.RLock()
