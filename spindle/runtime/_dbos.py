@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import threading
@@ -639,15 +640,9 @@ def _run_transaction(
     if replayed is not None:
         return replayed[0]
     try:
-        return appdb.run(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
@@ -660,18 +655,24 @@ async def _run_transaction_async(
     if replayed is not None:
         return replayed[0]
     try:
-        return await appdb.run_async(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        # The session is sync: its SQL runs on the loop's thread, as a sync call would.
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = await info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
+
+
+def _transaction(
+    appdb: ApplicationDatabase, info: TransactionInfo, wf_id: str | None, fid: int | None
+) -> contextlib.AbstractContextManager[Any]:
+    return appdb.transaction(
+        workflow_id=wf_id,
+        function_id=fid,
+        serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
+        isolation_level=info.isolation_level,
+    )
 
 
 def _transaction_failed(
