@@ -1,0 +1,107 @@
+"""``create_app``: the dashboard as a Starlette app the runtime (or anyone) can mount."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from spindle.diagnostics import DiagnosticsSession
+
+from . import _api, _views
+from ._auth import TokenAuthMiddleware, route_path
+from ._dashboard import Dashboard
+from ._source import DashboardSource, as_source
+
+
+def create_app(
+    source: DashboardSource | DiagnosticsSession,
+    *,
+    admin_token: str | None = None,
+    allow_pyspy: bool = True,
+) -> Starlette:
+    """The thread dashboard over ``source``; mount it, e.g. ``app.mount("/dbos", ...)``.
+
+    A parent app should run this app's lifespan (it removes the registry listener on
+    shutdown); without it the listener is installed on first request and stays.
+    """
+    return build_app(as_source(source), admin_token=admin_token, allow_pyspy=allow_pyspy)
+
+
+def build_app(
+    source: DashboardSource,
+    *,
+    admin_token: str | None = None,
+    allow_pyspy: bool = True,
+    home: str = "threads",
+) -> Starlette:
+    """:func:`create_app` with the home page chosen (the offline viewer's is ``shutdown``)."""
+    if admin_token is not None and not admin_token:
+        raise ValueError("admin_token must be a non-empty string or None")
+    dash = Dashboard(source, allow_pyspy=allow_pyspy)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dash.history.start()
+        try:
+            yield
+        finally:
+            dash.history.stop()
+
+    routes = [
+        Route("/", _views.home, name="home"),
+        Route("/login", _views.login, name="login"),
+        Route("/threads", _views.threads_page, name="threads"),
+        Route("/threads.json", _api.threads_json, name="threads_json"),
+        Route("/threads/fragment", _views.threads_fragment, name="threads_fragment"),
+        # The .json routes come first: "{id}" would otherwise swallow "7.json".
+        Route("/threads/{id}.json", _api.thread_json, name="thread_json"),
+        Route(
+            "/threads/{id}/pyspy.json",
+            _api.thread_pyspy_json,
+            methods=["POST"],
+            name="thread_pyspy_json",
+        ),
+        Route("/threads/{id}/pyspy", _views.thread_pyspy, methods=["POST"], name="thread_pyspy"),
+        Route("/threads/{id}", _views.thread_page, name="thread"),
+        Route("/history", _views.history_page, name="history"),
+        Route("/history.json", _api.history_json, name="history_json"),
+        Route("/shutdown", _views.shutdown_page, name="shutdown"),
+        Route("/shutdown.json", _api.shutdown_json, name="shutdown_json"),
+        Route("/lints.json", _api.lints_json, name="lints_json"),
+        Mount("/static", StaticFiles(directory=_views.STATIC), name="static"),
+    ]
+    middleware = [Middleware(TokenAuthMiddleware, token=admin_token)] if admin_token else []
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.dashboard = dash
+    app.state.admin_token = admin_token
+    app.state.home = home
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # 400/404/405 come out as JSON on .json paths and as a small page elsewhere.
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if route_path(request.scope).endswith(".json") or "json" in request.headers.get("accept", ""):
+        body = {"error": exc.detail, "status": exc.status_code}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    if exc.status_code == 304:
+        return Response(status_code=304, headers=headers)
+    response = _views.render(
+        request, "error.html", status=exc.status_code, code=exc.status_code, detail=exc.detail
+    )
+    response.headers.update(headers)
+    return response
