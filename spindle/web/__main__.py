@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from spindle.diagnostics import load_report
+
 from ._app import build_app
-from ._diag import load_report
 from ._source import ReportSource
 
 

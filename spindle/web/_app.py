@@ -45,7 +45,9 @@ def build_app(
     """:func:`create_app` with the home page chosen (the offline viewer's is ``shutdown``)."""
     if admin_token is not None and not admin_token:
         raise ValueError("admin_token must be a non-empty string or None")
-    dash = Dashboard(source, allow_pyspy=allow_pyspy)
+    # stuck_grace_sec is optional on a source: a session has one, a bare source gets 5 s.
+    grace = float(getattr(source, "stuck_grace_sec", 5.0))
+    dash = Dashboard(source, allow_pyspy=allow_pyspy, lint_grace_sec=grace)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,12 +7,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from spindle.diagnostics import ShutdownTimeline, ThreadInfo, capture_stack, format_stack
+from spindle.diagnostics import (
+    PySpyError,
+    RegistrySnapshot,
+    ShutdownTimeline,
+    ThreadInfo,
+    capture_stack,
+    format_stack,
+    lint,
+    pyspy_dump,
+    waiting_on,
+)
 
-from . import _diag
 from ._history import ThreadHistory
 from ._source import DashboardSource
-from ._threads import Filters, ThreadTable, build_table, lint_thread_id
+from ._threads import Filters, ThreadTable, build_table
 
 _ID = re.compile(r"[0-9]{1,18}")
 
@@ -74,35 +83,6 @@ class PySpyResult:
         }
 
 
-def _attr(obj: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(obj, dict) and name in obj:
-            return obj[name]
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    return None
-
-
-def _pyspy_frame(frame: Any) -> dict[str, Any]:
-    return {
-        "function": str(_attr(frame, "name", "function") or "?"),
-        "filename": str(_attr(frame, "filename", "short_filename") or "?"),
-        "lineno": _attr(frame, "line", "lineno"),
-        "module": _attr(frame, "module"),
-    }
-
-
-def _pyspy_thread(thread: Any) -> dict[str, Any]:
-    return {
-        "ident": _attr(thread, "thread_id", "ident"),
-        "native_id": _attr(thread, "os_thread_id", "native_id"),
-        "name": _attr(thread, "thread_name", "name"),
-        "owns_gil": bool(_attr(thread, "owns_gil")),
-        "active": bool(_attr(thread, "active")),
-        "frames": [_pyspy_frame(f) for f in _attr(thread, "frames") or []],
-    }
-
-
 class Dashboard:
     """Holds the source, the state history and the settings; builds every page's data."""
 
@@ -128,21 +108,23 @@ class Dashboard:
         """The app's name."""
         return self.source.service_name
 
+    def snapshot(self) -> RegistrySnapshot:
+        """The registry now, threads the runtime did not make included (kind ``foreign``)."""
+        return self.source.registry.snapshot(include_foreign=True)
+
     def table(self, filters: Filters) -> ThreadTable:
         """The thread table for these filters."""
-        registry = self.source.registry
-        snapshot = _diag.snapshot(registry)
-        stacks = _diag.dump_stacks(registry)
-        lints = _diag.lints(registry, self.lint_grace_sec)
-        return build_table(snapshot, filters, stacks=stacks, lints=lints)
+        return build_table(self.snapshot(), filters, lints=self.lints())
 
     def lints(self) -> list[dict[str, Any]]:
-        """Every current lint."""
-        return _diag.lints(self.source.registry, self.lint_grace_sec)
+        """Every current lint, as plain data."""
+        return [
+            item.to_dict() for item in lint(self.source.registry, grace_sec=self.lint_grace_sec)
+        ]
 
     def thread(self, record_id: int) -> ThreadDetail | None:
         """One thread's detail, or None when the registry does not know the id."""
-        snapshot = _diag.snapshot(self.source.registry)
+        snapshot = self.snapshot()
         info = snapshot.by_id(record_id)
         if info is None:
             return None
@@ -156,12 +138,12 @@ class Dashboard:
             stack, source = clean_frames(info.captured_stack), "captured"
         names = {t.record_id: t.name for t in snapshot.threads}
         children = [(t.record_id, t.name) for t in snapshot.threads if t.parent_id == record_id]
-        lints = [item for item in self.lints() if lint_thread_id(item) == record_id]
+        lints = [item for item in self.lints() if record_id in item.get("thread_ids", ())]
         return ThreadDetail(
             info=info,
             stack=stack,
             stack_source=source,
-            waits_on=_diag.waiting_on(stack) if source == "live" else None,
+            waits_on=info.waiting_on or (waiting_on(stack) if source == "live" else None),
             lints=lints,
             parent_name=names.get(info.parent_id) if info.parent_id is not None else None,
             children=children,
@@ -176,18 +158,21 @@ class Dashboard:
         if not self._pyspy_lock.acquire(blocking=False):
             return PySpyResult(False, "another py-spy dump is running; try again when it ends")
         try:
-            threads = [_pyspy_thread(t) for t in _diag.pyspy_dump(timeout=self.pyspy_timeout)]
-        except _diag.PySpyUnavailable as exc:
+            dumped = pyspy_dump(
+                None, native=True, timeout=self.pyspy_timeout, registry=self.source.registry
+            )
+        except PySpyError as exc:
             return PySpyResult(False, str(exc) or "py-spy failed")
         finally:
             self._pyspy_lock.release()
-        holders = [str(t["name"] or t["native_id"]) for t in threads if t["owns_gil"]]
+        threads = [t.to_dict() for t in dumped]
+        holders = [str(t["name"] or t["os_thread_id"]) for t in threads if t["owns_gil"]]
         mine = next(
             (
                 t
                 for t in threads
-                if t["ident"] == info.ident
-                or (info.native_id is not None and t["native_id"] == info.native_id)
+                if t["thread_id"] == info.ident
+                or (info.native_id is not None and t["os_thread_id"] == info.native_id)
             ),
             None,
         )

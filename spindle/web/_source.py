@@ -46,6 +46,11 @@ class SessionSource:
         """The session's kept timelines, oldest first."""
         return self._session.timelines
 
+    @property
+    def stuck_grace_sec(self) -> float:
+        """The session's grace before a signalled thread is stuck (used by the lints)."""
+        return self._session.stuck_grace_sec
+
 
 class ReportSource:
     """Saved timelines with no live runtime behind them (the offline viewer's source)."""

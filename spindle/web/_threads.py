@@ -12,8 +12,6 @@ from urllib.parse import urlencode
 
 from spindle.diagnostics import RegistrySnapshot, ThreadInfo, ThreadKind, ThreadState
 
-from . import _diag
-
 KINDS: tuple[ThreadKind, ...] = tuple(ThreadKind)
 STATES: tuple[ThreadState, ...] = tuple(ThreadState)
 
@@ -161,23 +159,17 @@ class ThreadTable:
         }
 
 
-def lint_thread_id(item: Mapping[str, Any]) -> int | None:
-    """The registry id a lint is about, if it names one thread."""
-    for key in ("record_id", "thread_id", "thread_record_id"):
-        value = item.get(key)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def build_table(
     snapshot: RegistrySnapshot,
     filters: Filters,
     *,
-    stacks: Mapping[int, list[dict[str, Any]]],
     lints: list[dict[str, Any]],
 ) -> ThreadTable:
-    """Group the snapshot's threads by kind, children indented under their parents."""
+    """Group the snapshot's threads by kind, children indented under their parents.
+
+    ``waits_on`` comes from the snapshot (diagnostics reads each live thread's top frames);
+    lints naming threads go on their rows, the others on top of the page.
+    """
     counts: dict[ThreadKind, dict[ThreadState, int]] = {k: dict.fromkeys(STATES, 0) for k in KINDS}
     names: dict[int, str] = {}
     for info in snapshot.threads:
@@ -187,10 +179,10 @@ def build_table(
     by_thread: dict[int, list[dict[str, Any]]] = {}
     general: list[dict[str, Any]] = []
     for item in lints:
-        tid = lint_thread_id(item)
-        if tid is None:
+        ids = item.get("thread_ids") or ()
+        if not ids:
             general.append(item)
-        else:
+        for tid in ids:
             by_thread.setdefault(tid, []).append(item)
 
     per_kind: dict[ThreadKind, list[ThreadInfo]] = {}
@@ -207,13 +199,12 @@ def build_table(
         rows: list[Row] = []
         for info, depth in _tree_order(infos):
             end = info.stopped_mono if info.stopped_mono is not None else now
-            frames = stacks.get(info.record_id) if info.state.alive else None
             rows.append(
                 Row(
                     info=info,
                     depth=depth,
                     age=max(0.0, end - info.created_mono),
-                    waits_on=_diag.waiting_on(frames),
+                    waits_on=info.waiting_on,
                     parent_name=names.get(info.parent_id) if info.parent_id else None,
                     lints=by_thread.get(info.record_id, []),
                 )

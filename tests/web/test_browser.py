@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from spindle.diagnostics import ThreadKind
-from spindle.web import _diag, create_app
+from spindle.web import create_app
 from spindle.web._views import STATIC
 
 from .conftest import Runtime, Served, record_shutdown, serve
@@ -42,7 +42,7 @@ def test_dashboard_shows_kinds_filters_and_opens_a_thread_stack(
     """All present kinds are listed; filtering by kind keeps only it; a thread shows its stack."""
     page.goto(f"{served.url}/threads")
     kinds = page.locator("tbody.kind").evaluate_all("els => els.map(e => e.dataset.kind)")
-    assert kinds == ["timeout", "notification_listener", "queue", "poller", "scheduler"]
+    assert kinds == ["timeout", "notification_listener", "queue", "poller", "scheduler", "foreign"]
     page.screenshot(path=str(artifacts / "threads.png"), full_page=True)
 
     page.select_option("#filter-kind", "queue")
@@ -80,10 +80,6 @@ def test_live_refresh_keeps_the_filter_and_shows_new_threads(
     assert set(rows) == {"queue"}
 
 
-@pytest.mark.skipif(
-    not _diag.available("pyspy_dump"),
-    reason="spindle.diagnostics.pyspy_dump has not landed from branch diag yet",
-)
 def test_pyspy_dump_from_the_thread_page(
     served: Served, page: Any, runtime: Runtime, artifacts: Path
 ) -> None:

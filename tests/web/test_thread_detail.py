@@ -6,14 +6,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from spindle.diagnostics import ThreadKind
-from spindle.web import _diag, create_app
+from spindle.web import create_app
 
 from .conftest import Runtime
-
-needs_pyspy = pytest.mark.skipif(
-    not _diag.available("pyspy_dump"),
-    reason="spindle.diagnostics.pyspy_dump has not landed from branch diag yet",
-)
 
 
 def test_thread_page_shows_record_events_and_live_stack(
@@ -91,7 +86,6 @@ def test_pyspy_of_an_exited_thread_says_it_is_not_running(runtime: Runtime) -> N
     assert "is not running" in data["reason"]
 
 
-@needs_pyspy
 def test_pyspy_dump_shows_native_frames_and_gil(client: TestClient, runtime: Runtime) -> None:
     """A POST takes a real py-spy dump and finds the thread in it, with GIL ownership."""
     rid = runtime.threads["dbos-deadlines"].record.record_id

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from starlette.testclient import TestClient
 
-from spindle.diagnostics import ThreadKind
-from spindle.web import _diag, create_app
+from spindle.diagnostics import StopEvent, ThreadKind
+from spindle.web import create_app
 
 from .conftest import Runtime
 
@@ -21,7 +22,14 @@ def test_threads_page_shows_counts_then_threads_grouped_by_kind(client: TestClie
     html = r.text
     assert html.index('id="counts"') < html.index('id="threads"')
     sections = re.findall(r'<tbody class="kind" data-kind="([a-z_]+)"', html)
-    assert sections == ["timeout", "notification_listener", "queue", "poller", "scheduler"]
+    assert sections == [
+        "timeout",
+        "notification_listener",
+        "queue",
+        "poller",
+        "scheduler",
+        "foreign",
+    ]
     # Every kind of the design (and admin_server, foreign) has a row in the counts table.
     for kind in ThreadKind:
         assert f'data-kind="{kind.value}"><th>' in html
@@ -42,19 +50,22 @@ def test_children_are_indented_under_their_parent(client: TestClient) -> None:
 
 
 def test_filters_by_kind_and_state(client: TestClient) -> None:
-    """``?kind=queue&state=running`` keeps only running queue threads."""
-    data = client.get("/threads.json?kind=queue&state=running").json()
+    """``?kind=queue&state=waiting`` keeps only queue threads blocked on something."""
+    data = client.get("/threads.json?kind=queue&state=waiting").json()
     assert {t["kind"] for t in data["threads"]} == {"queue"}
-    assert {t["state"] for t in data["threads"]} == {"running"}
+    # Blocked in stop.wait(): diagnostics reports a running thread that waits as "waiting".
+    assert {t["state"] for t in data["threads"]} == {"waiting"}
     assert data["shown"] == 3
-    assert data["filters"] == {"kind": ["queue"], "state": ["running"]}
+    assert data["filters"] == {"kind": ["queue"], "state": ["waiting"]}
+    assert client.get("/threads.json?kind=queue&state=running").json()["shown"] == 0
     # Repeated and comma-separated values both mean "any of".
     both = client.get("/threads.json?kind=queue,poller").json()
     assert {t["kind"] for t in both["threads"]} == {"queue", "poller"}
     assert client.get("/threads.json?kind=queue&kind=poller").json()["shown"] == both["shown"]
     none = client.get("/threads.json?state=exited-error").json()
     assert none["threads"] == []
-    assert none["total"] == 8
+    everything = client.get("/threads.json").json()
+    assert none["total"] == everything["total"] == everything["shown"]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +119,8 @@ def test_threads_json_lists_every_thread_with_its_view(
     assert worker["stop_event_set"] is False
     assert worker["group"] == "internal"
     assert by_name["dbos-cron[report]"]["group"] == "poller"
-    assert data["counts"]["queue"] == {"running": 3}
+    assert data["counts"]["queue"] == {"waiting": 3}
+    assert by_name["dbos-queue-manager"]["waits_on"] == "event"
 
 
 def test_stop_event_state_is_shown(client: TestClient, runtime: Runtime) -> None:
@@ -132,22 +144,53 @@ def test_thread_names_are_escaped(runtime: Runtime) -> None:
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
 
 
-@pytest.mark.skipif(
-    not _diag.available("waiting_on"),
-    reason="spindle.diagnostics.waiting_on has not landed from branch diag yet",
-)
 def test_waits_on_column_names_what_the_thread_blocks_on(client: TestClient) -> None:
-    """Each live thread's row says what it waits on (from its stack)."""
-    rows = client.get("/threads.json?state=running").json()["threads"]
-    assert rows
-    assert all(r["waits_on"] for r in rows)
+    """Each supervised thread blocked in ``stop.wait`` shows ``event`` in its row."""
+    rows = client.get("/threads.json").json()["threads"]
+    ours = [r for r in rows if r["kind"] != "foreign"]
+    assert len(ours) == 8
+    assert {r["waits_on"] for r in ours} == {"event"}
+    html = client.get("/threads?kind=timeout").text
+    assert '<td class="waits">event</td>' in html
 
 
-@pytest.mark.skipif(
-    not _diag.available("lint"), reason="spindle.diagnostics.lint has not landed from branch diag"
-)
-def test_lints_json(client: TestClient) -> None:
-    """/lints.json answers with the registry's lints."""
-    data = client.get("/lints.json").json()
-    assert data["service"] == "shop"
-    assert isinstance(data["lints"], list)
+def test_foreign_threads_are_listed_as_foreign(client: TestClient) -> None:
+    """Threads the runtime did not make (the main thread at least) show as ``foreign``."""
+    rows = client.get("/threads.json?kind=foreign").json()["threads"]
+    assert "MainThread" in {r["name"] for r in rows}
+    main = next(r for r in rows if r["name"] == "MainThread")
+    detail = client.get(f"/threads/{main['id']}.json").json()
+    assert detail["kind"] == "foreign"
+    assert detail["stack_source"] == "live"
+
+
+def test_lints_are_shown_on_rows_and_on_top(runtime: Runtime) -> None:
+    """A thread that died gets its lint on its row; a rogue ``dbos-`` thread one on top."""
+
+    def boom(stop: StopEvent) -> None:
+        raise RuntimeError("kaput")
+
+    dead = runtime.spawn(ThreadKind.CONDUCTOR, "dbos-conductor", target=boom)
+    dead.thread.join(5.0)
+    release = threading.Event()
+    rogue = threading.Thread(target=release.wait, args=(10.0,), name="dbos-rogue")
+    rogue.start()
+    try:
+        with TestClient(create_app(runtime.session)) as c:
+            data = c.get("/lints.json").json()
+            rules = {item["rule"] for item in data["lints"]}
+            assert {"thread-died-with-exception", "unregistered-runtime-thread"} <= rules
+            row = next(
+                t for t in c.get("/threads.json").json()["threads"] if t["name"] == "dbos-conductor"
+            )
+            assert [item["rule"] for item in row["lints"]] == ["thread-died-with-exception"]
+            html = c.get("/threads").text
+            assert '<section class="lints">' in html
+            assert "dbos-rogue" in html
+            assert '<span class="lint"' in html
+            page = c.get(f"/threads/{dead.record.record_id}").text
+            assert "RuntimeError: kaput" in page
+            assert "thread-died-with-exception" in page
+    finally:
+        release.set()
+        rogue.join(5.0)
