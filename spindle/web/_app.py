@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spindle.diagnostics import DiagnosticsSession
 
@@ -51,11 +54,11 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dash.history.start()
+        dash.start()
         try:
             yield
         finally:
-            dash.history.stop()
+            dash.stop()
 
     routes = [
         Route("/", _views.home, name="home"),
@@ -80,7 +83,9 @@ def build_app(
         Route("/lints.json", _api.lints_json, name="lints_json"),
         Mount("/static", StaticFiles(directory=_views.STATIC), name="static"),
     ]
-    middleware = [Middleware(TokenAuthMiddleware, token=admin_token)] if admin_token else []
+    middleware = [Middleware(ServerTiming)]
+    if admin_token:
+        middleware.append(Middleware(TokenAuthMiddleware, token=admin_token))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -91,6 +96,32 @@ def build_app(
     app.state.admin_token = admin_token
     app.state.home = home
     return app
+
+
+class ServerTiming:
+    """Adds ``Server-Timing: app;dur=<ms>`` (time to the response head) to every response.
+
+    Browser devtools show it, and the benchmark reads it: it is the server's own time,
+    without the client's.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - start) * 1000
+                headers = MutableHeaders(scope=message)
+                headers.append("Server-Timing", f"app;dur={ms:.2f}")
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,16 +14,17 @@ from spindle.diagnostics import (
     RegistrySnapshot,
     ShutdownTimeline,
     ThreadInfo,
+    ThreadState,
     capture_stack,
     format_stack,
     lint,
     pyspy_dump,
-    waiting_on,
 )
 
 from ._history import ThreadHistory
 from ._source import DashboardSource
-from ._threads import Filters, ThreadTable, build_table
+from ._threads import Filters, ThreadTable, build_table, effective_state
+from ._waits import WaitClassifier
 
 _ID = re.compile(r"[0-9]{1,18}")
 
@@ -41,6 +44,7 @@ class ThreadDetail:
     """One thread's page: the record, its events, its stack and its lints."""
 
     info: ThreadInfo
+    state: ThreadState
     stack: list[dict[str, Any]]
     stack_source: str  # live | captured | none
     waits_on: str | None
@@ -53,6 +57,7 @@ class ThreadDetail:
         data = self.info.to_dict()
         data["captured_stack"] = clean_frames(self.info.captured_stack) or None
         data["id"] = self.info.record_id
+        data["state"] = self.state.value
         data["stack"] = self.stack
         data["stack_source"] = self.stack_source
         data["waits_on"] = self.waits_on
@@ -99,22 +104,84 @@ class Dashboard:
         self.lint_grace_sec = lint_grace_sec
         self.pyspy_timeout = pyspy_timeout
         self.history = ThreadHistory(source.registry)
+        self.waits = WaitClassifier()
+        # The registry changes only through events, so a snapshot stays valid until the next
+        # event, or until a thread the registry does not own (foreign) appears, goes or is
+        # renamed. With 5,000 threads a snapshot is half the page's budget; a dashboard
+        # polling an idle runtime every 2 s should not pay it each time.
+        self._versions = itertools.count(1)
+        self._version = 0
+        self._remove_listener: Callable[[], None] | None = None
+        self._cached: tuple[int, tuple[tuple[int | None, str], ...], RegistrySnapshot] | None = None
         # One py-spy at a time: each dump pauses the whole process, so a second click while
         # one runs is refused instead of queued.
         self._pyspy_lock = threading.Lock()
+        self._listen_lock = threading.Lock()
 
     @property
     def service_name(self) -> str:
         """The app's name."""
         return self.source.service_name
 
-    def snapshot(self) -> RegistrySnapshot:
-        """The registry now, threads the runtime did not make included (kind ``foreign``)."""
-        return self.source.registry.snapshot(include_foreign=True)
+    def start(self) -> None:
+        """Install the registry listeners (state history, snapshot version); idempotent."""
+        self.history.start()
+        with self._listen_lock:
+            if self._remove_listener is None:
+                self._remove_listener = self.source.registry.add_listener(self._bump)
+
+    def stop(self) -> None:
+        """Remove the registry listeners; idempotent."""
+        self.history.stop()
+        with self._listen_lock:
+            remove, self._remove_listener = self._remove_listener, None
+            self._cached = None
+        if remove is not None:
+            remove()
+
+    @property
+    def running(self) -> bool:
+        """True while the listeners are installed."""
+        return self._remove_listener is not None and self.history.running
+
+    def _bump(self, event: object) -> None:
+        # next() on a count is atomic under the GIL: concurrent events never share a value.
+        self._version = next(self._versions)
+
+    def _registry_snapshot(self) -> RegistrySnapshot:
+        registry = self.source.registry
+        # Read the version before the snapshot: an event racing it bumps the version after,
+        # so the next call does not trust this snapshot.
+        version = self._version
+        threads = tuple((t.ident, t.name) for t in threading.enumerate())
+        cached = self._cached
+        if (
+            cached is not None
+            and self._remove_listener is not None
+            and cached[0] == version
+            and cached[1] == threads
+        ):
+            return cached[2]
+        snapshot = registry.snapshot(include_foreign=True, with_waiting=False)
+        if self._remove_listener is not None:
+            self._cached = (version, threads, snapshot)
+        return snapshot
+
+    def snapshot(self) -> tuple[RegistrySnapshot, dict[int, str]]:
+        """The registry now (foreign threads included) and what each live thread waits on.
+
+        Waits come from the memoised classifier, not ``snapshot(with_waiting=True)``: the
+        answers are the same, the cost at 5,000 threads is not.
+        """
+        snapshot = self._registry_snapshot()
+        idents = [t.ident for t in snapshot.threads if t.ident is not None and t.state.alive]
+        return snapshot, self.waits.classify(idents)
 
     def table(self, filters: Filters) -> ThreadTable:
         """The thread table for these filters."""
-        return build_table(self.snapshot(), filters, lints=self.lints())
+        snapshot, waits = self.snapshot()
+        now = self.source.registry.now()
+        return build_table(snapshot, filters, waits=waits, lints=self.lints(), now=now)
 
     def lints(self) -> list[dict[str, Any]]:
         """Every current lint, as plain data."""
@@ -124,7 +191,7 @@ class Dashboard:
 
     def thread(self, record_id: int) -> ThreadDetail | None:
         """One thread's detail, or None when the registry does not know the id."""
-        snapshot = self.snapshot()
+        snapshot, waits = self.snapshot()
         info = snapshot.by_id(record_id)
         if info is None:
             return None
@@ -143,7 +210,8 @@ class Dashboard:
             info=info,
             stack=stack,
             stack_source=source,
-            waits_on=info.waiting_on or (waiting_on(stack) if source == "live" else None),
+            state=effective_state(info, waits)[0],
+            waits_on=waits.get(info.ident) if info.ident is not None else None,
             lints=lints,
             parent_name=names.get(info.parent_id) if info.parent_id is not None else None,
             children=children,

@@ -37,8 +37,8 @@ def dashboard(request: Request) -> Dashboard:
     dash: Dashboard = request.app.state.dashboard
     # A mounted app's lifespan only runs when the parent forwards it: start the history on
     # first use too (idempotent), so state strips fill either way.
-    if not dash.history.running:
-        dash.history.start()
+    if not dash.running:
+        dash.start()
     return dash
 
 

@@ -63,13 +63,14 @@ def test_history_is_bounded_by_window_and_thread_count() -> None:
 
 
 def test_app_lifespan_adds_and_removes_the_listener(runtime: Runtime) -> None:
-    """The registry listener exists only between the app's startup and shutdown."""
+    """The registry listeners (history, snapshot version) exist only while the app runs."""
     before = len(runtime.registry._listeners)
     app = create_app(runtime.session)
     with TestClient(app) as c:
-        assert len(runtime.registry._listeners) == before + 1
+        assert len(runtime.registry._listeners) == before + 2
         assert c.get("/history").status_code == 200
     assert len(runtime.registry._listeners) == before
+    assert not app.state.dashboard.running
     assert not app.state.dashboard.history.running
 
 

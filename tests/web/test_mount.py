@@ -47,7 +47,7 @@ def test_mounted_at_dbos_serves_every_route_with_prefixed_links(runtime: Runtime
         home = c.get("/dbos/", follow_redirects=False)
         assert home.headers["location"] == "/dbos/threads"
         assert c.get("/dbos/threads/nope").status_code == 404
-        assert len(runtime.registry._listeners) == listeners + 1
+        assert len(runtime.registry._listeners) == listeners + 2
     assert len(runtime.registry._listeners) == listeners
 
 

@@ -56,7 +56,7 @@ def test_filters_by_kind_and_state(client: TestClient) -> None:
     # Blocked in stop.wait(): diagnostics reports a running thread that waits as "waiting".
     assert {t["state"] for t in data["threads"]} == {"waiting"}
     assert data["shown"] == 3
-    assert data["filters"] == {"kind": ["queue"], "state": ["waiting"]}
+    assert data["filters"] == {"kind": ["queue"], "state": ["waiting"], "offset": 0, "limit": 200}
     assert client.get("/threads.json?kind=queue&state=running").json()["shown"] == 0
     # Repeated and comma-separated values both mean "any of".
     both = client.get("/threads.json?kind=queue,poller").json()
@@ -194,3 +194,37 @@ def test_lints_are_shown_on_rows_and_on_top(runtime: Runtime) -> None:
     finally:
         release.set()
         rogue.join(5.0)
+
+
+def test_rows_are_paged_and_counts_cover_every_thread(runtime: Runtime) -> None:
+    """``limit``/``offset`` page the rows; counts and ``matched`` still cover all threads."""
+    with TestClient(create_app(runtime.session)) as c:
+        first = c.get("/threads.json?kind=queue&limit=2").json()
+        assert [t["name"] for t in first["threads"]] == [
+            "dbos-queue-manager",
+            "dbos-queue-worker[emails]",
+        ]
+        assert first["matched"] == 3
+        assert first["next_offset"] == 2
+        assert first["counts"]["queue"] == {"waiting": 3}
+        second = c.get("/threads.json?kind=queue&limit=2&offset=2").json()
+        assert [t["name"] for t in second["threads"]] == ["dbos-queue-worker[billing]"]
+        assert second["next_offset"] is None
+        html = c.get("/threads?kind=queue&limit=2").text
+        assert 'href="/threads?kind=queue&amp;offset=2&amp;limit=2" id="next-page"' in html
+        for bad in ("limit=0", "limit=abc", "offset=-1", "limit=99999999", "offset=%C2%B2"):
+            r = c.get(f"/threads.json?{bad}")
+            assert r.status_code == 400, bad
+            assert "must be an integer" in r.json()["error"]
+
+
+def test_snapshot_is_reused_until_the_registry_changes(runtime: Runtime) -> None:
+    """An idle registry is snapshotted once; any event (a new thread) invalidates it."""
+    with TestClient(create_app(runtime.session)) as c:
+        dash = c.app.state.dashboard  # type: ignore[attr-defined]
+        first = dash._registry_snapshot()
+        assert dash._registry_snapshot() is first
+        runtime.spawn(ThreadKind.QUEUE, "dbos-queue-worker[new]", parent="dbos-queue-manager")
+        names = {t["name"] for t in c.get("/threads.json?kind=queue").json()["threads"]}
+        assert "dbos-queue-worker[new]" in names
+        assert dash._registry_snapshot() is not first
