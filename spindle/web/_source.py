@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol, runtime_checkable
 
-from spindle.diagnostics import DiagnosticsSession, ShutdownTimeline, ThreadRegistry
+from spindle.diagnostics import (
+    DiagnosticsSession,
+    RegistrySnapshot,
+    ShutdownTimeline,
+    ThreadRegistry,
+)
 
 
 @runtime_checkable
@@ -52,13 +58,27 @@ class SessionSource:
         return self._session.stuck_grace_sec
 
 
+class _NoThreads(ThreadRegistry):
+    """A registry that shows no threads at all, not even this process's own (foreign) ones."""
+
+    def snapshot(
+        self, *, include_foreign: bool = False, with_waiting: bool = True
+    ) -> RegistrySnapshot:
+        """An empty snapshot: the viewer's threads are not the report's."""
+        return super().snapshot(include_foreign=False, with_waiting=False)
+
+    def foreign_threads(self) -> list[tuple[int, threading.Thread]]:
+        """None: see :meth:`snapshot`."""
+        return []
+
+
 class ReportSource:
     """Saved timelines with no live runtime behind them (the offline viewer's source)."""
 
     def __init__(self, timelines: list[ShutdownTimeline], *, service_name: str = "") -> None:
         self._timelines = list(timelines)
-        # An empty registry: the offline viewer has no live threads to show.
-        self._registry = ThreadRegistry(max_exited=0)
+        # The offline viewer has no live runtime: its own threads must not pose as the app's.
+        self._registry = _NoThreads(max_exited=0)
         self._service = service_name or (timelines[-1].service if timelines else "") or "report"
 
     @property
