@@ -376,40 +376,47 @@ class SpanExport:
     def shutdown(self, timeout_sec: float) -> bool:
         """Stop listening, end open spans, flush, and shut down what this object made.
 
-        Returns False when something did not finish within ``timeout_sec`` (logged). The
-        app's own provider is flushed but never shut down.
+        Returns False when that did not finish within ``timeout_sec`` (logged). The app's own
+        provider is flushed but never shut down.
         """
-        import time
-
-        deadline = time.monotonic() + timeout_sec
         if self._remove is not None:
             self._remove()
         if self.emitter is not None:
             self.emitter.close()
-        ok = True
-        if self._own_provider is None:
+        if self.provider is None:
+            return True
+        # The SDK's force_flush ignores its timeout (opentelemetry-python#4568) and an export
+        # to a collector that does not answer blocks for the exporter's own timeout: do the
+        # work in a helper thread and wait only as long as we were told, reporting a thread
+        # still alive instead of hiding it (its export ends at the exporter's timeout).
+        result: list[bool] = []
+        helper = threading.Thread(
+            target=self._flush_and_close,
+            args=(timeout_sec, result),
+            name="otel-export-shutdown[spindle]",
+            daemon=True,
+        )
+        helper.start()
+        helper.join(timeout_sec)
+        if helper.is_alive():
+            logger.warning(
+                "spindle diagnostics: span export still flushing after %.1fs; "
+                "thread %s left to finish",
+                timeout_sec,
+                helper.name,
+            )
+            return False
+        return bool(result and result[0])
+
+    def _flush_and_close(self, timeout_sec: float, result: list[bool]) -> None:
+        try:
+            ok = True
             flush = getattr(self.provider, "force_flush", None)
             if flush is not None:
                 ok = bool(flush(int(timeout_sec * 1000)))
-            return ok
-        for processor in self._processors:
-            left = max(0.0, deadline - time.monotonic())
-            if not processor.force_flush(int(left * 1000)):
-                ok = False
-        left = max(0.0, deadline - time.monotonic())
-        if ok:
-            # Flushed: the processors' queues are empty, so shutting down is prompt.
-            self._own_provider.shutdown()
-            return True
-        # An export is stuck (a receiver that does not answer): shut down in a helper thread
-        # and wait only for the time left, reporting a thread still alive, not hiding it.
-        helper = threading.Thread(
-            target=self._own_provider.shutdown, name="otel-export-shutdown[spindle]", daemon=True
-        )
-        helper.start()
-        helper.join(left)
-        if helper.is_alive():
-            logger.warning(
-                "spindle diagnostics: span exporter still shutting down after %.1fs", timeout_sec
-            )
-        return False
+            if self._own_provider is not None:
+                self._own_provider.shutdown()
+            result.append(ok)
+        except Exception:
+            logger.exception("spindle diagnostics: span export shutdown failed")
+            result.append(False)

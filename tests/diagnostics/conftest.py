@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from spindle.diagnostics import (
     SHUTDOWN_PHASES,
@@ -165,3 +172,118 @@ def scenario(registry: ThreadRegistry, supervisor: Supervisor) -> Iterator[Shutd
     sc = ShutdownScenario(registry, supervisor)
     yield sc
     sc.cleanup()
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP trace receiver on 127.0.0.1: decodes ExportTraceServiceRequest bodies.
+
+    ``hold()`` makes it stop answering (an unresponsive collector) until released.
+    """
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.requests = 0
+        self._cond = threading.Condition()
+        self._held = threading.Event()
+        self._release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if receiver._held.is_set():
+                    receiver._release.wait(30)
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver._add(request)
+                payload = ExportTraceServiceResponse().SerializeToString()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-protobuf")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the exporter gave up waiting (the hung-collector test)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base_url}/v1/traces"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="test-otlp-receiver", daemon=True
+        )
+        self._thread.start()
+
+    def _add(self, request: ExportTraceServiceRequest) -> None:
+        received = []
+        for rs in request.resource_spans:
+            resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    received.append(ReceivedSpan(span, resource))
+        with self._cond:
+            self.requests += 1
+            self.spans.extend(received)
+            self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[list[ReceivedSpan]], bool], timeout: float = 30
+    ) -> None:
+        """Block until ``predicate(spans)`` holds (woken by each request), or fail."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self.spans), timeout):
+                raise AssertionError(f"spans not received in {timeout}s: {len(self.spans)} so far")
+
+    def hold(self) -> None:
+        """Stop answering requests until :meth:`release`."""
+        self._held.set()
+
+    def release(self) -> None:
+        """Answer held and future requests."""
+        self._held.clear()
+        self._release.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+class ReceivedSpan:
+    """One decoded span, with plain attributes and its resource's attributes."""
+
+    def __init__(self, span: Any, resource: dict[str, Any]) -> None:
+        self.name: str = span.name
+        self.span_id: bytes = span.span_id
+        self.parent_span_id: bytes = span.parent_span_id
+        self.trace_id: bytes = span.trace_id
+        self.start_ns: int = span.start_time_unix_nano
+        self.end_ns: int = span.end_time_unix_nano
+        self.attributes = {kv.key: _value(kv.value) for kv in span.attributes}
+        self.events = [
+            (e.name, {kv.key: _value(kv.value) for kv in e.attributes}) for e in span.events
+        ]
+        self.resource = resource
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A live OTLP/HTTP receiver, stopped (and its threads joined) at the end of the test."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()

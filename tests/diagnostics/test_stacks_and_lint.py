@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,3 +304,59 @@ def test_pr_set_ptracer_is_callable_and_harmless() -> None:
     _set_ptracer(0)
     assert result in (True, False)
     assert find_pyspy() is not None
+
+
+@pytest.mark.slow
+def test_pyspy_non_root_handshake_names_the_child_as_ptracer_before_it_attaches(
+    registry: ThreadRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The non-root path, forced: py-spy waits behind a shell until prctl named its pid.
+
+    Here (root, and no Yama in this kernel) prctl itself is refused or unnecessary; what is
+    pinned is the order, the pid handed to prctl, the reset to 0, and a dump that still works.
+    """
+    from spindle.diagnostics import _pyspy
+
+    calls: list[int] = []
+    real = _pyspy._set_ptracer
+
+    def recording(pid: int) -> bool:
+        calls.append(pid)
+        return real(pid)
+
+    spawned: list[int] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> Any:
+        proc = real_popen(*args, **kwargs)
+        spawned.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(_pyspy, "_needs_ptracer", lambda pid: True)
+    monkeypatch.setattr(_pyspy, "_set_ptracer", recording)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    threads = pyspy_dump(registry=registry, timeout=30)
+    assert calls == [spawned[0], 0]
+    assert any(t.name == "MainThread" for t in threads)
+
+
+def test_session_lint_uses_its_stuck_grace(
+    registry: ThreadRegistry, supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spindle.diagnostics import DiagnosticsSession
+
+    release = threading.Event()
+
+    def ignores_stop(stop: StopEvent) -> None:
+        release.wait()
+
+    session = DiagnosticsSession(registry, service_name="shop", enabled=False, stuck_grace_sec=30.0)
+    s = supervisor.spawn(ThreadKind.QUEUE, "dbos-queue", ignores_stop)
+    s.stop.set()
+    assert s.stop.set_mono is not None
+    try:
+        assert session.lint(now=s.stop.set_mono + 29) == []
+        with caplog.at_level(logging.CRITICAL, logger="spindle.diagnostics"):
+            assert [x.rule for x in session.lint(now=s.stop.set_mono + 31)] == ["stuck-after-stop"]
+    finally:
+        release.set()
