@@ -38,6 +38,9 @@ async def thread_pyspy_json(request: Request) -> Response:
 def timeline_json(timeline: ShutdownTimeline) -> dict[str, Any]:
     """A timeline as the report's JSON, with each violation's stacks also as text."""
     data = timeline.to_dict()
+    for t in (data.get("threads") or {}).values():
+        if t.get("captured_stack"):
+            t["captured_stack"] = clean_frames(t["captured_stack"])
     for v in data.get("violations", []):
         v["stacks"] = {k: clean_frames(f) for k, f in (v.get("stacks") or {}).items()}
         v["stack_text"] = {k: format_stack(f) for k, f in v["stacks"].items()}

@@ -69,7 +69,8 @@ class TokenAuthMiddleware:
         path = route_path(scope)
         headers = {"WWW-Authenticate": 'Bearer realm="spindle"'}
         message = "admin token required: send 'Authorization: Bearer <token>' or log in at login"
-        if path.endswith(".json"):
+        wants_json = "json" in Headers(scope=scope).get("accept", "")
+        if path.endswith(".json") or wants_json:
             response: PlainTextResponse | JSONResponse = JSONResponse(
                 {"error": message, "status": 401}, status_code=401, headers=headers
             )

@@ -69,13 +69,16 @@ def test_live_refresh_keeps_the_filter_and_shows_new_threads(
     served: Served, page: Any, runtime: Runtime
 ) -> None:
     """htmx re-fetches the fragment with the filter; a new queue worker appears unreloaded."""
+    page.set_viewport_size({"width": 1000, "height": 300})  # short, so the page scrolls
     page.goto(f"{served.url}/threads?kind=queue")
-    page.evaluate("window.scrollTo(0, 50); window.__marker = 'same page'")
+    page.evaluate("window.scrollTo(0, 120); window.__marker = 'same page'")
+    assert page.evaluate("window.scrollY") == 120
     runtime.spawn(ThreadKind.QUEUE, "dbos-queue-worker[late]", parent="dbos-queue-manager")
     with page.expect_response(lambda r: "/threads/fragment?kind=queue" in r.url):
         pass
     page.wait_for_selector("text=dbos-queue-worker[late]")
     assert page.evaluate("window.__marker") == "same page"  # swapped in place, not reloaded
+    assert page.evaluate("window.scrollY") == 120  # the swap kept the scroll position
     rows = page.locator("tr.thread").evaluate_all("els => els.map(e => e.dataset.kind)")
     assert set(rows) == {"queue"}
 

@@ -74,3 +74,16 @@ def test_shutdown_json_has_timelines_newest_first(runtime: Runtime) -> None:
         assert "Every ordering rule held." in page
         assert c.get("/shutdown?id=nope").status_code == 404
         assert c.get("/shutdown.json?id=nope").status_code == 404
+
+
+def test_violation_stacks_never_show_locals(runtime: Runtime) -> None:
+    """Locals in a violation's stacks (captured with locals on) stay out of HTML and JSON."""
+    timeline = record_shutdown(runtime, fault=True)
+    v = timeline.violations[0]
+    tid = str(v.thread_ids[0])
+    v.stacks[tid] = [dict(f, locals={"token": "'hunter2'"}) for f in v.stacks.get(tid, [])] or [
+        {"filename": "x.py", "lineno": 1, "function": "f", "line": None, "locals": {"t": "hunter2"}}
+    ]
+    with TestClient(create_app(runtime.session)) as c:
+        assert "hunter2" not in c.get("/shutdown").text
+        assert "hunter2" not in c.get("/shutdown.json").text

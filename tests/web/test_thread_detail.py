@@ -96,3 +96,29 @@ def test_pyspy_dump_shows_native_frames_and_gil(client: TestClient, runtime: Run
     html = client.post(f"/threads/{rid}/pyspy").text
     assert 'id="pyspy-gil"' in html
     assert 'id="pyspy-frames"' in html
+
+
+def test_locals_are_never_shown_even_when_captured(runtime: Runtime) -> None:
+    """A stack captured with locals (a secret in one) shows its frames, never the locals."""
+    s = runtime.threads["dbos-deadlines"]
+    frames = [
+        {
+            "filename": "app.py",
+            "lineno": 3,
+            "function": "connect",
+            "line": "db.connect(password)",
+            "locals": {"password": "'hunter2'"},
+        }
+    ]
+    runtime.registry.attach_stack(s.record, frames, "test")
+    s.stop.set()
+    runtime.supervisor.reap(s, 5.0)
+    rid = s.record.record_id
+    with TestClient(create_app(runtime.session)) as c:
+        page = c.get(f"/threads/{rid}").text
+        data = c.get(f"/threads/{rid}.json").json()
+    assert "db.connect(password)" in page
+    assert "Stack <small>(captured)</small>" in page
+    assert "hunter2" not in page
+    assert data["stack_source"] == "captured"
+    assert "hunter2" not in str(data)
