@@ -121,7 +121,10 @@ def _axis(t0: float, span: float, y: float, *, relative_to_end: bool = False) ->
     k = 0
     while k * step <= span + 1e-12 and k < 50:
         t = k * step
-        label = _fmt_tick(-(span - t) if relative_to_end else t, step)
+        if relative_to_end:
+            label = "now" if span - t < step / 2 else _fmt_tick(-(span - t), step)
+        else:
+            label = _fmt_tick(t, step)
         ticks.append(Tick(LABEL_W + t / span * CHART_W, label))
         k += 1
     return ticks

@@ -60,6 +60,11 @@ def test_dashboard_shows_kinds_filters_and_opens_a_thread_stack(
     assert "stop.wait" in stack
     page.screenshot(path=str(artifacts / "thread.png"), full_page=True)
 
+    page.click("text=History")
+    page.wait_for_selector("#history-svg")
+    assert page.locator("#history-svg rect.state-running").count() >= 8
+    page.screenshot(path=str(artifacts / "history.png"), full_page=True)
+
 
 @pytest.mark.skipif(
     not (STATIC / "htmx.min.js").is_file(),
