@@ -191,10 +191,11 @@ class Dashboard:
 
     def thread(self, record_id: int) -> ThreadDetail | None:
         """One thread's detail, or None when the registry does not know the id."""
-        snapshot, waits = self.snapshot()
+        snapshot = self._registry_snapshot()
         info = snapshot.by_id(record_id)
         if info is None:
             return None
+        state, wait = effective_state(info, self.waits.classify([info.ident] if info.ident else []))
         stack: list[dict[str, Any]] = []
         source = "none"
         if info.state.alive and info.ident is not None:
@@ -210,8 +211,8 @@ class Dashboard:
             info=info,
             stack=stack,
             stack_source=source,
-            state=effective_state(info, waits)[0],
-            waits_on=waits.get(info.ident) if info.ident is not None else None,
+            state=state,
+            waits_on=wait,
             lints=lints,
             parent_name=names.get(info.parent_id) if info.parent_id is not None else None,
             children=children,

@@ -16,7 +16,7 @@ from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
 from ._auth import COOKIE, token_matches
 from ._dashboard import Dashboard, ThreadDetail, parse_id, violation_stacks
 from ._svg import shutdown_drawing, strips_drawing
-from ._threads import KINDS, STATES, BadQuery, Filters, format_age
+from ._threads import KINDS, STATES, BadQuery, Filters
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -29,7 +29,6 @@ ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters["age"] = format_age
 
 
 def dashboard(request: Request) -> Dashboard:
