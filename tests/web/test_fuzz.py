@@ -32,7 +32,7 @@ TEMPLATES = [
     "/static/{}",
     "/{}",
 ]
-KEYS = ["kind", "state", "id", "token", "format", "x"]
+KEYS = ["kind", "state", "offset", "limit", "id", "token", "x"]
 EXAMPLES_PER_APP = 500  # two apps: 1,000 requests
 
 
@@ -53,6 +53,7 @@ segment = st.one_of(
 )
 value = st.one_of(
     st.sampled_from(["queue", "running", "poller", "exited-ok", "", "QUEUE", ",", "queue,bad"]),
+    st.sampled_from(["0", "1", "2", "200", "10000", "10001", "-1", "1e3", "٣"]),
     st.text(max_size=40),
 )
 

@@ -10,6 +10,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
+from spindle.diagnostics import ThreadKind
 from spindle.web import create_app
 
 from .conftest import Runtime
@@ -60,3 +61,21 @@ def test_mounted_with_token_login_cookie_is_scoped_to_the_mount(runtime: Runtime
         assert r.headers["location"] == "/dbos/threads"
         assert "Path=/dbos" in r.headers["set-cookie"]
         assert c.get("/dbos/threads").status_code == 200
+
+
+def test_mounted_without_lifespan_starts_listeners_on_first_request(runtime: Runtime) -> None:
+    """Mounted as the runtime mounts it (no lifespan forwarded), history still fills."""
+    dashboard = create_app(runtime.session)
+    parent = Starlette(routes=[Mount("/dbos", dashboard)])
+    listeners = len(runtime.registry._listeners)
+    try:
+        with TestClient(parent) as c:
+            assert len(runtime.registry._listeners) == listeners
+            assert c.get("/dbos/history.json").status_code == 200
+            assert len(runtime.registry._listeners) == listeners + 2
+            runtime.spawn(ThreadKind.POLLER, "dbos-cron[late]")
+            names = {t["name"] for t in c.get("/dbos/history.json").json()["threads"]}
+            assert "dbos-cron[late]" in names
+    finally:
+        dashboard.state.dashboard.stop()
+    assert len(runtime.registry._listeners) == listeners
