@@ -41,6 +41,11 @@ def dashboard(request: Request) -> Dashboard:
     return dash
 
 
+def htmx_available() -> bool:
+    """True when ``./run`` copied htmx into static/ (it is git-ignored; pages work without)."""
+    return (STATIC / "htmx.min.js").is_file()
+
+
 def base_path(request: Request) -> str:
     """Where the dashboard is mounted ("" at the root), for links."""
     return str(request.scope.get("root_path", "")).rstrip("/")
@@ -52,7 +57,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     context.update(
         base=base_path(request),
         service=dash.service_name,
-        has_htmx=(STATIC / "htmx.min.js").is_file(),
+        has_htmx=htmx_available(),
         kinds=KINDS,
         states=STATES,
         home=request.app.state.home,

@@ -28,7 +28,7 @@ from spindle.diagnostics import (
 )
 from spindle.runtime._supervisor import Supervised, Supervisor
 from spindle.testing._threads import check_no_leaked_threads, thread_idents
-from spindle.web import create_app
+from spindle.web import _views, create_app
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -173,6 +173,12 @@ def record_shutdown(rt: Runtime, *, fault: bool) -> ShutdownTimeline:
             release.set()
         rt.supervisor.reap(stuck, 5.0)
     return timeline
+
+
+@pytest.fixture
+def with_htmx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render pages as if htmx were present (it is git-ignored, copied by ``./run``)."""
+    monkeypatch.setattr(_views, "htmx_available", lambda: True)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -16,6 +17,7 @@ from spindle.web import create_app
 from .conftest import Runtime
 
 
+@pytest.mark.usefixtures("with_htmx")
 def test_mounted_at_dbos_serves_every_route_with_prefixed_links(runtime: Runtime) -> None:
     """``/dbos/threads`` works and every link and asset on it stays under ``/dbos``."""
     dashboard = create_app(runtime.session)
@@ -39,6 +41,7 @@ def test_mounted_at_dbos_serves_every_route_with_prefixed_links(runtime: Runtime
         assert c.get("/").text == "app"
         html = c.get("/dbos/threads").text
         assert 'href="/dbos/static/dashboard.css"' in html
+        assert 'src="/dbos/static/htmx.min.js"' in html
         assert f'href="/dbos/threads/{rid}"' in html
         assert 'hx-get="/dbos/threads/fragment"' in html
         paths = ["/dbos/threads.json", "/dbos/shutdown", "/dbos/history"]

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from spindle.diagnostics import StopEvent, ThreadKind
-from spindle.web import create_app
+from spindle.web import _views, create_app
 
 from .conftest import Runtime
 
@@ -85,6 +85,7 @@ def test_bad_filter_values_are_400_with_a_clear_message(
     assert "expected one of" in err["error"]
 
 
+@pytest.mark.usefixtures("with_htmx")
 def test_fragment_polls_itself_with_the_same_filter(client: TestClient) -> None:
     """The fragment is the live part only, and its poll URL keeps the filter."""
     r = client.get("/threads/fragment?kind=queue&state=running")
@@ -95,9 +96,12 @@ def test_fragment_polls_itself_with_the_same_filter(client: TestClient) -> None:
     assert 'hx-trigger="every 2s"' in r.text
 
 
-def test_page_works_without_javascript(client: TestClient) -> None:
-    """A plain GET form filters and a refresh link keeps the filter; no meta refresh."""
+def test_page_works_without_javascript(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without htmx: no script, no hx- attributes; a GET form filters, a link refreshes."""
+    monkeypatch.setattr(_views, "htmx_available", lambda: False)
     html = client.get("/threads?kind=queue").text
+    assert "htmx.min.js" not in html
+    assert "hx-" not in html
     assert '<form class="filters" method="get" action="/threads">' in html
     assert 'id="refresh"' in html
     assert 'href="/threads?kind=queue" id="refresh"' in html
@@ -228,3 +232,15 @@ def test_snapshot_is_reused_until_the_registry_changes(runtime: Runtime) -> None
         names = {t["name"] for t in c.get("/threads.json?kind=queue").json()["threads"]}
         assert "dbos-queue-worker[new]" in names
         assert dash._registry_snapshot() is not first
+
+
+@pytest.mark.skipif(
+    not _views.htmx_available(), reason="htmx.min.js not copied (run `./run` or npm ci + cp)"
+)
+def test_htmx_is_served_from_the_static_route(client: TestClient) -> None:
+    """When ./run copied htmx, the page loads it from /static and it is served from there."""
+    assert 'src="/static/htmx.min.js"' in client.get("/threads").text
+    r = client.get("/static/htmx.min.js")
+    assert r.status_code == 200
+    assert "javascript" in r.headers["content-type"]
+    assert "htmx" in r.text[:2000]
