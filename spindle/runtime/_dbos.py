@@ -233,19 +233,17 @@ class DBOS(metaclass=_DBOSMeta):
         self._recover_pending([cfg.executor_id])
 
     def _start_admin_server(self) -> None:
-        from starlette.routing import BaseRoute, Mount
-
         from ._admin_api import build_admin_app
 
         cfg = self._config
-        extra: list[BaseRoute] = []
+        dashboard = None
         if cfg.enable_diagnostics and self._diag is not None:
             # The one place the runtime reaches into the web layer: it serves the dashboard.
-            from spindle.web import create_app  # type: ignore[attr-defined,import-not-found,unused-ignore]
+            from spindle.web import create_app
 
-            extra.append(Mount("/dbos", app=create_app(self._diag, admin_token=cfg.admin_token)))
+            dashboard = create_app(self._diag, admin_token=cfg.admin_token)
         server = AdminServer(
-            self._supervisor, build_admin_app(self, extra), cfg.admin_host, cfg.admin_port
+            self._supervisor, build_admin_app(self, dashboard), cfg.admin_host, cfg.admin_port
         )
         if server.start():
             self._admin = server
