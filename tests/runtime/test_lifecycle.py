@@ -234,7 +234,9 @@ def test_fault_close_db_before_join_is_flagged(make_dbos: MakeDBOS) -> None:
     timeline = DBOS.last_shutdown_timeline
     assert timeline is not None
     rules = {v.rule for v in timeline.violations}
-    assert "thread-not-joined-before-db-close" in rules
+    # Which of the two a thread trips depends on whether it had exited when the database
+    # closed (no join outcome) or not yet (alive): either way the fault is caught.
+    assert rules & {"thread-not-joined-before-db-close", "db-closed-while-thread-alive"}
     assert "phases-out-of-order" in rules
 
 
