@@ -229,6 +229,16 @@ class DBOS(metaclass=_DBOSMeta):
             self._pollers.start()
             if not _atexit_registered:
                 atexit.register(_atexit_destroy)
+                # Interpreter exit joins executor workers (threading._shutdown) *before*
+                # atexit handlers run, so a worker in a durable sleep would hold the exit for
+                # the whole sleep. Threading's own exit hooks run newest first: ours, registered
+                # after concurrent.futures', interrupts the workflows before that join.
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:
+                    try:
+                        register(_atexit_destroy)
+                    except RuntimeError:
+                        pass  # the interpreter is already shutting down
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
 
@@ -241,7 +251,7 @@ class DBOS(metaclass=_DBOSMeta):
         extra: list[BaseRoute] = []
         if cfg.enable_diagnostics and self._diag is not None:
             # The one place the runtime reaches into the web layer: it serves the dashboard.
-            from spindle.web import create_app  # type: ignore[attr-defined]
+            from spindle.web import create_app  # type: ignore[attr-defined,import-not-found,unused-ignore]
 
             extra.append(Mount("/dbos", app=create_app(self._diag, admin_token=cfg.admin_token)))
         server = AdminServer(

@@ -285,3 +285,51 @@ def test_bad_config_raises_naming_the_key(tmp_path: Path) -> None:
         DBOS(config={"system_database_url": url})
     with pytest.raises(ValueError, match="SetWorkflowTimeout"):
         SetWorkflowTimeout(-1)
+
+
+def test_destroy_waits_for_active_workflows_when_asked(dbos: type[DBOS]) -> None:
+    """workflow_completion_timeout_sec lets running workflows finish before the shutdown."""
+    handle = DBOS.start_workflow(sleepy_child, 0.2)
+    assert started.wait(10)
+    DBOS.destroy(workflow_completion_timeout_sec=30)
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert timeline.violations == []
+    DBOS.launch()
+    assert DBOS.retrieve_workflow(handle.workflow_id).get_status().status == "SUCCESS"
+
+
+ATEXIT_APP = """
+import sys
+from spindle import DBOS
+from tests.runtime.test_lifecycle import sleepy_child
+DBOS(config={"name": "atexit", "system_database_url": sys.argv[1], "run_admin_server": False,
+             "shutdown_report_path": sys.argv[2]})
+DBOS.launch()
+DBOS.start_workflow(sleepy_child, 60.0)
+print("started", flush=True)
+"""
+
+
+def test_destroy_runs_from_atexit(db_url: str, tmp_path: Path) -> None:
+    """A process that exits without destroy() still shuts down in order, quietly."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", ATEXIT_APP, db_url, str(report)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "started"
+    assert proc.stderr == ""
+    data = json.loads(report.read_text())
+    assert [p["name"] for p in data["phases"]] == list(SHUTDOWN_PHASES)
+    assert data["violations"] == []
