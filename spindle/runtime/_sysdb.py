@@ -320,9 +320,12 @@ class SystemDatabase:
                 started_at_epoch_ms=now if status == PENDING else None,
             )
             .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
+            .returning(ws.c.workflow_uuid)
         )
         with self._op() as conn:
-            if conn.execute(stmt).rowcount == 1:
+            # RETURNING, not rowcount: psycopg reports -1 here, which made every insert on
+            # PostgreSQL look like a conflict (and a second process re-run a PENDING row).
+            if len(conn.execute(stmt).all()) == 1:
                 return None
             row = conn.execute(
                 sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
