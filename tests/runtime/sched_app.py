@@ -45,7 +45,8 @@ def main() -> None:
     threading.Event().wait(seconds)  # the app's lifetime, not a synchronisation
     DBOS.destroy()
     timeline = DBOS.last_shutdown_timeline
-    assert timeline is not None and timeline.violations == [], timeline
+    if timeline is None or timeline.violations:
+        raise SystemExit(f"shutdown violations: {timeline}")
     print("DONE", flush=True)
 
 

@@ -141,7 +141,7 @@ def test_bad_crontab_and_non_workflow_are_rejected() -> None:
     """@DBOS.scheduled validates at decoration time."""
     with pytest.raises(ValueError, match="invalid crontab"):
         DBOS.scheduled("every minute")(every_five)
-    with pytest.raises(DBOSException, match="is not a @DBOS.workflow"):
+    with pytest.raises(DBOSException, match=r"is not a @DBOS\.workflow"):
         DBOS.scheduled("* * * * *")(lambda a, b: None)
 
 
@@ -199,7 +199,7 @@ def test_schedule_api_create_list_pause_resume_delete(make_dbos: MakeDBOS) -> No
         DBOS.create_schedule(schedule_name="a-1", workflow_fn=dynamic_task, schedule="* * * * *")
     with pytest.raises(ValueError, match="invalid crontab"):
         DBOS.create_schedule(schedule_name="c", workflow_fn=dynamic_task, schedule="nope")
-    with pytest.raises(DBOSException, match="is not a @DBOS.workflow"):
+    with pytest.raises(DBOSException, match=r"is not a @DBOS\.workflow"):
         DBOS.create_schedule(schedule_name="c", workflow_fn=print, schedule="* * * * *")
 
     listed = DBOS.list_schedules()
@@ -210,7 +210,8 @@ def test_schedule_api_create_list_pause_resume_delete(make_dbos: MakeDBOS) -> No
     assert [s["schedule_name"] for s in DBOS.list_schedules(schedule_name_prefix="b")] == ["b-1"]
     assert DBOS.list_schedules(workflow_name="other") == []
     got = DBOS.get_schedule("a-1")
-    assert got is not None and got["schedule"] == "* * * * *"
+    assert got is not None
+    assert got["schedule"] == "* * * * *"
     assert DBOS.get_schedule("missing") is None
     assert clock.wait_for_waiters(3)
 
@@ -266,7 +267,8 @@ def test_shutdown_signals_every_poller_before_internal_threads(make_dbos: MakeDB
     sets = [e for e in events if e.type is EventType.STOP_EVENT_SET]
     poller_sets = [e.seq for e in sets if e.attrs.get("stop_group") == "poller"]
     internal_sets = [e.seq for e in sets if e.attrs.get("stop_group") == "internal"]
-    assert poller_sets and internal_sets
+    assert poller_sets
+    assert internal_sets
     assert max(poller_sets) < min(internal_sets)
     expected = {
         "dbos-scheduler[every_five]",
@@ -378,5 +380,6 @@ def test_two_processes_start_each_tick_once(pg_url: str, tmp_path: Path) -> None
         engine.dispose()
     assert {r[1] for r in rows} == {1}
     done = {r[0] for r in rows if r[2] == "SUCCESS"}
-    assert done and done <= set(ran)
+    assert done
+    assert done <= set(ran)
     assert all(wf.startswith("sched-every_second-") for wf in ran)
