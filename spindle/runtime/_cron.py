@@ -63,9 +63,13 @@ def cron_body(
 
         # The stop event wakes the clock wait: the thread never waits out a whole tick.
         stop.add_callback(wake)
+        record = rt._registry.record_for_ident(threading.get_ident())
         ticks = croniter(cron, datetime.fromtimestamp(clock.now(), UTC), second_at_beginning=True)
         while not stop.is_set():
             tick: datetime = ticks.get_next(datetime)
+            if record is not None:
+                # Shown by the dashboard: what this thread waits for.
+                rt._registry.set_status(record, f"next tick {tick.isoformat()}")
             with cond:
                 # No lost wake-up: the callback needs ``cond``, which we hold until the
                 # clock's wait releases it atomically.

@@ -251,6 +251,8 @@ class DynamicScheduler:
         del self._children[name]
         child.thread.stop.set()
         self._rt._supervisor.reap(child.thread, self._rt._config.thread_join_timeout_sec)
+        # Schedules come and go for the app's whole life: keep the supervisor's list bounded.
+        self._rt._supervisor.forget_exited()
 
     def _start_child(self, row: WorkflowSchedule) -> None:
         name = row["schedule_name"]

@@ -92,6 +92,9 @@ def test_scheduled_ticks_fire_on_the_fake_clock(make_dbos: MakeDBOS) -> None:
     assert (poller.kind, poller.group) == (ThreadKind.POLLER, ThreadGroup.POLLER)
 
     assert clock.wait_for_waiters(2)  # this poller and the dynamic scheduler
+    assert (
+        thread_named("dbos-scheduler[every_five]").status_note == f"next tick {at(5).isoformat()}"
+    )
     clock.advance(4.0)
     assert clock.wait_for_waiters(2)  # the scheduler polled and waits again; the poller slept on
     assert ticks.empty()
