@@ -578,6 +578,29 @@ class DBOS(metaclass=_DBOSMeta):
         cls._set_schedule_status(name, "ACTIVE")
 
     @classmethod
+    def backfill_schedule(
+        cls, schedule_name: str, start: datetime, end: datetime
+    ) -> list[WorkflowHandle[None]]:
+        """Start the ticks of ``[start, end)`` that never ran (ticks are not backfilled on
+        their own); ticks already started anywhere are not started again."""
+        from ._schedules import backfill
+
+        rt = _get_instance()
+        rt._require_launched()
+        ids = backfill(rt, schedule_name, start, end)
+        return [WorkflowHandle(rt, i, rt._active.get(i)) for i in ids]
+
+    @classmethod
+    def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[None]:
+        """Start the schedule's workflow now, outside its cron."""
+        from ._schedules import trigger
+
+        rt = _get_instance()
+        rt._require_launched()
+        workflow_id = trigger(rt, schedule_name)
+        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+
+    @classmethod
     def _set_schedule_status(cls, name: str, status: str) -> None:
         rt = _get_instance()
         rt._require_launched()

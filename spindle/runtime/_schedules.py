@@ -7,13 +7,16 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
+from croniter import croniter
 
 from spindle.diagnostics import StopEvent, ThreadGroup, ThreadKind
 
-from ._cron import check_cron, cron_body
+from ._core import prepare_workflow
+from ._cron import check_cron, cron_body, tick_workflow_id
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY
 from ._pollers import PollerGate
@@ -290,3 +293,44 @@ class DynamicScheduler:
 def _key(row: WorkflowSchedule) -> tuple[str, str, str]:
     """What makes a running child stale: a new row under the same name, or a new cron."""
     return (row["schedule_id"], row["workflow_name"], row["schedule"])
+
+
+def _schedule_start(rt: DBOS, row: WorkflowSchedule, tick: datetime, workflow_id: str) -> None:
+    info = GLOBAL_REGISTRY.workflow(row["workflow_name"])
+    if info is None:
+        raise DBOSException(
+            f"schedule {row['schedule_name']!r} runs {row['workflow_name']!r}, "
+            "which this process has not registered"
+        )
+    start = prepare_workflow(
+        rt, info, (tick, row["context"]), {}, workflow_id=workflow_id, if_new=True
+    )
+    rt._dispatch(info, start)
+
+
+def backfill(rt: DBOS, name: str, start: datetime, end: datetime) -> list[str]:
+    """Start every tick of a schedule in ``[start, end)`` that no process started yet;
+    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice)."""
+    row = ScheduleStore(rt._sysdb).get(name)
+    if row is None:
+        raise DBOSException(f"schedule {name!r} does not exist")
+    ticks = croniter(row["schedule"], start, second_at_beginning=True)
+    ids: list[str] = []
+    while True:
+        tick: datetime = ticks.get_next(datetime)
+        if tick >= end:
+            return ids
+        workflow_id = tick_workflow_id(name, tick)
+        _schedule_start(rt, row, tick, workflow_id)
+        ids.append(workflow_id)
+
+
+def trigger(rt: DBOS, name: str) -> str:
+    """Start a schedule's workflow now, outside its cron; returns the workflow ID."""
+    row = ScheduleStore(rt._sysdb).get(name)
+    if row is None:
+        raise DBOSException(f"schedule {name!r} does not exist")
+    now = datetime.fromtimestamp(rt._clock.now(), UTC)
+    workflow_id = f"sched-{name}-trigger-{now.isoformat()}"
+    _schedule_start(rt, row, now, workflow_id)
+    return workflow_id

@@ -245,6 +245,29 @@ def test_schedule_api_create_list_pause_resume_delete(make_dbos: MakeDBOS) -> No
     assert [s["schedule_name"] for s in DBOS.list_schedules()] == ["a-1"]
 
 
+def test_backfill_and_trigger_start_missed_ticks_once(make_dbos: MakeDBOS) -> None:
+    """Missed ticks run only when asked for (backfill_schedule), under the live scheduler's
+    IDs, so a second backfill starts nothing; trigger_schedule starts one run now."""
+    clock = FakeClock(START + 60)
+    make_dbos(clock=clock).launch()
+    DBOS.create_schedule(
+        schedule_name="bf", workflow_fn=dynamic_task, schedule="*/20 * * * * *", context="c"
+    )
+    first = DBOS.backfill_schedule("bf", at(0), at(60))
+    expected = [f"sched-bf-{at(20).isoformat()}", f"sched-bf-{at(40).isoformat()}"]
+    assert [h.get_workflow_id() for h in first] == expected
+    assert [h.get_result() for h in first] == [None, None]
+    again = DBOS.backfill_schedule("bf", at(0), at(60))
+    assert [h.get_result() for h in again] == [None, None]
+    now = DBOS.trigger_schedule("bf")
+    assert now.get_workflow_id() == f"sched-bf-trigger-{at(60).isoformat()}"
+    assert now.get_result() is None
+    got = sorted(ticks.get_nowait()[1:] for _ in range(ticks.qsize()))
+    assert got == [(at(20), "c"), (at(40), "c"), (at(60), "c")]
+    with pytest.raises(DBOSException, match="does not exist"):
+        DBOS.trigger_schedule("missing")
+
+
 def poller_names(events: list[LifecycleEvent]) -> set[str]:
     return {e.thread_name or "" for e in events if e.group is ThreadGroup.POLLER}
 
