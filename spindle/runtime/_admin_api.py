@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from spindle.diagnostics import ThreadGroup
 
@@ -92,8 +93,8 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def build_admin_app(rt: DBOS, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    """The admin app; ``extra_routes`` (the dashboard mount) are served beside it."""
+def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
+    """The admin app, with the thread dashboard mounted under ``/dbos`` when given."""
     from ._dbos import DBOS
 
     async def healthz(_: Request) -> Response:
@@ -250,6 +251,16 @@ def build_admin_app(rt: DBOS, extra_routes: list[BaseRoute] | None = None) -> St
         Route("/workflows/{workflow_id}/resume", _guard(resume), methods=["POST"]),
         Route("/workflows/{workflow_id}/restart", _guard(restart), methods=["POST"]),
         Route("/workflows/{workflow_id}/fork", _guard(fork), methods=["POST"]),
-        *(extra_routes or []),
     ]
-    return Starlette(routes=routes)
+    if dashboard is None:
+        return Starlette(routes=routes)
+    routes.append(Mount("/dbos", app=dashboard))
+
+    # Starlette runs no lifespan of a mounted app: forward it, so the dashboard's registry
+    # listeners are installed at startup and removed when the server stops (phase 5).
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with dashboard.router.lifespan_context(dashboard):
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -125,7 +125,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "run_admin_server": (_is_bool, "True or False"),
     "admin_port": (_is_port, "a port number from 0 to 65535"),
     "admin_host": (lambda v: isinstance(v, str) and v != "", "a host name or address"),
-    "admin_token": (_is_opt_str, "a string or None"),
+    "admin_token": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a non-empty string or None",
+    ),
     "otlp_traces_endpoints": (_is_str_list, "a list of URLs"),
     "shutdown_report_path": (_is_opt_str, "a file path or None"),
     "sqlite_synchronous": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import threading
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from sqlalchemy.orm import Session
 
 from spindle.diagnostics import (
+    Clock,
     DiagnosticsSession,
+    RealClock,
     ShutdownTimeline,
     ThreadGroup,
     ThreadKind,
@@ -64,7 +67,7 @@ from ._serialization import deserialize, deserialize_exception, serialize, seria
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
 from ._sysdb import PENDING, SystemDatabase
-from ._timeouts import Clock, SystemClock, TimeoutEnforcer
+from ._timeouts import TimeoutEnforcer
 
 if TYPE_CHECKING:
     from ._core import _Start
@@ -142,7 +145,7 @@ class DBOS(metaclass=_DBOSMeta):
         global _instance
         # Validate before anything else: a bad config must leave the current instance alone.
         self._config: Config = load_config(config)
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or RealClock()
         self._registry = ThreadRegistry(max_exited=self._config.diagnostics_max_exited_threads)
         self._supervisor = Supervisor(self._registry)
         self._state_lock = threading.RLock()
@@ -243,19 +246,17 @@ class DBOS(metaclass=_DBOSMeta):
         self._recover_pending([cfg.executor_id])
 
     def _start_admin_server(self) -> None:
-        from starlette.routing import BaseRoute, Mount
-
         from ._admin_api import build_admin_app
 
         cfg = self._config
-        extra: list[BaseRoute] = []
+        dashboard = None
         if cfg.enable_diagnostics and self._diag is not None:
             # The one place the runtime reaches into the web layer: it serves the dashboard.
-            from spindle.web import create_app  # type: ignore[attr-defined,import-not-found,unused-ignore]
+            from spindle.web import create_app
 
-            extra.append(Mount("/dbos", app=create_app(self._diag, admin_token=cfg.admin_token)))
+            dashboard = create_app(self._diag, admin_token=cfg.admin_token)
         server = AdminServer(
-            self._supervisor, build_admin_app(self, extra), cfg.admin_host, cfg.admin_port
+            self._supervisor, build_admin_app(self, dashboard), cfg.admin_host, cfg.admin_port
         )
         if server.start():
             self._admin = server
@@ -801,15 +802,9 @@ def _run_transaction(
     if replayed is not None:
         return replayed[0]
     try:
-        return appdb.run(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
@@ -822,18 +817,24 @@ async def _run_transaction_async(
     if replayed is not None:
         return replayed[0]
     try:
-        return await appdb.run_async(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        # The session is sync: its SQL runs on the loop's thread, as a sync call would.
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = await info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
+
+
+def _transaction(
+    appdb: ApplicationDatabase, info: TransactionInfo, wf_id: str | None, fid: int | None
+) -> contextlib.AbstractContextManager[Any]:
+    return appdb.transaction(
+        workflow_id=wf_id,
+        function_id=fid,
+        serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
+        isolation_level=info.isolation_level,
+    )
 
 
 def _transaction_failed(

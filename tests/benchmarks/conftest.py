@@ -29,6 +29,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     if (
         file_path.suffix == ".py"
         and file_path.name.startswith("bench_")
+        # A file named on the command line is collected by pytest itself: not twice.
+        and not parent.session.isinitpath(file_path)
         and _requested(parent.config)
     ):
         return pytest.Module.from_parent(parent, path=file_path)

@@ -111,3 +111,30 @@ def test_taken_port_is_one_clear_error(
         assert admin_workflow(1) == 14
     finally:
         blocker.close()
+
+
+def test_dashboard_is_served_by_the_admin_server(make_dbos: MakeDBOS) -> None:
+    """With diagnostics on, /dbos/threads shows the app's own threads, behind the token."""
+    make_dbos(
+        run_admin_server=True, admin_port=0, enable_diagnostics=True, admin_token="s3cret"
+    ).launch()
+    assert DBOS.start_workflow(admin_workflow, 1).get_result() == 14
+    url = _get_instance().admin_url
+    assert url is not None
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/dbos/threads").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        page = client.get("/dbos/threads", headers=auth)
+        assert page.status_code == 200
+        assert "dbos-admin-server" in page.text
+        assert "dbos-timeout-enforcer" in page.text
+        data = client.get("/dbos/threads.json", headers=auth).json()
+        names = {t["name"] for t in data["threads"]}
+        assert {"dbos-event-loop", "dbos-timeout-enforcer", "dbos-admin-server"} <= names
+        assert client.get("/dbos/threads/999999.json", headers=auth).status_code == 404
+        # The admin endpoints themselves stay as DBOS serves them.
+        assert client.get("/dbos-healthz").status_code == 200
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert timeline.violations == []

@@ -17,6 +17,7 @@ from spindle import (
 )
 from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
 from spindle.runtime._dbos import _get_instance
+from spindle.testing import FakeClock
 from tests.conftest import MakeDBOS
 
 release = threading.Event()
@@ -66,11 +67,18 @@ def test_child_tree_does_not_deadlock_on_two_executor_threads(make_dbos: MakeDBO
     assert 1 <= len(executors) <= 2
 
 
-def test_timeout_cancels_workflow_and_its_child(dbos: type[DBOS]) -> None:
-    """A deadline cancels the workflow and the child it started; get_result raises."""
-    with SetWorkflowTimeout(0.3):
+def test_timeout_cancels_workflow_and_its_child(make_dbos: MakeDBOS) -> None:
+    """A deadline cancels the workflow and the child it started; get_result raises.
+
+    Time is a fake clock: the test moves it past the deadline instead of waiting.
+    """
+    clock = FakeClock()
+    make_dbos(clock=clock).launch()
+    with SetWorkflowTimeout(5.0):
         handle = DBOS.start_workflow(sleepy_parent, 60.0)
     assert started.wait(10)
+    assert handle.get_status().status == "PENDING"
+    clock.advance(5.5)
     with pytest.raises(DBOSAwaitedWorkflowCancelledError):
         handle.get_result()
     statuses = {w.name: w.status for w in DBOS.list_workflows()}
