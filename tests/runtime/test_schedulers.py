@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from spindle import DBOS, DBOSException
+from spindle import DBOS, DBOSConfigError, DBOSException
 from spindle.diagnostics import (
     EventType,
     JoinOutcome,
@@ -146,6 +146,13 @@ def test_bad_crontab_and_non_workflow_are_rejected() -> None:
         DBOS.scheduled("every minute")(every_five)
     with pytest.raises(DBOSException, match=r"is not a @DBOS\.workflow"):
         DBOS.scheduled("* * * * *")(lambda a, b: None)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1", True])
+def test_scheduler_polling_interval_is_validated(bad: object) -> None:
+    """A bad scheduler_polling_interval_sec fails at construction, naming the key."""
+    with pytest.raises(DBOSConfigError, match="'scheduler_polling_interval_sec'"):
+        DBOS(config={"name": "a", "scheduler_polling_interval_sec": bad})  # type: ignore[typeddict-item]
 
 
 def test_dynamic_schedule_thread_is_a_child_of_the_scheduler(make_dbos: MakeDBOS) -> None:
