@@ -27,10 +27,14 @@ def test_public_names_are_pinned() -> None:
         "DBOSSerializationError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",
+        "Event",
+        "EventSource",
+        "KafkaMessage",
         "SetWorkflowID",
         "SetWorkflowTimeout",
         "WorkflowHandle",
         "WorkflowHandleAsync",
+        "WorkflowSchedule",
         "WorkflowStatus",
     ]
     for name in spindle.__all__:

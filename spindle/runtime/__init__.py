@@ -16,6 +16,10 @@ from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
+from ._kafka import KafkaMessage as KafkaMessage
+from ._receivers import Event as Event
+from ._receivers import EventSource as EventSource
+from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 
 __all__ = [
@@ -31,9 +35,13 @@ __all__ = [
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Event",
+    "EventSource",
+    "KafkaMessage",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",
     "WorkflowHandleAsync",
+    "WorkflowSchedule",
     "WorkflowStatus",
 ]

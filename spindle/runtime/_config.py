@@ -31,6 +31,7 @@ class DBOSConfig(TypedDict, total=False):
     sqlite_synchronous: str
     sys_db_pool_size: int
     notification_polling_interval_sec: float
+    scheduler_polling_interval_sec: float
     diagnostics_max_exited_threads: int
     diagnostics_stuck_grace_sec: float
     diagnostics_fault: str | None
@@ -66,6 +67,7 @@ class Config:
     sqlite_synchronous: str = "FULL"
     sys_db_pool_size: int = 20
     notification_polling_interval_sec: float = 1.0
+    scheduler_polling_interval_sec: float = 1.0
     diagnostics_max_exited_threads: int = 1000
     diagnostics_stuck_grace_sec: float = 5.0
     diagnostics_fault: str | None = None
@@ -135,6 +137,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "sys_db_pool_size": (_is_pos_int, "a positive integer"),
     "notification_polling_interval_sec": (_is_pos_num, "a positive number of seconds"),
+    "scheduler_polling_interval_sec": (_is_pos_num, "a positive number of seconds"),
     "diagnostics_max_exited_threads": (
         lambda v: isinstance(v, int) and v >= 0,
         "a non-negative integer",

@@ -64,11 +64,14 @@ def prepare_workflow(
     *,
     workflow_id: str | None = None,
     queue_name: str | None = None,
+    if_new: bool = False,
 ) -> _Start:
     """Claim a workflow ID in this process and checkpoint the workflow's start.
 
     Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
-    and is a coroutine function for async workflows.
+    and is a coroutine function for async workflows. With ``if_new``, an ID that already has
+    a status row (from any process) is left alone, even if PENDING: pollers start each tick
+    or message once, and a PENDING row belongs to whoever inserted it (or to recovery).
     """
     rt._require_launched()
     parent = current_workflow.get()
@@ -116,6 +119,9 @@ def prepare_workflow(
         rt._active.release(entry)
         raise
     recorded: dict[int, StepRow] | None = None
+    if existing is not None and if_new:
+        rt._active.release(entry)
+        return _Start(entry, False)
     if existing is not None:
         if existing.name != info.name:
             rt._active.release(entry)

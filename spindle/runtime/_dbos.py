@@ -54,6 +54,15 @@ from ._functions import (
     is_async,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._pollers import POLLERS, PollerSet, ReceiverPoller, ScheduledPoller
+from ._receivers import EventSource
+from ._schedules import (
+    PAUSED,
+    ScheduleStore,
+    WorkflowSchedule,
+    encode_context,
+    validate_new_schedule,
+)
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
@@ -149,6 +158,7 @@ class DBOS(metaclass=_DBOSMeta):
         self._fault_release: threading.Event | None = None
         self._appdb: ApplicationDatabase | None = None
         self._active = ActiveWorkflows()
+        self._pollers: PollerSet | None = None
         logging.getLogger("spindle").setLevel(self._config.log_level)
         with _instance_lock:
             current = _instance
@@ -217,6 +227,9 @@ class DBOS(metaclass=_DBOSMeta):
                     group=ThreadGroup.POLLER,
                 )
             self._launched = True
+            # Last: pollers start workflows, which needs every other part up.
+            self._pollers = PollerSet(self)
+            self._pollers.start()
             if not _atexit_registered:
                 atexit.register(_atexit_destroy)
                 # Interpreter exit joins executor workers (threading._shutdown) *before*
@@ -274,11 +287,16 @@ class DBOS(metaclass=_DBOSMeta):
             inst._destroy(workflow_completion_timeout_sec)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
+            POLLERS.clear()
 
     def _destroy(self, workflow_completion_timeout_sec: float) -> None:
         with self._state_lock:
             if not self._launched or self._destroyed:
                 return
+            if self._pollers is not None:
+                # Before phase 1: from here no poller starts a workflow or spawns a thread,
+                # and one already starting has finished (the gate waits for it).
+                self._pollers.close(self._config.thread_join_timeout_sec)
             self._destroyed = True
             self._stopping.set()
         timeline = _shutdown.run_shutdown(self, workflow_completion_timeout_sec)
@@ -448,6 +466,152 @@ class DBOS(metaclass=_DBOSMeta):
             return cast(F, sync_wrapper)
 
         return decorator
+
+    # -- pollers: schedules and event receivers ---------------------------------------------
+
+    @classmethod
+    def scheduled(cls, cron: str) -> Callable[[F], F]:
+        """Run a workflow ``(scheduled_time, actual_time)`` on a cron schedule (seconds
+        first when six fields), once per tick across every process on the database."""
+
+        def decorator(func: F) -> F:
+            from ._cron import check_cron
+
+            info = _workflow_info(func)
+            check_cron(cron, f"scheduled workflow {info.name!r}")
+            POLLERS.add_scheduled(ScheduledPoller(info, cron))
+            return func
+
+        return decorator
+
+    @classmethod
+    def event_receiver(
+        cls, source: EventSource, *, name: str | None = None, poll_timeout_sec: float = 1.0
+    ) -> Callable[[F], F]:
+        """Start the workflow once per message of ``source`` (with the message's value),
+        from a ``dbos-receiver[<name>]`` thread started at launch."""
+        if not isinstance(source, EventSource):
+            raise TypeError("source must have name, poll(timeout) and commit(events)")
+        if poll_timeout_sec <= 0:
+            raise ValueError("poll_timeout_sec must be > 0")
+
+        def decorator(func: F) -> F:
+            info = _workflow_info(func)
+            receiver = ReceiverPoller(name or source.name, info, source, poll_timeout_sec)
+            POLLERS.add_receiver(receiver)
+            return func
+
+        return decorator
+
+    @classmethod
+    def kafka_consumer(cls, config: dict[str, Any], topics: list[str]) -> Callable[[F], F]:
+        """Start the workflow once per Kafka message (a ``KafkaMessage``) of ``topics``;
+        needs the ``kafka`` extra (confluent-kafka)."""
+        from ._kafka import KafkaSource, import_confluent_kafka
+
+        import_confluent_kafka()  # fail at decoration, naming the extra, not at launch
+
+        def decorator(func: F) -> F:
+            info = _workflow_info(func)
+            source = KafkaSource(config, topics, info.name)
+            return cls.event_receiver(source)(func)
+
+        return decorator
+
+    @classmethod
+    def create_schedule(
+        cls,
+        *,
+        schedule_name: str,
+        workflow_fn: Callable[..., Any],
+        schedule: str,
+        context: Any = None,
+    ) -> None:
+        """Store a cron schedule that runs ``workflow_fn(scheduled_time, context)``;
+        raises if one with this name exists."""
+        rt = _get_instance()
+        rt._require_launched()
+        info = _workflow_info(workflow_fn)
+        validate_new_schedule(schedule_name, info.name, schedule)
+        data = encode_context(schedule_name, context)
+        if not ScheduleStore(rt._sysdb).create(schedule_name, info.name, schedule, data):
+            raise DBOSException(f"schedule {schedule_name!r} already exists")
+        rt._schedules_changed()
+
+    @classmethod
+    def list_schedules(
+        cls,
+        *,
+        status: str | list[str] | None = None,
+        workflow_name: str | list[str] | None = None,
+        schedule_name_prefix: str | list[str] | None = None,
+    ) -> list[WorkflowSchedule]:
+        """The stored schedules, optionally filtered."""
+        rt = _get_instance()
+        rt._require_launched()
+        return ScheduleStore(rt._sysdb).list(
+            status=status, workflow_name=workflow_name, schedule_name_prefix=schedule_name_prefix
+        )
+
+    @classmethod
+    def get_schedule(cls, name: str) -> WorkflowSchedule | None:
+        """One schedule by name, or None."""
+        rt = _get_instance()
+        rt._require_launched()
+        return ScheduleStore(rt._sysdb).get(name)
+
+    @classmethod
+    def delete_schedule(cls, name: str) -> None:
+        """Delete a schedule (no-op if missing); its thread stops within one poll."""
+        rt = _get_instance()
+        rt._require_launched()
+        ScheduleStore(rt._sysdb).delete(name)
+        rt._schedules_changed()
+
+    @classmethod
+    def pause_schedule(cls, name: str) -> None:
+        """Pause a schedule: it does not fire until resumed."""
+        cls._set_schedule_status(name, PAUSED)
+
+    @classmethod
+    def resume_schedule(cls, name: str) -> None:
+        """Resume a paused schedule."""
+        cls._set_schedule_status(name, "ACTIVE")
+
+    @classmethod
+    def backfill_schedule(
+        cls, schedule_name: str, start: datetime, end: datetime
+    ) -> list[WorkflowHandle[None]]:
+        """Start the ticks of ``[start, end)`` that never ran (ticks are not backfilled on
+        their own); ticks already started anywhere are not started again."""
+        from ._schedules import backfill
+
+        rt = _get_instance()
+        rt._require_launched()
+        ids = backfill(rt, schedule_name, start, end)
+        return [WorkflowHandle(rt, i, rt._active.get(i)) for i in ids]
+
+    @classmethod
+    def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[None]:
+        """Start the schedule's workflow now, outside its cron."""
+        from ._schedules import trigger
+
+        rt = _get_instance()
+        rt._require_launched()
+        workflow_id = trigger(rt, schedule_name)
+        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+
+    @classmethod
+    def _set_schedule_status(cls, name: str, status: str) -> None:
+        rt = _get_instance()
+        rt._require_launched()
+        if not ScheduleStore(rt._sysdb).set_status(name, status):
+            raise DBOSException(f"schedule {name!r} does not exist")
+        rt._schedules_changed()
+
+    def _schedules_changed(self) -> None:
+        if self._pollers is not None:
+            self._pollers.schedules_changed()
 
     # -- starting and inspecting workflows ------------------------------------------------
 

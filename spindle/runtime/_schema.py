@@ -51,6 +51,20 @@ operation_outputs = sa.Table(
     sa.Column("completed_at", sa.BigInteger, nullable=False),
 )
 
+#: Dynamic schedules (DBOS 3.x ``create_schedule``): one row per named cron schedule.
+workflow_schedules = sa.Table(
+    "workflow_schedules",
+    metadata,
+    sa.Column("schedule_id", sa.Text, primary_key=True),
+    sa.Column("schedule_name", sa.Text, nullable=False, unique=True),
+    sa.Column("workflow_name", sa.Text, nullable=False),
+    sa.Column("schedule", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="ACTIVE"),
+    sa.Column("context", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 schema_version = sa.Table(
     "spindle_schema_version",
     metadata,
@@ -66,8 +80,12 @@ def _v1(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v4_schedules(conn: Connection) -> None:
+    workflow_schedules.create(conn, checkfirst=True)
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v4_schedules]
 
 LATEST_VERSION = len(MIGRATIONS)
