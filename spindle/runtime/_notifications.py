@@ -61,10 +61,13 @@ def event_key(workflow_id: str, key: str) -> Key:
 class Waiter:
     """One caller waiting for one key: wakes a thread, or an awaiting coroutine on its loop."""
 
-    __slots__ = ("_async_event", "_event", "_loop", "key")
+    __slots__ = ("_async_event", "_event", "_loop", "_owner", "key")
 
-    def __init__(self, key: Key, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, owner: Waiters, key: Key, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.key = key
+        self._owner = owner
         self._event = threading.Event()
         self._loop = loop
         self._async_event = asyncio.Event() if loop is not None else None
@@ -86,16 +89,23 @@ class Waiter:
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True if woken."""
-        return self._event.wait(timeout)
+        self._owner._parked(self, True)
+        try:
+            return self._event.wait(timeout)
+        finally:
+            self._owner._parked(self, False)
 
     async def wait_async(self, timeout: float) -> bool:
         """Await up to ``timeout`` seconds on the waiter's loop, holding no thread."""
         assert self._async_event is not None, "an async wait needs a waiter made with its loop"
+        self._owner._parked(self, True)
         try:
             await asyncio.wait_for(self._async_event.wait(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            self._owner._parked(self, False)
 
 
 class Waiters:
@@ -104,11 +114,30 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[Key, set[Waiter]] = {}
+        # Keys with a caller blocked in its wait now (after reading an empty table): what
+        # tests synchronise on instead of sleeping, and what the dashboard can count.
+        self._parked_cond = threading.Condition(self._lock)
+        self._parked_keys: dict[Key, int] = {}
         self.closed = False
+
+    def _parked(self, waiter: Waiter, parked: bool) -> None:
+        with self._parked_cond:
+            n = self._parked_keys.get(waiter.key, 0) + (1 if parked else -1)
+            if n:
+                self._parked_keys[waiter.key] = n
+            else:
+                self._parked_keys.pop(waiter.key, None)
+            self._parked_cond.notify_all()
+
+    def wait_parked(self, key: Key, timeout: float) -> bool:
+        """Wait until a caller is blocked waiting on ``key``; True if one is within
+        ``timeout``."""
+        with self._parked_cond:
+            return self._parked_cond.wait_for(lambda: key in self._parked_keys, timeout)
 
     def register(self, key: Key, loop: asyncio.AbstractEventLoop | None = None) -> Waiter:
         """A new waiter on ``key``; register it BEFORE reading the table (no lost wake-up)."""
-        waiter = Waiter(key, loop)
+        waiter = Waiter(self, key, loop)
         with self._lock:
             self._by_key.setdefault(key, set()).add(waiter)
             closed = self.closed
