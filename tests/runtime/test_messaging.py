@@ -99,7 +99,7 @@ def _parked(key: tuple[str, str, str]) -> None:
 
 def _notification_rows() -> int:
     with _get_instance()._sysdb.engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(notifications)).scalar())
+        return int(conn.execute(sa.select(sa.func.count()).select_from(notifications)).scalar_one())
 
 
 def _step_names(workflow_id: str) -> list[str]:
