@@ -450,7 +450,7 @@ class PostgresListener(NotificationListener):
             "spindle: notification listener %s (%s: %s); reconnecting in %.1fs",
             what,
             type(exc).__name__,
-            str(exc).strip(),
+            " ".join(str(exc).split()),  # libpq's messages span lines; a log line must not
             backoff,
         )
 
