@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import queue
 import threading
 from typing import Any
@@ -328,3 +329,30 @@ def test_message_uuids_sort_in_creation_order() -> None:
     ids = [message_uuid() for _ in range(5000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_row_written_by_another_writer_wakes_the_receiver(make_dbos: MakeDBOS) -> None:
+    """A message inserted by another process (here: a separate engine, no in-process
+    wake-up) reaches a parked receiver: PostgreSQL through the trigger's NOTIFY, SQLite
+    through the polling thread."""
+    make_dbos(notification_polling_interval_sec=0.05).launch()
+    rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
+    _parked(message_key(rx.workflow_id, "t"))
+    rt = _get_instance()
+    other = sa.create_engine(rt._sysdb.engine.url).execution_options(
+        schema_translate_map=rt._sysdb.engine.get_execution_options().get("schema_translate_map")
+    )
+    try:
+        with other.begin() as conn:
+            conn.execute(
+                notifications.insert().values(
+                    destination_uuid=rx.workflow_id,
+                    topic="t",
+                    message=pickle.dumps("from-outside"),
+                    created_at_epoch_ms=0,
+                    message_uuid=message_uuid(),
+                )
+            )
+    finally:
+        other.dispose()
+    assert received.get(timeout=WAIT) == "from-outside"
