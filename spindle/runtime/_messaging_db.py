@@ -32,6 +32,53 @@ from ._sysdb import PENDING, SystemDatabase, now_ms
 #: What DBOS stores as the topic of a message sent with ``topic=None``.
 NULL_TOPIC = "__null__topic__"
 
+# PostgreSQL does each messaging transaction in ONE statement (data-modifying CTEs): one
+# round trip and the commit, instead of four. Under CPU contention every round trip is a
+# chance to be descheduled, so this is what keeps the tail latency down.
+_PENDING = "SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = :wf AND status = 'PENDING'"
+
+_PG_SEND_CHECKPOINTED = sa.text(f"""
+WITH cp AS (
+    INSERT INTO dbos.operation_outputs
+        (workflow_uuid, function_id, function_name, output, error, completed_at)
+    SELECT :wf, :fid, :step, NULL, NULL, :now WHERE EXISTS ({_PENDING})
+    RETURNING 1
+)
+INSERT INTO dbos.notifications
+    (destination_uuid, topic, message, created_at_epoch_ms, message_uuid)
+SELECT :dest, :topic, :msg, :now, :uuid WHERE EXISTS (SELECT 1 FROM cp)
+RETURNING 1
+""")
+
+# The pending check is inside the DELETE: a cancelled workflow takes no message (a
+# data-modifying CTE runs even when nothing reads its rows).
+_PG_CONSUME = sa.text(f"""
+WITH pending AS ({_PENDING}),
+taken AS (
+    DELETE FROM dbos.notifications
+    WHERE message_uuid = (
+            SELECT message_uuid FROM dbos.notifications
+            WHERE destination_uuid = :wf AND topic = :topic
+            ORDER BY created_at_epoch_ms, message_uuid
+            LIMIT 1 FOR UPDATE SKIP LOCKED)
+        AND EXISTS (SELECT 1 FROM pending)
+    RETURNING message
+),
+recorded AS (
+    INSERT INTO dbos.operation_outputs
+        (workflow_uuid, function_id, function_name, output, error, completed_at)
+    SELECT :wf, :fid, 'DBOS.recv', message, NULL, :now FROM taken
+    RETURNING output
+)
+SELECT EXISTS (SELECT 1 FROM pending), (SELECT output FROM recorded)
+""")
+
+
+def _is_foreign_key_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    return type(orig).__name__ == "ForeignKeyViolation" or "FOREIGN KEY" in str(orig)
+
+
 Outcome = Literal["recorded", "not-pending", "conflict"]
 
 _uuid_lock = threading.Lock()
@@ -133,37 +180,37 @@ class MessagingDatabase:
         Raises :class:`DBOSNonExistentWorkflowError` when the destination does not exist;
         then nothing is written.
         """
-
-        class _NotPending(Exception):
-            pass
-
+        row = {
+            "destination_uuid": destination_id,
+            "topic": topic,
+            "message": message,
+            "created_at_epoch_ms": now_ms(),
+            "message_uuid": message_uuid(),
+        }
         try:
             with self._sysdb._op() as conn:
-                exists = conn.execute(
-                    sa.select(sa.literal(1)).where(ws.c.workflow_uuid == destination_id)
-                ).first()
-                if exists is None:
-                    raise DBOSNonExistentWorkflowError(destination_id)
-                if (
-                    workflow_id is not None
-                    and function_id is not None
-                    and not self._checkpoint(conn, workflow_id, function_id, step_name, None)
-                ):
-                    raise _NotPending
-                conn.execute(
-                    nt.insert().values(
-                        destination_uuid=destination_id,
-                        topic=topic,
-                        message=message,
-                        created_at_epoch_ms=now_ms(),
-                        message_uuid=message_uuid(),
-                    )
-                )
-        except _NotPending:
-            return "not-pending"
+                if workflow_id is None or function_id is None:
+                    # The foreign key is the existence check: one statement.
+                    conn.execute(nt.insert().values(**row))
+                elif not self.sqlite:
+                    params = {
+                        "wf": workflow_id,
+                        "fid": function_id,
+                        "step": step_name,
+                        "now": row["created_at_epoch_ms"],
+                        "dest": destination_id,
+                        "topic": topic,
+                        "msg": message,
+                        "uuid": row["message_uuid"],
+                    }
+                    if conn.execute(_PG_SEND_CHECKPOINTED, params).first() is None:
+                        return "not-pending"
+                else:
+                    if not self._checkpoint(conn, workflow_id, function_id, step_name, None):
+                        return "not-pending"  # nothing written yet: the commit is empty
+                    conn.execute(nt.insert().values(**row))
         except IntegrityError as exc:
-            if workflow_id is None:
-                # Only the foreign key can fail here: the destination vanished meanwhile.
+            if _is_foreign_key_violation(exc):
                 raise DBOSNonExistentWorkflowError(destination_id) from exc
             return "conflict"
         return "recorded"
@@ -173,15 +220,24 @@ class MessagingDatabase:
 
         Both in one transaction: a crash never loses a taken message nor delivers it twice.
         """
+        if not self.sqlite:
+            params = {"wf": workflow_id, "fid": function_id, "topic": topic, "now": now_ms()}
+            try:
+                with self._sysdb._op() as conn:
+                    pending, output = conn.execute(_PG_CONSUME, params).one()
+            except IntegrityError:
+                return Received("conflict")  # rolled back: the message stays
+            if not pending:
+                return Received("not-pending")
+            return Received("empty") if output is None else Received("recorded", bytes(output))
+
+        # SQLite: BEGIN IMMEDIATE serialises writers, so read-then-delete is safe.
         pick = (
             sa.select(nt.c.message_uuid, nt.c.message)
             .where(nt.c.destination_uuid == workflow_id, nt.c.topic == topic)
             .order_by(nt.c.created_at_epoch_ms, nt.c.message_uuid)
             .limit(1)
         )
-        if not self.sqlite:
-            # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs the lock.
-            pick = pick.with_for_update()
 
         class _NotPending(Exception):
             pass
@@ -198,7 +254,7 @@ class MessagingDatabase:
             return Received("not-pending")
         except IntegrityError:
             return Received("conflict")
-        return Received("recorded", row[1])
+        return Received("recorded", bytes(row[1]))
 
     def peek(self, destination_id: str, topic: str) -> bool:
         """True when a message waits for ``destination_id`` on ``topic``."""
