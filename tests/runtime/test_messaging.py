@@ -21,7 +21,7 @@ from spindle import (
 from spindle.diagnostics import EventType, ThreadKind
 from spindle.runtime._dbos import _get_instance
 from spindle.runtime._messaging_db import NULL_TOPIC, message_uuid
-from spindle.runtime._notifications import event_key, message_key
+from spindle.runtime._notifications import PostgresListener, event_key, message_key
 from spindle.runtime._schema import notifications
 from tests.conftest import MakeDBOS
 
@@ -299,6 +299,11 @@ def test_launch_returns_with_the_listener_listening(make_dbos: MakeDBOS) -> None
     make_dbos().launch()
     listener = _get_instance()._listener
     assert listener._ready.is_set()
+    if isinstance(listener, PostgresListener):
+        # Ready means LISTEN ran on a live connection, not merely "first attempt over".
+        assert listener.connections == 1
+        assert listener.faults == 0
+        assert listener.backend_pid is not None
     (info,) = [
         t
         for t in DBOS.thread_registry.snapshot().threads

@@ -92,3 +92,22 @@ def test_listener_reconnects_and_loses_no_message(
     DBOS.send(rx.workflow_id, "after", "t")
     assert received.get(timeout=WAIT) == "after"
     assert rx.get_result() == ["during-outage", "after"]
+
+
+@pytest.mark.postgres_only
+def test_closing_its_connection_ends_a_blocked_listener(make_dbos: MakeDBOS, db_url: str) -> None:
+    """Phase 8's tool on its own: _cleanup_connections() ends the listener's blocking wait
+    even though its stop event was never set, and it does not reconnect."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's poller holds no connection of its own")
+    make_dbos().launch()
+    listener = _get_instance()._listener
+    assert isinstance(listener, PostgresListener)
+    assert listener.thread is not None
+    assert not listener.thread.stop.is_set()
+    listener._cleanup_connections()
+    listener.thread.thread.join(WAIT)
+    assert not listener.thread.thread.is_alive()
+    assert listener.connections == 1
+    assert listener.faults == 0, "a shutdown close is not a fault"
+    assert listener.waiters.closed
