@@ -68,7 +68,9 @@ def _deadline(rt: DBOS, ctx: WorkflowContext, fid: int, timeout: float) -> float
     return float(_replay(other)) if other is not None else wake_at
 
 
-def _after_wake(rt: DBOS, ctx: WorkflowContext | None) -> None:
+def _check_wake(rt: DBOS, ctx: WorkflowContext | None) -> None:
+    """Raise if the caller must stop waiting: its workflow was cancelled or interrupted, or
+    the listener is gone (shutdown)."""
     if ctx is not None:
         _check_boundary(rt, ctx.entry)
     if rt._listener.waiters.closed:
@@ -132,7 +134,10 @@ def _recv(
     try:
         wake_at: float | None = None
         while True:
+            # Clear, then check everything a wake-up may mean (a row, a cancel, shutdown): a
+            # wake-up that lands before the clear is then seen by a check, never lost.
             waiter.clear()
+            _check_wake(rt, ctx)
             try:
                 got = db.consume(ctx.workflow_id, fid, topic_s)
             except SystemDatabaseClosed as exc:
@@ -150,7 +155,6 @@ def _recv(
             if remaining <= 0:
                 break
             yield waiter, remaining
-            _after_wake(rt, ctx)
     finally:
         remove_wake()
         rt._listener.waiters.unregister(waiter)
@@ -223,6 +227,7 @@ def _get_event(
         wake_at: float | None = None
         while True:
             waiter.clear()
+            _check_wake(rt, ctx)  # after the clear, as in _recv
             try:
                 value = db.get_event(workflow_id, key)
             except SystemDatabaseClosed as exc:
@@ -241,7 +246,6 @@ def _get_event(
             if remaining <= 0:
                 break
             yield waiter, remaining
-            _after_wake(rt, ctx)
     finally:
         if remove_wake is not None:
             remove_wake()

@@ -239,6 +239,35 @@ def test_cancel_cuts_a_waiting_recv_short(dbos: type[DBOS]) -> None:
     assert status.status == "CANCELLED"
 
 
+@pytest.mark.parametrize("how", ["cancel", "interrupt"])
+def test_a_stop_landing_just_before_the_wait_is_not_lost(
+    dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A cancel or a shutdown interrupt between recv's boundary check and its wake-callback
+    registration still ends the wait at once: the body exits, it does not sit out its 60 s
+    timeout. (An interrupt leaves the row PENDING, so only the wake-up can tell.)"""
+    rt = _get_instance()
+    waiters = rt._listener.waiters
+    register = waiters.register
+
+    def stop_then_register(key: Any, loop: Any = None) -> Any:
+        # The worst moment: after the boundary check, before the wake callback exists.
+        if how == "cancel":
+            DBOS.cancel_workflow(key[1])
+        else:
+            entry = rt._active.get(key[1])
+            assert entry is not None
+            entry.interrupt()
+        return register(key, loop)
+
+    monkeypatch.setattr(waiters, "register", stop_then_register)
+    rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
+    # Bounded first: get_result() alone would also pass after the 60 s timeout.
+    assert rt._active.idle.wait(WAIT), "the stopped recv is still waiting"
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError if how == "cancel" else DBOSException):
+        rx.get_result()
+
+
 def test_destroy_ends_parked_waits_and_keeps_the_workflow_pending(make_dbos: MakeDBOS) -> None:
     """destroy() with a recv and an outside get_event parked: both end, no thread leaks,
     the workflow stays PENDING for recovery."""
