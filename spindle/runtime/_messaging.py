@@ -74,6 +74,9 @@ def _check_wake(rt: DBOS, ctx: WorkflowContext | None) -> None:
     if ctx is not None:
         _check_boundary(rt, ctx.entry)
     if rt._listener.waiters.closed:
+        if ctx is not None:
+            # Never an error recorded on the workflow: it stays PENDING for recovery.
+            raise WorkflowInterrupted()
         raise DBOSRuntimeShutdownError("the runtime shut down while waiting for a notification")
 
 

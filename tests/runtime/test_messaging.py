@@ -16,6 +16,7 @@ from spindle import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSException,
     DBOSNonExistentWorkflowError,
+    DBOSRuntimeShutdownError,
     SetWorkflowID,
 )
 from spindle.diagnostics import EventType, ThreadKind
@@ -266,6 +267,24 @@ def test_a_stop_landing_just_before_the_wait_is_not_lost(
     assert rt._active.idle.wait(WAIT), "the stopped recv is still waiting"
     with pytest.raises(DBOSAwaitedWorkflowCancelledError if how == "cancel" else DBOSException):
         rx.get_result()
+
+
+def test_a_stopped_listener_interrupts_a_parked_recv_without_failing_it(
+    dbos: type[DBOS],
+) -> None:
+    """If the listener stops under a parked recv, the workflow is interrupted, never failed:
+    it stays PENDING for recovery."""
+    rt = _get_instance()
+    rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
+    _parked(message_key(rx.workflow_id, "t"))
+    assert rt._listener.thread is not None
+    rt._listener.thread.stop.set()
+    assert rt._active.idle.wait(WAIT), "the recv did not notice the listener stopped"
+    with pytest.raises(DBOSRuntimeShutdownError):
+        rx.get_result()
+    status = DBOS.get_workflow_status(rx.workflow_id)
+    assert status is not None
+    assert status.status == "PENDING"
 
 
 def test_destroy_ends_parked_waits_and_keeps_the_workflow_pending(make_dbos: MakeDBOS) -> None:
