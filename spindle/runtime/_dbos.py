@@ -23,7 +23,7 @@ from spindle.diagnostics import (
     ThreadRegistry,
 )
 
-from . import _shutdown
+from . import _messaging, _shutdown
 from ._active import ActiveWorkflow, ActiveWorkflows
 from ._admin import AdminServer
 from ._appdb import ApplicationDatabase, current_session
@@ -54,6 +54,8 @@ from ._functions import (
     is_async,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._messaging_db import MessagingDatabase
+from ._notifications import NotificationListener, make_listener
 from ._pollers import POLLERS, PollerSet, ReceiverPoller, ScheduledPoller
 from ._receivers import EventSource
 from ._schedules import (
@@ -215,6 +217,15 @@ class DBOS(metaclass=_DBOSMeta):
             self._loop.start()
             self._timeouts = TimeoutEnforcer(self._supervisor, self._on_deadline, self._clock)
             self._timeouts.start()
+            self._messaging_db = MessagingDatabase(self._sysdb)
+            self._listener: NotificationListener = make_listener(
+                self._supervisor,
+                self._messaging_db,
+                self._sysdb.url,
+                cfg.notification_polling_interval_sec,
+            )
+            # Before recovery: a recovered workflow may recv at once. Returns once listening.
+            self._listener.start()
             self._admin: AdminServer | None = None
             if cfg.run_admin_server:
                 self._start_admin_server()
@@ -755,6 +766,48 @@ class DBOS(metaclass=_DBOSMeta):
         if rt is None:
             raise DBOSNotLaunchedError("DBOS(config=...) was not constructed")
         await durable_sleep_async(rt, seconds)
+
+    # -- messages and events --------------------------------------------------------------
+
+    @classmethod
+    def send(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Send a message to a workflow (exactly once, even when the sender is replayed)."""
+        _messaging.send(_get_instance(), destination_id, message, topic)
+
+    @classmethod
+    async def send_async(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Async :meth:`send`."""
+        await _messaging.send_async(_get_instance(), destination_id, message, topic)
+
+    @classmethod
+    def recv(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:
+        """In a workflow: the oldest message on ``topic``, or None after the timeout."""
+        return _messaging.recv(_get_instance(), topic, timeout_seconds)
+
+    @classmethod
+    async def recv_async(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:
+        """Async :meth:`recv` (holds no thread while it waits)."""
+        return await _messaging.recv_async(_get_instance(), topic, timeout_seconds)
+
+    @classmethod
+    def set_event(cls, key: str, value: Any) -> None:
+        """In a workflow: publish (or overwrite) the event ``key`` of this workflow."""
+        _messaging.set_event(_get_instance(), key, value)
+
+    @classmethod
+    async def set_event_async(cls, key: str, value: Any) -> None:
+        """Async :meth:`set_event`."""
+        await _messaging.set_event_async(_get_instance(), key, value)
+
+    @classmethod
+    def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """The value of a workflow's event, waiting for it up to the timeout (else None)."""
+        return _messaging.get_event(_get_instance(), workflow_id, key, timeout_seconds)
+
+    @classmethod
+    async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """Async :meth:`get_event` (holds no thread while it waits)."""
+        return await _messaging.get_event_async(_get_instance(), workflow_id, key, timeout_seconds)
 
 
 def _workflow_info(func: Callable[..., Any]) -> WorkflowInfo:
