@@ -66,8 +66,25 @@ def _v1(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v3_queues(conn: Connection) -> None:
+    """Queues: deduplication IDs unique per queue while their workflow is ENQUEUED or PENDING
+    (a finished workflow frees its ID without a write), and started_at by queue for the rate
+    limiter. Raw DDL, not table metadata: ``_v1`` creates ``table.indexes`` and must not
+    change meaning. ``IF NOT EXISTS`` keeps it independent of the other migrations' order."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    conn.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_ws_queue_dedup "
+        f"ON {prefix}workflow_status (queue_name, deduplication_id) "
+        "WHERE deduplication_id IS NOT NULL AND status IN ('ENQUEUED', 'PENDING')"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS idx_ws_queue_started "
+        f"ON {prefix}workflow_status (queue_name, started_at_epoch_ms)"
+    )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v3_queues]
 
 LATEST_VERSION = len(MIGRATIONS)
