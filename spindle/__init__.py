@@ -8,10 +8,13 @@ from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from .runtime import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
+from .runtime import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import Queue as Queue
+from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
 from .runtime import WorkflowHandle as WorkflowHandle
@@ -27,10 +30,13 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Queue",
+    "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",

@@ -10,12 +10,15 @@ from ._errors import DBOSException as DBOSException
 from ._errors import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from ._errors import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from ._errors import DBOSNotLaunchedError as DBOSNotLaunchedError
+from ._errors import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from ._errors import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from ._errors import DBOSSerializationError as DBOSSerializationError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
+from ._queue import Queue as Queue
+from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._status import WorkflowStatus as WorkflowStatus
 
 __all__ = [
@@ -27,10 +30,13 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Queue",
+    "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",

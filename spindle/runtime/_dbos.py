@@ -50,6 +50,9 @@ from ._functions import (
     is_async,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._queue_db import requeue_pending
+from ._queue_manager import QueueManager
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
@@ -201,6 +204,10 @@ class DBOS(metaclass=_DBOSMeta):
             self._loop.start()
             self._timeouts = TimeoutEnforcer(self._supervisor, self._on_deadline, self._clock)
             self._timeouts.start()
+            # Queued workflows this executor was running go back to their queue (and its
+            # limits) before anything can dequeue; recovery below restarts only the others.
+            requeue_pending(self._sysdb, [cfg.executor_id])
+            self._queues = QueueManager(self)
             if cfg.diagnostics_fault == "ignore_stop_event":
                 self._fault_release = threading.Event()
                 self._supervisor.spawn(
@@ -214,6 +221,9 @@ class DBOS(metaclass=_DBOSMeta):
                 atexit.register(_atexit_destroy)
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
+        # After recovery: a row a worker just dequeued is PENDING here and must not be
+        # mistaken for one to recover.
+        self._queues.start()
 
     def _require_launched(self) -> None:
         if not self._launched or self._destroyed:
@@ -229,6 +239,7 @@ class DBOS(metaclass=_DBOSMeta):
             inst._destroy(workflow_completion_timeout_sec)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
+            GLOBAL_QUEUES.clear()
 
     def _destroy(self, workflow_completion_timeout_sec: float) -> None:
         with self._state_lock:
@@ -236,6 +247,8 @@ class DBOS(metaclass=_DBOSMeta):
                 return
             self._destroyed = True
             self._stopping.set()
+        # Before phase 1: the queue manager spawns no worker once shutdown began.
+        self._queues.close()
         timeline = _shutdown.run_shutdown(self, workflow_completion_timeout_sec)
         self._last_timeline = timeline
         if self._diag is not None:
@@ -403,6 +416,37 @@ class DBOS(metaclass=_DBOSMeta):
             return cast(F, sync_wrapper)
 
         return decorator
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @classmethod
+    def register_queue(
+        cls,
+        name: str,
+        concurrency: int | None = None,
+        limiter: QueueRateLimit | None = None,
+        *,
+        worker_concurrency: int | None = None,
+        priority_enabled: bool = False,
+        polling_interval_sec: float = 1.0,
+    ) -> Queue:
+        """Declare a queue (as ``Queue(...)``); a launched runtime starts draining it at once."""
+        return Queue(
+            name,
+            concurrency,
+            limiter,
+            worker_concurrency=worker_concurrency,
+            priority_enabled=priority_enabled,
+            polling_interval_sec=polling_interval_sec,
+        )
+
+    @classmethod
+    def retrieve_queue(cls, name: str) -> Queue:
+        """The queue declared under ``name``."""
+        queue = GLOBAL_QUEUES.get(name)
+        if queue is None:
+            raise DBOSException(f"no queue named {name!r} was declared")
+        return queue
 
     # -- starting and inspecting workflows ------------------------------------------------
 
