@@ -48,6 +48,8 @@ class _Worker:
     wake: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
+    # Set by an enqueue in this process: the queue is known to hold work, skip the probe.
+    hinted: bool = False
     thread: Supervised | None = None
 
 
@@ -94,6 +96,7 @@ class QueueManager:
         """An enqueue in this process: the queue's worker polls now, not at its next interval."""
         worker = self._workers.get(queue_name)
         if worker is not None:
+            worker.hinted = True
             worker.wake.set()
 
     def worker_threads(self) -> dict[str, Supervised]:
@@ -160,15 +163,29 @@ class QueueManager:
 
     def _poll(self, worker: _Worker, stop: StopEvent) -> tuple[bool, float | None]:
         rt = self._rt
+        queue = worker.queue
         with worker.lock:
-            free = self._local_cap - worker.in_flight
+            in_flight = worker.in_flight
+        free = self._local_cap - in_flight
         if free <= 0:
             return False, None  # a finishing workflow wakes us
-        if not has_enqueued(rt._sysdb, worker.queue.name):
+        if queue.worker_concurrency is not None and in_flight >= queue.worker_concurrency:
+            # Our own running workflows fill this process's share; no need to ask.
+            return False, None
+        if (
+            queue.concurrency is None
+            and queue.worker_concurrency is None
+            and in_flight > self._local_cap // 2
+        ):
+            # Enough work in hand: refill in batches when half of it is done (a finishing
+            # workflow wakes us), not one dequeue transaction per enqueue.
+            return False, None
+        hinted, worker.hinted = worker.hinted, False
+        if not hinted and not has_enqueued(rt._sysdb, queue.name):
             return False, None
         result = dequeue(
             rt._sysdb,
-            worker.queue,
+            queue,
             executor_id=rt._config.executor_id,
             max_rows=free,
             clock_ms=int(rt._clock.now() * 1000),
