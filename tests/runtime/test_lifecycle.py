@@ -226,7 +226,9 @@ def test_fault_close_db_before_join_is_flagged(make_dbos: MakeDBOS) -> None:
     timeline = DBOS.last_shutdown_timeline
     assert timeline is not None
     rules = {v.rule for v in timeline.violations}
-    assert "thread-not-joined-before-db-close" in rules
+    # Which rule catches it depends on timing: a signalled thread that already exited is
+    # "not joined", one still exiting is "alive" when the database closes. Either is the bug.
+    assert rules & {"thread-not-joined-before-db-close", "db-closed-while-thread-alive"}
     assert "phases-out-of-order" in rules
 
 
