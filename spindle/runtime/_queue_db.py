@@ -224,6 +224,21 @@ def dequeue(
     return DequeueResult(rows, retry_after)
 
 
+def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str) -> int:
+    """Put dequeued workflows this executor could not start back in their queue."""
+    stmt = (
+        ws.update()
+        .where(
+            ws.c.workflow_uuid.in_(list(workflow_ids)),
+            ws.c.status == PENDING,
+            ws.c.executor_id == executor_id,
+        )
+        .values(status=ENQUEUED, started_at_epoch_ms=None, updated_at=now_ms())
+    )
+    with sysdb._op() as conn:
+        return int(conn.execute(stmt).rowcount)
+
+
 def requeue_pending(sysdb: SystemDatabase, executor_ids: Sequence[str]) -> int:
     """Recovery: queued workflows these executors were running go back to their queue.
 

@@ -20,7 +20,7 @@ from ._core import start_dequeued
 from ._errors import DBOSRuntimeShutdownError
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, has_enqueued
+from ._queue_db import Dequeued, dequeue, has_enqueued, requeue
 from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
 from ._sysdb import ERROR, SystemDatabaseClosed
@@ -183,18 +183,27 @@ class QueueManager:
         hinted, worker.hinted = worker.hinted, False
         if not hinted and not has_enqueued(rt._sysdb, queue.name):
             return False, None
+        executor_id = rt._config.executor_id
         result = dequeue(
             rt._sysdb,
             queue,
-            executor_id=rt._config.executor_id,
+            executor_id=executor_id,
             max_rows=free,
             clock_ms=int(rt._clock.now() * 1000),
         )
-        for row in result.rows:
+        for i, row in enumerate(result.rows):
             if stop.is_set():
                 # Left PENDING for this executor: the next launch puts them back in the queue.
                 break
-            self._start(worker, row)
+            try:
+                self._start(worker, row)
+            except SystemDatabaseClosed:
+                raise
+            except Exception:
+                # Never leave dequeued rows PENDING with nobody running them until the next
+                # launch: this one and the rest go back to the queue, and the error is raised.
+                requeue(rt._sysdb, [r.workflow_id for r in result.rows[i:]], executor_id)
+                raise
         return len(result.rows) == free, result.retry_after
 
     def _start(self, worker: _Worker, row: Dequeued) -> None:

@@ -292,6 +292,45 @@ def test_duplicate_deduplication_id_raises(dbos: type[DBOS]) -> None:
     assert again.get_result() == "again"
 
 
+def test_cancel_an_enqueued_workflow_it_never_starts(dbos: type[DBOS]) -> None:
+    """A workflow cancelled while ENQUEUED never runs; its handle raises cancelled."""
+    from spindle import DBOSAwaitedWorkflowCancelledError
+
+    blocker = priority_queue.enqueue(q_held, "blocker")
+    assert arrived(1) == ["blocker"]
+    waiting = priority_queue.enqueue(q_held, "never")
+    assert waiting.get_status().status == "ENQUEUED"
+    DBOS.cancel_workflow(waiting.workflow_id)
+    release.set()
+    assert blocker.get_result() == "blocker"
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        waiting.get_result()
+    assert order == ["blocker"]
+
+
+@pytest.mark.slow
+def test_a_failed_start_puts_the_rows_back_in_the_queue(
+    dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If starting a dequeued workflow fails, it returns to ENQUEUED and runs later, instead
+    of staying PENDING with nobody running it until the next launch."""
+    import spindle.runtime._queue_manager as manager
+    from spindle.runtime._core import start_dequeued as real
+
+    failures = [RuntimeError("injected start failure")]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "start_dequeued", flaky)
+    handles = [dedup_queue.enqueue(q_quick, i) for i in range(3)]
+    assert [h.get_result() for h in handles] == [1, 2, 3]
+    assert failures == []
+    assert {w.recovery_attempts for w in DBOS.list_workflows(name="q_quick")} == {0}
+
+
 def test_queued_timeout_runs_from_the_start(make_dbos: MakeDBOS) -> None:
     """SetWorkflowTimeout on enqueue: the deadline is set when the workflow is dequeued."""
     make_dbos().launch()
