@@ -7,7 +7,7 @@ Kept apart from ``_sysdb.py`` (one concept per module); it runs through the same
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -123,7 +123,7 @@ def dequeue(
     *,
     executor_id: str,
     max_rows: int,
-    clock_ms: int,
+    clock_ms: Callable[[], int],
 ) -> DequeueResult:
     """Set up to ``max_rows`` ENQUEUED workflows of ``queue`` PENDING for ``executor_id``,
     as far as the queue's limits allow, in one transaction.
@@ -135,7 +135,7 @@ def dequeue(
     serialises the dequeues of that queue, and each count then sees every committed start
     (READ COMMITTED reads a fresh snapshot per statement).
 
-    ``clock_ms`` is the runtime's clock, the base of a queued workflow's deadline.
+    ``clock_ms`` reads the runtime's clock, the base of a queued workflow's deadline.
     """
     if max_rows <= 0:
         return DequeueResult([])
@@ -145,8 +145,10 @@ def dequeue(
                 sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_CLASS, advisory_key(queue.name)))
             )
         # Read the time once we hold the queue (BEGIN IMMEDIATE on SQLite, the advisory lock
-        # here): start times then follow the order in which dequeues really happened.
+        # here): start times then follow the order in which dequeues really happened, and a
+        # deadline counts from the start.
         now = now_ms()
+        deadline_base = clock_ms()
         budget = max_rows
         retry_after: float | None = None
         if queue.limiter is not None:
@@ -195,7 +197,7 @@ def dequeue(
                     ws.c.workflow_deadline_epoch_ms.is_(None),
                     ws.c.workflow_timeout_ms.isnot(None),
                 ),
-                clock_ms + ws.c.workflow_timeout_ms,
+                deadline_base + ws.c.workflow_timeout_ms,
             ),
             else_=ws.c.workflow_deadline_epoch_ms,
         )

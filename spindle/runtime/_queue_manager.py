@@ -189,7 +189,7 @@ class QueueManager:
             queue,
             executor_id=executor_id,
             max_rows=free,
-            clock_ms=int(rt._clock.now() * 1000),
+            clock_ms=lambda: int(rt._clock.now() * 1000),
         )
         for i, row in enumerate(result.rows):
             if stop.is_set():
