@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import sqlalchemy as sa
 
@@ -14,6 +15,8 @@ from spindle.runtime._schema import workflow_status as ws
 RECOVERY_CONCURRENCY = 2
 recovery_queue = Queue("recovery-q", concurrency=RECOVERY_CONCURRENCY, polling_interval_sec=0.05)
 drain_queue = Queue("drain-q", polling_interval_sec=0.05)
+GLOBAL_CONCURRENCY = 3
+shared_queue = Queue("shared-q", concurrency=GLOBAL_CONCURRENCY, polling_interval_sec=0.02)
 
 _arrived = threading.Semaphore(0)
 
@@ -85,6 +88,18 @@ def drain_workflow(i: int) -> int:
     return drain_step(drain_step(drain_step(i, 1), 2), 3) - 3
 
 
+@DBOS.workflow()
+def overlap_workflow(i: int) -> int:
+    """Logs its start and end on the system-wide monotonic clock; works ~20 ms between."""
+    log_effect(f"S:{time.monotonic_ns()}:{DBOS.workflow_id}", durable=False)
+    threading.Event().wait(0.02)  # the work a workflow does, so runs would overlap
+    log_effect(f"E:{time.monotonic_ns()}:{DBOS.workflow_id}", durable=False)
+    return i
+
+
+QUEUES = {"drain": (drain_queue, drain_workflow), "shared": (shared_queue, overlap_workflow)}
+
+
 def _config(url: str, executor_id: str) -> None:
     DBOS(
         config={
@@ -111,19 +126,18 @@ def crash(url: str, count: int) -> None:
     threading.Event().wait()
 
 
-def drain(url: str, executor_id: str, count: int, enqueue: bool) -> None:
-    """Launch, say READY, optionally enqueue ``count`` workflows, and run until the queue
-    holds ``count`` finished workflows."""
+def drain(url: str, which: str, executor_id: str, count: int, enqueue: bool) -> None:
+    """Launch, say READY, optionally enqueue ``count`` workflows on the ``which`` queue, and
+    run until it holds ``count`` finished workflows."""
+    queue, workflow = QUEUES[which]
     _config(url, executor_id)
     DBOS.launch()
     print("READY", flush=True)
     if enqueue:
         for i in range(count):
-            with SetWorkflowID(f"drain-{i}"):
-                drain_queue.enqueue(drain_workflow, i)
-    done = sa.select(sa.func.count()).where(
-        ws.c.queue_name == drain_queue.name, ws.c.status == "SUCCESS"
-    )
+            with SetWorkflowID(f"{which}-{i}"):
+                queue.enqueue(workflow, i)
+    done = sa.select(sa.func.count()).where(ws.c.queue_name == queue.name, ws.c.status == "SUCCESS")
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     waiter = threading.Event()
     try:
@@ -142,4 +156,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "crash":
         crash(sys.argv[2], int(sys.argv[3]))
     else:
-        drain(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "enqueue")
+        drain(sys.argv[2], sys.argv[1], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "enqueue")

@@ -31,7 +31,7 @@ from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
-from tests.conftest import MakeDBOS, require_postgres
+from tests.conftest import MakeDBOS
 from tests.runtime import queue_app
 from tests.runtime.queue_app import Gauge, queued_workflow, recovery_gauge
 
@@ -472,33 +472,16 @@ def test_recovery_of_queued_and_running_workflows_after_kill_9(
         assert counts[f"{wf}:done"] == 1
 
 
-@pytest.mark.slow
-@pytest.mark.postgres_only
-def test_two_processes_drain_one_queue_exactly_once(tmp_path: Path) -> None:
-    """Two OS processes drain one queue of 500 workflows: each runs exactly once, and both
-    processes take part."""
-    require_postgres()
-    from tests.conftest import new_postgres_url
-
-    urls = new_postgres_url()
-    url = next(urls)
-    count = 500
-    effects = tmp_path / "effects.log"
+def _run_two_processes(url: str, which: str, count: int, effects: Path) -> None:
+    """Run two queue_app processes on ``which`` queue (B polls first, A enqueues ``count``)
+    until every workflow finished; both must exit cleanly."""
     env = dict(os.environ, SPINDLE_EFFECTS=str(effects))
     children: list[subprocess.Popen[str]] = []
     try:
-        for executor_id, mode in (("drain-b", "wait"), ("drain-a", "enqueue")):
+        for executor_id, mode in (("proc-b", "wait"), ("proc-a", "enqueue")):
+            argv = ["-m", "tests.runtime.queue_app", which, url, executor_id, str(count), mode]
             child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.runtime.queue_app",
-                    "drain",
-                    url,
-                    executor_id,
-                    str(count),
-                    mode,
-                ],
+                [sys.executable, *argv],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -511,25 +494,6 @@ def test_two_processes_drain_one_queue_exactly_once(tmp_path: Path) -> None:
             out, _ = child.communicate(timeout=300)
             assert child.returncode == 0
             assert out.strip().endswith("DONE")
-
-        counts = collections.Counter(effects.read_text().split())
-        expected = {f"drain-{i}:{s}" for i in range(count) for s in (1, 2, 3)}
-        assert set(counts) == expected
-        assert set(counts.values()) == {1}, "a step ran twice"
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(ws.c.executor_id, ws.c.status, sa.func.count())
-                    .where(ws.c.queue_name == "drain-q")
-                    .group_by(ws.c.executor_id, ws.c.status)
-                ).all()
-        finally:
-            engine.dispose()
-        by_executor = {r[0]: r[2] for r in rows}
-        assert {r[1] for r in rows} == {"SUCCESS"}
-        assert sum(by_executor.values()) == count
-        assert set(by_executor) == {"drain-a", "drain-b"}, by_executor
     finally:
         for child in children:
             if child.poll() is None:
@@ -537,4 +501,64 @@ def test_two_processes_drain_one_queue_exactly_once(tmp_path: Path) -> None:
                 child.wait(30)
             if child.stdout is not None:
                 child.stdout.close()
-        next(urls, None)
+
+
+def _runs_by_executor(url: str, queue_name: str) -> dict[str, int]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ws.c.executor_id, ws.c.status, sa.func.count())
+                .where(ws.c.queue_name == queue_name)
+                .group_by(ws.c.executor_id, ws.c.status)
+            ).all()
+    finally:
+        engine.dispose()
+    assert {r[1] for r in rows} == {"SUCCESS"}
+    return {r[0]: r[2] for r in rows}
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (for the tests that need several processes on it)."""
+    from tests.conftest import new_postgres_url
+
+    yield from new_postgres_url()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres_only
+def test_two_processes_drain_one_queue_exactly_once(pg_url: str, tmp_path: Path) -> None:
+    """Two OS processes drain one queue of 500 workflows: each runs exactly once, and both
+    processes take part."""
+    count = 500
+    effects = tmp_path / "effects.log"
+    _run_two_processes(pg_url, "drain", count, effects)
+    counts = collections.Counter(effects.read_text().split())
+    assert set(counts) == {f"drain-{i}:{s}" for i in range(count) for s in (1, 2, 3)}
+    assert set(counts.values()) == {1}, "a step ran twice"
+    by_executor = _runs_by_executor(pg_url, "drain-q")
+    assert sum(by_executor.values()) == count
+    assert set(by_executor) == {"proc-a", "proc-b"}, by_executor
+
+
+@pytest.mark.slow
+@pytest.mark.postgres_only
+def test_global_concurrency_holds_across_two_processes(pg_url: str, tmp_path: Path) -> None:
+    """concurrency=3 is global: two processes together never run more than 3 at once
+    (start/end logged on the system-wide monotonic clock), and 3 do at some point."""
+    count = 40
+    effects = tmp_path / "effects.log"
+    _run_two_processes(pg_url, "shared", count, effects)
+    events = []
+    for line in effects.read_text().split():
+        kind, ns, _wf = line.split(":", 2)
+        # At equal times an end sorts first: the slot it frees may be taken at once.
+        events.append((int(ns), 0 if kind == "E" else 1))
+    running = peak = 0
+    for _ns, is_start in sorted(events):
+        running += 1 if is_start else -1
+        peak = max(peak, running)
+    assert len(events) == 2 * count
+    assert peak == queue_app.GLOBAL_CONCURRENCY
+    assert sum(_runs_by_executor(pg_url, "shared-q").values()) == count
