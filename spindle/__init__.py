@@ -13,12 +13,16 @@ from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import Event as Event
+from .runtime import EventSource as EventSource
+from .runtime import KafkaMessage as KafkaMessage
 from .runtime import Queue as Queue
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
 from .runtime import WorkflowHandle as WorkflowHandle
 from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
+from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
 
 __all__ = [
@@ -35,11 +39,15 @@ __all__ = [
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Event",
+    "EventSource",
+    "KafkaMessage",
     "Queue",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",
     "WorkflowHandleAsync",
+    "WorkflowSchedule",
     "WorkflowStatus",
 ]

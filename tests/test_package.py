@@ -28,12 +28,16 @@ def test_public_names_are_pinned() -> None:
         "DBOSSerializationError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",
+        "Event",
+        "EventSource",
+        "KafkaMessage",
         "Queue",
         "SetEnqueueOptions",
         "SetWorkflowID",
         "SetWorkflowTimeout",
         "WorkflowHandle",
         "WorkflowHandleAsync",
+        "WorkflowSchedule",
         "WorkflowStatus",
     ]
     for name in spindle.__all__:

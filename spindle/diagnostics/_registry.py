@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -13,6 +14,8 @@ from typing import Any
 
 from ._events import LifecycleEvent
 from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind, ThreadState
+from ._stacks import top_frames
+from ._waiting import RUNNING, waiting_on
 
 logger = logging.getLogger("spindle.diagnostics")
 
@@ -99,6 +102,9 @@ class ThreadRecord:
     status_note: str | None = None
     captured_stack: list[dict[str, Any]] | None = None
     events: deque[LifecycleEvent] = field(default_factory=lambda: deque(maxlen=64))
+    # Set by lint() the first time it reports this thread stuck, so it warns once, not on
+    # every dashboard refresh.
+    stuck_reported: bool = False
 
     @property
     def alive(self) -> bool:
@@ -131,6 +137,9 @@ class ThreadInfo:
     status_note: str | None
     captured_stack: list[dict[str, Any]] | None
     events: tuple[LifecycleEvent, ...]
+    #: What the thread was blocked on when the snapshot was taken (see ``waiting_on()``);
+    #: None when not computed or the thread was not running.
+    waiting_on: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -156,7 +165,36 @@ class ThreadInfo:
             "status_note": self.status_note,
             "captured_stack": self.captured_stack,
             "events": [e.to_dict() for e in self.events],
+            "waiting_on": self.waiting_on,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ThreadInfo:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            record_id=int(d["record_id"]),
+            name=str(d["name"]),
+            kind=ThreadKind(d["kind"]),
+            group=ThreadGroup(d["group"]) if d.get("group") else None,
+            parent_id=d.get("parent_id"),
+            state=ThreadState(d["state"]),
+            ident=d.get("ident"),
+            native_id=d.get("native_id"),
+            daemon=d.get("daemon"),
+            stop_event_set=d.get("stop_event_set"),
+            created_wall=float(d["created_wall"]),
+            created_mono=float(d["created_mono"]),
+            started_mono=d.get("started_mono"),
+            stopped_mono=d.get("stopped_mono"),
+            joined_mono=d.get("joined_mono"),
+            join_outcome=JoinOutcome(d["join_outcome"]) if d.get("join_outcome") else None,
+            join_duration=d.get("join_duration"),
+            exception=d.get("exception"),
+            status_note=d.get("status_note"),
+            captured_stack=d.get("captured_stack"),
+            events=tuple(LifecycleEvent.from_dict(e) for e in d.get("events") or ()),
+            waiting_on=d.get("waiting_on"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +275,14 @@ class ThreadRegistry:
         self._listeners: list[Listener] = []
         self._max_events = max_events_per_thread
         self._failed_listeners: set[int] = set()
+        # Foreign threads get ids from the same counter, stable across snapshots while the
+        # thread lives: key (ident, native_id) because idents are reused after a thread dies.
+        self._foreign: dict[tuple[int, int | None], tuple[int, float, float]] = {}
+
+    @property
+    def max_exited(self) -> int:
+        """How many exited records are retained."""
+        return self._exited.maxlen or 0
 
     # -- listeners -----------------------------------------------------------------------
 
@@ -402,7 +448,13 @@ class ThreadRegistry:
             entry = self._stop_events.get(event.stop_id)
             record = None
             if entry is not None and entry.thread_record_id is not None:
+                # The record is named on the event even when its thread has already exited:
+                # the rules need to know which thread's stop event this was.
                 record = self._live.get(entry.thread_record_id)
+                if record is None:
+                    record = next(
+                        (r for r in self._exited if r.record_id == entry.thread_record_id), None
+                    )
                 if record is not None and record.alive:
                     record.state = ThreadState.STOPPING
         self.emit(
@@ -472,15 +524,67 @@ class ThreadRegistry:
                     return r
         return None
 
+    def stop_event_records(self) -> list[StopEventRecord]:
+        """Every registered stop event still retained."""
+        with self._lock:
+            return list(self._stop_events.values())
+
     def unset_stop_events(self) -> list[StopEventRecord]:
         """Registered stop events that were never set."""
         with self._lock:
             return [e for e in self._stop_events.values() if not e.event.is_set()]
 
-    def snapshot(self) -> RegistrySnapshot:
-        """A consistent view of every record and stop event, taken under the lock."""
+    def foreign_threads(self) -> list[tuple[int, threading.Thread]]:
+        """Live threads from ``threading.enumerate()`` that are not registered, with their ids.
+
+        The ids come from the registry's counter and stay the same while the thread lives.
+        """
+        threads = threading.enumerate()
         with self._lock:
-            threads = tuple(self._info(r) for r in [*self._live.values(), *self._exited])
+            return self._foreign_locked(threads)
+
+    def _foreign_locked(
+        self, threads: list[threading.Thread]
+    ) -> list[tuple[int, threading.Thread]]:
+        # Caller holds the lock. A started thread whose body has not yet called mark_started
+        # has no ident in _by_ident: match records by Thread object too, or it would flicker
+        # as foreign for an instant.
+        registered = {id(r.thread) for r in self._live.values() if r.thread is not None}
+        out: list[tuple[int, threading.Thread]] = []
+        seen: set[tuple[int, int | None]] = set()
+        for t in threads:
+            if t.ident is None or id(t) in registered or t.ident in self._by_ident:
+                continue
+            key = (t.ident, t.native_id)
+            seen.add(key)
+            entry = self._foreign.get(key)
+            if entry is None:
+                entry = (next(self._ids), time.time(), self._clock())
+                self._foreign[key] = entry
+            out.append((entry[0], t))
+        for key in [k for k in self._foreign if k not in seen]:
+            del self._foreign[key]
+        return out
+
+    def snapshot(
+        self, *, include_foreign: bool = False, with_waiting: bool = True
+    ) -> RegistrySnapshot:
+        """A consistent view of every record and stop event, taken under the lock.
+
+        ``include_foreign`` adds unregistered live threads (kind ``foreign``);
+        ``with_waiting`` reads each live thread's top frames to fill ``waiting_on`` and shows
+        a running thread that is blocked as ``waiting``.
+        """
+        frames = sys._current_frames() if with_waiting else {}
+        enumerated = threading.enumerate() if include_foreign else []
+        with self._lock:
+            threads = [
+                self._info(r, frames.get(r.ident) if r.ident is not None else None, with_waiting)
+                for r in [*self._live.values(), *self._exited]
+            ]
+            if include_foreign:
+                for fid, t in self._foreign_locked(enumerated):
+                    threads.append(self._foreign_info(fid, t, frames, with_waiting))
             stops = tuple(
                 StopEventInfo(
                     e.stop_id,
@@ -492,17 +596,60 @@ class ThreadRegistry:
                 )
                 for e in self._stop_events.values()
             )
-            return RegistrySnapshot(time.time(), self._clock(), threads, stops)
+            return RegistrySnapshot(time.time(), self._clock(), tuple(threads), stops)
+
+    def _foreign_info(
+        self, fid: int, t: threading.Thread, frames: dict[int, Any], with_waiting: bool
+    ) -> ThreadInfo:
+        # Caller holds the lock.
+        wait = None
+        state = ThreadState.RUNNING
+        if with_waiting and t.ident in frames:
+            wait = waiting_on(top_frames(frames[t.ident], 8))
+            if wait != RUNNING:
+                state = ThreadState.WAITING
+        _fid, first_wall, first_mono = self._foreign[(t.ident or 0, t.native_id)]
+        return ThreadInfo(
+            record_id=fid,
+            name=t.name,
+            kind=ThreadKind.FOREIGN,
+            group=None,
+            parent_id=None,
+            state=state,
+            ident=t.ident,
+            native_id=t.native_id,
+            daemon=t.daemon,
+            stop_event_set=None,
+            created_wall=first_wall,
+            created_mono=first_mono,
+            started_mono=None,
+            stopped_mono=None,
+            joined_mono=None,
+            join_outcome=None,
+            join_duration=None,
+            exception=None,
+            status_note=None,
+            captured_stack=None,
+            events=(),
+            waiting_on=wait,
+        )
 
     @staticmethod
-    def _info(r: ThreadRecord) -> ThreadInfo:
+    def _info(r: ThreadRecord, frame: Any = None, with_waiting: bool = False) -> ThreadInfo:
+        wait = None
+        state = r.state
+        if with_waiting and frame is not None and r.alive:
+            wait = waiting_on(top_frames(frame, 8))
+            # Only a running thread becomes "waiting": stopping and join-timeout say more.
+            if wait != RUNNING and state is ThreadState.RUNNING:
+                state = ThreadState.WAITING
         return ThreadInfo(
             record_id=r.record_id,
             name=r.name,
             kind=r.kind,
             group=r.group,
             parent_id=r.parent_id,
-            state=r.state,
+            state=state,
             ident=r.ident,
             native_id=r.native_id,
             daemon=r.thread.daemon if r.thread is not None else None,
@@ -518,4 +665,5 @@ class ThreadRegistry:
             status_note=r.status_note,
             captured_stack=list(r.captured_stack) if r.captured_stack else None,
             events=tuple(r.events),
+            waiting_on=wait,
         )

@@ -38,6 +38,16 @@ RULES: dict[str, str] = {
 }
 
 
+# Threads that a phase before interrupt_db stops and joins on purpose: the event loop, the
+# admin server and the notification listener (interrupted by closing its own connection).
+# Their join in their own phase is not "joining before blocking DB calls were interrupted".
+_OWN_STOP_PHASE = {
+    "stop_event_loop": ThreadKind.EVENT_LOOP,
+    "stop_admin_server": ThreadKind.ADMIN_SERVER,
+    "stop_notification_listener": ThreadKind.NOTIFICATION_LISTENER,
+}
+
+
 def _is_runtime(kind: ThreadKind | None) -> bool:
     return kind is not None and kind is not ThreadKind.FOREIGN
 
@@ -81,9 +91,11 @@ def check_rules(
     exited: set[int] = set()
     joined: set[int] = set()
     spawned_during: set[int] = set()
-    first_phase_seq: int | None = None
-    first_join_seq: int | None = None
-    interrupt_end_seq: int | None = None
+    shutdown_seq: int | None = None
+    executor_down = False
+    current_phase: str | None = None
+    early_joins: list[LifecycleEvent] = []
+    interrupted = False
     internal_set_before_poller: list[LifecycleEvent] = []
     pollers_pending = {
         i
@@ -93,15 +105,29 @@ def check_rules(
     }
 
     for e in events:
-        if e.type is EventType.PHASE_START and first_phase_seq is None:
-            first_phase_seq = e.seq
-        elif e.type is EventType.PHASE_END and e.attrs.get("phase") == "interrupt_db":
-            interrupt_end_seq = e.seq
+        if e.type is EventType.SHUTDOWN_BEGIN or (
+            e.type is EventType.PHASE_START and shutdown_seq is None
+        ):
+            shutdown_seq = e.seq if shutdown_seq is None else shutdown_seq
+        if e.type is EventType.PHASE_START:
+            current_phase = str(e.attrs.get("phase"))
+        elif e.type is EventType.PHASE_END:
+            if e.attrs.get("phase") == "interrupt_db":
+                interrupted = True
+            elif e.attrs.get("phase") == "shutdown_executor":
+                executor_down = True
+            current_phase = None
+        elif e.type is EventType.DB_INTERRUPT:
+            # What happened counts, even when the runtime interrupts outside the phase.
+            interrupted = True
         elif e.type is EventType.SPAWN and e.record_id is not None:
             if _is_runtime(e.kind):
                 spawned_during.add(e.record_id)
                 runtime_ids.add(e.record_id)
-                if first_phase_seq is not None:
+                # The executor grows its pool lazily while active workflows finish (phase
+                # 3): a worker made before executor shutdown is not a spawn to flag.
+                growing_pool = e.group is ThreadGroup.EXECUTOR and not executor_down
+                if shutdown_seq is not None and not growing_pool:
                     out.append(violation("spawn-after-shutdown-began", e.seq, [e.record_id]))
         elif e.type is EventType.STOP_EVENT_SET:
             group = e.attrs.get("stop_group")
@@ -111,9 +137,12 @@ def check_rules(
                 internal_set_before_poller.append(e)
         elif e.type is EventType.EXIT and e.record_id is not None:
             exited.add(e.record_id)
+            # A poller that exited on its own no longer needs signalling first.
+            pollers_pending.discard(e.record_id)
         elif e.type is EventType.JOIN and e.record_id is not None:
-            if first_join_seq is None:
-                first_join_seq = e.seq
+            own_phase = current_phase is not None and _OWN_STOP_PHASE.get(current_phase) is e.kind
+            if not interrupted and not own_phase:
+                early_joins.append(e)
             if e.attrs.get("outcome") == JoinOutcome.JOINED.value:
                 joined.add(e.record_id)
             else:
@@ -136,10 +165,9 @@ def check_rules(
         ids = [e.record_id for e in internal_set_before_poller if e.record_id is not None]
         out.append(violation("pollers-not-signalled-first", first.seq, ids))
 
-    if first_join_seq is not None and (
-        interrupt_end_seq is None or interrupt_end_seq > first_join_seq
-    ):
-        out.append(violation("join-before-db-interrupt", first_join_seq, []))
+    if early_joins:
+        ids = [e.record_id for e in early_joins if e.record_id is not None]
+        out.append(violation("join-before-db-interrupt", early_joins[0].seq, ids))
 
     if unset_stops:
         out.append(

@@ -6,13 +6,37 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from opentelemetry import trace
+
+from ._lint import Lint, lint
 from ._registry import ThreadRegistry
+from ._spans import SpanExport
 from ._timeline import ShutdownTimeline
 
 logger = logging.getLogger("spindle.diagnostics")
+
+TimelineListener = Callable[[ShutdownTimeline], None]
+
+# Process-wide observers of every recorded timeline, whatever app recorded it: how the
+# ``spindle_no_shutdown_violations`` fixture sees the timelines of apps it never met.
+_timeline_listeners: list[TimelineListener] = []
+_timeline_listeners_lock = threading.Lock()
+
+
+def add_timeline_listener(listener: TimelineListener) -> Callable[[], None]:
+    """Call ``listener`` with every timeline any session records; returns its remover."""
+    with _timeline_listeners_lock:
+        _timeline_listeners.append(listener)
+
+    def remove() -> None:
+        with _timeline_listeners_lock:
+            if listener in _timeline_listeners:
+                _timeline_listeners.remove(listener)
+
+    return remove
 
 
 class DiagnosticsSession:
@@ -38,6 +62,22 @@ class DiagnosticsSession:
         self._timelines: deque[ShutdownTimeline] = deque(maxlen=max_timelines)
         self._lock = threading.Lock()
         self._closed = False
+        # Disabled means nothing at all: no provider, no exporter thread, no listener.
+        self._spans: SpanExport | None = (
+            SpanExport(registry, service_name=service_name, endpoints=self.otlp_traces_endpoints)
+            if enabled
+            else None
+        )
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer spans go to (OpenTelemetry's no-op tracer when disabled)."""
+        return self._spans.tracer if self._spans is not None else trace.NoOpTracer()
+
+    @property
+    def exporting(self) -> bool:
+        """True when lifecycle events are being turned into spans."""
+        return self._spans is not None and self._spans.emitter is not None
 
     @property
     def timelines(self) -> list[ShutdownTimeline]:
@@ -45,8 +85,16 @@ class DiagnosticsSession:
         with self._lock:
             return list(self._timelines)
 
+    def lint(self, *, now: float | None = None) -> list[Lint]:
+        """:func:`spindle.diagnostics.lint` over this session's registry and grace period."""
+        return lint(self.registry, grace_sec=self.stuck_grace_sec, now=now)
+
     def record_timeline(self, timeline: ShutdownTimeline) -> None:
-        """Keep a finished timeline, log its violations and write it as JSON when configured."""
+        """Keep a finished timeline, log its violations and write it as JSON when configured.
+
+        Its violations go onto its ``spindle.shutdown`` span, and every process-wide
+        timeline listener sees it. Never raises.
+        """
         with self._lock:
             self._timelines.append(timeline)
         for v in timeline.violations:
@@ -57,6 +105,18 @@ class DiagnosticsSession:
                 v.message,
                 ", ".join(v.thread_names) or "-",
             )
+        if self._spans is not None:
+            try:
+                self._spans.on_timeline(timeline)
+            except Exception:
+                logger.exception("spindle: could not attach the timeline to its span")
+        with _timeline_listeners_lock:
+            listeners = list(_timeline_listeners)
+        for listener in listeners:
+            try:
+                listener(timeline)
+            except Exception:
+                logger.exception("spindle: timeline listener %r failed", listener)
         if self.report_path:
             try:
                 path = Path(self.report_path)
@@ -65,9 +125,19 @@ class DiagnosticsSession:
             except OSError:
                 logger.exception("spindle: could not write the shutdown report")
 
-    def shutdown(self, timeout_sec: float = 5.0) -> None:
-        """Flush and stop span export; idempotent and never raises."""
+    def shutdown(self, timeout_sec: float = 5.0) -> bool:
+        """Flush and stop span export, last; idempotent, honours the timeout, never raises.
+
+        Returns False when the export did not finish in time (it is logged).
+        """
         with self._lock:
             if self._closed:
-                return
+                return True
             self._closed = True
+        if self._spans is None:
+            return True
+        try:
+            return self._spans.shutdown(timeout_sec)
+        except Exception:
+            logger.exception("spindle: span export shutdown failed")
+            return False

@@ -20,6 +20,9 @@ def frames_of(frame: FrameType | None, *, with_locals: bool = False) -> list[dic
             "filename": summary.f_code.co_filename,
             "lineno": summary.f_lineno,
             "function": summary.f_code.co_name,
+            # co_qualname ("Event.wait", not "wait") is what py-spy reports too, and what
+            # waiting_on() reads to tell an event wait from a condition wait.
+            "qualname": summary.f_code.co_qualname,
             "line": None,
         }
         if with_locals:
@@ -30,6 +33,40 @@ def frames_of(frame: FrameType | None, *, with_locals: bool = False) -> list[dic
     out.reverse()
     for entry in out:
         entry["line"] = _source_line(entry["filename"], entry["lineno"])
+    if out and frame is not None:
+        _hint_driver(out[-1], frame)
+    return out
+
+
+def _hint_driver(entry: dict[str, Any], frame: FrameType) -> None:
+    # sqlite3 blocks in C, so the innermost Python frame is the caller's ``conn.execute(...)``
+    # line; whether that receiver is sqlite3 is told by the module's globals (never locals:
+    # those are captured only when asked). The hint is one short string, not data.
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and any(v is sqlite3 for v in frame.f_globals.values()):
+        entry["db_driver"] = "sqlite3"
+
+
+def top_frames(frame: FrameType | None, depth: int) -> list[dict[str, Any]]:
+    """The innermost ``depth`` frames, innermost last, with source lines; cheap for snapshots."""
+    out: list[dict[str, Any]] = []
+    innermost = frame
+    while frame is not None and len(out) < depth:
+        out.append(
+            {
+                "filename": frame.f_code.co_filename,
+                "lineno": frame.f_lineno,
+                "function": frame.f_code.co_name,
+                "qualname": frame.f_code.co_qualname,
+                "line": None,
+            }
+        )
+        frame = frame.f_back
+    out.reverse()
+    for entry in out:
+        entry["line"] = _source_line(entry["filename"], entry["lineno"])
+    if out and innermost is not None:
+        _hint_driver(out[-1], innermost)
     return out
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._events import LifecycleEvent
 from ._kinds import EventType, ThreadKind
 from ._registry import ThreadInfo, ThreadRegistry
-from ._stacks import capture_stack
+from ._stacks import capture_stack, frames_of
 
 #: The ten phases of ``destroy()``, in the order the design requires.
 SHUTDOWN_PHASES: tuple[str, ...] = (
@@ -55,6 +58,19 @@ class PhaseRecord:
             "outcome": self.outcome,
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PhaseRecord:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            index=int(d["index"]),
+            name=str(d["name"]),
+            start_wall=float(d["start_wall"]),
+            start_mono=float(d["start_mono"]),
+            end_mono=d.get("end_mono"),
+            outcome=str(d.get("outcome", "ok")),
+            error=d.get("error"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +135,38 @@ class ShutdownTimeline:
             "ended_mono": self.ended_mono,
             "phases": [p.to_dict() for p in self.phases],
             "events": [e.to_dict() for e in self.events],
-            "threads": {
-                str(k): {
-                    "record_id": v.record_id,
-                    "name": v.name,
-                    "kind": v.kind.value,
-                    "group": v.group.value if v.group else None,
-                    "parent_id": v.parent_id,
-                }
-                for k, v in self.threads.items()
-            },
+            "threads": {str(k): v.to_dict() for k, v in self.threads.items()},
             "violations": [v.to_dict() for v in self.violations],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShutdownTimeline:
+        """Inverse of :meth:`to_dict`: a report read back, without the app that wrote it."""
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"shutdown report schema_version {version!r} is not {SCHEMA_VERSION}")
+        return cls(
+            shutdown_id=str(d["shutdown_id"]),
+            service=str(d.get("service", "")),
+            planned_phases=tuple(d.get("planned_phases") or ()),
+            started_wall=float(d["started_wall"]),
+            started_mono=float(d["started_mono"]),
+            ended_mono=d.get("ended_mono"),
+            phases=[PhaseRecord.from_dict(p) for p in d.get("phases") or ()],
+            events=[LifecycleEvent.from_dict(e) for e in d.get("events") or ()],
+            threads={int(k): ThreadInfo.from_dict(v) for k, v in (d.get("threads") or {}).items()},
+            violations=[Violation.from_dict(v) for v in d.get("violations") or ()],
+        )
+
+    @property
+    def ok(self) -> bool:
+        """True when no ordering rule was broken."""
+        return not self.violations
+
+
+def load_report(path: str | Path) -> ShutdownTimeline:
+    """Read a shutdown report JSON file (``shutdown_report_path``) back into a timeline."""
+    return ShutdownTimeline.from_dict(json.loads(Path(path).read_text()))
 
 
 class ShutdownRecorder:
@@ -148,6 +184,9 @@ class ShutdownRecorder:
         self._lock = threading.Lock()
         self._remove_listener: Any = None
         self._begun = False
+        # Stacks taken when the evidence happened (a DB closed under a live thread, a spawn
+        # during shutdown), not at finish(), when the thread may be gone.
+        self._stacks: dict[int, list[dict[str, Any]]] = {}
         self.timeline = ShutdownTimeline(
             shutdown_id=uuid.uuid4().hex,
             service=service,
@@ -163,6 +202,20 @@ class ShutdownRecorder:
                 record = self._registry.get(event.record_id)
                 if record is not None:
                     self.timeline.threads[record.record_id] = ThreadRegistry._info(record)
+                # Runs in the spawning thread: its stack shows who spawned during shutdown.
+                self._stacks.setdefault(event.record_id, frames_of(sys._getframe(1)))
+            elif event.type is EventType.DB_CLOSE:
+                for record in self._registry.live_records():
+                    if record.kind is ThreadKind.FOREIGN or record.ident is None:
+                        continue
+                    if record.record_id not in self._stacks:
+                        frames = capture_stack(record.ident)
+                        if frames is not None:
+                            self._stacks[record.record_id] = frames
+            elif event.type is EventType.STACK_CAPTURED and event.record_id is not None:
+                record = self._registry.get(event.record_id)
+                if record is not None and record.captured_stack:
+                    self._stacks[record.record_id] = list(record.captured_stack)
 
     def begin(self) -> None:
         """Start recording: every event from now on belongs to this timeline."""
@@ -204,12 +257,24 @@ class ShutdownRecorder:
         if self._remove_listener is not None:
             self._remove_listener()
         self.timeline.ended_mono = self._registry.now()
-        stacks: dict[int, list[dict[str, Any]]] = {}
+        with self._lock:
+            stacks = dict(self._stacks)
         for record in self._registry.live_records():
             if record.kind is not ThreadKind.FOREIGN and record.ident is not None:
                 frames = capture_stack(record.ident)
                 if frames is not None:
-                    stacks[record.record_id] = frames
-        unset = [e.name for e in self._registry.unset_stop_events()]
+                    # A stack from the moment of the evidence beats one taken now.
+                    stacks.setdefault(record.record_id, frames)
+        # A stop event counts only if its thread was alive when shutdown began (or it has no
+        # thread): a thread that finished its work and exited before had nothing to stop.
+        unset = [
+            e.name
+            for e in self._registry.unset_stop_events()
+            if e.thread_record_id is None
+            or (
+                e.thread_record_id in self.timeline.threads
+                and self.timeline.threads[e.thread_record_id].state.alive
+            )
+        ]
         self.timeline.violations = check_rules(self.timeline, stacks=stacks, unset_stops=unset)
         return self.timeline

@@ -3,7 +3,9 @@ transaction so each runs exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +26,16 @@ transaction_outputs = sa.Table(
     sa.Column("error", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+
+class _Outcome:
+    """The result a transaction's block hands back to :meth:`ApplicationDatabase.transaction`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
 
 current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "spindle_sql_session", default=None
@@ -61,64 +73,30 @@ class ApplicationDatabase:
             ).one_or_none()
         return (row[0], row[1]) if row is not None else None
 
-    def run(
+    @contextlib.contextmanager
+    def transaction(
         self,
-        func: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
         *,
         workflow_id: str | None,
         function_id: int | None,
-        serialize_output: Any,
+        serialize_output: Callable[[Any], bytes],
         isolation_level: str | None,
-    ) -> Any:
-        """Run ``func`` in one transaction and record its output in the same transaction."""
-        self._check()
-        engine = self.engine
-        if isolation_level is not None and not self.sqlite:
-            engine = engine.execution_options(isolation_level=isolation_level)
-        with engine.begin() as conn:
-            session = Session(bind=conn, join_transaction_mode="create_savepoint")
-            token = current_session.set(session)
-            try:
-                result = func(*args, **kwargs)
-                session.commit()  # releases its savepoint; the outer transaction is ours
-            finally:
-                current_session.reset(token)
-                session.close()
-            if workflow_id is not None and function_id is not None:
-                conn.execute(
-                    transaction_outputs.insert().values(
-                        workflow_uuid=workflow_id,
-                        function_id=function_id,
-                        output=serialize_output(result),
-                        error=None,
-                        created_at=now_ms(),
-                    )
-                )
-        return result
+    ) -> Iterator[_Outcome]:
+        """One transaction around the caller's block, with ``DBOS.sql_session`` bound to it.
 
-    async def run_async(
-        self,
-        func: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        workflow_id: str | None,
-        function_id: int | None,
-        serialize_output: Any,
-        isolation_level: str | None,
-    ) -> Any:
-        """:meth:`run` for an ``async def`` transaction (its SQL runs on the loop's thread)."""
+        The block stores its result in the yielded outcome; the result's checkpoint is
+        inserted in the same transaction, so the work and its record commit together.
+        """
         self._check()
         engine = self.engine
         if isolation_level is not None and not self.sqlite:
             engine = engine.execution_options(isolation_level=isolation_level)
+        outcome = _Outcome()
         with engine.begin() as conn:
             session = Session(bind=conn, join_transaction_mode="create_savepoint")
             token = current_session.set(session)
             try:
-                result = await func(*args, **kwargs)
+                yield outcome
                 session.commit()  # releases its savepoint; the outer transaction is ours
             finally:
                 current_session.reset(token)
@@ -128,12 +106,11 @@ class ApplicationDatabase:
                     transaction_outputs.insert().values(
                         workflow_uuid=workflow_id,
                         function_id=function_id,
-                        output=serialize_output(result),
+                        output=serialize_output(outcome.value),
                         error=None,
                         created_at=now_ms(),
                     )
                 )
-        return result
 
     def record_error(self, workflow_id: str, function_id: int, error: bytes) -> None:
         """Record a transaction's error (its own transaction rolled back)."""

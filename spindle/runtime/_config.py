@@ -31,6 +31,7 @@ class DBOSConfig(TypedDict, total=False):
     sqlite_synchronous: str
     sys_db_pool_size: int
     notification_polling_interval_sec: float
+    scheduler_polling_interval_sec: float
     diagnostics_max_exited_threads: int
     diagnostics_stuck_grace_sec: float
     diagnostics_fault: str | None
@@ -66,6 +67,7 @@ class Config:
     sqlite_synchronous: str = "FULL"
     sys_db_pool_size: int = 20
     notification_polling_interval_sec: float = 1.0
+    scheduler_polling_interval_sec: float = 1.0
     diagnostics_max_exited_threads: int = 1000
     diagnostics_stuck_grace_sec: float = 5.0
     diagnostics_fault: str | None = None
@@ -123,7 +125,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "run_admin_server": (_is_bool, "True or False"),
     "admin_port": (_is_port, "a port number from 0 to 65535"),
     "admin_host": (lambda v: isinstance(v, str) and v != "", "a host name or address"),
-    "admin_token": (_is_opt_str, "a string or None"),
+    "admin_token": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a non-empty string or None",
+    ),
     "otlp_traces_endpoints": (_is_str_list, "a list of URLs"),
     "shutdown_report_path": (_is_opt_str, "a file path or None"),
     "sqlite_synchronous": (
@@ -132,6 +137,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "sys_db_pool_size": (_is_pos_int, "a positive integer"),
     "notification_polling_interval_sec": (_is_pos_num, "a positive number of seconds"),
+    "scheduler_polling_interval_sec": (_is_pos_num, "a positive number of seconds"),
     "diagnostics_max_exited_threads": (
         lambda v: isinstance(v, int) and v >= 0,
         "a non-negative integer",

@@ -108,11 +108,14 @@ def prepare_workflow(
     *,
     workflow_id: str | None = None,
     queue_name: str | None = None,
+    if_new: bool = False,
 ) -> _Start:
     """Claim a workflow ID in this process and checkpoint the workflow's start.
 
     Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
-    and is a coroutine function for async workflows.
+    and is a coroutine function for async workflows. With ``if_new``, an ID that already has
+    a status row (from any process) is left alone, even if PENDING: pollers start each tick
+    or message once, and a PENDING row belongs to whoever inserted it (or to recovery).
     """
     rt._require_launched()
     ident = resolve_identity(rt, workflow_id)
@@ -139,6 +142,9 @@ def prepare_workflow(
         rt._active.release(entry)
         raise
     recorded: dict[int, StepRow] | None = None
+    if existing is not None and if_new:
+        rt._active.release(entry)
+        return _Start(entry, False)
     if existing is not None:
         if existing.name != info.name:
             rt._active.release(entry)
@@ -369,10 +375,40 @@ def _record(
     return None
 
 
-def _retry_delays(info: StepInfo) -> list[float]:
-    if not info.retries_allowed:
-        return []
-    return [info.interval_seconds * info.backoff_rate**i for i in range(info.max_attempts - 1)]
+class _Attempts:
+    """A step's retry policy in motion: after each failure, give up or say how long to wait."""
+
+    __slots__ = ("delays", "errors", "info")
+
+    def __init__(self, info: StepInfo) -> None:
+        self.info = info
+        self.errors: list[BaseException] = []
+        self.delays = (
+            [info.interval_seconds * info.backoff_rate**i for i in range(info.max_attempts - 1)]
+            if info.retries_allowed
+            else []
+        )
+
+    def failed(self, exc: BaseException) -> tuple[BaseException | None, float]:
+        """Record a failure: ``(final error, 0)`` to give up, or ``(None, delay)`` to retry."""
+        self.errors.append(exc)
+        if len(self.errors) > len(self.delays):
+            if not self.delays:
+                return exc, 0.0
+            return DBOSMaxStepRetriesExceeded(
+                self.info.name, self.info.max_attempts, self.errors
+            ), 0.0
+        return None, self.delays[len(self.errors) - 1]
+
+
+def _step_start(rt: DBOS, ctx: WorkflowContext | None) -> tuple[int, tuple[Any] | None]:
+    """Take the step's function id; a replayed step returns its recorded outcome."""
+    assert ctx is not None
+    fid = ctx.next_id()
+    if ctx.recorded is not None and fid in ctx.recorded:
+        return fid, (_replay(ctx.recorded[fid]),)
+    _check_boundary(rt, ctx.entry)
+    return fid, None
 
 
 def run_step(rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -380,31 +416,23 @@ def run_step(rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, 
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return info.func(*args, **kwargs)
-    fid = ctx.next_id()
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return _replay(ctx.recorded[fid])
-    _check_boundary(rt, ctx.entry)
-    delays = _retry_delays(info)
-    errors: list[BaseException] = []
+    fid, replayed = _step_start(rt, ctx)
+    if replayed is not None:
+        return replayed[0]
+    attempts = _Attempts(info)
     ctx.in_step = True
     try:
         while True:
             try:
-                result = info.func(*args, **kwargs)
-                error: BaseException | None = None
+                result, error = info.func(*args, **kwargs), None
                 break
             except Exception as exc:
-                errors.append(exc)
-                if len(errors) > len(delays):
-                    error = (
-                        DBOSMaxStepRetriesExceeded(info.name, info.max_attempts, errors)
-                        if delays
-                        else exc
-                    )
+                error, delay = attempts.failed(exc)
+                if error is not None:
                     result = None
                     break
                 # Back off on the wake event: cancel or shutdown cut the wait short.
-                if ctx.entry.wake.wait(delays[len(errors) - 1]):
+                if ctx.entry.wake.wait(delay):
                     _check_boundary(rt, ctx.entry)
     finally:
         ctx.in_step = False
@@ -418,30 +446,22 @@ async def run_step_async(
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return await info.func(*args, **kwargs)
-    fid = ctx.next_id()
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return _replay(ctx.recorded[fid])
-    _check_boundary(rt, ctx.entry)
-    delays = _retry_delays(info)
-    errors: list[BaseException] = []
+    fid, replayed = _step_start(rt, ctx)
+    if replayed is not None:
+        return replayed[0]
+    attempts = _Attempts(info)
     ctx.in_step = True
     try:
         while True:
             try:
-                result = await info.func(*args, **kwargs)
-                error: BaseException | None = None
+                result, error = await info.func(*args, **kwargs), None
                 break
             except Exception as exc:
-                errors.append(exc)
-                if len(errors) > len(delays):
-                    error = (
-                        DBOSMaxStepRetriesExceeded(info.name, info.max_attempts, errors)
-                        if delays
-                        else exc
-                    )
+                error, delay = attempts.failed(exc)
+                if error is not None:
                     result = None
                     break
-                if await wait_wake_async(ctx.entry, delays[len(errors) - 1]):
+                if await wait_wake_async(ctx.entry, delay):
                     _check_boundary(rt, ctx.entry)
     finally:
         ctx.in_step = False

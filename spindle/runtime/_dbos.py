@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import threading
@@ -13,15 +14,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from sqlalchemy.orm import Session
 
 from spindle.diagnostics import (
+    Clock,
     DiagnosticsSession,
+    RealClock,
     ShutdownTimeline,
     ThreadGroup,
     ThreadKind,
     ThreadRegistry,
 )
 
-from . import _shutdown
+from . import _messaging, _shutdown
 from ._active import ActiveWorkflow, ActiveWorkflows
+from ._admin import AdminServer
 from ._appdb import ApplicationDatabase, current_session
 from ._config import Config, DBOSConfig, load_config
 from ._context import current_workflow
@@ -50,14 +54,25 @@ from ._functions import (
     is_async,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._messaging_db import MessagingDatabase
+from ._notifications import NotificationListener, make_listener
+from ._pollers import POLLERS, PollerSet, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._queue_db import requeue_pending
 from ._queue_manager import QueueManager
+from ._receivers import EventSource
+from ._schedules import (
+    PAUSED,
+    ScheduleStore,
+    WorkflowSchedule,
+    encode_context,
+    validate_new_schedule,
+)
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
 from ._sysdb import PENDING, SystemDatabase
-from ._timeouts import Clock, SystemClock, TimeoutEnforcer
+from ._timeouts import TimeoutEnforcer
 
 if TYPE_CHECKING:
     from ._core import _Start
@@ -135,7 +150,7 @@ class DBOS(metaclass=_DBOSMeta):
         global _instance
         # Validate before anything else: a bad config must leave the current instance alone.
         self._config: Config = load_config(config)
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or RealClock()
         self._registry = ThreadRegistry(max_exited=self._config.diagnostics_max_exited_threads)
         self._supervisor = Supervisor(self._registry)
         self._state_lock = threading.RLock()
@@ -148,6 +163,7 @@ class DBOS(metaclass=_DBOSMeta):
         self._fault_release: threading.Event | None = None
         self._appdb: ApplicationDatabase | None = None
         self._active = ActiveWorkflows()
+        self._pollers: PollerSet | None = None
         logging.getLogger("spindle").setLevel(self._config.log_level)
         with _instance_lock:
             current = _instance
@@ -208,6 +224,18 @@ class DBOS(metaclass=_DBOSMeta):
             # limits) before anything can dequeue; recovery below restarts only the others.
             requeue_pending(self._sysdb, [cfg.executor_id])
             self._queues = QueueManager(self)
+            self._messaging_db = MessagingDatabase(self._sysdb)
+            self._listener: NotificationListener = make_listener(
+                self._supervisor,
+                self._messaging_db,
+                self._sysdb.url,
+                cfg.notification_polling_interval_sec,
+            )
+            # Before recovery: a recovered workflow may recv at once. Returns once listening.
+            self._listener.start()
+            self._admin: AdminServer | None = None
+            if cfg.run_admin_server:
+                self._start_admin_server()
             if cfg.diagnostics_fault == "ignore_stop_event":
                 self._fault_release = threading.Event()
                 self._supervisor.spawn(
@@ -217,13 +245,54 @@ class DBOS(metaclass=_DBOSMeta):
                     group=ThreadGroup.POLLER,
                 )
             self._launched = True
+            # Last: pollers start workflows, which needs every other part up.
+            self._pollers = PollerSet(self)
+            self._pollers.start()
             if not _atexit_registered:
                 atexit.register(_atexit_destroy)
+                # Interpreter exit joins executor workers (threading._shutdown) *before*
+                # atexit handlers run, so a worker in a durable sleep would hold the exit for
+                # the whole sleep. Threading's own exit hooks run newest first: ours, registered
+                # after concurrent.futures', interrupts the workflows before that join.
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:
+                    try:
+                        register(_atexit_destroy)
+                    except RuntimeError:
+                        pass  # the interpreter is already shutting down
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
         # After recovery: a row a worker just dequeued is PENDING here and must not be
         # mistaken for one to recover.
         self._queues.start()
+
+    def _start_admin_server(self) -> None:
+        from ._admin_api import build_admin_app
+
+        cfg = self._config
+        dashboard = None
+        if cfg.enable_diagnostics and self._diag is not None:
+            # The one place the runtime reaches into the web layer: it serves the dashboard.
+            from spindle.web import create_app
+
+            dashboard = create_app(self._diag, admin_token=cfg.admin_token)
+        server = AdminServer(
+            self._supervisor, build_admin_app(self, dashboard), cfg.admin_host, cfg.admin_port
+        )
+        if server.start():
+            self._admin = server
+
+    @property
+    def admin_url(self) -> str | None:
+        """The admin server's base URL, when it runs."""
+        admin = getattr(self, "_admin", None)
+        return admin.url if admin is not None else None
+
+    @classmethod
+    def admin_url_of_instance(cls) -> str | None:
+        """The running app's admin server URL (None when it does not run)."""
+        inst = _instance
+        return inst.admin_url if inst is not None else None
 
     def _require_launched(self) -> None:
         if not self._launched or self._destroyed:
@@ -240,11 +309,16 @@ class DBOS(metaclass=_DBOSMeta):
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
             GLOBAL_QUEUES.clear()
+            POLLERS.clear()
 
     def _destroy(self, workflow_completion_timeout_sec: float) -> None:
         with self._state_lock:
             if not self._launched or self._destroyed:
                 return
+            if self._pollers is not None:
+                # Before phase 1: from here no poller starts a workflow or spawns a thread,
+                # and one already starting has finished (the gate waits for it).
+                self._pollers.close(self._config.thread_join_timeout_sec)
             self._destroyed = True
             self._stopping.set()
         # Before phase 1: the queue manager spawns no worker once shutdown began.
@@ -416,6 +490,152 @@ class DBOS(metaclass=_DBOSMeta):
             return cast(F, sync_wrapper)
 
         return decorator
+
+    # -- pollers: schedules and event receivers ---------------------------------------------
+
+    @classmethod
+    def scheduled(cls, cron: str) -> Callable[[F], F]:
+        """Run a workflow ``(scheduled_time, actual_time)`` on a cron schedule (seconds
+        first when six fields), once per tick across every process on the database."""
+
+        def decorator(func: F) -> F:
+            from ._cron import check_cron
+
+            info = _workflow_info(func)
+            check_cron(cron, f"scheduled workflow {info.name!r}")
+            POLLERS.add_scheduled(ScheduledPoller(info, cron))
+            return func
+
+        return decorator
+
+    @classmethod
+    def event_receiver(
+        cls, source: EventSource, *, name: str | None = None, poll_timeout_sec: float = 1.0
+    ) -> Callable[[F], F]:
+        """Start the workflow once per message of ``source`` (with the message's value),
+        from a ``dbos-receiver[<name>]`` thread started at launch."""
+        if not isinstance(source, EventSource):
+            raise TypeError("source must have name, poll(timeout) and commit(events)")
+        if poll_timeout_sec <= 0:
+            raise ValueError("poll_timeout_sec must be > 0")
+
+        def decorator(func: F) -> F:
+            info = _workflow_info(func)
+            receiver = ReceiverPoller(name or source.name, info, source, poll_timeout_sec)
+            POLLERS.add_receiver(receiver)
+            return func
+
+        return decorator
+
+    @classmethod
+    def kafka_consumer(cls, config: dict[str, Any], topics: list[str]) -> Callable[[F], F]:
+        """Start the workflow once per Kafka message (a ``KafkaMessage``) of ``topics``;
+        needs the ``kafka`` extra (confluent-kafka)."""
+        from ._kafka import KafkaSource, import_confluent_kafka
+
+        import_confluent_kafka()  # fail at decoration, naming the extra, not at launch
+
+        def decorator(func: F) -> F:
+            info = _workflow_info(func)
+            source = KafkaSource(config, topics, info.name)
+            return cls.event_receiver(source)(func)
+
+        return decorator
+
+    @classmethod
+    def create_schedule(
+        cls,
+        *,
+        schedule_name: str,
+        workflow_fn: Callable[..., Any],
+        schedule: str,
+        context: Any = None,
+    ) -> None:
+        """Store a cron schedule that runs ``workflow_fn(scheduled_time, context)``;
+        raises if one with this name exists."""
+        rt = _get_instance()
+        rt._require_launched()
+        info = _workflow_info(workflow_fn)
+        validate_new_schedule(schedule_name, info.name, schedule)
+        data = encode_context(schedule_name, context)
+        if not ScheduleStore(rt._sysdb).create(schedule_name, info.name, schedule, data):
+            raise DBOSException(f"schedule {schedule_name!r} already exists")
+        rt._schedules_changed()
+
+    @classmethod
+    def list_schedules(
+        cls,
+        *,
+        status: str | list[str] | None = None,
+        workflow_name: str | list[str] | None = None,
+        schedule_name_prefix: str | list[str] | None = None,
+    ) -> list[WorkflowSchedule]:
+        """The stored schedules, optionally filtered."""
+        rt = _get_instance()
+        rt._require_launched()
+        return ScheduleStore(rt._sysdb).list(
+            status=status, workflow_name=workflow_name, schedule_name_prefix=schedule_name_prefix
+        )
+
+    @classmethod
+    def get_schedule(cls, name: str) -> WorkflowSchedule | None:
+        """One schedule by name, or None."""
+        rt = _get_instance()
+        rt._require_launched()
+        return ScheduleStore(rt._sysdb).get(name)
+
+    @classmethod
+    def delete_schedule(cls, name: str) -> None:
+        """Delete a schedule (no-op if missing); its thread stops within one poll."""
+        rt = _get_instance()
+        rt._require_launched()
+        ScheduleStore(rt._sysdb).delete(name)
+        rt._schedules_changed()
+
+    @classmethod
+    def pause_schedule(cls, name: str) -> None:
+        """Pause a schedule: it does not fire until resumed."""
+        cls._set_schedule_status(name, PAUSED)
+
+    @classmethod
+    def resume_schedule(cls, name: str) -> None:
+        """Resume a paused schedule."""
+        cls._set_schedule_status(name, "ACTIVE")
+
+    @classmethod
+    def backfill_schedule(
+        cls, schedule_name: str, start: datetime, end: datetime
+    ) -> list[WorkflowHandle[None]]:
+        """Start the ticks of ``[start, end)`` that never ran (ticks are not backfilled on
+        their own); ticks already started anywhere are not started again."""
+        from ._schedules import backfill
+
+        rt = _get_instance()
+        rt._require_launched()
+        ids = backfill(rt, schedule_name, start, end)
+        return [WorkflowHandle(rt, i, rt._active.get(i)) for i in ids]
+
+    @classmethod
+    def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[None]:
+        """Start the schedule's workflow now, outside its cron."""
+        from ._schedules import trigger
+
+        rt = _get_instance()
+        rt._require_launched()
+        workflow_id = trigger(rt, schedule_name)
+        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+
+    @classmethod
+    def _set_schedule_status(cls, name: str, status: str) -> None:
+        rt = _get_instance()
+        rt._require_launched()
+        if not ScheduleStore(rt._sysdb).set_status(name, status):
+            raise DBOSException(f"schedule {name!r} does not exist")
+        rt._schedules_changed()
+
+    def _schedules_changed(self) -> None:
+        if self._pollers is not None:
+            self._pollers.schedules_changed()
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -591,6 +811,48 @@ class DBOS(metaclass=_DBOSMeta):
             raise DBOSNotLaunchedError("DBOS(config=...) was not constructed")
         await durable_sleep_async(rt, seconds)
 
+    # -- messages and events --------------------------------------------------------------
+
+    @classmethod
+    def send(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Send a message to a workflow (exactly once, even when the sender is replayed)."""
+        _messaging.send(_get_instance(), destination_id, message, topic)
+
+    @classmethod
+    async def send_async(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Async :meth:`send`."""
+        await _messaging.send_async(_get_instance(), destination_id, message, topic)
+
+    @classmethod
+    def recv(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:
+        """In a workflow: the oldest message on ``topic``, or None after the timeout."""
+        return _messaging.recv(_get_instance(), topic, timeout_seconds)
+
+    @classmethod
+    async def recv_async(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:
+        """Async :meth:`recv` (holds no thread while it waits)."""
+        return await _messaging.recv_async(_get_instance(), topic, timeout_seconds)
+
+    @classmethod
+    def set_event(cls, key: str, value: Any) -> None:
+        """In a workflow: publish (or overwrite) the event ``key`` of this workflow."""
+        _messaging.set_event(_get_instance(), key, value)
+
+    @classmethod
+    async def set_event_async(cls, key: str, value: Any) -> None:
+        """Async :meth:`set_event`."""
+        await _messaging.set_event_async(_get_instance(), key, value)
+
+    @classmethod
+    def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """The value of a workflow's event, waiting for it up to the timeout (else None)."""
+        return _messaging.get_event(_get_instance(), workflow_id, key, timeout_seconds)
+
+    @classmethod
+    async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """Async :meth:`get_event` (holds no thread while it waits)."""
+        return await _messaging.get_event_async(_get_instance(), workflow_id, key, timeout_seconds)
+
 
 def _workflow_info(func: Callable[..., Any]) -> WorkflowInfo:
     info = getattr(func, "__spindle_workflow__", None)
@@ -637,15 +899,9 @@ def _run_transaction(
     if replayed is not None:
         return replayed[0]
     try:
-        return appdb.run(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
@@ -658,18 +914,24 @@ async def _run_transaction_async(
     if replayed is not None:
         return replayed[0]
     try:
-        return await appdb.run_async(
-            info.func,
-            args,
-            kwargs,
-            workflow_id=wf_id,
-            function_id=fid,
-            serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-            isolation_level=info.isolation_level,
-        )
+        # The session is sync: its SQL runs on the loop's thread, as a sync call would.
+        with _transaction(appdb, info, wf_id, fid) as outcome:
+            outcome.value = await info.func(*args, **kwargs)
+        return outcome.value
     except Exception as exc:
         _transaction_failed(rt, appdb, wf_id, fid, exc)
         raise
+
+
+def _transaction(
+    appdb: ApplicationDatabase, info: TransactionInfo, wf_id: str | None, fid: int | None
+) -> contextlib.AbstractContextManager[Any]:
+    return appdb.transaction(
+        workflow_id=wf_id,
+        function_id=fid,
+        serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
+        isolation_level=info.isolation_level,
+    )
 
 
 def _transaction_failed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._active import ActiveWorkflow
 from ._core import wait_async
@@ -25,6 +25,21 @@ R = TypeVar("R")
 # Polling a workflow run elsewhere backs off from 10 ms to 1 s.
 _POLL_MIN = 0.01
 _POLL_MAX = 1.0
+
+
+def _settled(rt: DBOS, workflow_id: str) -> tuple[bool, Any]:
+    """``(True, result)`` once the workflow ended (its error or cancellation is raised),
+    ``(False, None)`` while it runs elsewhere."""
+    row = rt._sysdb.get_status(workflow_id)
+    if row is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
+    if row.status == SUCCESS:
+        return True, deserialize(row.output)
+    if row.status == ERROR and row.error is not None:
+        raise deserialize_exception(row.error)
+    if row.status == CANCELLED:
+        raise DBOSAwaitedWorkflowCancelledError(workflow_id)
+    return False, None
 
 
 class WorkflowHandle(Generic[R]):
@@ -77,16 +92,10 @@ class WorkflowHandle(Generic[R]):
                 self._wait_entry(entry)
                 outcome: R = entry.outcome()
                 return outcome
-            row = self._rt._sysdb.get_status(self.workflow_id)
-            if row is None:
-                raise DBOSNonExistentWorkflowError(self.workflow_id)
-            if row.status == SUCCESS:
-                result: R = deserialize(row.output)
+            done, value = _settled(self._rt, self.workflow_id)
+            if done:
+                result: R = value
                 return result
-            if row.status == ERROR and row.error is not None:
-                raise deserialize_exception(row.error)
-            if row.status == CANCELLED:
-                raise DBOSAwaitedWorkflowCancelledError(self.workflow_id)
             if self._rt._stopping.wait(0) or waiter.wait(delay):
                 raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
             delay = min(delay * 2, _POLL_MAX)
@@ -119,16 +128,10 @@ class WorkflowHandleAsync(Generic[R]):
             return result
         delay = _POLL_MIN
         while True:
-            row = self._rt._sysdb.get_status(self.workflow_id)
-            if row is None:
-                raise DBOSNonExistentWorkflowError(self.workflow_id)
-            if row.status == SUCCESS:
-                value: R = deserialize(row.output)
-                return value
-            if row.status == ERROR and row.error is not None:
-                raise deserialize_exception(row.error)
-            if row.status == CANCELLED:
-                raise DBOSAwaitedWorkflowCancelledError(self.workflow_id)
+            done, value = _settled(self._rt, self.workflow_id)
+            if done:
+                result_value: R = value
+                return result_value
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 

@@ -51,6 +51,59 @@ operation_outputs = sa.Table(
     sa.Column("completed_at", sa.BigInteger, nullable=False),
 )
 
+#: Dynamic schedules (DBOS 3.x ``create_schedule``): one row per named cron schedule.
+workflow_schedules = sa.Table(
+    "workflow_schedules",
+    metadata,
+    sa.Column("schedule_id", sa.Text, primary_key=True),
+    sa.Column("schedule_name", sa.Text, nullable=False, unique=True),
+    sa.Column("workflow_name", sa.Text, nullable=False),
+    sa.Column("schedule", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="ACTIVE"),
+    sa.Column("context", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column(
+        "destination_uuid",
+        sa.Text,
+        sa.ForeignKey(
+            f"{SCHEMA}.workflow_status.workflow_uuid", onupdate="CASCADE", ondelete="CASCADE"
+        ),
+        nullable=False,
+    ),
+    sa.Column("topic", sa.Text, nullable=True),
+    sa.Column("message", sa.LargeBinary, nullable=False),
+    sa.Column("created_at_epoch_ms", sa.BigInteger, nullable=False),
+    # Time-ordered (UUIDv7-style) when Spindle writes it, so it breaks created_at ties FIFO.
+    sa.Column("message_uuid", sa.Text, primary_key=True),
+)
+sa.Index(
+    "idx_notifications_dest_topic",
+    notifications.c.destination_uuid,
+    notifications.c.topic,
+    notifications.c.created_at_epoch_ms,
+)
+
+workflow_events = sa.Table(
+    "workflow_events",
+    metadata,
+    sa.Column(
+        "workflow_uuid",
+        sa.Text,
+        sa.ForeignKey(
+            f"{SCHEMA}.workflow_status.workflow_uuid", onupdate="CASCADE", ondelete="CASCADE"
+        ),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
+
 schema_version = sa.Table(
     "spindle_schema_version",
     metadata,
@@ -64,6 +117,51 @@ def _v1(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
         for index in table.indexes:
             index.create(conn, checkfirst=True)
+
+
+def _v4_schedules(conn: Connection) -> None:
+    workflow_schedules.create(conn, checkfirst=True)
+
+
+#: NOTIFY channels of the PostgreSQL triggers (names as DBOS Transact uses them). The payload
+#: is a JSON array [workflow id, topic or key], so an ID containing any separator is safe.
+NOTIFICATIONS_CHANNEL = "dbos_notifications_channel"
+WORKFLOW_EVENTS_CHANNEL = "dbos_workflow_events_channel"
+
+_PG_TRIGGERS = tuple(
+    f"""
+CREATE OR REPLACE FUNCTION {SCHEMA}.{table}_function() RETURNS TRIGGER AS $$
+BEGIN
+    PERFORM pg_notify('{channel}', json_build_array(NEW.{id_col}, NEW.{sub_col})::text);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS dbos_{table}_trigger ON {SCHEMA}.{table};
+CREATE TRIGGER dbos_{table}_trigger AFTER {events} ON {SCHEMA}.{table}
+    FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.{table}_function();
+"""
+    for table, channel, id_col, sub_col, events in (
+        ("notifications", NOTIFICATIONS_CHANNEL, "destination_uuid", "topic", "INSERT"),
+        ("workflow_events", WORKFLOW_EVENTS_CHANNEL, "workflow_uuid", "key", "INSERT OR UPDATE"),
+    )
+)
+
+
+def _v2_messaging(conn: Connection) -> None:
+    """send/recv and events: two tables and, on PostgreSQL, the NOTIFY triggers.
+
+    Triggers rather than a pg_notify in Spindle's own transaction: a row inserted by any
+    writer (another process, a DBOS client, psql) wakes the waiters all the same.
+    """
+    for table in (notifications, workflow_events):
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        for script in _PG_TRIGGERS:
+            # One driver call per script: psycopg runs a parameterless multi-statement
+            # string with the simple query protocol.
+            conn.exec_driver_sql(script)
 
 
 def _v3_queues(conn: Connection) -> None:
@@ -85,6 +183,8 @@ def _v3_queues(conn: Connection) -> None:
 
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v3_queues]
+#: ``_v3_queues`` comes last: it was written as version 3 on the queue branch, but the
+#: schedules migration landed first as version 3, and a released entry never moves.
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v4_schedules, _v3_queues]
 
 LATEST_VERSION = len(MIGRATIONS)

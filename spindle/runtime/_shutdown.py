@@ -70,6 +70,9 @@ def _shutdown_executor(rt: DBOS, _timeout: float) -> None:
 
 
 def _interrupt_db(rt: DBOS, _timeout: float) -> None:
+    # The listener's dedicated connection is not in the pool: close it so a wait blocked on
+    # it (had phase 6's stop event not been enough) ends now.
+    rt._listener._cleanup_connections()
     count = rt._sysdb.interrupt()
     rt._registry.emit(EventType.DB_INTERRUPT, None, database="system", interrupted=count)
 

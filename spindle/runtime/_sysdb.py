@@ -102,8 +102,10 @@ def ensure_postgres_database(url: str) -> None:
                 quoted = conn.dialect.identifier_preparer.quote(u.database)
                 try:
                     conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
-                except sa.exc.ProgrammingError:
-                    pass  # another process created it between our check and create
+                except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                    # Another process created it between our check and create (a concurrent
+                    # CREATE DATABASE fails with a unique violation on pg_database).
+                    pass
     finally:
         admin.dispose()
 
@@ -266,9 +268,10 @@ class SystemDatabase:
         """Bring the schema to the latest version (concurrent launches are serialised)."""
         with self.engine.begin() as conn:
             if not self.sqlite:
-                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-                # Two processes launching at once must not both run a migration.
+                # Two processes launching at once must not both run a migration. The lock
+                # comes first: two concurrent CREATE SCHEMA IF NOT EXISTS can still collide.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5357494)")
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(schema_version.c.version)).scalar()
             if current is None:
@@ -320,9 +323,12 @@ class SystemDatabase:
                 started_at_epoch_ms=now if status == PENDING else None,
             )
             .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
+            .returning(ws.c.workflow_uuid)
         )
         with self._op() as conn:
-            if conn.execute(stmt).rowcount == 1:
+            # RETURNING, not rowcount: psycopg reports -1 here, which made every insert on
+            # PostgreSQL look like a conflict (and a second process re-run a PENDING row).
+            if len(conn.execute(stmt).all()) == 1:
                 return None
             row = conn.execute(
                 sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)

@@ -6,39 +6,13 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
-from typing import Protocol
 
-from spindle.diagnostics import StopEvent, ThreadKind
+from spindle.diagnostics import Clock, RealClock, StopEvent, ThreadKind
 
 from ._supervisor import Supervised, Supervisor
 
 logger = logging.getLogger("spindle")
-
-
-class Clock(Protocol):
-    """Wall time in epoch seconds, and a wait that the clock itself can cut short.
-
-    A fake clock (``spindle.testing.FakeClock``) moves time on ``advance()`` and wakes the
-    waits registered with it, so tests never sleep.
-    """
-
-    def now(self) -> float: ...
-
-    def wait(self, cond: threading.Condition, timeout: float | None) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        """Epoch seconds."""
-        return time.time()
-
-    def wait(self, cond: threading.Condition, timeout: float | None) -> None:
-        """Wait on ``cond`` (held by the caller) for at most ``timeout`` seconds."""
-        cond.wait(timeout)
 
 
 class TimeoutEnforcer:
@@ -56,7 +30,7 @@ class TimeoutEnforcer:
     ) -> None:
         self._supervisor = supervisor
         self._on_expire = on_expire
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or RealClock()
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, str]] = []
         self._deadlines: dict[str, float] = {}

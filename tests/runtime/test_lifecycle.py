@@ -17,6 +17,7 @@ from spindle import (
 )
 from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
 from spindle.runtime._dbos import _get_instance
+from spindle.testing import FakeClock
 from tests.conftest import MakeDBOS
 
 release = threading.Event()
@@ -66,11 +67,18 @@ def test_child_tree_does_not_deadlock_on_two_executor_threads(make_dbos: MakeDBO
     assert 1 <= len(executors) <= 2
 
 
-def test_timeout_cancels_workflow_and_its_child(dbos: type[DBOS]) -> None:
-    """A deadline cancels the workflow and the child it started; get_result raises."""
-    with SetWorkflowTimeout(0.3):
+def test_timeout_cancels_workflow_and_its_child(make_dbos: MakeDBOS) -> None:
+    """A deadline cancels the workflow and the child it started; get_result raises.
+
+    Time is a fake clock: the test moves it past the deadline instead of waiting.
+    """
+    clock = FakeClock()
+    make_dbos(clock=clock).launch()
+    with SetWorkflowTimeout(5.0):
         handle = DBOS.start_workflow(sleepy_parent, 60.0)
     assert started.wait(10)
+    assert handle.get_status().status == "PENDING"
+    clock.advance(5.5)
     with pytest.raises(DBOSAwaitedWorkflowCancelledError):
         handle.get_result()
     statuses = {w.name: w.status for w in DBOS.list_workflows()}
@@ -226,8 +234,8 @@ def test_fault_close_db_before_join_is_flagged(make_dbos: MakeDBOS) -> None:
     timeline = DBOS.last_shutdown_timeline
     assert timeline is not None
     rules = {v.rule for v in timeline.violations}
-    # Which rule catches it depends on timing: a signalled thread that already exited is
-    # "not joined", one still exiting is "alive" when the database closes. Either is the bug.
+    # Which of the two a thread trips depends on whether it had exited when the database
+    # closed (no join outcome) or not yet (alive): either way the fault is caught.
     assert rules & {"thread-not-joined-before-db-close", "db-closed-while-thread-alive"}
     assert "phases-out-of-order" in rules
 
@@ -287,3 +295,51 @@ def test_bad_config_raises_naming_the_key(tmp_path: Path) -> None:
         DBOS(config={"system_database_url": url})
     with pytest.raises(ValueError, match="SetWorkflowTimeout"):
         SetWorkflowTimeout(-1)
+
+
+def test_destroy_waits_for_active_workflows_when_asked(dbos: type[DBOS]) -> None:
+    """workflow_completion_timeout_sec lets running workflows finish before the shutdown."""
+    handle = DBOS.start_workflow(sleepy_child, 0.2)
+    assert started.wait(10)
+    DBOS.destroy(workflow_completion_timeout_sec=30)
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert timeline.violations == []
+    DBOS.launch()
+    assert DBOS.retrieve_workflow(handle.workflow_id).get_status().status == "SUCCESS"
+
+
+ATEXIT_APP = """
+import sys
+from spindle import DBOS
+from tests.runtime.test_lifecycle import sleepy_child
+DBOS(config={"name": "atexit", "system_database_url": sys.argv[1], "run_admin_server": False,
+             "shutdown_report_path": sys.argv[2]})
+DBOS.launch()
+DBOS.start_workflow(sleepy_child, 60.0)
+print("started", flush=True)
+"""
+
+
+def test_destroy_runs_from_atexit(db_url: str, tmp_path: Path) -> None:
+    """A process that exits without destroy() still shuts down in order, quietly."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", ATEXIT_APP, db_url, str(report)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "started"
+    assert proc.stderr == ""
+    data = json.loads(report.read_text())
+    assert [p["name"] for p in data["phases"]] == list(SHUTDOWN_PHASES)
+    assert data["violations"] == []

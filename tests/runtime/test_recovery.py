@@ -10,23 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from spindle import DBOS
 from tests.conftest import MakeDBOS
+from tests.runtime import messaging_app
 from tests.runtime.recovery_app import recovery_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 5
 
 
-def test_recovery_after_kill_9(
-    make_dbos: MakeDBOS, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every workflow finishes exactly once; no completed step runs again."""
-    effects = tmp_path / "effects.log"
-    env = dict(os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_BLOCK="1")
+def _run_child_until_ready(module: str, args: list[str], env: dict[str, str]) -> None:
+    """Run ``python -m module args``, wait for its READY line, then kill it with -9."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.runtime.recovery_app", db_url, str(COUNT)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -41,6 +39,15 @@ def test_recovery_after_kill_9(
         if child.stdout is not None:
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
+
+
+def test_recovery_after_kill_9(
+    make_dbos: MakeDBOS, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every workflow finishes exactly once; no completed step runs again."""
+    effects = tmp_path / "effects.log"
+    env = dict(os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_BLOCK="1")
+    _run_child_until_ready("tests.runtime.recovery_app", [db_url, str(COUNT)], env)
 
     monkeypatch.setenv("SPINDLE_EFFECTS", str(effects))
     monkeypatch.delenv("SPINDLE_BLOCK", raising=False)
@@ -58,3 +65,36 @@ def test_recovery_after_kill_9(
         assert counts[f"{wf}:2"] == 2, "the in-flight step runs again after recovery"
         assert counts[f"{wf}:3"] == 1
         assert counts[f"{wf}:done"] == 1
+
+
+def test_messages_survive_kill_9_of_receiver_and_sender(
+    make_dbos: MakeDBOS, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed mid-conversation, both sides recover: the message taken before the crash is
+    not delivered again, the one sent but not taken is delivered once, the sender's replay
+    does not send it twice, and a message sent after recovery wakes the receiver."""
+    from spindle.runtime._dbos import _get_instance
+    from spindle.runtime._schema import notifications
+
+    effects = tmp_path / "effects.log"
+    env = dict(os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_BLOCK="1")
+    _run_child_until_ready("tests.runtime.messaging_app", [db_url], env)
+
+    monkeypatch.setenv("SPINDLE_EFFECTS", str(effects))
+    monkeypatch.delenv("SPINDLE_BLOCK", raising=False)
+    assert callable(messaging_app.msg_receiver)  # registered here under the same names
+    make_dbos().launch()  # recovers both workflows
+    assert DBOS.retrieve_workflow(messaging_app.SENDER_ID).get_result() == "sent"
+    assert DBOS.get_event(messaging_app.SENDER_ID, "sent", timeout_seconds=0) == "m2"
+    DBOS.send(messaging_app.RECEIVER_ID, "m3", messaging_app.TOPIC)
+    received = DBOS.retrieve_workflow(messaging_app.RECEIVER_ID).get_result()
+    assert received == ["m1", "m2", "m3"]
+
+    with _get_instance()._sysdb.engine.connect() as conn:
+        left = conn.execute(sa.select(notifications.c.message)).all()
+    assert left == [], "a message was sent twice (or never taken)"
+    counts = collections.Counter(effects.read_text().split())
+    assert counts["recv:m1"] == 2, "the in-flight step after recv runs again after recovery"
+    assert counts["recv:m2"] == 1
+    assert counts["recv:m3"] == 1
+    assert counts["sent:m2"] == 2

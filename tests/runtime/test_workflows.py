@@ -232,3 +232,32 @@ def test_transaction_runs_exactly_once(make_dbos: MakeDBOS, app_db_url: str) -> 
             assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one() == 2
     finally:
         engine.dispose()
+
+
+@DBOS.transaction()
+async def insert_row_async(value: str) -> int:
+    session = DBOS.sql_session
+    session.execute(sa.text("INSERT INTO items(value) VALUES (:v)"), {"v": value})
+    return int(session.execute(sa.text("SELECT count(*) FROM items")).scalar_one())
+
+
+@DBOS.workflow()
+async def async_transaction_workflow(value: str) -> int:
+    return await insert_row_async(value)
+
+
+def test_async_transaction_runs_exactly_once(make_dbos: MakeDBOS, app_db_url: str) -> None:
+    """An async transaction commits with its checkpoint and is not rerun by the same ID."""
+    make_dbos(application_database_url=app_db_url).launch()
+    engine = sa.create_engine(app_db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (value TEXT)")
+    try:
+        for _ in range(2):
+            with SetWorkflowID("atx-1"):
+                handle: WorkflowHandle[Any] = DBOS.start_workflow(async_transaction_workflow, "a")
+            assert handle.get_result() == 1
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one() == 1
+    finally:
+        engine.dispose()

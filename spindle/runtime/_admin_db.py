@@ -1,0 +1,151 @@
+"""System-database operations behind the admin endpoints: steps, fork, GC, global timeout."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._schema import operation_outputs as oo
+from ._schema import workflow_status as ws
+from ._sysdb import CANCELLED, ENQUEUED, PENDING, TERMINAL, SystemDatabase, now_ms
+
+
+def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
+    """A workflow's recorded steps, in order, as plain data."""
+    from ._serialization import deserialize, deserialize_exception
+
+    rows = sysdb.step_outputs(workflow_id)
+    out = []
+    for fid in sorted(rows):
+        row = rows[fid]
+        out.append(
+            {
+                "function_id": fid,
+                "function_name": row.function_name,
+                "output": _text(deserialize, row.output),
+                "error": _text(deserialize_exception, row.error),
+                "child_workflow_id": row.child_workflow_id,
+                "completed_at_epoch_ms": row.completed_at,
+            }
+        )
+    return out
+
+
+def _text(fn: Any, data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return repr(fn(data))
+    except Exception as exc:
+        return f"<cannot deserialize: {type(exc).__name__}>"
+
+
+def fork_workflow(
+    sysdb: SystemDatabase,
+    workflow_id: str,
+    start_step: int,
+    *,
+    executor_id: str,
+    new_workflow_id: str | None = None,
+    application_version: str | None = None,
+) -> str | None:
+    """Copy a workflow under a new ID, keeping the steps before ``start_step``; the copy is
+    PENDING so it starts from that step. Returns the new ID, or None if the source is unknown."""
+    new_id = new_workflow_id or str(uuid.uuid4())
+    now = now_ms()
+    with sysdb._op() as conn:
+        src = conn.execute(
+            sa.select(ws.c.name, ws.c.inputs, ws.c.application_version, ws.c.queue_name).where(
+                ws.c.workflow_uuid == workflow_id
+            )
+        ).one_or_none()
+        if src is None:
+            return None
+        conn.execute(
+            ws.insert().values(
+                workflow_uuid=new_id,
+                status=PENDING,
+                name=src.name,
+                inputs=src.inputs,
+                executor_id=executor_id,
+                application_version=application_version or src.application_version,
+                created_at=now,
+                updated_at=now,
+                recovery_attempts=0,
+                started_at_epoch_ms=now,
+            )
+        )
+        conn.execute(
+            oo.insert().from_select(
+                [
+                    oo.c.workflow_uuid,
+                    oo.c.function_id,
+                    oo.c.function_name,
+                    oo.c.output,
+                    oo.c.error,
+                    oo.c.child_workflow_id,
+                    oo.c.completed_at,
+                ],
+                sa.select(
+                    sa.literal(new_id, sa.Text),
+                    oo.c.function_id,
+                    oo.c.function_name,
+                    oo.c.output,
+                    oo.c.error,
+                    oo.c.child_workflow_id,
+                    oo.c.completed_at,
+                ).where(oo.c.workflow_uuid == workflow_id, oo.c.function_id < start_step),
+            )
+        )
+    return new_id
+
+
+def garbage_collect(
+    sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
+) -> int:
+    """Delete finished workflows created before the cutoff, and beyond the newest
+    ``rows_threshold`` rows; running and queued workflows are never deleted."""
+    with sysdb._op() as conn:
+        cutoff = cutoff_epoch_ms
+        if rows_threshold is not None:
+            nth = conn.execute(
+                sa.select(ws.c.created_at)
+                .order_by(ws.c.created_at.desc())
+                .offset(rows_threshold)
+                .limit(1)
+            ).scalar()
+            if nth is not None:
+                cutoff = max(cutoff or 0, int(nth) + 1)
+        if cutoff is None:
+            return 0
+        doomed = sa.select(ws.c.workflow_uuid).where(
+            ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL))
+        )
+        conn.execute(oo.delete().where(oo.c.workflow_uuid.in_(doomed)))
+        return int(
+            conn.execute(
+                ws.delete().where(ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL)))
+            ).rowcount
+        )
+
+
+def global_timeout(sysdb: SystemDatabase, cutoff_epoch_ms: int) -> list[str]:
+    """Cancel every PENDING or ENQUEUED workflow created before the cutoff; returns their IDs."""
+    with sysdb._op() as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                sa.select(ws.c.workflow_uuid).where(
+                    ws.c.created_at < cutoff_epoch_ms, ws.c.status.in_([PENDING, ENQUEUED])
+                )
+            )
+        ]
+        if ids:
+            conn.execute(
+                ws.update()
+                .where(ws.c.workflow_uuid.in_(ids), ws.c.status.in_([PENDING, ENQUEUED]))
+                .values(status=CANCELLED, updated_at=now_ms())
+            )
+    return ids

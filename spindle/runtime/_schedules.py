@@ -1,0 +1,336 @@
+"""Dynamic schedules: the schedules table and the thread that runs one child per schedule."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import sqlalchemy as sa
+from croniter import croniter
+
+from spindle.diagnostics import StopEvent, ThreadGroup, ThreadKind
+
+from ._core import prepare_workflow
+from ._cron import check_cron, cron_body, tick_workflow_id
+from ._errors import DBOSException
+from ._functions import GLOBAL_REGISTRY
+from ._pollers import PollerGate
+from ._schema import workflow_schedules as sched
+from ._serialization import deserialize, serialize
+from ._supervisor import Supervised
+from ._sysdb import SystemDatabase, now_ms
+
+if TYPE_CHECKING:
+    from ._dbos import DBOS
+
+logger = logging.getLogger("spindle")
+
+ACTIVE = "ACTIVE"
+PAUSED = "PAUSED"
+
+
+class WorkflowSchedule(TypedDict):
+    """A dynamic schedule, as DBOS 3.x returns it."""
+
+    schedule_id: str
+    schedule_name: str
+    workflow_name: str
+    schedule: str
+    status: str  # "ACTIVE" or "PAUSED"
+    context: Any
+
+
+_COLUMNS = (
+    sched.c.schedule_id,
+    sched.c.schedule_name,
+    sched.c.workflow_name,
+    sched.c.schedule,
+    sched.c.status,
+    sched.c.context,
+)
+
+
+def _row(r: Any) -> WorkflowSchedule:
+    return WorkflowSchedule(
+        schedule_id=r[0],
+        schedule_name=r[1],
+        workflow_name=r[2],
+        schedule=r[3],
+        status=r[4],
+        context=deserialize(r[5]),
+    )
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+class ScheduleStore:
+    """The schedules table, behind the system database's close gate.
+
+    The queries live here rather than in ``_sysdb.py``: they are this feature's alone, and
+    ``SystemDatabase._op`` gives them the same gate (and interruption) as every other query.
+    """
+
+    def __init__(self, sysdb: SystemDatabase) -> None:
+        self._db = sysdb
+
+    def create(self, name: str, workflow_name: str, cron: str, context: bytes) -> bool:
+        """Insert a schedule; False if one with this name exists."""
+        now = now_ms()
+        stmt = (
+            self._db._insert(sched)
+            .values(
+                schedule_id=str(uuid.uuid4()),
+                schedule_name=name,
+                workflow_name=workflow_name,
+                schedule=cron,
+                status=ACTIVE,
+                context=context,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[sched.c.schedule_name])
+            .returning(sched.c.schedule_id)
+        )
+        with self._db._op() as conn:
+            return len(conn.execute(stmt).all()) == 1
+
+    def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_name: str | Sequence[str] | None = None,
+        schedule_name_prefix: str | Sequence[str] | None = None,
+    ) -> list[WorkflowSchedule]:
+        """Schedules matching every given filter, by name."""
+        stmt = sa.select(*_COLUMNS).order_by(sched.c.schedule_name)
+        statuses = _as_list(status)
+        if statuses is not None:
+            stmt = stmt.where(sched.c.status.in_(statuses))
+        names = _as_list(workflow_name)
+        if names is not None:
+            stmt = stmt.where(sched.c.workflow_name.in_(names))
+        prefixes = _as_list(schedule_name_prefix)
+        if prefixes is not None:
+            stmt = stmt.where(
+                sa.or_(*(sched.c.schedule_name.startswith(p, autoescape=True) for p in prefixes))
+            )
+        with self._db._op(read=True) as conn:
+            return [_row(r) for r in conn.execute(stmt)]
+
+    def get(self, name: str) -> WorkflowSchedule | None:
+        """One schedule by name."""
+        stmt = sa.select(*_COLUMNS).where(sched.c.schedule_name == name)
+        with self._db._op(read=True) as conn:
+            row = conn.execute(stmt).one_or_none()
+        return _row(row) if row is not None else None
+
+    def delete(self, name: str) -> None:
+        """Delete a schedule (no-op if it does not exist)."""
+        with self._db._op() as conn:
+            conn.execute(sched.delete().where(sched.c.schedule_name == name))
+
+    def set_status(self, name: str, status: str) -> bool:
+        """Pause or resume; False if no such schedule."""
+        stmt = (
+            sched.update()
+            .where(sched.c.schedule_name == name)
+            .values(status=status, updated_at=now_ms())
+            .returning(sched.c.schedule_id)
+        )
+        with self._db._op() as conn:
+            return len(conn.execute(stmt).all()) == 1
+
+
+def validate_new_schedule(name: str, workflow_name: str, cron: str) -> None:
+    """Check a schedule before it is stored: name, workflow and crontab."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("schedule_name must be a non-empty string")
+    check_cron(cron, f"schedule {name!r}")
+    if GLOBAL_REGISTRY.workflow(workflow_name) is None:
+        raise DBOSException(f"{workflow_name!r} is not a registered @DBOS.workflow()")
+
+
+def encode_context(name: str, context: Any) -> bytes:
+    """Serialize a schedule's context (passed to every run of its workflow)."""
+    return serialize(context, f"the context of schedule {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """A running schedule thread and the row version it runs."""
+
+    key: tuple[str, str, str]
+    thread: Supervised
+
+
+class DynamicScheduler:
+    """``dbos-dynamic-scheduler``: polls the schedules table every
+    ``scheduler_polling_interval_sec`` and runs one ``dbos-schedule[<name>]`` child per
+    active schedule; a deleted, paused or changed schedule's child is stopped and joined.
+
+    Children are registered as the scheduler's children (``parent_id``), in the poller
+    group, so shutdown phase 1 signals them with the scheduler.
+    """
+
+    def __init__(self, rt: DBOS, gate: PollerGate) -> None:
+        self._rt = rt
+        self._gate = gate
+        self._store = ScheduleStore(rt._sysdb)
+        self._interval = rt._config.scheduler_polling_interval_sec
+        self._cond = threading.Condition()
+        self._poked = False
+        self._children: dict[str, _Child] = {}
+        self._unknown: set[str] = set()  # schedule ids already warned about, logged once
+        self.thread: Supervised | None = None
+
+    def start(self) -> None:
+        """Spawn the scheduler thread."""
+        self.thread = self._rt._supervisor.spawn(
+            ThreadKind.SCHEDULER, "dbos-dynamic-scheduler", self._run, group=ThreadGroup.POLLER
+        )
+
+    def poke(self) -> None:
+        """Poll now instead of at the end of the interval."""
+        with self._cond:
+            self._poked = True
+            self._cond.notify_all()
+
+    def children(self) -> dict[str, Supervised]:
+        """The live schedule threads, by schedule name (for tests and the dashboard)."""
+        return {name: child.thread for name, child in list(self._children.items())}
+
+    def _run(self, stop: StopEvent) -> None:
+        stop.add_callback(self.poke)
+        clock = self._rt._clock
+        try:
+            while not stop.is_set():
+                try:
+                    rows = self._store.list(status=ACTIVE)
+                except Exception:
+                    if stop.is_set():
+                        return
+                    logger.exception("spindle: polling the schedules table failed")
+                else:
+                    self._reconcile(rows, stop)
+                with self._cond:
+                    deadline = clock.now() + self._interval
+                    while not stop.is_set() and not self._poked:
+                        left = deadline - clock.now()
+                        if left <= 0:
+                            break
+                        clock.wait(self._cond, left)
+                    self._poked = False
+        finally:
+            # Shutdown phase 1 signals the children too; this covers any it could not see.
+            # No join here: joins belong to phase 9, after blocking DB calls are interrupted.
+            for child in self._children.values():
+                child.thread.stop.set()
+
+    def _reconcile(self, rows: list[WorkflowSchedule], stop: StopEvent) -> None:
+        wanted: dict[str, WorkflowSchedule] = {r["schedule_name"]: r for r in rows}
+        # Inside the gate: destroy() closes it before phase 1, so the scheduler never spawns
+        # (or joins) a child while the shutdown is being recorded.
+        with self._gate.enter() as admitted:
+            if not admitted or stop.is_set():
+                return
+            for name, child in list(self._children.items()):
+                row = wanted.get(name)
+                if row is None or _key(row) != child.key:
+                    self._stop_child(name, child)
+            for name, row in wanted.items():
+                if name not in self._children:
+                    self._start_child(row)
+
+    def _stop_child(self, name: str, child: _Child) -> None:
+        del self._children[name]
+        child.thread.stop.set()
+        self._rt._supervisor.reap(child.thread, self._rt._config.thread_join_timeout_sec)
+        # Schedules come and go for the app's whole life: keep the supervisor's list bounded.
+        self._rt._supervisor.forget_exited()
+
+    def _start_child(self, row: WorkflowSchedule) -> None:
+        name = row["schedule_name"]
+        info = GLOBAL_REGISTRY.workflow(row["workflow_name"])
+        if info is None:
+            if row["schedule_id"] in self._unknown:
+                return
+            self._unknown.add(row["schedule_id"])
+            logger.warning(
+                "spindle: schedule %r runs %r, which this process has not registered",
+                name,
+                row["workflow_name"],
+            )
+            return
+        context = row["context"]
+        body = cron_body(
+            self._rt,
+            self._gate,
+            id_prefix=name,
+            info=info,
+            cron=row["schedule"],
+            make_args=lambda tick, _actual: (tick, context),
+        )
+        assert self.thread is not None
+        thread = self._rt._supervisor.spawn(
+            ThreadKind.SCHEDULER,
+            f"dbos-schedule[{name}]",
+            body,
+            group=ThreadGroup.POLLER,
+            parent=self.thread.record,
+        )
+        self._children[name] = _Child(_key(row), thread)
+
+
+def _key(row: WorkflowSchedule) -> tuple[str, str, str]:
+    """What makes a running child stale: a new row under the same name, or a new cron."""
+    return (row["schedule_id"], row["workflow_name"], row["schedule"])
+
+
+def _schedule_start(rt: DBOS, row: WorkflowSchedule, tick: datetime, workflow_id: str) -> None:
+    info = GLOBAL_REGISTRY.workflow(row["workflow_name"])
+    if info is None:
+        raise DBOSException(
+            f"schedule {row['schedule_name']!r} runs {row['workflow_name']!r}, "
+            "which this process has not registered"
+        )
+    start = prepare_workflow(
+        rt, info, (tick, row["context"]), {}, workflow_id=workflow_id, if_new=True
+    )
+    rt._dispatch(info, start)
+
+
+def backfill(rt: DBOS, name: str, start: datetime, end: datetime) -> list[str]:
+    """Start every tick of a schedule in ``[start, end)`` that no process started yet;
+    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice)."""
+    row = ScheduleStore(rt._sysdb).get(name)
+    if row is None:
+        raise DBOSException(f"schedule {name!r} does not exist")
+    ticks = croniter(row["schedule"], start, second_at_beginning=True)
+    ids: list[str] = []
+    while True:
+        tick: datetime = ticks.get_next(datetime)
+        if tick >= end:
+            return ids
+        workflow_id = tick_workflow_id(name, tick)
+        _schedule_start(rt, row, tick, workflow_id)
+        ids.append(workflow_id)
+
+
+def trigger(rt: DBOS, name: str) -> str:
+    """Start a schedule's workflow now, outside its cron; returns the workflow ID."""
+    row = ScheduleStore(rt._sysdb).get(name)
+    if row is None:
+        raise DBOSException(f"schedule {name!r} does not exist")
+    now = datetime.fromtimestamp(rt._clock.now(), UTC)
+    workflow_id = f"sched-{name}-trigger-{now.isoformat()}"
+    _schedule_start(rt, row, now, workflow_id)
+    return workflow_id

@@ -1,0 +1,89 @@
+"""/shutdown and /shutdown.json: the server-drawn timeline and its violations."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.testclient import TestClient
+
+from spindle.diagnostics import DiagnosticsSession, ThreadRegistry
+from spindle.web import create_app
+
+from .conftest import Runtime, record_shutdown
+
+
+def test_no_shutdown_yet_is_a_page_not_an_error() -> None:
+    """Before any destroy() the page says so."""
+    session = DiagnosticsSession(ThreadRegistry(), service_name="shop", enabled=True)
+    with TestClient(create_app(session)) as c:
+        r = c.get("/shutdown")
+        assert r.status_code == 200
+        assert "No shutdown recorded yet" in r.text
+        assert c.get("/shutdown.json").json() == {"service": "shop", "timelines": []}
+
+
+def test_clean_shutdown_draws_phases_and_thread_marks(runtime: Runtime) -> None:
+    """A clean run: ten phase bars, one row per thread with signal/exit/join marks."""
+    timeline = record_shutdown(runtime, fault=False)
+    assert timeline.violations == []
+    with TestClient(create_app(runtime.session)) as c:
+        html = c.get("/shutdown").text
+    svg = html[html.index("<svg") : html.index("</svg>")]
+    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 10
+    assert len(re.findall(r'class="mark signal"', svg)) == 8
+    assert len(re.findall(r'class="mark exit exited-ok"', svg)) == 8
+    assert len(re.findall(r'class="mark join"', svg)) == 8
+    assert 'class="vline dbclose"' in svg  # DB close marked, not red
+    assert 'class="vline dbinterrupt"' in svg
+    assert "Every ordering rule held." in html
+    assert "violation" not in svg
+
+
+def test_ordering_fault_is_drawn_in_red_with_the_rule_and_stacks(runtime: Runtime) -> None:
+    """DB closed while a thread was alive: violation section, rule sentence, its stack."""
+    timeline = record_shutdown(runtime, fault=True)
+    rules = {v.rule for v in timeline.violations}
+    assert "db-closed-while-thread-alive" in rules
+    with TestClient(create_app(runtime.session)) as c:
+        html = c.get("/shutdown").text
+    assert 'class="verdict bad"' in html
+    assert '<article class="violation" data-rule="db-closed-while-thread-alive">' in html
+    assert "the PR #553 bug" in html
+    assert "dbos-stuck-listener" in html
+    assert "stack of dbos-stuck-listener" in html
+    assert "release.wait(30.0)" in html  # the stuck thread's own line in its stack
+    assert 'class="label thread violation">dbos-stuck-listener' in html
+    assert 'class="vline dbclose violation"' in html
+
+
+def test_shutdown_json_has_timelines_newest_first(runtime: Runtime) -> None:
+    """The JSON is the report format, newest first, with stacks also as text."""
+    first = record_shutdown(runtime, fault=False)
+    second = record_shutdown(runtime, fault=True)
+    with TestClient(create_app(runtime.session)) as c:
+        data = c.get("/shutdown.json").json()
+        ids = [t["shutdown_id"] for t in data["timelines"]]
+        assert ids == [second.shutdown_id, first.shutdown_id]
+        bad = data["timelines"][0]["violations"]
+        v = next(v for v in bad if v["rule"] == "db-closed-while-thread-alive")
+        assert v["thread_names"] == ["dbos-stuck-listener"]
+        assert any("release.wait" in text for text in v["stack_text"].values())
+        one = c.get(f"/shutdown.json?id={first.shutdown_id}").json()
+        assert [t["shutdown_id"] for t in one["timelines"]] == [first.shutdown_id]
+        page = c.get(f"/shutdown?id={first.shutdown_id}").text
+        assert "Every ordering rule held." in page
+        assert c.get("/shutdown?id=nope").status_code == 404
+        assert c.get("/shutdown.json?id=nope").status_code == 404
+
+
+def test_violation_stacks_never_show_locals(runtime: Runtime) -> None:
+    """Locals in a violation's stacks (captured with locals on) stay out of HTML and JSON."""
+    timeline = record_shutdown(runtime, fault=True)
+    v = timeline.violations[0]
+    tid = str(v.thread_ids[0])
+    v.stacks[tid] = [dict(f, locals={"token": "'hunter2'"}) for f in v.stacks.get(tid, [])] or [
+        {"filename": "x.py", "lineno": 1, "function": "f", "line": None, "locals": {"t": "hunter2"}}
+    ]
+    with TestClient(create_app(runtime.session)) as c:
+        assert "hunter2" not in c.get("/shutdown").text
+        assert "hunter2" not in c.get("/shutdown.json").text
