@@ -12,11 +12,14 @@ import sqlalchemy as sa
 from spindle import DBOS, Queue, SetWorkflowID
 from spindle.runtime._schema import workflow_status as ws
 
+# Child processes poll fast (a process that enqueued nothing learns of work only by polling);
+# imported by the test process, where every launch drains these too, they poll at DBOS's 1 s.
+_POLL = float(os.environ.get("SPINDLE_QUEUE_APP_POLL", "1.0"))
 RECOVERY_CONCURRENCY = 2
-recovery_queue = Queue("recovery-q", concurrency=RECOVERY_CONCURRENCY, polling_interval_sec=0.05)
-drain_queue = Queue("drain-q", polling_interval_sec=0.05)
+recovery_queue = Queue("recovery-q", concurrency=RECOVERY_CONCURRENCY, polling_interval_sec=_POLL)
+drain_queue = Queue("drain-q", polling_interval_sec=_POLL)
 GLOBAL_CONCURRENCY = 3
-shared_queue = Queue("shared-q", concurrency=GLOBAL_CONCURRENCY, polling_interval_sec=0.02)
+shared_queue = Queue("shared-q", concurrency=GLOBAL_CONCURRENCY, polling_interval_sec=_POLL)
 
 _arrived = threading.Semaphore(0)
 

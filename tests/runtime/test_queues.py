@@ -428,7 +428,9 @@ def test_recovery_of_queued_and_running_workflows_after_kill_9(
     every workflow finishes exactly once, within the queue's limit, and no completed step
     runs again."""
     effects = tmp_path / "effects.log"
-    env = dict(os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_BLOCK="1")
+    env = dict(
+        os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_BLOCK="1", SPINDLE_QUEUE_APP_POLL="0.05"
+    )
     count = 5
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.runtime.queue_app", "crash", db_url, str(count)],
@@ -475,7 +477,7 @@ def test_recovery_of_queued_and_running_workflows_after_kill_9(
 def _run_two_processes(url: str, which: str, count: int, effects: Path) -> None:
     """Run two queue_app processes on ``which`` queue (B polls first, A enqueues ``count``)
     until every workflow finished; both must exit cleanly."""
-    env = dict(os.environ, SPINDLE_EFFECTS=str(effects))
+    env = dict(os.environ, SPINDLE_EFFECTS=str(effects), SPINDLE_QUEUE_APP_POLL="0.02")
     children: list[subprocess.Popen[str]] = []
     try:
         for executor_id, mode in (("proc-b", "wait"), ("proc-a", "enqueue")):
