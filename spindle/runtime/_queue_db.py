@@ -9,7 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +50,41 @@ def advisory_key(queue_name: str) -> int:
     return zlib.crc32(queue_name.encode()) - 2**31
 
 
+_INSERT_COLUMNS = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "inputs",
+    "executor_id",
+    "application_version",
+    "created_at",
+    "updated_at",
+    "recovery_attempts",
+    "parent_workflow_id",
+    "workflow_timeout_ms",
+    "workflow_deadline_epoch_ms",
+    "queue_name",
+    "deduplication_id",
+    "priority",
+)
+
+
+def _build_insert(dialect: Any) -> Any:
+    return (
+        dialect.insert(ws)
+        .values({c: sa.bindparam(c, type_=ws.c[c].type) for c in _INSERT_COLUMNS})
+        # Only an ID conflict means "already enqueued": a deduplication conflict raises.
+        .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
+        .returning(ws.c.workflow_uuid)
+    )
+
+
+# Built once: enqueue is a serial loop in many apps, and building (and cache-keying) the
+# statement on every call cost about a quarter of an enqueue's CPU in the benchmark.
+_INSERTS = {True: _build_insert(sqlite), False: _build_insert(postgresql)}
+_SELECT_ROW = sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == sa.bindparam("wf_id"))
+
+
 def insert_enqueued(
     sysdb: SystemDatabase,
     *,
@@ -71,38 +106,29 @@ def insert_enqueued(
     the queue holds ``deduplication_id`` (the partial unique index of migration v3).
     """
     now = now_ms()
-    insert = sqlite.insert if sysdb.sqlite else postgresql.insert
-    stmt = (
-        insert(ws)
-        .values(
-            workflow_uuid=workflow_id,
-            status=ENQUEUED,
-            name=name,
-            inputs=inputs,
-            executor_id=executor_id,
-            application_version=application_version,
-            created_at=now,
-            updated_at=now,
-            recovery_attempts=0,
-            parent_workflow_id=parent_workflow_id,
-            workflow_timeout_ms=timeout_ms,
-            workflow_deadline_epoch_ms=deadline_epoch_ms,
-            queue_name=queue_name,
-            deduplication_id=deduplication_id,
-            priority=priority,
-        )
-        # Only an ID conflict means "already enqueued": a deduplication conflict raises.
-        .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
-        .returning(ws.c.workflow_uuid)
-    )
+    params = {
+        "workflow_uuid": workflow_id,
+        "status": ENQUEUED,
+        "name": name,
+        "inputs": inputs,
+        "executor_id": executor_id,
+        "application_version": application_version,
+        "created_at": now,
+        "updated_at": now,
+        "recovery_attempts": 0,
+        "parent_workflow_id": parent_workflow_id,
+        "workflow_timeout_ms": timeout_ms,
+        "workflow_deadline_epoch_ms": deadline_epoch_ms,
+        "queue_name": queue_name,
+        "deduplication_id": deduplication_id,
+        "priority": priority,
+    }
     try:
         with sysdb._op() as conn:
             # RETURNING, not rowcount: psycopg may report -1 for INSERT ... ON CONFLICT.
-            if conn.execute(stmt).all():
+            if conn.execute(_INSERTS[sysdb.sqlite], params).all():
                 return None
-            row = conn.execute(
-                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
-            ).one()
+            row = conn.execute(_SELECT_ROW, {"wf_id": workflow_id}).one()
     except IntegrityError as exc:
         if deduplication_id is None:
             raise
