@@ -33,6 +33,10 @@ logger = logging.getLogger("spindle")
 MANAGER_NAME = "dbos-queue-manager"
 #: A failing poll is retried after this long at least (a down database is not hammered).
 _ERROR_BACKOFF_SEC = 1.0
+#: While this process already runs some of the queue's workflows, an enqueue here waits this
+#: long before dequeuing, so a burst of enqueues is taken in one transaction, not one each.
+#: An idle worker dequeues at once: latency only grows when there is work in hand.
+_COALESCE_SEC = 0.005
 
 
 def worker_name(queue_name: str) -> str:
@@ -179,6 +183,8 @@ class QueueManager:
         ):
             # Enough work in hand: refill in batches when half of it is done (a finishing
             # workflow wakes us), not one dequeue transaction per enqueue.
+            return False, None
+        if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
             return False, None
         hinted, worker.hinted = worker.hinted, False
         if not hinted and not has_enqueued(rt._sysdb, queue.name):
