@@ -8,6 +8,7 @@ from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from .runtime import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
+from .runtime import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
@@ -15,6 +16,8 @@ from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
+from .runtime import Queue as Queue
+from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
 from .runtime import WorkflowHandle as WorkflowHandle
@@ -31,6 +34,7 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
@@ -38,6 +42,8 @@ __all__ = [
     "Event",
     "EventSource",
     "KafkaMessage",
+    "Queue",
+    "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",

@@ -10,6 +10,7 @@ from ._errors import DBOSException as DBOSException
 from ._errors import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from ._errors import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from ._errors import DBOSNotLaunchedError as DBOSNotLaunchedError
+from ._errors import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from ._errors import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from ._errors import DBOSSerializationError as DBOSSerializationError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
@@ -17,6 +18,8 @@ from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
 from ._kafka import KafkaMessage as KafkaMessage
+from ._queue import Queue as Queue
+from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._receivers import Event as Event
 from ._receivers import EventSource as EventSource
 from ._schedules import WorkflowSchedule as WorkflowSchedule
@@ -31,6 +34,7 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
@@ -38,6 +42,8 @@ __all__ = [
     "Event",
     "EventSource",
     "KafkaMessage",
+    "Queue",
+    "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "WorkflowHandle",

@@ -56,24 +56,20 @@ def _shutdown_error(workflow_id: str) -> DBOSRuntimeShutdownError:
     )
 
 
-def prepare_workflow(
-    rt: DBOS,
-    info: WorkflowInfo,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    workflow_id: str | None = None,
-    queue_name: str | None = None,
-    if_new: bool = False,
-) -> _Start:
-    """Claim a workflow ID in this process and checkpoint the workflow's start.
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a workflow about to start is: its ID, its parent, and its timeout/deadline."""
 
-    Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
-    and is a coroutine function for async workflows. With ``if_new``, an ID that already has
-    a status row (from any process) is left alone, even if PENDING: pollers start each tick
-    or message once, and a PENDING row belongs to whoever inserted it (or to recovery).
-    """
-    rt._require_launched()
+    workflow_id: str
+    parent_workflow_id: str | None
+    timeout_ms: int | None
+    deadline_epoch_ms: int | None
+    #: True when ``SetWorkflowTimeout`` gave it a timeout (not inherited from its parent).
+    own_timeout: bool
+
+
+def resolve_identity(rt: DBOS, workflow_id: str | None = None) -> Identity:
+    """Name the next workflow: consumes ``SetWorkflowID`` and takes a child function id."""
     parent = current_workflow.get()
     explicit = next_workflow_id.get()
     if explicit is not None:
@@ -92,12 +88,39 @@ def prepare_workflow(
     timeout = next_timeout.get()
     timeout_ms: int | None = None
     deadline_ms: int | None = None
-    if timeout_is_set(timeout):
+    own = timeout_is_set(timeout)
+    if own:
         if timeout is not None:
             timeout_ms = int(timeout * 1000)
             deadline_ms = int(rt._clock.now() * 1000) + timeout_ms
     elif parent is not None:
         deadline_ms = parent.deadline_epoch_ms
+    return Identity(
+        wf_id, parent.workflow_id if parent is not None else None, timeout_ms, deadline_ms, own
+    )
+
+
+def prepare_workflow(
+    rt: DBOS,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    workflow_id: str | None = None,
+    queue_name: str | None = None,
+    if_new: bool = False,
+) -> _Start:
+    """Claim a workflow ID in this process and checkpoint the workflow's start.
+
+    Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
+    and is a coroutine function for async workflows. With ``if_new``, an ID that already has
+    a status row (from any process) is left alone, even if PENDING: pollers start each tick
+    or message once, and a PENDING row belongs to whoever inserted it (or to recovery).
+    """
+    rt._require_launched()
+    ident = resolve_identity(rt, workflow_id)
+    wf_id = ident.workflow_id
+    deadline_ms = ident.deadline_epoch_ms
 
     entry, created = rt._active.acquire(wf_id, is_async=info.is_async)
     if not created:
@@ -110,8 +133,8 @@ def prepare_workflow(
             inputs=inputs,
             executor_id=rt._config.executor_id,
             application_version=rt._config.application_version,
-            parent_workflow_id=parent.workflow_id if parent is not None else None,
-            timeout_ms=timeout_ms,
+            parent_workflow_id=ident.parent_workflow_id,
+            timeout_ms=ident.timeout_ms,
             deadline_epoch_ms=deadline_ms,
             queue_name=queue_name,
         )
@@ -135,6 +158,39 @@ def prepare_workflow(
         # PENDING (recovery, or the same ID again after a crash): replay its history.
         deadline_ms = existing.workflow_deadline_epoch_ms
         recorded = rt._sysdb.step_outputs(wf_id)
+    return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
+
+
+def start_dequeued(
+    rt: DBOS,
+    info: WorkflowInfo,
+    workflow_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> _Start:
+    """Start a workflow whose row a queue worker just set PENDING: no insert, no read.
+
+    ``run`` is None when the ID is already in flight in this process.
+    """
+    entry, created = rt._active.acquire(workflow_id, is_async=info.is_async)
+    if not created:
+        return _Start(entry, False)
+    return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
+
+
+def _runnable(
+    rt: DBOS,
+    entry: ActiveWorkflow,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> _Start:
+    wf_id = entry.workflow_id
     if deadline_ms is not None:
         rt._timeouts.add(wf_id, deadline_ms / 1000)
 

@@ -57,6 +57,9 @@ from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._messaging_db import MessagingDatabase
 from ._notifications import NotificationListener, make_listener
 from ._pollers import POLLERS, PollerSet, ReceiverPoller, ScheduledPoller
+from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._queue_db import requeue_pending
+from ._queue_manager import QueueManager
 from ._receivers import EventSource
 from ._schedules import (
     PAUSED,
@@ -217,6 +220,10 @@ class DBOS(metaclass=_DBOSMeta):
             self._loop.start()
             self._timeouts = TimeoutEnforcer(self._supervisor, self._on_deadline, self._clock)
             self._timeouts.start()
+            # Queued workflows this executor was running go back to their queue (and its
+            # limits) before anything can dequeue; recovery below restarts only the others.
+            requeue_pending(self._sysdb, [cfg.executor_id])
+            self._queues = QueueManager(self)
             self._messaging_db = MessagingDatabase(self._sysdb)
             self._listener: NotificationListener = make_listener(
                 self._supervisor,
@@ -255,6 +262,9 @@ class DBOS(metaclass=_DBOSMeta):
                         pass  # the interpreter is already shutting down
                 _atexit_registered = True
         self._recover_pending([cfg.executor_id])
+        # After recovery: a row a worker just dequeued is PENDING here and must not be
+        # mistaken for one to recover.
+        self._queues.start()
 
     def _start_admin_server(self) -> None:
         from ._admin_api import build_admin_app
@@ -298,6 +308,7 @@ class DBOS(metaclass=_DBOSMeta):
             inst._destroy(workflow_completion_timeout_sec)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
+            GLOBAL_QUEUES.clear()
             POLLERS.clear()
 
     def _destroy(self, workflow_completion_timeout_sec: float) -> None:
@@ -310,6 +321,8 @@ class DBOS(metaclass=_DBOSMeta):
                 self._pollers.close(self._config.thread_join_timeout_sec)
             self._destroyed = True
             self._stopping.set()
+        # Before phase 1: the queue manager spawns no worker once shutdown began.
+        self._queues.close()
         timeline = _shutdown.run_shutdown(self, workflow_completion_timeout_sec)
         self._last_timeline = timeline
         if self._diag is not None:
@@ -623,6 +636,37 @@ class DBOS(metaclass=_DBOSMeta):
     def _schedules_changed(self) -> None:
         if self._pollers is not None:
             self._pollers.schedules_changed()
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @classmethod
+    def register_queue(
+        cls,
+        name: str,
+        concurrency: int | None = None,
+        limiter: QueueRateLimit | None = None,
+        *,
+        worker_concurrency: int | None = None,
+        priority_enabled: bool = False,
+        polling_interval_sec: float = 1.0,
+    ) -> Queue:
+        """Declare a queue (as ``Queue(...)``); a launched runtime starts draining it at once."""
+        return Queue(
+            name,
+            concurrency,
+            limiter,
+            worker_concurrency=worker_concurrency,
+            priority_enabled=priority_enabled,
+            polling_interval_sec=polling_interval_sec,
+        )
+
+    @classmethod
+    def retrieve_queue(cls, name: str) -> Queue:
+        """The queue declared under ``name``."""
+        queue = GLOBAL_QUEUES.get(name)
+        if queue is None:
+            raise DBOSException(f"no queue named {name!r} was declared")
+        return queue
 
     # -- starting and inspecting workflows ------------------------------------------------
 

@@ -62,6 +62,20 @@ class DBOSWorkflowFunctionNotFoundError(DBOSException):
     """A recovered workflow names a function this process has not registered."""
 
 
+class DBOSQueueDeduplicatedError(DBOSException):
+    """A workflow was enqueued with a deduplication ID already held by an ENQUEUED or PENDING
+    workflow of the same queue."""
+
+    def __init__(self, workflow_id: str, queue_name: str, deduplication_id: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} was deduplicated: queue {queue_name!r} already has an "
+            f"enqueued or running workflow with deduplication ID {deduplication_id!r}"
+        )
+        self.workflow_id = workflow_id
+        self.queue_name = queue_name
+        self.deduplication_id = deduplication_id
+
+
 class DBOSRuntimeShutdownError(DBOSException):
     """The runtime shut down while the caller was waiting; the workflow stays PENDING."""
 

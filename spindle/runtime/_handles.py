@@ -85,6 +85,13 @@ class WorkflowHandle(Generic[R]):
         delay = _POLL_MIN
         waiter = threading.Event()
         while True:
+            # A queued workflow starts here after the handle was made: once it runs in this
+            # process, wait on its outcome instead of polling the database.
+            entry = self._rt._active.get(self.workflow_id)
+            if entry is not None:
+                self._wait_entry(entry)
+                outcome: R = entry.outcome()
+                return outcome
             done, value = _settled(self._rt, self.workflow_id)
             if done:
                 result: R = value

@@ -164,8 +164,27 @@ def _v2_messaging(conn: Connection) -> None:
             conn.exec_driver_sql(script)
 
 
+def _v3_queues(conn: Connection) -> None:
+    """Queues: deduplication IDs unique per queue while their workflow is ENQUEUED or PENDING
+    (a finished workflow frees its ID without a write), and started_at by queue for the rate
+    limiter. Raw DDL, not table metadata: ``_v1`` creates ``table.indexes`` and must not
+    change meaning. ``IF NOT EXISTS`` keeps it independent of the other migrations' order."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    conn.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_ws_queue_dedup "
+        f"ON {prefix}workflow_status (queue_name, deduplication_id) "
+        "WHERE deduplication_id IS NOT NULL AND status IN ('ENQUEUED', 'PENDING')"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS idx_ws_queue_started "
+        f"ON {prefix}workflow_status (queue_name, started_at_epoch_ms)"
+    )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v4_schedules]
+#: ``_v3_queues`` comes last: it was written as version 3 on the queue branch, but the
+#: schedules migration landed first as version 3, and a released entry never moves.
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v4_schedules, _v3_queues]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,288 @@
+"""Queues: declared at import time, enqueued to durably, drained by the queue workers."""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
+
+from ._core import resolve_identity
+from ._errors import DBOSException, DBOSWorkflowConflictIDError
+from ._functions import WorkflowInfo, function_name
+from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queue_db import insert_enqueued
+from ._serialization import serialize
+
+if TYPE_CHECKING:
+    from ._dbos import DBOS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: DBOS's priority range: 1 (first) to 2**31 - 1; 0 means "no priority" and sorts first.
+MAX_PRIORITY = 2**31 - 1
+
+
+class QueueRateLimit(TypedDict):
+    """At most ``limit`` starts in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_limit(name: str, value: object) -> None:
+    if value is not None and (not _is_int(value) or value <= 0):  # type: ignore[operator]
+        raise ValueError(f"Queue {name} must be a positive integer or None, got {value!r}")
+
+
+def _validate_limiter(limiter: object) -> QueueRateLimit | None:
+    if limiter is None:
+        return None
+    if not isinstance(limiter, dict) or set(limiter) != {"limit", "period"}:
+        raise ValueError(
+            f"Queue limiter must be None or {{'limit': int, 'period': seconds}}, got {limiter!r}"
+        )
+    limit, period = limiter["limit"], limiter["period"]
+    if not _is_int(limit) or limit <= 0:
+        raise ValueError(f"Queue limiter['limit'] must be a positive integer, got {limit!r}")
+    if (
+        isinstance(period, bool)
+        or not isinstance(period, int | float)
+        or not math.isfinite(period)
+        or period <= 0
+    ):
+        raise ValueError(f"Queue limiter['period'] must be a positive number, got {period!r}")
+    return QueueRateLimit(limit=limit, period=float(period))
+
+
+class Queue:
+    """A durable queue of workflows with global and per-process concurrency limits, a rate
+    limiter and optional priorities, as DBOS Transact's ``Queue``.
+
+    Declare queues at import time, like workflows: the queue workers of ``DBOS.launch()``
+    drain every declared queue.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        concurrency: int | None = None,
+        limiter: QueueRateLimit | None = None,
+        *,
+        worker_concurrency: int | None = None,
+        priority_enabled: bool = False,
+        polling_interval_sec: float = 1.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
+        _check_limit("concurrency", concurrency)
+        _check_limit("worker_concurrency", worker_concurrency)
+        if (
+            concurrency is not None
+            and worker_concurrency is not None
+            and worker_concurrency > concurrency
+        ):
+            raise ValueError(
+                f"Queue worker_concurrency ({worker_concurrency}) must not exceed "
+                f"concurrency ({concurrency})"
+            )
+        if not isinstance(priority_enabled, bool):
+            raise ValueError(f"Queue priority_enabled must be a bool, got {priority_enabled!r}")
+        if (
+            isinstance(polling_interval_sec, bool)
+            or not isinstance(polling_interval_sec, int | float)
+            or not math.isfinite(polling_interval_sec)
+            or polling_interval_sec <= 0
+        ):
+            raise ValueError(
+                "Queue polling_interval_sec must be a positive number of seconds, "
+                f"got {polling_interval_sec!r}"
+            )
+        self.name = name
+        self.concurrency = concurrency
+        self.worker_concurrency = worker_concurrency
+        self.limiter = _validate_limiter(limiter)
+        self.priority_enabled = priority_enabled
+        self.polling_interval_sec = float(polling_interval_sec)
+        GLOBAL_QUEUES.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Queue({self.name!r}, concurrency={self.concurrency}, limiter={self.limiter}, "
+            f"worker_concurrency={self.worker_concurrency}, "
+            f"priority_enabled={self.priority_enabled})"
+        )
+
+    def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
+        """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
+        from ._dbos import _get_instance
+
+        rt = _get_instance()
+        workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
+        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+
+    async def enqueue_async(
+        self, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async :meth:`enqueue`: returns a handle whose result is awaited."""
+        from ._dbos import _get_instance
+
+        rt = _get_instance()
+        workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
+        return WorkflowHandleAsync(rt, workflow_id, rt._active.get(workflow_id))
+
+
+class QueueRegistry:
+    """Queues by name, filled by ``Queue(...)`` (before or after ``DBOS(...)``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, Queue] = {}
+        self._listeners: list[Callable[[Queue], None]] = []
+
+    def add(self, queue: Queue) -> None:
+        """Register a queue; a second queue under one name is an error (as DBOS)."""
+        with self._lock:
+            if queue.name in self._queues:
+                raise ValueError(f"Queue {queue.name!r} is already declared")
+            self._queues[queue.name] = queue
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(queue)
+
+    def get(self, name: str) -> Queue | None:
+        """A queue by name."""
+        with self._lock:
+            return self._queues.get(name)
+
+    def all(self) -> list[Queue]:
+        """Every declared queue, in declaration order."""
+        with self._lock:
+            return list(self._queues.values())
+
+    def clear(self) -> None:
+        """Forget every queue (``DBOS.destroy(destroy_registry=True)``)."""
+        with self._lock:
+            self._queues.clear()
+
+    def subscribe(self, listener: Callable[[Queue], None]) -> Callable[[], None]:
+        """Call ``listener`` for each queue declared from now on; returns the unsubscriber."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+
+#: ``Queue(...)`` registers here, so queues declared at import time exist before DBOS().
+GLOBAL_QUEUES = QueueRegistry()
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """What ``SetEnqueueOptions`` sets for the enqueues in its block."""
+
+    deduplication_id: str | None = None
+    priority: int | None = None
+
+
+_enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
+    "spindle_enqueue_options", default=None
+)
+
+
+class SetEnqueueOptions:
+    """Enqueue the workflows of this block with a deduplication ID and/or a priority.
+
+    A second enqueue with a deduplication ID held by an ENQUEUED or PENDING workflow of the
+    same queue raises ``DBOSQueueDeduplicatedError``. Priorities run from 1 (dequeued first)
+    to 2**31 - 1 and need ``Queue(..., priority_enabled=True)``.
+    """
+
+    def __init__(self, *, deduplication_id: str | None = None, priority: int | None = None):
+        if deduplication_id is not None and (
+            not isinstance(deduplication_id, str) or not deduplication_id
+        ):
+            raise ValueError(
+                f"SetEnqueueOptions deduplication_id must be a non-empty string or None, "
+                f"got {deduplication_id!r}"
+            )
+        if priority is not None and (not _is_int(priority) or not 1 <= priority <= MAX_PRIORITY):
+            raise ValueError(
+                f"SetEnqueueOptions priority must be an integer from 1 to {MAX_PRIORITY}, "
+                f"got {priority!r}"
+            )
+        self.options = EnqueueOptions(deduplication_id, priority)
+        self._token: contextvars.Token[EnqueueOptions | None] | None = None
+
+    def __enter__(self) -> SetEnqueueOptions:
+        self._token = _enqueue_options.set(self.options)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        _enqueue_options.reset(self._token)
+
+
+def enqueue_workflow(
+    rt: DBOS,
+    queue: Queue,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> str:
+    """Insert the ENQUEUED row and wake the queue's worker; returns the workflow ID.
+
+    Enqueuing the same workflow ID again returns that workflow (idempotent, as DBOS).
+    """
+    rt._require_launched()
+    info = getattr(func, "__spindle_workflow__", None)
+    if not isinstance(info, WorkflowInfo):
+        raise DBOSException(f"{function_name(func)} is not a @DBOS.workflow()")
+    options = _enqueue_options.get() or EnqueueOptions()
+    if options.priority is not None and not queue.priority_enabled:
+        raise DBOSException(
+            f"queue {queue.name!r} was not declared with priority_enabled=True; "
+            "SetEnqueueOptions(priority=...) would have no effect"
+        )
+    ident = resolve_identity(rt)
+    inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+    existing = insert_enqueued(
+        rt._sysdb,
+        workflow_id=ident.workflow_id,
+        name=info.name,
+        inputs=inputs,
+        queue_name=queue.name,
+        executor_id=rt._config.executor_id,
+        application_version=rt._config.application_version,
+        parent_workflow_id=ident.parent_workflow_id,
+        timeout_ms=ident.timeout_ms,
+        # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
+        deadline_epoch_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
+        deduplication_id=options.deduplication_id,
+        priority=options.priority or 0,
+    )
+    if existing is not None and existing.name != info.name:
+        raise DBOSWorkflowConflictIDError(
+            f"workflow ID {ident.workflow_id!r} belongs to {existing.name!r}, not {info.name!r}"
+        )
+    if existing is None:
+        rt._queues.wake(queue.name)
+    return ident.workflow_id
