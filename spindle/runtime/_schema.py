@@ -119,7 +119,7 @@ def _v1(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
-def _v4_schedules(conn: Connection) -> None:
+def _v3_schedules(conn: Connection) -> None:
     workflow_schedules.create(conn, checkfirst=True)
 
 
@@ -164,7 +164,7 @@ def _v2_messaging(conn: Connection) -> None:
             conn.exec_driver_sql(script)
 
 
-def _v3_queues(conn: Connection) -> None:
+def _v4_queues(conn: Connection) -> None:
     """Queues: deduplication IDs unique per queue while their workflow is ENQUEUED or PENDING
     (a finished workflow frees its ID without a write), and started_at by queue for the rate
     limiter. Raw DDL, not table metadata: ``_v1`` creates ``table.indexes`` and must not
@@ -183,8 +183,8 @@ def _v3_queues(conn: Connection) -> None:
 
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
-#: ``_v3_queues`` comes last: it was written as version 3 on the queue branch, but the
+#: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
 #: schedules migration landed first as version 3, and a released entry never moves.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v4_schedules, _v3_queues]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v3_schedules, _v4_queues]
 
 LATEST_VERSION = len(MIGRATIONS)
