@@ -167,6 +167,52 @@ _STATUS_COLUMNS = (
 )
 
 
+#: How long a writer waits for this process's SQLite write turn (as busy_timeout).
+_WRITE_LOCK_TIMEOUT = 30.0
+
+
+class _HotSQL:
+    """The statements every workflow runs, as driver SQL text prepared once.
+
+    Written for both backends from one template: ``{s}`` is the schema prefix and ``%s``
+    the placeholder (``?`` on SQLite). PostgreSQL casts the ``INSERT ... SELECT`` values,
+    whose types it cannot infer from a NULL.
+    """
+
+    __slots__ = ("finish_workflow", "insert_workflow", "record_step")
+
+    def __init__(self, is_sqlite: bool) -> None:
+        def sql(template: str, casts: tuple[str, ...] = ()) -> str:
+            text = template.replace("{s}", "" if is_sqlite else f"{SCHEMA}.")
+            if is_sqlite:
+                return text.replace("{cast}", "").replace("%s", "?")
+            for cast in casts:
+                text = text.replace("{cast}", f"::{cast}", 1)
+            return text
+
+        self.insert_workflow = sql(
+            "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
+            " application_version, created_at, updated_at, recovery_attempts,"
+            " parent_workflow_id, workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name,"
+            " started_at_epoch_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (workflow_uuid) DO NOTHING"
+        )
+        self.finish_workflow = sql(
+            "UPDATE {s}workflow_status SET status = %s, output = %s, error = %s,"
+            " updated_at = %s WHERE workflow_uuid = %s AND status = 'PENDING'"
+        )
+        # One statement: the step is recorded only while its workflow is PENDING.
+        self.record_step = sql(
+            "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name,"
+            " output, error, child_workflow_id, completed_at)"
+            " SELECT %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}"
+            " WHERE EXISTS (SELECT 1 FROM {s}workflow_status"
+            " WHERE workflow_uuid = %s AND status = 'PENDING')",
+            ("text", "integer", "text", "bytea", "bytea", "text", "bigint"),
+        )
+
+
 class SystemDatabaseClosed(DBOSNotLaunchedError):
     """The system database was closed (``destroy()``); nothing may use it any more."""
 
@@ -194,6 +240,11 @@ class SystemDatabase:
         self._closed = False
         dialect = sqlite if self.sqlite else postgresql
         self._insert = dialect.insert
+        self._dbapi: Any = self.engine.dialect.loaded_dbapi
+        self._sql = _HotSQL(self.sqlite)
+        # SQLite has one writer at a time. Writers of this process queue on this lock, not in
+        # SQLite's busy handler, which sleeps (1, 2, 5, 10 ... 100 ms) between its retries.
+        self._write_lock = threading.Lock() if self.sqlite else None
 
     # -- the gate ------------------------------------------------------------------------
 
@@ -204,7 +255,11 @@ class SystemDatabase:
                 raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
             token = object()
             self._in_flight[id(token)] = None
+        lock = None if read else self._write_lock
+        held = False
         try:
+            if lock is not None:
+                held = self._acquire_write_lock(lock)
             engine = self._read_engine if read else self.engine
             with engine.begin() as conn:
                 with self._gate:
@@ -215,8 +270,73 @@ class SystemDatabase:
                 raise SystemDatabaseClosed("interrupted by shutdown") from exc
             raise
         finally:
+            if held:
+                lock.release()  # type: ignore[union-attr]
             with self._gate:
                 del self._in_flight[id(token)]
+                self._gate.notify_all()
+
+    def _acquire_write_lock(self, lock: threading.Lock) -> bool:
+        """Queue for this process's SQLite write turn; True if the lock is now held.
+
+        Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
+        """
+        held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
+        if self._closing:
+            if held:
+                lock.release()
+            raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+        return held
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write statement as its own transaction; returns its row count.
+
+        The hot path: no SQLAlchemy ``Connection``, no ``BEGIN``/``COMMIT`` round trips.
+        The statement runs in autocommit mode on a pooled DBAPI connection, so it is
+        durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit``) before
+        this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
+        closing, interruptible in flight, drained by :meth:`close`.
+        """
+        token = object()
+        key = id(token)
+        with self._gate:
+            if self._closing:
+                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            self._in_flight[key] = None
+        lock = self._write_lock
+        held = False
+        fairy: Any = None
+        try:
+            if lock is not None:
+                held = self._acquire_write_lock(lock)
+            fairy = self.engine.raw_connection()
+            dbapi_conn = fairy.driver_connection
+            with self._gate:
+                self._in_flight[key] = dbapi_conn
+            if self.sqlite:
+                # isolation_level=None (set on connect): a lone statement autocommits.
+                return int(dbapi_conn.execute(sql, params).rowcount)
+            dbapi_conn.autocommit = True
+            try:
+                return int(dbapi_conn.execute(sql, params).rowcount)
+            finally:
+                if not dbapi_conn.closed:
+                    dbapi_conn.autocommit = False
+        except self._dbapi.Error as exc:
+            if fairy is not None and self.engine.dialect.is_disconnect(exc, fairy, None):
+                fairy.invalidate(exc)
+            if self._closing and not isinstance(exc, self._dbapi.IntegrityError):
+                raise SystemDatabaseClosed("interrupted by shutdown") from exc
+            raise sa.exc.DBAPIError.instance(
+                sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
+            ) from exc
+        finally:
+            if fairy is not None:
+                fairy.close()
+            if held:
+                lock.release()  # type: ignore[union-attr]
+            with self._gate:
+                del self._in_flight[key]
                 self._gate.notify_all()
 
     @property
@@ -304,36 +424,29 @@ class SystemDatabase:
     ) -> StatusRow | None:
         """Insert a new workflow; returns None when inserted, or the existing row."""
         now = now_ms()
-        stmt = (
-            self._insert(ws)
-            .values(
-                workflow_uuid=workflow_id,
-                status=status,
-                name=name,
-                inputs=inputs,
-                executor_id=executor_id,
-                application_version=application_version,
-                created_at=now,
-                updated_at=now,
-                recovery_attempts=0,
-                parent_workflow_id=parent_workflow_id,
-                workflow_timeout_ms=timeout_ms,
-                workflow_deadline_epoch_ms=deadline_epoch_ms,
-                queue_name=queue_name,
-                started_at_epoch_ms=now if status == PENDING else None,
-            )
-            .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
-            .returning(ws.c.workflow_uuid)
+        params = (
+            workflow_id,
+            status,
+            name,
+            inputs,
+            executor_id,
+            application_version,
+            now,
+            now,
+            parent_workflow_id,
+            timeout_ms,
+            deadline_epoch_ms,
+            queue_name,
+            now if status == PENDING else None,
         )
-        with self._op() as conn:
-            # RETURNING, not rowcount: psycopg reports -1 here, which made every insert on
-            # PostgreSQL look like a conflict (and a second process re-run a PENDING row).
-            if len(conn.execute(stmt).all()) == 1:
+        while True:
+            # The driver's rowcount of the one statement: 1 inserted, 0 the ID was taken.
+            if self._write(self._sql.insert_workflow, params) == 1:
                 return None
-            row = conn.execute(
-                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
-            ).one()
-        return StatusRow.of(row)
+            row = self.get_status(workflow_id)
+            if row is not None:
+                return row
+            # Garbage-collected between the two statements: the ID is free again.
 
     def get_status(self, workflow_id: str) -> StatusRow | None:
         """The status row of one workflow, or None."""
@@ -347,13 +460,8 @@ class SystemDatabase:
         self, workflow_id: str, status: str, *, output: bytes | None, error: bytes | None
     ) -> bool:
         """Record a PENDING workflow's end; False if it was no longer PENDING (cancelled)."""
-        stmt = (
-            ws.update()
-            .where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-            .values(status=status, output=output, error=error, updated_at=now_ms())
-        )
-        with self._op() as conn:
-            return bool(conn.execute(stmt).rowcount == 1)
+        params = (status, output, error, now_ms(), workflow_id)
+        return self._write(self._sql.finish_workflow, params) == 1
 
     def claim_for_recovery(self, workflow_id: str, executor_id: str) -> bool:
         """Count a recovery attempt on a PENDING workflow; False if it is not PENDING."""
@@ -498,37 +606,18 @@ class SystemDatabase:
         write are one statement, so no extra round trip) or ``"conflict"`` (already recorded
         by another execution of the same workflow).
         """
-        oo = operation_outputs
-        pending = sa.exists().where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-        source = sa.select(
-            sa.literal(workflow_id, sa.Text),
-            sa.literal(function_id, sa.Integer),
-            sa.literal(function_name, sa.Text),
-            sa.literal(output, sa.LargeBinary),
-            sa.literal(error, sa.LargeBinary),
-            sa.literal(child_workflow_id, sa.Text),
-            sa.literal(now_ms(), sa.BigInteger),
-        ).where(pending)
-        stmt = (
-            oo.insert()
-            .from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ],
-                source,
-            )
-            .returning(oo.c.function_id)
+        params = (
+            workflow_id,
+            function_id,
+            function_name,
+            output,
+            error,
+            child_workflow_id,
+            now_ms(),
+            workflow_id,
         )
         try:
-            with self._op() as conn:
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT here.
-                rows = len(conn.execute(stmt).all())
+            rows = self._write(self._sql.record_step, params)
         except IntegrityError:
             return "conflict"
         return "recorded" if rows == 1 else "not-pending"
