@@ -245,6 +245,9 @@ class SystemDatabase:
         # SQLite has one writer at a time. Writers of this process queue on this lock, not in
         # SQLite's busy handler, which sleeps (1, 2, 5, 10 ... 100 ms) between its retries.
         self._write_lock = threading.Lock() if self.sqlite else None
+        # Autocommit DBAPI connections of the hot path (_write), idle between statements.
+        self._idle: list[Any] = []
+        self._max_idle = pool_size
 
     # -- the gate ------------------------------------------------------------------------
 
@@ -291,53 +294,77 @@ class SystemDatabase:
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement as its own transaction; returns its row count.
 
-        The hot path: no SQLAlchemy ``Connection``, no ``BEGIN``/``COMMIT`` round trips.
-        The statement runs in autocommit mode on a pooled DBAPI connection, so it is
-        durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit``) before
-        this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
-        closing, interruptible in flight, drained by :meth:`close`.
+        The hot path: no SQLAlchemy ``Connection`` or pool checkout, no ``BEGIN``/``COMMIT``
+        round trips. The statement runs in autocommit mode on a DBAPI connection kept for
+        this path, so it is durably committed (fsynced: ``synchronous=FULL`` /
+        ``synchronous_commit=on``) before this returns, and it is atomic on its own. Same
+        gate as :meth:`_op`: refused once closing, interruptible in flight, drained by
+        :meth:`close`.
         """
-        token = object()
-        key = id(token)
-        with self._gate:
+        gate = self._gate
+        with gate:
             if self._closing:
                 raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-            self._in_flight[key] = None
+            conn = self._idle.pop() if self._idle else None
+            if conn is not None:
+                self._in_flight[id(conn)] = conn
+        if conn is None:
+            conn = self._connect()
+            with gate:
+                if self._closing:
+                    conn.close()
+                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+                self._in_flight[id(conn)] = conn
         lock = self._write_lock
         held = False
-        fairy: Any = None
+        reuse = False
         try:
             if lock is not None:
                 held = self._acquire_write_lock(lock)
-            fairy = self.engine.raw_connection()
-            dbapi_conn = fairy.driver_connection
-            with self._gate:
-                self._in_flight[key] = dbapi_conn
-            if self.sqlite:
-                # isolation_level=None (set on connect): a lone statement autocommits.
-                return int(dbapi_conn.execute(sql, params).rowcount)
-            dbapi_conn.autocommit = True
-            try:
-                return int(dbapi_conn.execute(sql, params).rowcount)
-            finally:
-                if not dbapi_conn.closed:
-                    dbapi_conn.autocommit = False
+            rowcount = int(conn.execute(sql, params).rowcount)
+            reuse = True
+            return rowcount
         except self._dbapi.Error as exc:
-            if fairy is not None and self.engine.dialect.is_disconnect(exc, fairy, None):
-                fairy.invalidate(exc)
-            if self._closing and not isinstance(exc, self._dbapi.IntegrityError):
+            integrity = isinstance(exc, self._dbapi.IntegrityError)
+            reuse = integrity  # anything else may have left the connection unusable
+            if self._closing and not integrity:
                 raise SystemDatabaseClosed("interrupted by shutdown") from exc
             raise sa.exc.DBAPIError.instance(
                 sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
             ) from exc
         finally:
-            if fairy is not None:
-                fairy.close()
             if held:
                 lock.release()  # type: ignore[union-attr]
-            with self._gate:
-                del self._in_flight[key]
-                self._gate.notify_all()
+            with gate:
+                del self._in_flight[id(conn)]
+                if reuse and not self._closed and len(self._idle) < self._max_idle:
+                    self._idle.append(conn)
+                    conn = None
+                if self._closing:
+                    gate.notify_all()
+            if conn is not None:
+                self._close_quietly(conn)
+
+    def _connect(self) -> Any:
+        """A new DBAPI connection for :meth:`_write`, set up like the engine's, autocommit.
+
+        It is detached from the pool: :meth:`_write` keeps it (``_idle``) and
+        :meth:`close` closes it.
+        """
+        fairy = self.engine.raw_connection()
+        conn = fairy.driver_connection
+        fairy.detach()
+        if not self.sqlite:
+            conn.autocommit = True
+        # SQLite: isolation_level=None (set on connect), so a lone statement autocommits.
+        return conn
+
+    @staticmethod
+    def _close_quietly(conn: Any) -> None:
+        try:
+            conn.close()
+        except Exception:
+            logger.debug("spindle: could not close a connection", exc_info=True)
 
     @property
     def closed(self) -> bool:
@@ -379,6 +406,9 @@ class SystemDatabase:
                 self._gate.wait(left)
             remaining = len(self._in_flight)
             self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close_quietly(conn)
         self.engine.dispose()
         return remaining
 
