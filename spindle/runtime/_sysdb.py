@@ -213,6 +213,16 @@ class _HotSQL:
         )
 
 
+class _HotConnection:
+    """A pool connection kept checked out by the hot path, and its DBAPI connection."""
+
+    __slots__ = ("dbapi", "fairy")
+
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy
+        self.dbapi: Any = fairy.driver_connection
+
+
 class SystemDatabaseClosed(DBOSNotLaunchedError):
     """The system database was closed (``destroy()``); nothing may use it any more."""
 
@@ -245,8 +255,9 @@ class SystemDatabase:
         # SQLite has one writer at a time. Writers of this process queue on this lock, not in
         # SQLite's busy handler, which sleeps (1, 2, 5, 10 ... 100 ms) between its retries.
         self._write_lock = threading.Lock() if self.sqlite else None
-        # Autocommit DBAPI connections of the hot path (_write), idle between statements.
-        self._idle: list[Any] = []
+        # Pool connections the hot path (_write) keeps checked out, autocommit, between its
+        # statements; at most pool_size, so the pool's overflow stays for everything else.
+        self._idle: list[_HotConnection] = []
         self._max_idle = pool_size
 
     # -- the gate ------------------------------------------------------------------------
@@ -294,34 +305,41 @@ class SystemDatabase:
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement as its own transaction; returns its row count.
 
-        The hot path: no SQLAlchemy ``Connection`` or pool checkout, no ``BEGIN``/``COMMIT``
-        round trips. The statement runs in autocommit mode on a DBAPI connection kept for
-        this path, so it is durably committed (fsynced: ``synchronous=FULL`` /
-        ``synchronous_commit=on``) before this returns, and it is atomic on its own. Same
-        gate as :meth:`_op`: refused once closing, interruptible in flight, drained by
-        :meth:`close`.
+        The hot path: no SQLAlchemy ``Connection``, no checkout per statement, no
+        ``BEGIN``/``COMMIT`` round trips. The statement runs in autocommit mode on a pool
+        connection this path keeps checked out (``_idle`` between statements), so it is
+        durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit=on``) before
+        this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
+        closing, interruptible in flight, drained by :meth:`close`.
         """
         gate = self._gate
+        token = object()
+        key = id(token)
         with gate:
             if self._closing:
                 raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-            conn = self._idle.pop() if self._idle else None
-            if conn is not None:
-                self._in_flight[id(conn)] = conn
-        if conn is None:
-            conn = self._connect()
-            with gate:
-                if self._closing:
-                    conn.close()
-                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-                self._in_flight[id(conn)] = conn
+            self._in_flight[key] = None
         lock = self._write_lock
         held = False
+        hot: _HotConnection | None = None
         reuse = False
         try:
+            # The write turn first, the connection second: a writer never holds a
+            # connection while it queues, so queued writers cannot drain the pool.
             if lock is not None:
                 held = self._acquire_write_lock(lock)
-            rowcount = int(conn.execute(sql, params).rowcount)
+            with gate:
+                if self._idle:
+                    hot = self._idle.pop()
+                    self._in_flight[key] = hot.dbapi
+            if hot is None:
+                hot = self._checkout()
+                with gate:
+                    self._in_flight[key] = hot.dbapi
+            if self._closing:
+                reuse = True
+                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            rowcount = int(hot.dbapi.execute(sql, params).rowcount)
             reuse = True
             return rowcount
         except self._dbapi.Error as exc:
@@ -336,35 +354,43 @@ class SystemDatabase:
             if held:
                 lock.release()  # type: ignore[union-attr]
             with gate:
-                del self._in_flight[id(conn)]
-                if reuse and not self._closed and len(self._idle) < self._max_idle:
-                    self._idle.append(conn)
-                    conn = None
+                del self._in_flight[key]
+                keep = reuse and not self._closed and len(self._idle) < self._max_idle
+                if hot is not None and keep:
+                    self._idle.append(hot)
+                    hot = None
                 if self._closing:
                     gate.notify_all()
-            if conn is not None:
-                self._close_quietly(conn)
+            if hot is not None:
+                self._give_back(hot, broken=not reuse)
 
-    def _connect(self) -> Any:
-        """A new DBAPI connection for :meth:`_write`, set up like the engine's, autocommit.
+    def _checkout(self) -> _HotConnection:
+        """Check a pool connection out for :meth:`_write` and put it in autocommit mode.
 
-        It is detached from the pool: :meth:`_write` keeps it (``_idle``) and
-        :meth:`close` closes it.
+        SQLite connections already are (``isolation_level=None``, set on connect).
         """
         fairy = self.engine.raw_connection()
-        conn = fairy.driver_connection
-        fairy.detach()
+        hot = _HotConnection(fairy)
         if not self.sqlite:
-            conn.autocommit = True
-        # SQLite: isolation_level=None (set on connect), so a lone statement autocommits.
-        return conn
+            try:
+                hot.dbapi.autocommit = True
+            except BaseException:
+                fairy.close()
+                raise
+        return hot
 
-    @staticmethod
-    def _close_quietly(conn: Any) -> None:
+    def _give_back(self, hot: _HotConnection, *, broken: bool) -> None:
+        """Return a hot-path connection to the pool as the pool expects it."""
         try:
-            conn.close()
+            if broken:
+                hot.fairy.invalidate()
+            elif not self.sqlite:
+                hot.dbapi.autocommit = False
         except Exception:
-            logger.debug("spindle: could not close a connection", exc_info=True)
+            logger.debug("spindle: could not reset a connection", exc_info=True)
+            hot.fairy.invalidate()
+        finally:
+            hot.fairy.close()
 
     @property
     def closed(self) -> bool:
@@ -407,8 +433,8 @@ class SystemDatabase:
             remaining = len(self._in_flight)
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn in idle:
-            self._close_quietly(conn)
+        for hot in idle:
+            self._give_back(hot, broken=False)
         self.engine.dispose()
         return remaining
 
