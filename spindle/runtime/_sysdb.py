@@ -244,7 +244,10 @@ class SystemDatabase:
             self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
         )
         self._read_engine = self.engine.execution_options(spindle_read=True)
-        self._gate = threading.Condition()
+        # The gate's lock, taken directly on the hot path (cheaper than the Condition's
+        # Python-level __enter__); notify/wait go through the Condition built on it.
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(self._gate_lock)
         self._in_flight: dict[int, Any] = {}
         self._closing = False
         self._closed = False
@@ -312,57 +315,57 @@ class SystemDatabase:
         this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
         closing, interruptible in flight, drained by :meth:`close`.
         """
-        gate = self._gate
+        gate = self._gate_lock
+        lock = self._write_lock
+        # SQLite: the write turn first, holding nothing; one writer at a time then needs
+        # one connection, so queued writers never hold pool connections (no deadlock
+        # with an _op writer that waits for one).
+        held = self._acquire_write_lock(lock) if lock is not None else False
         token = object()
         key = id(token)
-        with gate:
-            if self._closing:
-                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-            self._in_flight[key] = None
-        lock = self._write_lock
-        held = False
-        hot: _HotConnection | None = None
-        reuse = False
+        broken = False
         try:
-            # The write turn first, the connection second: a writer never holds a
-            # connection while it queues, so queued writers cannot drain the pool.
-            if lock is not None:
-                held = self._acquire_write_lock(lock)
             with gate:
-                if self._idle:
-                    hot = self._idle.pop()
-                    self._in_flight[key] = hot.dbapi
+                if self._closing:
+                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+                hot = self._idle.pop() if self._idle else None
+                self._in_flight[key] = hot.dbapi if hot is not None else None
+        except BaseException:
+            if held:
+                lock.release()  # type: ignore[union-attr]
+            raise
+        try:
             if hot is None:
                 hot = self._checkout()
                 with gate:
                     self._in_flight[key] = hot.dbapi
-            if self._closing:
-                reuse = True
-                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+                if self._closing:
+                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            broken = True  # until the statement comes back, one way or another
             rowcount = int(hot.dbapi.execute(sql, params).rowcount)
-            reuse = True
+            broken = False
             return rowcount
         except self._dbapi.Error as exc:
             integrity = isinstance(exc, self._dbapi.IntegrityError)
-            reuse = integrity  # anything else may have left the connection unusable
+            broken = not integrity  # anything else may have left the connection unusable
             if self._closing and not integrity:
                 raise SystemDatabaseClosed("interrupted by shutdown") from exc
             raise sa.exc.DBAPIError.instance(
                 sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
             ) from exc
         finally:
-            if held:
-                lock.release()  # type: ignore[union-attr]
             with gate:
                 del self._in_flight[key]
-                keep = reuse and not self._closed and len(self._idle) < self._max_idle
+                keep = not broken and not self._closed and len(self._idle) < self._max_idle
                 if hot is not None and keep:
                     self._idle.append(hot)
                     hot = None
                 if self._closing:
-                    gate.notify_all()
+                    self._gate.notify_all()
+            if held:  # after the connection is back: the next writer reuses it
+                lock.release()  # type: ignore[union-attr]
             if hot is not None:
-                self._give_back(hot, broken=not reuse)
+                self._give_back(hot, broken=broken)
 
     def _checkout(self) -> _HotConnection:
         """Check a pool connection out for :meth:`_write` and put it in autocommit mode.
