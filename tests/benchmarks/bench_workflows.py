@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -636,8 +637,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def test_workflow_throughput() -> None:
-    """``./run bench`` (pytest -s): the whole comparison, printed."""
-    assert main([]) == 0
+    """``./run bench`` (pytest -s): the whole comparison, printed.
+
+    SPINDLE_BENCH_WORKFLOWS_ARGS passes options, e.g. ``--impls spindle --repeat 3``.
+    """
+    assert main(shlex.split(os.environ.get("SPINDLE_BENCH_WORKFLOWS_ARGS", ""))) == 0
 
 
 if __name__ == "__main__":
