@@ -276,7 +276,8 @@ class SystemDatabase:
         held = False
         try:
             if lock is not None:
-                held = self._acquire_write_lock(lock)
+                # Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
+                held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
             engine = self._read_engine if read else self.engine
             with engine.begin() as conn:
                 with self._gate:
@@ -293,18 +294,6 @@ class SystemDatabase:
                 del self._in_flight[id(token)]
                 self._gate.notify_all()
 
-    def _acquire_write_lock(self, lock: threading.Lock) -> bool:
-        """Queue for this process's SQLite write turn; True if the lock is now held.
-
-        Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
-        """
-        held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
-        if self._closing:
-            if held:
-                lock.release()
-            raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-        return held
-
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement as its own transaction; returns its row count.
 
@@ -317,30 +306,30 @@ class SystemDatabase:
         """
         gate = self._gate_lock
         lock = self._write_lock
-        # SQLite: the write turn first, holding nothing; one writer at a time then needs
-        # one connection, so queued writers never hold pool connections (no deadlock
-        # with an _op writer that waits for one).
-        held = self._acquire_write_lock(lock) if lock is not None else False
         token = object()
         key = id(token)
+        held = False
         broken = False
+        with gate:
+            if self._closing:
+                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            # Admitted: from here on the write runs unless interrupted in the database, as
+            # an _op does once it is in (close() waits for it).
+            hot = self._idle.pop() if self._idle and lock is None else None
+            self._in_flight[key] = hot.dbapi if hot is not None else None
         try:
-            with gate:
-                if self._closing:
-                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
-                hot = self._idle.pop() if self._idle else None
-                self._in_flight[key] = hot.dbapi if hot is not None else None
-        except BaseException:
-            if held:
-                lock.release()  # type: ignore[union-attr]
-            raise
-        try:
+            if lock is not None:
+                # SQLite: the write turn before any connection. One writer at a time then
+                # needs one connection, so queued writers never hold pool connections (no
+                # deadlock with an _op writer waiting for one).
+                held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
+                with gate:
+                    hot = self._idle.pop() if self._idle else None
+                    self._in_flight[key] = hot.dbapi if hot is not None else None
             if hot is None:
                 hot = self._checkout()
                 with gate:
                     self._in_flight[key] = hot.dbapi
-                if self._closing:
-                    raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
             broken = True  # until the statement comes back, one way or another
             rowcount = int(hot.dbapi.execute(sql, params).rowcount)
             broken = False
