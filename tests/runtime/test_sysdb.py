@@ -149,6 +149,11 @@ def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _connections_in_flight(db: SystemDatabase) -> int:
+    with db._gate:
+        return sum(c is not None for c in db._in_flight.values())
+
+
 def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
     outcome: list[BaseException | None] = []
 
@@ -175,7 +180,7 @@ def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
     blocker.driver_connection.execute("LOCK TABLE dbos.workflow_status IN ACCESS EXCLUSIVE MODE")
     th, outcome = _run(lambda: db.finish_workflow("a", SUCCESS, output=b"x", error=None))
     try:
-        _wait_until(lambda: any(c is not None for c in db._in_flight.values()))
+        _wait_until(lambda: _connections_in_flight(db) == 1)
         time.sleep(0.2)  # let it reach the server and block there
         assert db.interrupt() == 1
         th.join(10)
