@@ -167,6 +167,62 @@ _STATUS_COLUMNS = (
 )
 
 
+#: How long a writer waits for this process's SQLite write turn (as busy_timeout).
+_WRITE_LOCK_TIMEOUT = 30.0
+
+
+class _HotSQL:
+    """The statements every workflow runs, as driver SQL text prepared once.
+
+    Written for both backends from one template: ``{s}`` is the schema prefix and ``%s``
+    the placeholder (``?`` on SQLite). PostgreSQL casts the ``INSERT ... SELECT`` values,
+    whose types it cannot infer from a NULL.
+    """
+
+    __slots__ = ("finish_workflow", "insert_workflow", "record_step")
+
+    def __init__(self, is_sqlite: bool) -> None:
+        def sql(template: str, casts: tuple[str, ...] = ()) -> str:
+            text = template.replace("{s}", "" if is_sqlite else f"{SCHEMA}.")
+            if is_sqlite:
+                return text.replace("{cast}", "").replace("%s", "?")
+            for cast in casts:
+                text = text.replace("{cast}", f"::{cast}", 1)
+            return text
+
+        self.insert_workflow = sql(
+            "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
+            " application_version, created_at, updated_at, recovery_attempts,"
+            " parent_workflow_id, workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name,"
+            " started_at_epoch_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (workflow_uuid) DO NOTHING"
+        )
+        self.finish_workflow = sql(
+            "UPDATE {s}workflow_status SET status = %s, output = %s, error = %s,"
+            " updated_at = %s WHERE workflow_uuid = %s AND status = 'PENDING'"
+        )
+        # One statement: the step is recorded only while its workflow is PENDING.
+        self.record_step = sql(
+            "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name,"
+            " output, error, child_workflow_id, completed_at)"
+            " SELECT %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}, %s{cast}"
+            " WHERE EXISTS (SELECT 1 FROM {s}workflow_status"
+            " WHERE workflow_uuid = %s AND status = 'PENDING')",
+            ("text", "integer", "text", "bytea", "bytea", "text", "bigint"),
+        )
+
+
+class _HotConnection:
+    """A pool connection kept checked out by the hot path, and its DBAPI connection."""
+
+    __slots__ = ("dbapi", "fairy")
+
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy
+        self.dbapi: Any = fairy.driver_connection
+
+
 class SystemDatabaseClosed(DBOSNotLaunchedError):
     """The system database was closed (``destroy()``); nothing may use it any more."""
 
@@ -188,12 +244,24 @@ class SystemDatabase:
             self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
         )
         self._read_engine = self.engine.execution_options(spindle_read=True)
-        self._gate = threading.Condition()
+        # The gate's lock, taken directly on the hot path (cheaper than the Condition's
+        # Python-level __enter__); notify/wait go through the Condition built on it.
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(self._gate_lock)
         self._in_flight: dict[int, Any] = {}
         self._closing = False
         self._closed = False
         dialect = sqlite if self.sqlite else postgresql
         self._insert = dialect.insert
+        self._dbapi: Any = self.engine.dialect.loaded_dbapi
+        self._sql = _HotSQL(self.sqlite)
+        # SQLite has one writer at a time. Writers of this process queue on this lock, not in
+        # SQLite's busy handler, which sleeps (1, 2, 5, 10 ... 100 ms) between its retries.
+        self._write_lock = threading.Lock() if self.sqlite else None
+        # Pool connections the hot path (_write) keeps checked out, autocommit, between its
+        # statements; at most pool_size, so the pool's overflow stays for everything else.
+        self._idle: list[_HotConnection] = []
+        self._max_idle = pool_size
 
     # -- the gate ------------------------------------------------------------------------
 
@@ -204,7 +272,12 @@ class SystemDatabase:
                 raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
             token = object()
             self._in_flight[id(token)] = None
+        lock = None if read else self._write_lock
+        held = False
         try:
+            if lock is not None:
+                # Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
+                held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
             engine = self._read_engine if read else self.engine
             with engine.begin() as conn:
                 with self._gate:
@@ -215,9 +288,101 @@ class SystemDatabase:
                 raise SystemDatabaseClosed("interrupted by shutdown") from exc
             raise
         finally:
+            if held:
+                lock.release()  # type: ignore[union-attr]
             with self._gate:
                 del self._in_flight[id(token)]
                 self._gate.notify_all()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write statement as its own transaction; returns its row count.
+
+        The hot path: no SQLAlchemy ``Connection``, no checkout per statement, no
+        ``BEGIN``/``COMMIT`` round trips. The statement runs in autocommit mode on a pool
+        connection this path keeps checked out (``_idle`` between statements), so it is
+        durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit=on``) before
+        this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
+        closing, interruptible in flight, drained by :meth:`close`.
+        """
+        gate = self._gate_lock
+        lock = self._write_lock
+        token = object()
+        key = id(token)
+        held = False
+        broken = False
+        with gate:
+            if self._closing:
+                raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
+            # Admitted: from here on the write runs unless interrupted in the database, as
+            # an _op does once it is in (close() waits for it).
+            hot = self._idle.pop() if self._idle and lock is None else None
+            self._in_flight[key] = hot.dbapi if hot is not None else None
+        try:
+            if lock is not None:
+                # SQLite: the write turn before any connection. One writer at a time then
+                # needs one connection, so queued writers never hold pool connections (no
+                # deadlock with an _op writer waiting for one).
+                held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
+                with gate:
+                    hot = self._idle.pop() if self._idle else None
+                    self._in_flight[key] = hot.dbapi if hot is not None else None
+            if hot is None:
+                hot = self._checkout()
+                with gate:
+                    self._in_flight[key] = hot.dbapi
+            broken = True  # until the statement comes back, one way or another
+            rowcount = int(hot.dbapi.execute(sql, params).rowcount)
+            broken = False
+            return rowcount
+        except self._dbapi.Error as exc:
+            integrity = isinstance(exc, self._dbapi.IntegrityError)
+            broken = not integrity  # anything else may have left the connection unusable
+            if self._closing and not integrity:
+                raise SystemDatabaseClosed("interrupted by shutdown") from exc
+            raise sa.exc.DBAPIError.instance(
+                sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
+            ) from exc
+        finally:
+            with gate:
+                del self._in_flight[key]
+                keep = not broken and not self._closed and len(self._idle) < self._max_idle
+                if hot is not None and keep:
+                    self._idle.append(hot)
+                    hot = None
+                if self._closing:
+                    self._gate.notify_all()
+            if held:  # after the connection is back: the next writer reuses it
+                lock.release()  # type: ignore[union-attr]
+            if hot is not None:
+                self._give_back(hot, broken=broken)
+
+    def _checkout(self) -> _HotConnection:
+        """Check a pool connection out for :meth:`_write` and put it in autocommit mode.
+
+        SQLite connections already are (``isolation_level=None``, set on connect).
+        """
+        fairy = self.engine.raw_connection()
+        hot = _HotConnection(fairy)
+        if not self.sqlite:
+            try:
+                hot.dbapi.autocommit = True
+            except BaseException:
+                fairy.close()
+                raise
+        return hot
+
+    def _give_back(self, hot: _HotConnection, *, broken: bool) -> None:
+        """Return a hot-path connection to the pool as the pool expects it."""
+        try:
+            if broken:
+                hot.fairy.invalidate()
+            elif not self.sqlite:
+                hot.dbapi.autocommit = False
+        except Exception:
+            logger.debug("spindle: could not reset a connection", exc_info=True)
+            hot.fairy.invalidate()
+        finally:
+            hot.fairy.close()
 
     @property
     def closed(self) -> bool:
@@ -259,6 +424,9 @@ class SystemDatabase:
                 self._gate.wait(left)
             remaining = len(self._in_flight)
             self._closed = True
+            idle, self._idle = self._idle, []
+        for hot in idle:
+            self._give_back(hot, broken=False)
         self.engine.dispose()
         return remaining
 
@@ -304,36 +472,29 @@ class SystemDatabase:
     ) -> StatusRow | None:
         """Insert a new workflow; returns None when inserted, or the existing row."""
         now = now_ms()
-        stmt = (
-            self._insert(ws)
-            .values(
-                workflow_uuid=workflow_id,
-                status=status,
-                name=name,
-                inputs=inputs,
-                executor_id=executor_id,
-                application_version=application_version,
-                created_at=now,
-                updated_at=now,
-                recovery_attempts=0,
-                parent_workflow_id=parent_workflow_id,
-                workflow_timeout_ms=timeout_ms,
-                workflow_deadline_epoch_ms=deadline_epoch_ms,
-                queue_name=queue_name,
-                started_at_epoch_ms=now if status == PENDING else None,
-            )
-            .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
-            .returning(ws.c.workflow_uuid)
+        params = (
+            workflow_id,
+            status,
+            name,
+            inputs,
+            executor_id,
+            application_version,
+            now,
+            now,
+            parent_workflow_id,
+            timeout_ms,
+            deadline_epoch_ms,
+            queue_name,
+            now if status == PENDING else None,
         )
-        with self._op() as conn:
-            # RETURNING, not rowcount: psycopg reports -1 here, which made every insert on
-            # PostgreSQL look like a conflict (and a second process re-run a PENDING row).
-            if len(conn.execute(stmt).all()) == 1:
+        while True:
+            # The driver's rowcount of the one statement: 1 inserted, 0 the ID was taken.
+            if self._write(self._sql.insert_workflow, params) == 1:
                 return None
-            row = conn.execute(
-                sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == workflow_id)
-            ).one()
-        return StatusRow.of(row)
+            row = self.get_status(workflow_id)
+            if row is not None:
+                return row
+            # Garbage-collected between the two statements: the ID is free again.
 
     def get_status(self, workflow_id: str) -> StatusRow | None:
         """The status row of one workflow, or None."""
@@ -347,13 +508,8 @@ class SystemDatabase:
         self, workflow_id: str, status: str, *, output: bytes | None, error: bytes | None
     ) -> bool:
         """Record a PENDING workflow's end; False if it was no longer PENDING (cancelled)."""
-        stmt = (
-            ws.update()
-            .where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-            .values(status=status, output=output, error=error, updated_at=now_ms())
-        )
-        with self._op() as conn:
-            return bool(conn.execute(stmt).rowcount == 1)
+        params = (status, output, error, now_ms(), workflow_id)
+        return self._write(self._sql.finish_workflow, params) == 1
 
     def claim_for_recovery(self, workflow_id: str, executor_id: str) -> bool:
         """Count a recovery attempt on a PENDING workflow; False if it is not PENDING."""
@@ -498,37 +654,18 @@ class SystemDatabase:
         write are one statement, so no extra round trip) or ``"conflict"`` (already recorded
         by another execution of the same workflow).
         """
-        oo = operation_outputs
-        pending = sa.exists().where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-        source = sa.select(
-            sa.literal(workflow_id, sa.Text),
-            sa.literal(function_id, sa.Integer),
-            sa.literal(function_name, sa.Text),
-            sa.literal(output, sa.LargeBinary),
-            sa.literal(error, sa.LargeBinary),
-            sa.literal(child_workflow_id, sa.Text),
-            sa.literal(now_ms(), sa.BigInteger),
-        ).where(pending)
-        stmt = (
-            oo.insert()
-            .from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ],
-                source,
-            )
-            .returning(oo.c.function_id)
+        params = (
+            workflow_id,
+            function_id,
+            function_name,
+            output,
+            error,
+            child_workflow_id,
+            now_ms(),
+            workflow_id,
         )
         try:
-            with self._op() as conn:
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT here.
-                rows = len(conn.execute(stmt).all())
+            rows = self._write(self._sql.record_step, params)
         except IntegrityError:
             return "conflict"
         return "recorded" if rows == 1 else "not-pending"

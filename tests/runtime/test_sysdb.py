@@ -1,0 +1,238 @@
+"""The system database's hot path (one autocommit statement per checkpoint), on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from spindle.runtime._schema import workflow_status
+from spindle.runtime._sysdb import ERROR, PENDING, SUCCESS, SystemDatabase, SystemDatabaseClosed
+
+
+@pytest.fixture
+def sysdb(db_url: str) -> Iterator[SystemDatabase]:
+    db = SystemDatabase(db_url, pool_size=2)
+    db.migrate()
+    yield db
+    db.close()
+
+
+def _insert(db: SystemDatabase, wf_id: str, **kw: Any) -> Any:
+    return db.insert_workflow(
+        workflow_id=wf_id,
+        name=kw.pop("name", "wf"),
+        inputs=b"in",
+        executor_id="local",
+        application_version="0",
+        **kw,
+    )
+
+
+def test_insert_workflow_once_then_returns_the_existing_row(sysdb: SystemDatabase) -> None:
+    assert _insert(sysdb, "a", timeout_ms=5000, deadline_epoch_ms=123) is None
+    existing = _insert(sysdb, "a", name="other")
+    assert existing is not None
+    assert (existing.workflow_id, existing.name, existing.status) == ("a", "wf", PENDING)
+    assert (existing.inputs, existing.workflow_deadline_epoch_ms) == (b"in", 123)
+    assert existing.created_at == existing.updated_at > 0
+
+
+def test_record_step_recorded_conflict_and_not_pending(sysdb: SystemDatabase) -> None:
+    _insert(sysdb, "a")
+    assert sysdb.record_step("a", 1, "s", output=b"out", error=None) == "recorded"
+    assert sysdb.record_step("a", 1, "s", output=b"again", error=None) == "conflict"
+    assert sysdb.record_step("a", 2, "s", output=None, error=b"boom") == "recorded"
+    steps = sysdb.step_outputs("a")
+    assert (steps[1].output, steps[1].error, steps[1].function_name) == (b"out", None, "s")
+    assert (steps[2].output, steps[2].error) == (None, b"boom")
+    assert sysdb.record_step("nope", 1, "s", output=b"x", error=None) == "not-pending"
+
+    assert sysdb.finish_workflow("a", SUCCESS, output=b"result", error=None)
+    assert not sysdb.finish_workflow("a", ERROR, output=None, error=b"late")
+    assert sysdb.record_step("a", 3, "s", output=b"x", error=None) == "not-pending"
+    row = sysdb.get_status("a")
+    assert row is not None
+    assert (row.status, row.output, row.error) == (SUCCESS, b"result", None)
+    assert 3 not in sysdb.step_outputs("a")
+
+
+def test_a_cancelled_workflow_records_no_step(sysdb: SystemDatabase) -> None:
+    _insert(sysdb, "a")
+    assert sysdb.cancel("a")
+    assert sysdb.record_step("a", 1, "s", output=b"x", error=None) == "not-pending"
+    assert not sysdb.finish_workflow("a", SUCCESS, output=b"x", error=None)
+
+
+def test_concurrent_writers_all_land(sysdb: SystemDatabase) -> None:
+    """Eight threads on a pool of 2 (+2 overflow): every checkpoint is written once."""
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(15):
+                wf = f"w{t}-{i}"
+                assert _insert(sysdb, wf) is None
+                for fid in range(3):
+                    assert sysdb.record_step(wf, fid, "s", output=b"o", error=None) == "recorded"
+                assert sysdb.finish_workflow(wf, SUCCESS, output=b"r", error=None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert errors == []
+    rows = sysdb.list_workflows(status=SUCCESS)
+    assert len(rows) == 8 * 15
+    assert all(len(sysdb.step_outputs(r.workflow_id)) == 3 for r in rows[:10])
+    assert len(sysdb._idle) <= 2  # the hot path keeps at most pool_size connections
+
+
+def test_connections_given_back_to_the_pool_are_transactional_again(db_url: str) -> None:
+    """A hot connection beyond the idle cap returns to the pool out of autocommit mode."""
+    db = SystemDatabase(db_url, pool_size=1)
+    db.migrate()
+    try:
+        barrier = threading.Barrier(4)
+
+        def worker(t: int) -> None:
+            barrier.wait(10)
+            _insert(db, f"w{t}")
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        for _ in range(3):  # every pooled connection, whichever the pool hands out
+            with db.engine.connect() as conn:
+                conn.execute(
+                    workflow_status.update()
+                    .where(workflow_status.c.workflow_uuid == "w0")
+                    .values(name="changed")
+                )
+                conn.rollback()
+        row = db.get_status("w0")
+        assert row is not None
+        assert row.name == "wf"
+    finally:
+        db.close()
+
+
+def test_writes_after_close_are_refused(db_url: str) -> None:
+    db = SystemDatabase(db_url, pool_size=2)
+    db.migrate()
+    _insert(db, "a")
+    assert len(db._idle) == 1
+    assert db.close() == 0
+    assert db._idle == []
+    with pytest.raises(SystemDatabaseClosed):
+        _insert(db, "b")
+    with pytest.raises(SystemDatabaseClosed):
+        db.record_step("a", 1, "s", output=b"x", error=None)
+    with pytest.raises(SystemDatabaseClosed):
+        db.finish_workflow("a", SUCCESS, output=b"x", error=None)
+
+
+def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _connections_in_flight(db: SystemDatabase) -> int:
+    with db._gate:
+        return sum(c is not None for c in db._in_flight.values())
+
+
+def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
+    outcome: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            target()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    th = threading.Thread(target=body)
+    th.start()
+    return th, outcome
+
+
+def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
+    """The statement waits on a table lock in the server; interrupt() cancels it."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite cannot interrupt a statement waiting on another's lock")
+    db = SystemDatabase(db_url, pool_size=2)
+    db.migrate()
+    _insert(db, "a")
+    blocker: Any = db.engine.raw_connection()
+    blocker.driver_connection.execute("LOCK TABLE dbos.workflow_status IN ACCESS EXCLUSIVE MODE")
+    th, outcome = _run(lambda: db.finish_workflow("a", SUCCESS, output=b"x", error=None))
+    try:
+        _wait_until(lambda: _connections_in_flight(db) == 1)
+        time.sleep(0.2)  # let it reach the server and block there
+        assert db.interrupt() == 1
+        th.join(10)
+        assert not th.is_alive()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], SystemDatabaseClosed)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        th.join(10)
+        assert db.close() == 0
+
+
+def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> None:
+    """SQLite writers of the process queue on a lock. One admitted before interrupt() runs
+    when its turn comes (close() waits for it, as for an _op already in); later writes are
+    refused at the gate at once, without queueing."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("only SQLite queues this process's writers")
+    db = SystemDatabase(db_url, pool_size=2)
+    db.migrate()
+    _insert(db, "a")
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db._op() as conn:
+            conn.execute(sa.text("UPDATE workflow_status SET updated_at = 1"))
+            entered.set()
+            release.wait(10)
+
+    holder, held = _run(hold)
+    assert entered.wait(10)
+    finished: list[bool] = []
+    th, outcome = _run(
+        lambda: finished.append(db.finish_workflow("a", SUCCESS, output=b"x", error=None))
+    )
+    try:
+        time.sleep(0.2)  # queued on the write lock
+        assert th.is_alive()
+        db.interrupt()
+        with pytest.raises(SystemDatabaseClosed):
+            db.record_step("a", 1, "s", output=b"x", error=None)
+        release.set()
+        th.join(10)
+        holder.join(10)
+        assert (outcome, finished, held) == ([None], [True], [None])
+    finally:
+        release.set()
+        holder.join(10)
+        th.join(10)
+        assert db.close() == 0
+    check = sqlite3.connect(sa.engine.make_url(db_url).database or "")
+    assert check.execute("SELECT status FROM workflow_status").fetchall() == [(SUCCESS,)]
+    assert check.execute("SELECT count(*) FROM operation_outputs").fetchall() == [(0,)]
+    check.close()
