@@ -143,10 +143,19 @@ def test_writes_after_close_are_refused(db_url: str) -> None:
 
 
 def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """Wait for a condition of the database or the gate (not for a thread), bounded."""
     deadline = time.monotonic() + timeout
+    tick = threading.Event()
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+        tick.wait(0.01)
+
+
+def _lock_waiters(db: SystemDatabase) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar_one()
+        )
 
 
 def _connections_in_flight(db: SystemDatabase) -> int:
@@ -181,7 +190,7 @@ def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
     th, outcome = _run(lambda: db.finish_workflow("a", SUCCESS, output=b"x", error=None))
     try:
         _wait_until(lambda: _connections_in_flight(db) == 1)
-        time.sleep(0.2)  # let it reach the server and block there
+        _wait_until(lambda: _lock_waiters(db) >= 1)  # it reached the server and blocks there
         assert db.interrupt() == 1
         th.join(10)
         assert not th.is_alive()
@@ -218,7 +227,8 @@ def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> No
         lambda: finished.append(db.finish_workflow("a", SUCCESS, output=b"x", error=None))
     )
     try:
-        time.sleep(0.2)  # queued on the write lock
+        # Admitted at the gate (counted in flight) before interrupt(), then queued on the lock.
+        _wait_until(lambda: len(db._in_flight) == 2)
         assert th.is_alive()
         db.interrupt()
         with pytest.raises(SystemDatabaseClosed):
