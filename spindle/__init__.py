@@ -5,6 +5,7 @@ from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCan
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
 from .runtime import DBOSException as DBOSException
+from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
 from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from .runtime import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
@@ -31,6 +32,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSException",
+    "DBOSMaxRecoveryAttemptsExceededError",
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",

@@ -7,6 +7,7 @@ from ._dbos import DBOS as DBOS
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
 from ._errors import DBOSException as DBOSException
+from ._errors import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
 from ._errors import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from ._errors import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from ._errors import DBOSNotLaunchedError as DBOSNotLaunchedError
@@ -31,6 +32,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSException",
+    "DBOSMaxRecoveryAttemptsExceededError",
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",

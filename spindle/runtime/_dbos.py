@@ -39,6 +39,7 @@ from ._core import (
 )
 from ._errors import (
     DBOSException,
+    DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSNotLaunchedError,
     DBOSWorkflowFunctionNotFoundError,
@@ -346,7 +347,7 @@ class DBOS(metaclass=_DBOSMeta):
         for wf_id in self._sysdb.pending_workflow_ids(executor_ids):
             try:
                 handles.append(self._restart(wf_id, count_attempt=True))
-            except DBOSWorkflowFunctionNotFoundError as exc:
+            except (DBOSWorkflowFunctionNotFoundError, DBOSMaxRecoveryAttemptsExceededError) as exc:
                 logger.warning("spindle: cannot recover %s: %s", wf_id, exc)
         return handles
 
@@ -360,6 +361,12 @@ class DBOS(metaclass=_DBOSMeta):
                 f"workflow {wf_id!r} runs {row.name!r}, which this process has not registered"
             )
         if count_attempt and row.status == PENDING:
+            limit = info.max_recovery_attempts
+            if limit is not None and row.recovery_attempts >= limit:
+                # A workflow that keeps crashing its process stops being retried: a dead
+                # letter the operator can inspect and resume.
+                self._sysdb.exceed_recovery(wf_id)
+                raise DBOSMaxRecoveryAttemptsExceededError(wf_id, limit)
             self._sysdb.claim_for_recovery(wf_id, self._config.executor_id)
         args, kwargs = deserialize(row.inputs)
         start = prepare_workflow(self, info, tuple(args), dict(kwargs), workflow_id=wf_id)

@@ -58,6 +58,17 @@ class DBOSMaxStepRetriesExceeded(DBOSException):
         self.errors = errors
 
 
+class DBOSMaxRecoveryAttemptsExceededError(DBOSException):
+    """A workflow was recovered more times than its ``max_recovery_attempts`` allows."""
+
+    def __init__(self, workflow_id: str, attempts: int) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} exceeded its maximum of {attempts} recovery attempts; "
+            "it is MAX_RECOVERY_ATTEMPTS_EXCEEDED (resume_workflow runs it again)"
+        )
+        self.workflow_id = workflow_id
+
+
 class DBOSWorkflowFunctionNotFoundError(DBOSException):
     """A recovered workflow names a function this process has not registered."""
 

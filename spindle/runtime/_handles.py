@@ -10,12 +10,13 @@ from ._active import ActiveWorkflow
 from ._core import wait_async
 from ._errors import (
     DBOSAwaitedWorkflowCancelledError,
+    DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
-from ._sysdb import CANCELLED, ERROR, SUCCESS
+from ._sysdb import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 
 if TYPE_CHECKING:
     from ._dbos import DBOS
@@ -39,6 +40,8 @@ def _settled(rt: DBOS, workflow_id: str) -> tuple[bool, Any]:
         raise deserialize_exception(row.error)
     if row.status == CANCELLED:
         raise DBOSAwaitedWorkflowCancelledError(workflow_id)
+    if row.status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:
+        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, row.recovery_attempts)
     return False, None
 
 

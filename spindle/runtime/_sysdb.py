@@ -27,6 +27,7 @@ SUCCESS = "SUCCESS"
 ERROR = "ERROR"
 CANCELLED = "CANCELLED"
 ENQUEUED = "ENQUEUED"
+MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
 TERMINAL = (SUCCESS, ERROR, CANCELLED)
 
 
@@ -521,6 +522,16 @@ class SystemDatabase:
                 executor_id=executor_id,
                 updated_at=now_ms(),
             )
+        )
+        with self._op() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def exceed_recovery(self, workflow_id: str) -> bool:
+        """Move a PENDING workflow to MAX_RECOVERY_ATTEMPTS_EXCEEDED (a dead letter)."""
+        stmt = (
+            ws.update()
+            .where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
+            .values(status=MAX_RECOVERY_ATTEMPTS_EXCEEDED, updated_at=now_ms())
         )
         with self._op() as conn:
             return bool(conn.execute(stmt).rowcount == 1)

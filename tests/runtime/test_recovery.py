@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from spindle import DBOS
+from spindle import DBOS, SetWorkflowID
 from tests.conftest import MakeDBOS
 from tests.runtime import messaging_app
 from tests.runtime.recovery_app import recovery_workflow
@@ -98,3 +99,40 @@ def test_messages_survive_kill_9_of_receiver_and_sender(
     assert counts["recv:m2"] == 1
     assert counts["recv:m3"] == 1
     assert counts["sent:m2"] == 2
+
+
+@DBOS.workflow(max_recovery_attempts=2)
+def limited_workflow() -> str:
+    return "ran"
+
+
+def test_max_recovery_attempts_makes_a_dead_letter(
+    make_dbos: MakeDBOS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PENDING workflow that used up its recovery attempts is not run again on launch;
+    it becomes MAX_RECOVERY_ATTEMPTS_EXCEEDED and its handle says so; resume runs it."""
+    from spindle import DBOSMaxRecoveryAttemptsExceededError
+    from spindle.runtime._dbos import _get_instance
+    from spindle.runtime._schema import workflow_status
+
+    dbos = make_dbos()
+    dbos.launch()
+    with SetWorkflowID("crashy"):
+        assert limited_workflow() == "ran"
+    sysdb = _get_instance()._sysdb
+    with sysdb.engine.begin() as conn:
+        # As if it had crashed its process twice while running.
+        conn.execute(
+            workflow_status.update()
+            .where(workflow_status.c.workflow_uuid == "crashy")
+            .values(status="PENDING", output=None, recovery_attempts=2)
+        )
+    DBOS.destroy()
+    caplog.set_level(logging.WARNING)
+    DBOS.launch()
+    status = DBOS.retrieve_workflow("crashy").get_status()
+    assert status.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    assert any("exceeded its maximum of 2" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DBOSMaxRecoveryAttemptsExceededError):
+        DBOS.retrieve_workflow("crashy").get_result()
+    assert DBOS.resume_workflow("crashy").get_result() == "ran"
