@@ -11,8 +11,11 @@ import asyncio
 import logging
 import random
 import threading
+from datetime import datetime
 
-from spindle import DBOS, DBOSAwaitedWorkflowCancelledError, SetWorkflowTimeout
+from spindle import DBOS, DBOSAwaitedWorkflowCancelledError, Queue, SetWorkflowTimeout
+
+emails = Queue("emails", concurrency=4)
 
 
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.2)
@@ -44,6 +47,12 @@ def checkout(order: int) -> str:
 @DBOS.workflow()
 async def notify(order: int) -> str:
     return await send_email(order)
+
+
+@DBOS.scheduled("*/5 * * * * *")
+@DBOS.workflow()
+def heartbeat(scheduled_time: datetime, actual_time: datetime) -> float:
+    return (actual_time - scheduled_time).total_seconds()
 
 
 @DBOS.workflow()
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         while not stop.wait(1.0 / args.rate):
             order += 1
             DBOS.start_workflow(checkout, order)
-            DBOS.start_workflow(notify, order)
+            emails.enqueue(notify, order)
             if order % 10 == 0:
                 with SetWorkflowTimeout(0.2):
                     handle = DBOS.start_workflow(checkout, -order)
