@@ -18,6 +18,7 @@ from spindle.diagnostics import ThreadGroup
 
 from . import _admin_db
 from ._errors import DBOSException, DBOSNonExistentWorkflowError, DBOSNotLaunchedError
+from ._queue import GLOBAL_QUEUES
 from ._status import WorkflowStatus
 from ._sysdb import now_ms
 
@@ -106,11 +107,19 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
         return PlainTextResponse("deactivated")
 
     async def queues_metadata(_: Request) -> Response:
-        queues: list[dict[str, Any]] = []
-        registry = getattr(rt, "queue_metadata", None)
-        if callable(registry):
-            queues = registry()
-        return JSONResponse(queues)
+        return JSONResponse(
+            [
+                {
+                    "name": q.name,
+                    "concurrency": q.concurrency,
+                    "workerConcurrency": q.worker_concurrency,
+                    "rateLimit": dict(q.limiter) if q.limiter is not None else None,
+                    "priorityEnabled": q.priority_enabled,
+                    "pollingIntervalSec": q.polling_interval_sec,
+                }
+                for q in GLOBAL_QUEUES.all()
+            ]
+        )
 
     async def recovery(request: Request) -> Response:
         body = await _body(request)

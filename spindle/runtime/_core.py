@@ -208,7 +208,9 @@ def _runnable(
     return _Start(entry, True, run)
 
 
-def _publish_row(entry: ActiveWorkflow, status: str, output: bytes | None, error: bytes | None):  # type: ignore[no-untyped-def]
+def _publish_row(
+    entry: ActiveWorkflow, status: str, output: bytes | None, error: bytes | None
+) -> None:
     if status == SUCCESS:
         entry.finish(result=deserialize(output))
     elif status == ERROR and error is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
@@ -165,6 +166,9 @@ class DBOS(metaclass=_DBOSMeta):
         self._appdb: ApplicationDatabase | None = None
         self._active = ActiveWorkflows()
         self._pollers: PollerSet | None = None
+        # Tasks of async workflows started on the caller's loop: held so they are not
+        # garbage-collected mid-run (asyncio keeps only weak references to tasks).
+        self._background_tasks: set[asyncio.Task[Any]] = set()
         logging.getLogger("spindle").setLevel(self._config.log_level)
         with _instance_lock:
             current = _instance
@@ -691,8 +695,6 @@ class DBOS(metaclass=_DBOSMeta):
         cls, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
         """Start a workflow from async code; async workflows run on the caller's loop."""
-        import asyncio
-
         rt = _get_instance()
         info = _workflow_info(func)
         start = prepare_workflow(rt, info, args, kwargs)
@@ -705,14 +707,6 @@ class DBOS(metaclass=_DBOSMeta):
             else:
                 rt._executor.submit(start.entry.run_if_unclaimed)
         return WorkflowHandleAsync(rt, start.entry.workflow_id, start.entry)
-
-    @property
-    def _background_tasks(self) -> set[Any]:
-        tasks: set[Any] | None = getattr(self, "_tasks", None)
-        if tasks is None:
-            tasks = set()
-            self._tasks = tasks
-        return tasks
 
     @classmethod
     def retrieve_workflow(

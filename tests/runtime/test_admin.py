@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from spindle import DBOS
+from spindle import DBOS, Queue
 from spindle.diagnostics import ThreadKind
 from spindle.runtime._dbos import _get_instance
 from tests.conftest import MakeDBOS
@@ -138,3 +138,22 @@ def test_dashboard_is_served_by_the_admin_server(make_dbos: MakeDBOS) -> None:
     timeline = DBOS.last_shutdown_timeline
     assert timeline is not None
     assert timeline.violations == []
+
+
+# Declared at import time, as apps declare queues.
+admin_meta_queue = Queue(
+    "admin-meta", concurrency=5, limiter={"limit": 10, "period": 2.0}, worker_concurrency=2
+)
+
+
+def test_queues_metadata_lists_the_declared_queues(admin: httpx.Client) -> None:
+    """/dbos-workflow-queues-metadata shows every declared queue with its limits."""
+    listed = {q["name"]: q for q in admin.get("/dbos-workflow-queues-metadata").json()}
+    assert listed[admin_meta_queue.name] == {
+        "name": "admin-meta",
+        "concurrency": 5,
+        "workerConcurrency": 2,
+        "rateLimit": {"limit": 10, "period": 2.0},
+        "priorityEnabled": False,
+        "pollingIntervalSec": 1.0,
+    }
