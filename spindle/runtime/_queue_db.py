@@ -9,15 +9,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSQueueDeduplicatedError
 from ._schema import workflow_status as ws
-from ._sysdb import _STATUS_COLUMNS, ENQUEUED, PENDING, StatusRow, SystemDatabase, now_ms
+from ._sysdb import ENQUEUED, PENDING, StatusRow, SystemDatabase, hot_sql, now_ms
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -50,39 +49,17 @@ def advisory_key(queue_name: str) -> int:
     return zlib.crc32(queue_name.encode()) - 2**31
 
 
-_INSERT_COLUMNS = (
-    "workflow_uuid",
-    "status",
-    "name",
-    "inputs",
-    "executor_id",
-    "application_version",
-    "created_at",
-    "updated_at",
-    "recovery_attempts",
-    "parent_workflow_id",
-    "workflow_timeout_ms",
-    "workflow_deadline_epoch_ms",
-    "queue_name",
-    "deduplication_id",
-    "priority",
+_INSERT_ENQUEUED = (
+    "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
+    " application_version, created_at, updated_at, recovery_attempts, parent_workflow_id,"
+    " workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name, deduplication_id, priority)"
+    " VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s)"
+    # Only an ID conflict means "already enqueued": a deduplication conflict raises.
+    " ON CONFLICT (workflow_uuid) DO NOTHING"
 )
-
-
-def _build_insert(dialect: Any) -> Any:
-    return (
-        dialect.insert(ws)
-        .values({c: sa.bindparam(c, type_=ws.c[c].type) for c in _INSERT_COLUMNS})
-        # Only an ID conflict means "already enqueued": a deduplication conflict raises.
-        .on_conflict_do_nothing(index_elements=[ws.c.workflow_uuid])
-        .returning(ws.c.workflow_uuid)
-    )
-
-
-# Built once: enqueue is a serial loop in many apps, and building (and cache-keying) the
-# statement on every call cost about a quarter of an enqueue's CPU in the benchmark.
-_INSERTS = {True: _build_insert(sqlite), False: _build_insert(postgresql)}
-_SELECT_ROW = sa.select(*_STATUS_COLUMNS).where(ws.c.workflow_uuid == sa.bindparam("wf_id"))
+# Prepared once per backend: enqueue is a serial loop in many apps, and it runs on the
+# system database's hot path (on SQLite, in the group commit with the steps' checkpoints).
+_INSERTS = {flag: hot_sql(_INSERT_ENQUEUED, is_sqlite=flag) for flag in (True, False)}
 
 
 def insert_enqueued(
@@ -106,34 +83,34 @@ def insert_enqueued(
     the queue holds ``deduplication_id`` (the partial unique index of migration v3).
     """
     now = now_ms()
-    params = {
-        "workflow_uuid": workflow_id,
-        "status": ENQUEUED,
-        "name": name,
-        "inputs": inputs,
-        "executor_id": executor_id,
-        "application_version": application_version,
-        "created_at": now,
-        "updated_at": now,
-        "recovery_attempts": 0,
-        "parent_workflow_id": parent_workflow_id,
-        "workflow_timeout_ms": timeout_ms,
-        "workflow_deadline_epoch_ms": deadline_epoch_ms,
-        "queue_name": queue_name,
-        "deduplication_id": deduplication_id,
-        "priority": priority,
-    }
-    try:
-        with sysdb._op() as conn:
-            # RETURNING, not rowcount: psycopg may report -1 for INSERT ... ON CONFLICT.
-            if conn.execute(_INSERTS[sysdb.sqlite], params).all():
+    params = (
+        workflow_id,
+        name,
+        inputs,
+        executor_id,
+        application_version,
+        now,
+        now,
+        parent_workflow_id,
+        timeout_ms,
+        deadline_epoch_ms,
+        queue_name,
+        deduplication_id,
+        priority,
+    )
+    while True:
+        try:
+            # The driver's row count of the one statement: 1 inserted, 0 the ID was taken.
+            if sysdb._write(_INSERTS[sysdb.sqlite], params) == 1:
                 return None
-            row = conn.execute(_SELECT_ROW, {"wf_id": workflow_id}).one()
-    except IntegrityError as exc:
-        if deduplication_id is None:
-            raise
-        raise DBOSQueueDeduplicatedError(workflow_id, queue_name, deduplication_id) from exc
-    return StatusRow.of(row)
+        except IntegrityError as exc:
+            if deduplication_id is None:
+                raise
+            raise DBOSQueueDeduplicatedError(workflow_id, queue_name, deduplication_id) from exc
+        row = sysdb.get_status(workflow_id)
+        if row is not None:
+            return row
+        # Garbage-collected between the two statements: the ID is free again.
 
 
 def has_enqueued(sysdb: SystemDatabase, queue_name: str) -> bool:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSNotLaunchedError
+from ._group_commit import GroupCommit, WriteRequest
 from ._schema import LATEST_VERSION, MIGRATIONS, SCHEMA, operation_outputs, schema_version
 from ._schema import workflow_status as ws
 
@@ -172,6 +173,20 @@ _STATUS_COLUMNS = (
 _WRITE_LOCK_TIMEOUT = 30.0
 
 
+def hot_sql(template: str, *, is_sqlite: bool, casts: tuple[str, ...] = ()) -> str:
+    """Driver SQL for the hot path (:meth:`SystemDatabase._write`) from a two-backend template.
+
+    ``{s}`` is the schema prefix, ``%s`` the placeholder (``?`` on SQLite), and each
+    ``{cast}`` takes the next of ``casts`` on PostgreSQL (nothing on SQLite).
+    """
+    text = template.replace("{s}", "" if is_sqlite else f"{SCHEMA}.")
+    if is_sqlite:
+        return text.replace("{cast}", "").replace("%s", "?")
+    for cast in casts:
+        text = text.replace("{cast}", f"::{cast}", 1)
+    return text
+
+
 class _HotSQL:
     """The statements every workflow runs, as driver SQL text prepared once.
 
@@ -184,12 +199,7 @@ class _HotSQL:
 
     def __init__(self, is_sqlite: bool) -> None:
         def sql(template: str, casts: tuple[str, ...] = ()) -> str:
-            text = template.replace("{s}", "" if is_sqlite else f"{SCHEMA}.")
-            if is_sqlite:
-                return text.replace("{cast}", "").replace("%s", "?")
-            for cast in casts:
-                text = text.replace("{cast}", f"::{cast}", 1)
-            return text
+            return hot_sql(template, is_sqlite=is_sqlite, casts=casts)
 
         self.insert_workflow = sql(
             "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
@@ -259,6 +269,8 @@ class SystemDatabase:
         # SQLite has one writer at a time. Writers of this process queue on this lock, not in
         # SQLite's busy handler, which sleeps (1, 2, 5, 10 ... 100 ms) between its retries.
         self._write_lock = threading.Lock() if self.sqlite else None
+        # SQLite: hot-path writers that queue share one commit (one fsync, one lock turn).
+        self._group = GroupCommit(self._commit_batch) if self.sqlite else None
         # Pool connections the hot path (_write) keeps checked out, autocommit, between its
         # statements; at most pool_size, so the pool's overflow stays for everything else.
         self._idle: list[_HotConnection] = []
@@ -296,37 +308,36 @@ class SystemDatabase:
                 self._gate.notify_all()
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one write statement as its own transaction; returns its row count.
+        """Run one write statement durably, atomic on its own; returns its row count.
 
         The hot path: no SQLAlchemy ``Connection``, no checkout per statement, no
-        ``BEGIN``/``COMMIT`` round trips. The statement runs in autocommit mode on a pool
-        connection this path keeps checked out (``_idle`` between statements), so it is
+        ``BEGIN``/``COMMIT`` round trips. On PostgreSQL the statement runs in autocommit mode
+        on a pool connection this path keeps checked out (``_idle`` between statements); on
+        SQLite it joins the next group commit (:mod:`._group_commit`). Either way it is
         durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit=on``) before
-        this returns, and it is atomic on its own. Same gate as :meth:`_op`: refused once
-        closing, interruptible in flight, drained by :meth:`close`.
+        this returns. Same gate as :meth:`_op`: refused once closing, interruptible in
+        flight, drained by :meth:`close`.
         """
         gate = self._gate_lock
-        lock = self._write_lock
-        token = object()
+        token = object()  # alive until the end: its id is this write's key in the gate
         key = id(token)
-        held = False
-        broken = False
         with gate:
             if self._closing:
                 raise SystemDatabaseClosed("the system database is closed (destroy() ran)")
             # Admitted: from here on the write runs unless interrupted in the database, as
             # an _op does once it is in (close() waits for it).
-            hot = self._idle.pop() if self._idle and lock is None else None
+            hot = self._idle.pop() if self._idle and self._group is None else None
             self._in_flight[key] = hot.dbapi if hot is not None else None
-        try:
-            if lock is not None:
-                # SQLite: the write turn before any connection. One writer at a time then
-                # needs one connection, so queued writers never hold pool connections (no
-                # deadlock with an _op writer waiting for one).
-                held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
+        if self._group is not None:
+            try:
+                return self._group.submit(sql, params)
+            finally:
                 with gate:
-                    hot = self._idle.pop() if self._idle else None
-                    self._in_flight[key] = hot.dbapi if hot is not None else None
+                    del self._in_flight[key]
+                    if self._closing:
+                        self._gate.notify_all()
+        broken = False
+        try:
             if hot is None:
                 hot = self._checkout()
                 with gate:
@@ -336,26 +347,112 @@ class SystemDatabase:
             broken = False
             return rowcount
         except self._dbapi.Error as exc:
-            integrity = isinstance(exc, self._dbapi.IntegrityError)
-            broken = not integrity  # anything else may have left the connection unusable
-            if self._closing and not integrity:
-                raise SystemDatabaseClosed("interrupted by shutdown") from exc
-            raise sa.exc.DBAPIError.instance(
-                sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
-            ) from exc
+            broken = not isinstance(exc, self._dbapi.IntegrityError)
+            raise self._db_error(sql, params, exc) from exc
         finally:
             with gate:
                 del self._in_flight[key]
-                keep = not broken and not self._closed and len(self._idle) < self._max_idle
-                if hot is not None and keep:
-                    self._idle.append(hot)
-                    hot = None
+                hot = self._keep(hot, broken=broken)
                 if self._closing:
                     self._gate.notify_all()
-            if held:  # after the connection is back: the next writer reuses it
-                lock.release()  # type: ignore[union-attr]
             if hot is not None:
                 self._give_back(hot, broken=broken)
+
+    def _db_error(self, sql: str, params: tuple[Any, ...], exc: Exception) -> Exception:
+        """The error a hot-path writer sees for a driver error of its statement."""
+        if self._closing and not isinstance(exc, self._dbapi.IntegrityError):
+            closed = SystemDatabaseClosed("interrupted by shutdown")
+            closed.__cause__ = exc
+            return closed
+        return sa.exc.DBAPIError.instance(
+            sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
+        )
+
+    def _keep(self, hot: _HotConnection | None, *, broken: bool) -> _HotConnection | None:
+        """Park a hot connection for the next write if it may be; else hand it back.
+
+        Call with the gate held. Returns the connection still to give back to the pool.
+        """
+        room = len(self._idle) < self._max_idle
+        if hot is not None and not broken and not self._closed and room:
+            self._idle.append(hot)
+            return None
+        return hot
+
+    def _commit_batch(self, take: Callable[[], list[WriteRequest]]) -> None:
+        """SQLite: run one group commit's statements in one transaction (the leader's job)."""
+        gate = self._gate_lock
+        lock = self._write_lock
+        assert lock is not None
+        # Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
+        held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
+        hot: _HotConnection | None = None
+        key: int | None = None
+        broken = False
+        try:
+            with gate:
+                hot = self._idle.pop() if self._idle else None
+            if hot is None:
+                hot = self._checkout()
+            # Taken only now, holding the write turn and a connection: writers that queued
+            # while this leader waited for them join this batch.
+            batch = take()
+            key = id(batch)
+            with gate:
+                self._in_flight[key] = hot.dbapi
+            broken = self._execute_batch(hot.dbapi, batch)
+        finally:
+            with gate:
+                if key is not None:
+                    del self._in_flight[key]
+                hot = self._keep(hot, broken=broken)
+                if self._closing:
+                    self._gate.notify_all()
+            if hot is not None:
+                self._give_back(hot, broken=broken)
+            if held:  # after the connection is back: the next writer reuses it
+                lock.release()
+
+    def _execute_batch(self, dbapi: Any, batch: list[WriteRequest]) -> bool:
+        """Execute and commit a batch; every request ends with its outcome. True if the
+        connection may be unusable."""
+        if len(batch) == 1:  # alone: autocommit, no BEGIN/COMMIT round trips
+            request = batch[0]
+            try:
+                request.succeed(int(dbapi.execute(request.sql, request.params).rowcount))
+            except self._dbapi.Error as exc:
+                request.fail(self._db_error(request.sql, request.params, exc))
+                return not isinstance(exc, self._dbapi.IntegrityError)
+            return False
+        executed: list[tuple[WriteRequest, int]] = []
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                try:
+                    rowcount = int(dbapi.execute(request.sql, request.params).rowcount)
+                except self._dbapi.Error as exc:
+                    if not dbapi.in_transaction:
+                        raise  # SQLite rolled the whole transaction back: the batch failed
+                    # A statement-level failure (a constraint, a bad parameter): SQLite
+                    # undid this statement only, and the others commit.
+                    request.fail(self._db_error(request.sql, request.params, exc))
+                else:
+                    executed.append((request, rowcount))
+            dbapi.execute("COMMIT")
+        except self._dbapi.Error as exc:
+            if dbapi.in_transaction:
+                try:
+                    dbapi.execute("ROLLBACK")
+                except self._dbapi.Error:
+                    logger.debug("spindle: rollback of a failed batch failed", exc_info=True)
+            for request in batch:
+                if not request.done or any(request is r for r, _ in executed):
+                    request.fail(self._db_error(request.sql, request.params, exc))
+            return True
+        # Only now, after the commit came back, is any of these rows durable.
+        for request, rowcount in executed:
+            request.succeed(rowcount)
+        return False
 
     def _checkout(self) -> _HotConnection:
         """Check a pool connection out for :meth:`_write` and put it in autocommit mode.
