@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,8 +52,50 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int, sqlite_synchronous: str = "FULL") -> Engine:
-    """An engine set up for durable, concurrent use on either backend."""
+#: SQLite's busy_timeout (ms): how long a statement waits for another connection's lock.
+_BUSY_TIMEOUT_MS = 30_000
+#: The slices in which :func:`begin_immediate` waits for another process's write lock.
+_BUSY_SLICE_MS = 50
+_SQLITE_BUSY = 5
+
+
+def begin_immediate(dbapi_conn: Any, should_stop: Callable[[], bool]) -> None:
+    """``BEGIN IMMEDIATE`` on SQLite, that a shutdown can break off while it waits.
+
+    While another process holds the write lock, SQLite's busy handler sleeps and retries
+    for busy_timeout, and ``sqlite3_interrupt()`` does not reach that wait (3.40: the
+    interrupted writer still sat out its 30 s). So the wait goes in slices of
+    ``_BUSY_SLICE_MS``, and between two slices ``should_stop()`` may end it: the last
+    ``SQLITE_BUSY`` then propagates. Writers of this process never meet here (they queue
+    on the system database's write lock first), so the slices only ever wait for others.
+    """
+    dbapi_conn.execute(f"PRAGMA busy_timeout={_BUSY_SLICE_MS}")
+    try:
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", None) == _SQLITE_BUSY
+                if not busy or should_stop() or time.monotonic() >= deadline:
+                    raise
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int,
+    sqlite_synchronous: str = "FULL",
+    should_stop: Callable[[], bool] | None = None,
+) -> Engine:
+    """An engine set up for durable, concurrent use on either backend.
+
+    On SQLite, ``should_stop`` makes a writer's wait for another process's write lock
+    end once it returns True (:func:`begin_immediate`).
+    """
     url = normalize_url(url)
     if is_sqlite(url):
         engine = sa.create_engine(
@@ -72,7 +115,7 @@ def make_engine(url: str, *, pool_size: int, sqlite_synchronous: str = "FULL") -
             # FULL: a commit is fsynced before it returns, so a power loss loses nothing
             # acknowledged (NORMAL in WAL mode may lose the last commits).
             cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -82,6 +125,14 @@ def make_engine(url: str, *, pool_size: int, sqlite_synchronous: str = "FULL") -
             # then writes fails with SQLITE_BUSY instead of waiting on busy_timeout.
             if conn.get_execution_options().get("spindle_read"):
                 conn.exec_driver_sql("BEGIN")
+            elif should_stop is not None:
+                try:
+                    begin_immediate(conn.connection.dbapi_connection, should_stop)
+                except sqlite3.Error as exc:
+                    # Raised in an event, outside SQLAlchemy's own wrapping of driver errors.
+                    raise sa.exc.DBAPIError.instance(
+                        "BEGIN IMMEDIATE", (), exc, sqlite3.Error, dialect=engine.dialect
+                    ) from exc
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -252,7 +303,10 @@ class SystemDatabase:
         if not self.sqlite:
             ensure_postgres_database(self.url)
         self.engine = make_engine(
-            self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
+            self.url,
+            pool_size=pool_size,
+            sqlite_synchronous=sqlite_synchronous,
+            should_stop=self._stopping,
         )
         self._read_engine = self.engine.execution_options(spindle_read=True)
         # The gate's lock, taken directly on the hot path (cheaper than the Condition's
@@ -292,10 +346,13 @@ class SystemDatabase:
                 # Bounded like busy_timeout: past it, SQLite's own busy handling takes over.
                 held = lock.acquire(timeout=_WRITE_LOCK_TIMEOUT)
             engine = self._read_engine if read else self.engine
-            with engine.begin() as conn:
+            with engine.connect() as conn:
+                # In flight before BEGIN: a writer waiting there for another process's
+                # write lock is one that interrupt() must reach.
                 with self._gate:
                     self._in_flight[id(token)] = conn.connection.dbapi_connection
-                yield conn
+                with conn.begin():
+                    yield conn
         except sa.exc.OperationalError as exc:
             if self._closing:
                 raise SystemDatabaseClosed("interrupted by shutdown") from exc
@@ -416,17 +473,11 @@ class SystemDatabase:
     def _execute_batch(self, dbapi: Any, batch: list[WriteRequest]) -> bool:
         """Execute and commit a batch; every request ends with its outcome. True if the
         connection may be unusable."""
-        if len(batch) == 1:  # alone: autocommit, no BEGIN/COMMIT round trips
-            request = batch[0]
-            try:
-                request.succeed(int(dbapi.execute(request.sql, request.params).rowcount))
-            except self._dbapi.Error as exc:
-                request.fail(self._db_error(request.sql, request.params, exc))
-                return not isinstance(exc, self._dbapi.IntegrityError)
-            return False
+        # A transaction even for one statement: BEGIN IMMEDIATE is where a writer waits for
+        # another process's write lock, and there a shutdown can end the wait.
         executed: list[tuple[WriteRequest, int]] = []
         try:
-            dbapi.execute("BEGIN IMMEDIATE")
+            begin_immediate(dbapi, self._stopping)
             for request in batch:
                 try:
                     rowcount = int(dbapi.execute(request.sql, request.params).rowcount)
@@ -481,6 +532,10 @@ class SystemDatabase:
             hot.fairy.invalidate()
         finally:
             hot.fairy.close()
+
+    def _stopping(self) -> bool:
+        """True once writers must stop waiting for another process's lock (interrupt)."""
+        return self._closing
 
     @property
     def closed(self) -> bool:

@@ -6,6 +6,7 @@ import collections
 import os
 import queue as stdlib_queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -403,6 +404,50 @@ def test_shutdown_interrupts_a_worker_blocked_in_the_database(
             holder.rollback()
     finally:
         engine.dispose()
+
+
+def test_shutdown_interrupts_a_worker_waiting_for_sqlites_write_lock(
+    make_dbos: MakeDBOS, db_url: str
+) -> None:
+    """Another process holds SQLite's write lock: a woken worker waits in its dequeue's
+    BEGIN IMMEDIATE; phase 8 ends that wait and phase 9 joins the worker."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    make_dbos().launch()
+    rt = _get_instance()
+    worker = rt._queues.worker_threads()[lazy_queue.name]
+    other = sqlite3.connect(sa.engine.make_url(db_url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+        rt._queues.wake(lazy_queue.name)  # as an enqueue does: the worker dequeues at once
+        _wait_until_in(worker.thread, "begin_immediate")
+        DBOS.destroy()
+        timeline = DBOS.last_shutdown_timeline
+        assert timeline is not None
+        interrupts = [e for e in timeline.events if e.type is EventType.DB_INTERRUPT]
+        assert len(interrupts) == 1
+        assert interrupts[0].attrs["interrupted"] >= 1
+        assert timeline.violations == []
+        snap = {t.name: t for t in DBOS.thread_registry.snapshot().threads}
+        record = snap[worker_name(lazy_queue.name)]
+        assert record.join_outcome is JoinOutcome.JOINED
+        assert record.exception is None
+    finally:
+        other.rollback()
+        other.close()
+
+
+def _wait_until_in(thread: threading.Thread, function: str) -> None:
+    """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
+    waiter = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return
+            frame = frame.f_back
+        waiter.wait(0.01)
+    raise AssertionError(f"the thread never reached {function}()")
 
 
 def _wait_until_blocked(conn: sa.Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,6 +177,57 @@ def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
     th = threading.Thread(target=body)
     th.start()
     return th, outcome
+
+
+def _in_function(thread: threading.Thread, name: str) -> bool:
+    """Whether the thread's stack holds a frame of the function ``name`` now."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("via", ["hot-path", "transaction"])
+def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(
+    db_url: str, via: str
+) -> None:
+    """Another process holds SQLite's write lock: our writer waits in BEGIN IMMEDIATE, where
+    sqlite3_interrupt() does not reach; interrupt() still ends the wait, well within
+    busy_timeout, and the writer sees SystemDatabaseClosed."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    db = SystemDatabase(db_url, pool_size=2)
+    db.migrate()
+    _insert(db, "a")
+    other = sqlite3.connect(sa.engine.make_url(db_url).database or "", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+
+    def write() -> None:
+        if via == "hot-path":
+            db.finish_workflow("a", SUCCESS, output=b"x", error=None)
+        else:
+            db.cancel("a")
+
+    th, outcome = _run(write)
+    try:
+        _wait_until(lambda: _in_function(th, "begin_immediate"))
+        started = time.monotonic()
+        assert db.interrupt() >= 1
+        th.join(10)
+        assert not th.is_alive()
+        assert time.monotonic() - started < 5  # not busy_timeout (30 s)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], SystemDatabaseClosed)
+    finally:
+        other.rollback()
+        other.close()
+        th.join(10)
+        assert db.close() == 0
+    check = sqlite3.connect(sa.engine.make_url(db_url).database or "")
+    assert check.execute("SELECT status FROM workflow_status").fetchall() == [(PENDING,)]
+    check.close()
 
 
 def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
