@@ -60,7 +60,7 @@ from ._messaging_db import MessagingDatabase
 from ._notifications import NotificationListener, make_listener
 from ._pollers import POLLERS, PollerSet, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
-from ._queue_db import requeue_pending
+from ._queue_db import requeue_pending, requeue_resumed
 from ._queue_manager import QueueManager
 from ._receivers import EventSource
 from ._schedules import (
@@ -782,7 +782,11 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def resume_workflow(cls, workflow_id: str) -> WorkflowHandle[Any]:
-        """Resume a cancelled or failed workflow from its last completed step."""
+        """Resume a cancelled or failed workflow from its last completed step.
+
+        A workflow of a queue goes back to that queue (ENQUEUED) and starts when the
+        queue's limits allow; any other restarts here at once.
+        """
         rt = _get_instance()
         rt._require_launched()
         active: ActiveWorkflow | None = rt._active.get(workflow_id)
@@ -791,6 +795,11 @@ class DBOS(metaclass=_DBOSMeta):
         if active is not None:
             # A cancelled entry lingers until its body reaches a boundary; wait for it.
             rt._active.release(active)
+        queue_name = requeue_resumed(rt._sysdb, workflow_id)
+        if queue_name is not None:
+            # A queued workflow goes back to its queue, under the queue's limits (as DBOS).
+            rt._queues.wake(queue_name)
+            return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
         row = rt._sysdb.resume(workflow_id, rt._config.executor_id)
         if row is None:
             raise DBOSNonExistentWorkflowError(workflow_id)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSQueueDeduplicatedError
 from ._schema import workflow_status as ws
-from ._sysdb import ENQUEUED, PENDING, StatusRow, SystemDatabase, hot_sql, now_ms
+from ._sysdb import ENQUEUED, PENDING, SUCCESS, StatusRow, SystemDatabase, hot_sql, now_ms
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -266,3 +266,33 @@ def requeue_pending(sysdb: SystemDatabase, executor_ids: Sequence[str]) -> int:
     )
     with sysdb._op() as conn:
         return int(conn.execute(stmt).rowcount)
+
+
+def requeue_resumed(sysdb: SystemDatabase, workflow_id: str) -> str | None:
+    """Resume a queued workflow as DBOS does: back in its queue, ENQUEUED.
+
+    Its queue's concurrency and rate limits then govern the new start, as on recovery: a
+    resume never runs it past them. Recovery attempts, start time and deadline are reset
+    (a timeout runs again from the next start) and so is the deduplication ID (as DBOS).
+    Returns the queue's name, or None when the workflow is not a queued one, or finished.
+    """
+    stmt = (
+        ws.update()
+        .where(
+            ws.c.workflow_uuid == workflow_id,
+            ws.c.queue_name.isnot(None),
+            ws.c.status != SUCCESS,
+        )
+        .values(
+            status=ENQUEUED,
+            recovery_attempts=0,
+            started_at_epoch_ms=None,
+            workflow_deadline_epoch_ms=None,
+            deduplication_id=None,
+            updated_at=now_ms(),
+        )
+        .returning(ws.c.queue_name)
+    )
+    with sysdb._op() as conn:
+        row = conn.execute(stmt).one_or_none()
+    return None if row is None else str(row[0])

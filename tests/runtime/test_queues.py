@@ -309,6 +309,24 @@ def test_cancel_an_enqueued_workflow_it_never_starts(dbos: type[DBOS]) -> None:
     assert order == ["blocker"]
 
 
+def test_resume_puts_a_queued_workflow_back_in_its_queue(dbos: type[DBOS]) -> None:
+    """A cancelled queued workflow resumes ENQUEUED in its own queue (as DBOS), so the
+    queue's limit governs it: it waits while the one slot is taken, then runs."""
+    first = priority_queue.enqueue(q_held, "first")
+    assert arrived(1) == ["first"]
+    second = priority_queue.enqueue(q_held, "second")
+    DBOS.cancel_workflow(second.workflow_id)
+    assert second.get_status().status == "CANCELLED"
+    resumed = DBOS.resume_workflow(second.workflow_id)
+    assert resumed.workflow_id == second.workflow_id
+    assert resumed.get_status().status == "ENQUEUED"  # not started past concurrency=1
+    release.set()
+    assert first.get_result() == "first"
+    assert resumed.get_result() == "second"
+    assert gauge.max == 1
+    assert order == ["first", "second"]
+
+
 @pytest.mark.slow
 def test_a_failed_start_puts_the_rows_back_in_the_queue(
     dbos: type[DBOS], monkeypatch: pytest.MonkeyPatch

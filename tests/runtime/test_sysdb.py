@@ -190,9 +190,7 @@ def _in_function(thread: threading.Thread, name: str) -> bool:
 
 
 @pytest.mark.parametrize("via", ["hot-path", "transaction"])
-def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(
-    db_url: str, via: str
-) -> None:
+def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(db_url: str, via: str) -> None:
     """Another process holds SQLite's write lock: our writer waits in BEGIN IMMEDIATE, where
     sqlite3_interrupt() does not reach; interrupt() still ends the wait, well within
     busy_timeout, and the writer sees SystemDatabaseClosed."""
