@@ -151,16 +151,12 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
     async def list_queued(request: Request) -> Response:
         body = await _body(request)
         queue_name = _field(body, "queue_name", str)
-        statuses = await run_in_threadpool(
-            lambda: DBOS.list_workflows(
-                status=["ENQUEUED", "PENDING"],
-                name=_field(body, "workflow_name", str),
-                limit=_field(body, "limit", int),
-            )
+        name = _field(body, "workflow_name", str)
+        limit = _field(body, "limit", int)
+        # Filtered in SQL, so the limit counts queued workflows of that queue only.
+        queued = await run_in_threadpool(
+            lambda: DBOS.list_queued_workflows(queue_name=queue_name, name=name, limit=limit)
         )
-        queued = [s for s in statuses if s.queue_name is not None]
-        if queue_name is not None:
-            queued = [s for s in queued if s.queue_name == queue_name]
         return JSONResponse([workflow_json(s) for s in queued])
 
     async def get_workflow(request: Request) -> Response:

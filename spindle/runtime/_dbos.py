@@ -745,27 +745,62 @@ class DBOS(metaclass=_DBOSMeta):
         start_time: str | None = None,
         end_time: str | None = None,
         name: str | None = None,
+        queue_name: str | list[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
         sort_desc: bool = False,
         load_input: bool = True,
+        queues_only: bool = False,
     ) -> list[WorkflowStatus]:
         """Workflows matching the filters (times as ISO 8601 strings), oldest first."""
         rt = _get_instance()
         rt._require_launched()
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise ValueError("limit must be a non-negative integer")
+        for key, value in (("limit", limit), ("offset", offset)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
         rows = rt._sysdb.list_workflows(
             workflow_ids=workflow_ids,
             status=status,
             name=name,
             start_time_ms=_iso_ms(start_time, "start_time"),
             end_time_ms=_iso_ms(end_time, "end_time"),
+            queue_name=queue_name,
+            queues_only=queues_only,
             limit=limit,
             offset=offset,
             sort_desc=sort_desc,
         )
         return [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
+
+    @classmethod
+    def list_queued_workflows(
+        cls,
+        *,
+        queue_name: str | list[str] | None = None,
+        status: str | list[str] | None = None,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        sort_desc: bool = False,
+        load_input: bool = True,
+    ) -> list[WorkflowStatus]:
+        """Workflows still in a queue (ENQUEUED or PENDING unless ``status`` is given)."""
+        return cls.list_workflows(
+            queue_name=queue_name,
+            status=status,
+            start_time=start_time,
+            end_time=end_time,
+            name=name,
+            limit=limit,
+            offset=offset,
+            sort_desc=sort_desc,
+            load_input=load_input,
+            queues_only=True,
+        )
 
     @classmethod
     def cancel_workflow(cls, workflow_id: str) -> None:

@@ -12,6 +12,8 @@ import pytest
 from spindle import DBOS, Queue
 from spindle.diagnostics import ThreadKind
 from spindle.runtime._dbos import _get_instance
+from spindle.runtime._queue_db import insert_enqueued
+from spindle.runtime._serialization import serialize
 from tests.conftest import MakeDBOS
 
 
@@ -157,3 +159,30 @@ def test_queues_metadata_lists_the_declared_queues(admin: httpx.Client) -> None:
         "priorityEnabled": False,
         "pollingIntervalSec": 1.0,
     }
+
+
+def test_queues_lists_one_queue_up_to_the_limit(admin: httpx.Client) -> None:
+    """POST /queues filters by queue in the query: the limit counts that queue's workflows,
+    not every queued workflow (it filtered after the limit before)."""
+    rt = _get_instance()
+    for queue_name, count in (("admin-a", 3), ("admin-b", 2)):
+        for i in range(count):
+            insert_enqueued(
+                rt._sysdb,
+                workflow_id=f"{queue_name}-{i}",
+                name="elsewhere",
+                inputs=serialize(((), {}), "inputs"),
+                queue_name=queue_name,
+                executor_id="other",
+                application_version="0",
+                parent_workflow_id=None,
+                timeout_ms=None,
+                deadline_epoch_ms=None,
+                deduplication_id=None,
+                priority=0,
+            )
+    listed = admin.post("/queues", json={"queue_name": "admin-b", "limit": 2}).json()
+    assert [w["WorkflowUUID"] for w in listed] == ["admin-b-0", "admin-b-1"]
+    assert {w["QueueName"] for w in listed} == {"admin-b"}
+    assert len(admin.post("/queues", json={}).json()) == 5
+    assert admin.post("/queues", json={"limit": -1}).status_code == 400

@@ -30,8 +30,10 @@ from spindle import (
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
 from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
+from spindle.runtime._queue_db import insert_enqueued
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
+from spindle.runtime._serialization import serialize
 from tests.conftest import MakeDBOS
 from tests.runtime import queue_app
 from tests.runtime.queue_app import Gauge, queued_workflow, recovery_gauge
@@ -325,6 +327,52 @@ def test_resume_puts_a_queued_workflow_back_in_its_queue(dbos: type[DBOS]) -> No
     assert resumed.get_result() == "second"
     assert gauge.max == 1
     assert order == ["first", "second"]
+
+
+def _enqueue_elsewhere(queue_name: str, count: int) -> list[str]:
+    """ENQUEUED rows of a queue no worker of this process serves (another app's queue)."""
+    rt = _get_instance()
+    ids = [f"{queue_name}-{i}" for i in range(count)]
+    for wf_id in ids:
+        insert_enqueued(
+            rt._sysdb,
+            workflow_id=wf_id,
+            name="elsewhere",
+            inputs=serialize(((), {}), "inputs"),
+            queue_name=queue_name,
+            executor_id="other",
+            application_version="0",
+            parent_workflow_id=None,
+            timeout_ms=None,
+            deadline_epoch_ms=None,
+            deduplication_id=None,
+            priority=0,
+        )
+    return ids
+
+
+def test_list_queued_workflows_filters_by_queue_before_the_limit(dbos: type[DBOS]) -> None:
+    """list_queued_workflows: only workflows still in a queue; queue_name, status and limit
+    apply in the query, so a limit counts the named queue's workflows only."""
+    done = dedup_queue.enqueue(q_quick, 1)
+    assert done.get_result() == 2
+    assert DBOS.start_workflow(q_quick, 5).get_result() == 6  # not queued
+    first = _enqueue_elsewhere("elsewhere-a", 3)
+    second = _enqueue_elsewhere("elsewhere-b", 2)
+
+    queued = DBOS.list_queued_workflows()
+    assert [w.workflow_id for w in queued] == first + second
+    assert {w.status for w in queued} == {"ENQUEUED"}
+    only = DBOS.list_queued_workflows(queue_name="elsewhere-b", limit=1)
+    assert [w.workflow_id for w in only] == second[:1]
+    newest = DBOS.list_queued_workflows(queue_name=["elsewhere-a"], limit=2, sort_desc=True)
+    assert [w.workflow_id for w in newest] == [first[2], first[1]]
+    finished = DBOS.list_queued_workflows(status="SUCCESS")
+    assert [w.workflow_id for w in finished] == [done.workflow_id]
+    by_queue = DBOS.list_workflows(queue_name=dedup_queue.name)
+    assert [(w.workflow_id, w.status) for w in by_queue] == [(done.workflow_id, "SUCCESS")]
+    with pytest.raises(ValueError, match="offset"):
+        DBOS.list_queued_workflows(offset=-1)
 
 
 @pytest.mark.slow
