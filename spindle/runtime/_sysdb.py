@@ -59,7 +59,9 @@ _BUSY_SLICE_MS = 50
 _SQLITE_BUSY = 5
 
 
-def begin_immediate(dbapi_conn: Any, should_stop: Callable[[], bool]) -> None:
+def begin_immediate(
+    dbapi_conn: Any, should_stop: Callable[[], bool], *, sliced: bool = False
+) -> None:
     """``BEGIN IMMEDIATE`` on SQLite, that a shutdown can break off while it waits.
 
     While another process holds the write lock, SQLite's busy handler sleeps and retries
@@ -68,20 +70,30 @@ def begin_immediate(dbapi_conn: Any, should_stop: Callable[[], bool]) -> None:
     ``_BUSY_SLICE_MS``, and between two slices ``should_stop()`` may end it: the last
     ``SQLITE_BUSY`` then propagates. Writers of this process never meet here (they queue
     on the system database's write lock first), so the slices only ever wait for others.
+
+    ``sliced``: the connection's busy_timeout already is the slice (the hot path's
+    connections keep it: the two PRAGMAs cost as much as a commit's fsync, measured).
     """
+    if sliced:
+        _begin_in_slices(dbapi_conn, should_stop)
+        return
     dbapi_conn.execute(f"PRAGMA busy_timeout={_BUSY_SLICE_MS}")
     try:
-        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                dbapi_conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", None) == _SQLITE_BUSY
-                if not busy or should_stop() or time.monotonic() >= deadline:
-                    raise
+        _begin_in_slices(dbapi_conn, should_stop)
     finally:
         dbapi_conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+
+
+def _begin_in_slices(dbapi_conn: Any, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) == _SQLITE_BUSY
+            if not busy or should_stop() or time.monotonic() >= deadline:
+                raise
 
 
 def make_engine(
@@ -477,7 +489,7 @@ class SystemDatabase:
         # another process's write lock, and there a shutdown can end the wait.
         executed: list[tuple[WriteRequest, int]] = []
         try:
-            begin_immediate(dbapi, self._stopping)
+            begin_immediate(dbapi, self._stopping, sliced=True)
             for request in batch:
                 try:
                     rowcount = int(dbapi.execute(request.sql, request.params).rowcount)
@@ -508,16 +520,21 @@ class SystemDatabase:
     def _checkout(self) -> _HotConnection:
         """Check a pool connection out for :meth:`_write` and put it in autocommit mode.
 
-        SQLite connections already are (``isolation_level=None``, set on connect).
+        SQLite connections already are (``isolation_level=None``, set on connect); they
+        take the slice as busy_timeout instead: the hot path only ever waits for another
+        process in :func:`begin_immediate`, and there in slices. :meth:`_give_back`
+        restores both.
         """
         fairy = self.engine.raw_connection()
         hot = _HotConnection(fairy)
-        if not self.sqlite:
-            try:
+        try:
+            if self.sqlite:
+                hot.dbapi.execute(f"PRAGMA busy_timeout={_BUSY_SLICE_MS}")
+            else:
                 hot.dbapi.autocommit = True
-            except BaseException:
-                fairy.close()
-                raise
+        except BaseException:
+            fairy.close()
+            raise
         return hot
 
     def _give_back(self, hot: _HotConnection, *, broken: bool) -> None:
@@ -525,7 +542,9 @@ class SystemDatabase:
         try:
             if broken:
                 hot.fairy.invalidate()
-            elif not self.sqlite:
+            elif self.sqlite:
+                hot.dbapi.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            else:
                 hot.dbapi.autocommit = False
         except Exception:
             logger.debug("spindle: could not reset a connection", exc_info=True)
