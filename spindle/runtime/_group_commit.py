@@ -24,12 +24,15 @@ from typing import Any
 class WriteRequest:
     """One writer's statement, waiting in (or run by) a batch."""
 
-    __slots__ = ("_wake", "done", "error", "lead", "params", "rowcount", "sql")
+    __slots__ = ("_wake", "done", "error", "fetch", "lead", "params", "rowcount", "rows", "sql")
 
-    def __init__(self, sql: str, params: tuple[Any, ...]) -> None:
+    def __init__(self, sql: str, params: tuple[Any, ...], fetch: bool = False) -> None:
         self.sql = sql
         self.params = params
+        #: Whether the statement returns rows (``RETURNING``) the writer wants.
+        self.fetch = fetch
         self.rowcount = -1
+        self.rows: list[Any] = []
         self.error: BaseException | None = None
         self.done = False
         #: Set when the writer is woken to lead the next batch rather than with its outcome.
@@ -38,9 +41,10 @@ class WriteRequest:
         self._wake = threading.Lock()
         self._wake.acquire()
 
-    def succeed(self, rowcount: int) -> None:
-        """Record the statement's row count (its batch has not committed yet)."""
+    def succeed(self, rowcount: int, rows: list[Any] | None = None) -> None:
+        """Record the statement's row count and rows (once its batch has committed)."""
         self.rowcount = rowcount
+        self.rows = rows or []
         self.error = None
         self.done = True
 
@@ -49,11 +53,11 @@ class WriteRequest:
         self.error = error
         self.done = True
 
-    def outcome(self) -> int:
-        """The row count, or raise the recorded error."""
+    def outcome(self) -> WriteRequest:
+        """This request, done; or raise the recorded error."""
         if self.error is not None:
             raise self.error
-        return self.rowcount
+        return self
 
 
 #: Runs one batch: ``take()`` returns the statements queued so far (call it once, when ready
@@ -74,9 +78,9 @@ class GroupCommit:
         self.batches = 0
         self.statements = 0
 
-    def submit(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one write statement durably; returns its row count, or raises its error."""
-        request = WriteRequest(sql, params)
+    def submit(self, sql: str, params: tuple[Any, ...], *, fetch: bool = False) -> WriteRequest:
+        """Run one write statement durably; returns it done, or raises its error."""
+        request = WriteRequest(sql, params, fetch)
         with self._lock:
             self._queue.append(request)
             lead = not self._leading

@@ -1,7 +1,7 @@
 """The queues' SQL: enqueue, dequeue under the queue's limits, and re-enqueue on recovery.
 
 Kept apart from ``_sysdb.py`` (one concept per module); it runs through the same close gate
-(``sysdb._op()``), so shutdown interrupts and drains these queries like any other.
+(``sysdb._op()`` and its hot path), so shutdown interrupts and drains these queries like any other.
 """
 
 from __future__ import annotations
@@ -113,6 +113,53 @@ def insert_enqueued(
         # Garbage-collected between the two statements: the ID is free again.
 
 
+_DEQUEUE_UNLIMITED = (
+    "UPDATE {s}workflow_status SET status = 'PENDING', executor_id = %s,"
+    " started_at_epoch_ms = %s, updated_at = %s,"
+    # A queued workflow's timeout runs from its start, not from its enqueue (as DBOS).
+    " workflow_deadline_epoch_ms = CASE WHEN workflow_deadline_epoch_ms IS NULL"
+    " AND workflow_timeout_ms IS NOT NULL THEN %s{cast} + workflow_timeout_ms"
+    " ELSE workflow_deadline_epoch_ms END"
+    " WHERE status = 'ENQUEUED' AND workflow_uuid IN ("
+    "SELECT workflow_uuid FROM {s}workflow_status"
+    " WHERE queue_name = %s AND status = 'ENQUEUED' ORDER BY {order} LIMIT %s{lock})"
+    " RETURNING workflow_uuid, name, inputs, workflow_deadline_epoch_ms, recovery_attempts,"
+    " priority, created_at"
+)
+
+
+def _dequeue_sql(*, is_sqlite: bool, priority: bool) -> str:
+    order = "created_at, workflow_uuid"
+    template = _DEQUEUE_UNLIMITED.replace("{order}", f"priority, {order}" if priority else order)
+    template = template.replace("{lock}", "" if is_sqlite else " FOR UPDATE SKIP LOCKED")
+    return hot_sql(template, is_sqlite=is_sqlite, casts=("bigint",))
+
+
+# By (SQLite?, priority enabled?): one statement, prepared once.
+_DEQUEUES = {
+    (flag, prio): _dequeue_sql(is_sqlite=flag, priority=prio)
+    for flag in (True, False)
+    for prio in (True, False)
+}
+
+
+def _dequeue_unlimited(
+    sysdb: SystemDatabase, queue: Queue, *, executor_id: str, max_rows: int, deadline_base: int
+) -> DequeueResult:
+    """A queue without limits needs no counts: its dequeue is one ``UPDATE ... RETURNING``
+    on the hot path (on SQLite, in the group commit with the checkpoints; on PostgreSQL,
+    the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
+    now = now_ms()
+    params = (executor_id, now, now, deadline_base, queue.name, max_rows)
+    rows = sysdb._write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    # RETURNING gives no order: start them in dequeue (priority, FIFO) order.
+    if queue.priority_enabled:
+        rows.sort(key=lambda r: (r[5], r[6], r[0]))
+    else:
+        rows.sort(key=lambda r: (r[6], r[0]))
+    return DequeueResult([Dequeued(*tuple(r[:5])) for r in rows])
+
+
 def has_enqueued(sysdb: SystemDatabase, queue_name: str) -> bool:
     """A cheap read: does the queue hold any ENQUEUED workflow? (Idle polls take no lock.)"""
     stmt = sa.select(sa.exists().where(ws.c.queue_name == queue_name, ws.c.status == ENQUEUED))
@@ -138,10 +185,17 @@ def dequeue(
     serialises the dequeues of that queue, and each count then sees every committed start
     (READ COMMITTED reads a fresh snapshot per statement).
 
+    A queue with none of those limits needs no counts: its dequeue is one statement on
+    the system database's hot path (:func:`_dequeue_unlimited`).
+
     ``clock_ms`` reads the runtime's clock, the base of a queued workflow's deadline.
     """
     if max_rows <= 0:
         return DequeueResult([])
+    if queue.concurrency is None and queue.limiter is None and queue.worker_concurrency is None:
+        return _dequeue_unlimited(
+            sysdb, queue, executor_id=executor_id, max_rows=max_rows, deadline_base=clock_ms()
+        )
     with sysdb._op() as conn:
         if not sysdb.sqlite and (queue.concurrency is not None or queue.limiter is not None):
             conn.execute(

@@ -377,7 +377,17 @@ class SystemDatabase:
                 self._gate.notify_all()
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one write statement durably, atomic on its own; returns its row count.
+        """Run one write statement durably, atomic on its own; returns its row count."""
+        return self._write_statement(sql, params, fetch=False)[0]
+
+    def _write_returning(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """:meth:`_write` for a statement with ``RETURNING``: returns its rows."""
+        return self._write_statement(sql, params, fetch=True)[1]
+
+    def _write_statement(
+        self, sql: str, params: tuple[Any, ...], *, fetch: bool
+    ) -> tuple[int, list[Any]]:
+        """Run one write statement durably, atomic on its own: (row count, rows).
 
         The hot path: no SQLAlchemy ``Connection``, no checkout per statement, no
         ``BEGIN``/``COMMIT`` round trips. On PostgreSQL the statement runs in autocommit mode
@@ -399,7 +409,8 @@ class SystemDatabase:
             self._in_flight[key] = hot.dbapi if hot is not None else None
         if self._group is not None:
             try:
-                return self._group.submit(sql, params)
+                done = self._group.submit(sql, params, fetch=fetch)
+                return done.rowcount, done.rows
             finally:
                 with gate:
                     del self._in_flight[key]
@@ -412,9 +423,10 @@ class SystemDatabase:
                 with gate:
                     self._in_flight[key] = hot.dbapi
             broken = True  # until the statement comes back, one way or another
-            rowcount = int(hot.dbapi.execute(sql, params).rowcount)
+            cursor = hot.dbapi.execute(sql, params)
+            rows = cursor.fetchall() if fetch else []
             broken = False
-            return rowcount
+            return int(cursor.rowcount), rows
         except self._dbapi.Error as exc:
             broken = not isinstance(exc, self._dbapi.IntegrityError)
             raise self._db_error(sql, params, exc) from exc
@@ -487,12 +499,16 @@ class SystemDatabase:
         connection may be unusable."""
         # A transaction even for one statement: BEGIN IMMEDIATE is where a writer waits for
         # another process's write lock, and there a shutdown can end the wait.
-        executed: list[tuple[WriteRequest, int]] = []
+        executed: list[tuple[WriteRequest, int, list[Any] | None]] = []
         try:
             begin_immediate(dbapi, self._stopping, sliced=True)
             for request in batch:
                 try:
-                    rowcount = int(dbapi.execute(request.sql, request.params).rowcount)
+                    cursor = dbapi.execute(request.sql, request.params)
+                    # RETURNING rows are read now: a statement still stepping would make
+                    # the COMMIT fail ("SQL statements in progress").
+                    rows = cursor.fetchall() if request.fetch else None
+                    rowcount = int(cursor.rowcount)
                 except self._dbapi.Error as exc:
                     if not dbapi.in_transaction:
                         raise  # SQLite rolled the whole transaction back: the batch failed
@@ -500,7 +516,7 @@ class SystemDatabase:
                     # undid this statement only, and the others commit.
                     request.fail(self._db_error(request.sql, request.params, exc))
                 else:
-                    executed.append((request, rowcount))
+                    executed.append((request, rowcount, rows))
             dbapi.execute("COMMIT")
         except self._dbapi.Error as exc:
             if dbapi.in_transaction:
@@ -509,12 +525,12 @@ class SystemDatabase:
                 except self._dbapi.Error:
                     logger.debug("spindle: rollback of a failed batch failed", exc_info=True)
             for request in batch:
-                if not request.done or any(request is r for r, _ in executed):
+                if not request.done or any(request is r for r, _, _ in executed):
                     request.fail(self._db_error(request.sql, request.params, exc))
             return True
         # Only now, after the commit came back, is any of these rows durable.
-        for request, rowcount in executed:
-            request.succeed(rowcount)
+        for request, rowcount, rows in executed:
+            request.succeed(rowcount, rows)
         return False
 
     def _checkout(self) -> _HotConnection:

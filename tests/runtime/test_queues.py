@@ -30,7 +30,7 @@ from spindle import (
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
 from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
-from spindle.runtime._queue_db import insert_enqueued
+from spindle.runtime._queue_db import dequeue, insert_enqueued
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
 from spindle.runtime._serialization import serialize
@@ -48,6 +48,10 @@ priority_queue = Queue("test-priority", concurrency=1, priority_enabled=True)
 dedup_queue = Queue("test-dedup")
 # An hour between polls: only the wake-up of an enqueue can start its workflows in time.
 lazy_queue = Queue("test-lazy", polling_interval_sec=3600)
+# No limits, priority on; its worker polls hourly, so a test can dequeue by hand.
+unlimited_priority_queue = Queue(
+    "test-unlimited-priority", priority_enabled=True, polling_interval_sec=3600
+)
 
 gauge = Gauge()
 release = threading.Event()
@@ -351,6 +355,47 @@ def _enqueue_elsewhere(queue_name: str, count: int) -> list[str]:
     return ids
 
 
+def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
+    dbos: type[DBOS],
+) -> None:
+    """A queue without limits dequeues in one UPDATE ... RETURNING: priority, then FIFO,
+    at most max_rows, PENDING for this executor, a timeout's deadline from the start."""
+    rt = _get_instance()
+    queue = unlimited_priority_queue
+    # Its worker has polled once (nothing there) and waits an hour: the rows are ours.
+    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    specs = [("p3", 3, None), ("p1-a", 1, 5_000), ("p2", 2, None), ("p1-b", 1, None)]
+    for wf_id, priority, timeout_ms in specs:
+        insert_enqueued(
+            rt._sysdb,
+            workflow_id=wf_id,
+            name="elsewhere",
+            inputs=serialize(((), {}), "inputs"),
+            queue_name=queue.name,
+            executor_id="other",
+            application_version="0",
+            parent_workflow_id=None,
+            timeout_ms=timeout_ms,
+            deadline_epoch_ms=None,
+            deduplication_id=None,
+            priority=priority,
+        )
+    first = dequeue(rt._sysdb, queue, executor_id="me", max_rows=3, clock_ms=lambda: 1_000)
+    assert [r.workflow_id for r in first.rows] == ["p1-a", "p1-b", "p2"]
+    assert [r.deadline_epoch_ms for r in first.rows] == [6_000, None, None]
+    assert first.retry_after is None
+    rows = {w.workflow_id: w for w in DBOS.list_workflows(queue_name=queue.name)}
+    assert {i: (rows[i].status, rows[i].executor_id) for i in rows} == {
+        "p1-a": ("PENDING", "me"),
+        "p1-b": ("PENDING", "me"),
+        "p2": ("PENDING", "me"),
+        "p3": ("ENQUEUED", "other"),
+    }
+    rest = dequeue(rt._sysdb, queue, executor_id="me", max_rows=5, clock_ms=lambda: 1_000)
+    assert [r.workflow_id for r in rest.rows] == ["p3"]
+    assert dequeue(rt._sysdb, queue, executor_id="me", max_rows=5, clock_ms=lambda: 1).rows == []
+
+
 def test_list_queued_workflows_filters_by_queue_before_the_limit(dbos: type[DBOS]) -> None:
     """list_queued_workflows: only workflows still in a queue; queue_name, status and limit
     apply in the query, so a limit counts the named queue's workflows only."""
@@ -503,15 +548,19 @@ def test_shutdown_interrupts_a_worker_waiting_for_sqlites_write_lock(
         other.close()
 
 
-def _wait_until_in(thread: threading.Thread, function: str) -> None:
-    """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
+def _wait_until_in(thread: threading.Thread, function: str, caller: str | None = None) -> None:
+    """Wait until the thread's stack holds a frame of ``function`` (called by ``caller``
+    when given), bounded."""
     waiter = threading.Event()
     for _ in range(int(WAIT / 0.01)):
         frame = sys._current_frames().get(thread.ident or -1)
         while frame is not None:
-            if frame.f_code.co_name == function:
+            outer = frame.f_back
+            if frame.f_code.co_name == function and (
+                caller is None or (outer is not None and outer.f_code.co_name == caller)
+            ):
                 return
-            frame = frame.f_back
+            frame = outer
         waiter.wait(0.01)
     raise AssertionError(f"the thread never reached {function}()")
 
