@@ -48,6 +48,10 @@ WAITING_ON_VALUES = (
 _DEPTH = 8
 
 
+# The runtime modules whose lock waits are waits for SQLite's write turn.
+_SQLITE_TURN_FILES = ("/spindle/runtime/_sysdb.py", "/spindle/runtime/_group_commit.py")
+
+
 def _name(frame: Mapping[str, Any]) -> str:
     return str(frame.get("qualname") or frame.get("function") or "")
 
@@ -73,6 +77,11 @@ def _classify_one(frame: Mapping[str, Any]) -> str | None:
     if "/psycopg/" in path or "/psycopg_c/" in path or "/psycopg2/" in path:
         return DB_PSYCOPG
     if "/sqlite3/" in path and "site-packages" not in path:
+        return DB_SQLITE
+    if path.endswith(_SQLITE_TURN_FILES) and ".acquire(" in line:
+        # Spindle's SQLite writers queue in-process for the one write lock (the group
+        # commit's followers wait for their leader's commit): a database wait, not a lock
+        # of the app's own. Known by path: diagnostics imports nothing of the runtime.
         return DB_SQLITE
     if _stdlib(frame, "threading.py"):
         # Event.wait's own line is ``self._cond.wait(timeout)``: that recognises it when a

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from spindle.diagnostics import capture_stack, waiting_on
+from spindle.diagnostics._waiting import DB_SQLITE
 from spindle.runtime._group_commit import GroupCommit, WriteRequest
 from spindle.runtime._schema import SCHEMA, operation_outputs, workflow_status
 from spindle.runtime._sysdb import SUCCESS, SystemDatabase, normalize_url
@@ -90,6 +92,35 @@ def test_writers_queued_meanwhile_share_one_commit_and_keep_their_outcomes(
     steps = db.step_outputs("a")
     assert sorted(steps) == [0, 1, 2, 3, 4]
     assert steps[0].output == b"first"
+
+
+def _waits_on_sqlite(thread: threading.Thread) -> bool:
+    assert thread.ident is not None
+    return waiting_on(capture_stack(thread.ident) or []) == DB_SQLITE
+
+
+def test_writers_waiting_their_turn_show_as_database_waits(sqlite_db: SystemDatabase) -> None:
+    """The dashboard's waiting_on for a leader waiting for the write turn and a follower
+    waiting for the leader's commit: db:sqlite3, not an anonymous lock."""
+    db = sqlite_db
+    db.insert_workflow(
+        workflow_id="a", name="wf", inputs=b"", executor_id="x", application_version="0"
+    )
+    lock = db._write_lock
+    assert lock is not None
+    lock.acquire()
+    try:
+        leader = _start(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
+        _wait_until(lambda: _queued(db) == 1)
+        follower = _start(lambda: db.record_step("a", 2, "s", output=b"o", error=None))
+        _wait_until(lambda: _queued(db) == 2)
+        for th, _ in (leader, follower):
+            _wait_until(functools.partial(_waits_on_sqlite, th))
+    finally:
+        lock.release()
+    for th, out in (leader, follower):
+        th.join(WAIT)
+        assert out == ["recorded"]
 
 
 def test_a_bad_parameter_fails_only_its_writer(sqlite_db: SystemDatabase) -> None:
