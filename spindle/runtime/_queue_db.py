@@ -98,19 +98,12 @@ def insert_enqueued(
         deduplication_id,
         priority,
     )
-    while True:
-        try:
-            # The driver's row count of the one statement: 1 inserted, 0 the ID was taken.
-            if sysdb._write(_INSERTS[sysdb.sqlite], params) == 1:
-                return None
-        except IntegrityError as exc:
-            if deduplication_id is None:
-                raise
-            raise DBOSQueueDeduplicatedError(workflow_id, queue_name, deduplication_id) from exc
-        row = sysdb.get_status(workflow_id)
-        if row is not None:
-            return row
-        # Garbage-collected between the two statements: the ID is free again.
+    try:
+        return sysdb.insert_or_existing(_INSERTS[sysdb.sqlite], params, workflow_id)
+    except IntegrityError as exc:
+        if deduplication_id is None:
+            raise
+        raise DBOSQueueDeduplicatedError(workflow_id, queue_name, deduplication_id) from exc
 
 
 _DEQUEUE_UNLIMITED = (

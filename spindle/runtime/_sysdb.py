@@ -675,9 +675,16 @@ class SystemDatabase:
             queue_name,
             now if status == PENDING else None,
         )
+        return self.insert_or_existing(self._sql.insert_workflow, params, workflow_id)
+
+    def insert_or_existing(
+        self, sql: str, params: tuple[Any, ...], workflow_id: str
+    ) -> StatusRow | None:
+        """Run a hot-path ``INSERT ... ON CONFLICT (workflow_uuid) DO NOTHING`` of one
+        workflow; None when it inserted, else the row already under that ID."""
         while True:
             # The driver's rowcount of the one statement: 1 inserted, 0 the ID was taken.
-            if self._write(self._sql.insert_workflow, params) == 1:
+            if self._write(sql, params) == 1:
                 return None
             row = self.get_status(workflow_id)
             if row is not None:

@@ -10,7 +10,10 @@ import time
 import sqlalchemy as sa
 
 from spindle import DBOS, Queue, SetWorkflowID
+from spindle.runtime._queue_db import insert_enqueued
 from spindle.runtime._schema import workflow_status as ws
+from spindle.runtime._serialization import serialize
+from spindle.runtime._sysdb import SystemDatabase
 
 # Child processes poll fast (a process that enqueued nothing learns of work only by polling);
 # imported by the test process, where every launch drains these too, they poll at DBOS's 1 s.
@@ -45,6 +48,31 @@ class Gauge:
 
 
 recovery_gauge = Gauge()
+
+
+def enqueue_row(
+    sysdb: SystemDatabase,
+    queue_name: str,
+    workflow_id: str,
+    *,
+    priority: int = 0,
+    timeout_ms: int | None = None,
+) -> None:
+    """An ENQUEUED row written as another app's process would (no wake-up of a worker)."""
+    insert_enqueued(
+        sysdb,
+        workflow_id=workflow_id,
+        name="elsewhere",
+        inputs=serialize(((), {}), "inputs"),
+        queue_name=queue_name,
+        executor_id="other",
+        application_version="0",
+        parent_workflow_id=None,
+        timeout_ms=timeout_ms,
+        deadline_epoch_ms=None,
+        deduplication_id=None,
+        priority=priority,
+    )
 
 
 def log_effect(line: str, *, durable: bool = True) -> None:

@@ -12,9 +12,8 @@ import pytest
 from spindle import DBOS, Queue
 from spindle.diagnostics import ThreadKind
 from spindle.runtime._dbos import _get_instance
-from spindle.runtime._queue_db import insert_enqueued
-from spindle.runtime._serialization import serialize
 from tests.conftest import MakeDBOS
+from tests.runtime.queue_app import enqueue_row
 
 
 @DBOS.step()
@@ -167,20 +166,7 @@ def test_queues_lists_one_queue_up_to_the_limit(admin: httpx.Client) -> None:
     rt = _get_instance()
     for queue_name, count in (("admin-a", 3), ("admin-b", 2)):
         for i in range(count):
-            insert_enqueued(
-                rt._sysdb,
-                workflow_id=f"{queue_name}-{i}",
-                name="elsewhere",
-                inputs=serialize(((), {}), "inputs"),
-                queue_name=queue_name,
-                executor_id="other",
-                application_version="0",
-                parent_workflow_id=None,
-                timeout_ms=None,
-                deadline_epoch_ms=None,
-                deduplication_id=None,
-                priority=0,
-            )
+            enqueue_row(rt._sysdb, queue_name, f"{queue_name}-{i}")
     listed = admin.post("/queues", json={"queue_name": "admin-b", "limit": 2}).json()
     assert [w["WorkflowUUID"] for w in listed] == ["admin-b-0", "admin-b-1"]
     assert {w["QueueName"] for w in listed} == {"admin-b"}

@@ -17,6 +17,7 @@ from spindle.diagnostics._waiting import DB_SQLITE
 from spindle.runtime._group_commit import GroupCommit, WriteRequest
 from spindle.runtime._schema import SCHEMA, operation_outputs, workflow_status
 from spindle.runtime._sysdb import SUCCESS, SystemDatabase, normalize_url
+from tests.runtime.test_sysdb import _insert
 
 WAIT = 10.0
 
@@ -68,9 +69,7 @@ def test_writers_queued_meanwhile_share_one_commit_and_keep_their_outcomes(
     db = sqlite_db
     group = db._group
     assert group is not None
-    db.insert_workflow(
-        workflow_id="a", name="wf", inputs=b"", executor_id="x", application_version="0"
-    )
+    _insert(db, "a")
     assert db.record_step("a", 0, "s", output=b"first", error=None) == "recorded"
     before = (group.batches, group.statements)
     lock = db._write_lock
@@ -103,9 +102,7 @@ def test_writers_waiting_their_turn_show_as_database_waits(sqlite_db: SystemData
     """The dashboard's waiting_on for a leader waiting for the write turn and a follower
     waiting for the leader's commit: db:sqlite3, not an anonymous lock."""
     db = sqlite_db
-    db.insert_workflow(
-        workflow_id="a", name="wf", inputs=b"", executor_id="x", application_version="0"
-    )
+    _insert(db, "a")
     lock = db._write_lock
     assert lock is not None
     lock.acquire()
@@ -127,9 +124,7 @@ def test_a_bad_parameter_fails_only_its_writer(sqlite_db: SystemDatabase) -> Non
     """A statement-level error other than a constraint (a value SQLite cannot bind) fails
     that writer; the batch's other statements commit."""
     db = sqlite_db
-    db.insert_workflow(
-        workflow_id="a", name="wf", inputs=b"", executor_id="x", application_version="0"
-    )
+    _insert(db, "a")
     lock = db._write_lock
     assert lock is not None
     lock.acquire()
@@ -175,16 +170,7 @@ def test_every_acknowledged_write_is_in_the_database(any_db: SystemDatabase, db_
             start.wait(WAIT)
             for i in range(40):
                 wf = f"w{t}-{i}"
-                assert (
-                    db.insert_workflow(
-                        workflow_id=wf,
-                        name="wf",
-                        inputs=b"",
-                        executor_id="x",
-                        application_version="0",
-                    )
-                    is None
-                )
+                assert _insert(db, wf) is None
                 assert db.record_step(wf, 1, "s", output=b"o", error=None) == "recorded"
                 assert db.finish_workflow(wf, SUCCESS, output=b"r", error=None)
         except BaseException as exc:

@@ -30,13 +30,12 @@ from spindle import (
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
 from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
-from spindle.runtime._queue_db import dequeue, insert_enqueued
+from spindle.runtime._queue_db import dequeue
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
-from spindle.runtime._serialization import serialize
 from tests.conftest import MakeDBOS
 from tests.runtime import queue_app
-from tests.runtime.queue_app import Gauge, queued_workflow, recovery_gauge
+from tests.runtime.queue_app import Gauge, enqueue_row, queued_workflow, recovery_gauge
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0  # generous bound on every wait for an event; a hang fails instead of blocking
@@ -335,23 +334,9 @@ def test_resume_puts_a_queued_workflow_back_in_its_queue(dbos: type[DBOS]) -> No
 
 def _enqueue_elsewhere(queue_name: str, count: int) -> list[str]:
     """ENQUEUED rows of a queue no worker of this process serves (another app's queue)."""
-    rt = _get_instance()
     ids = [f"{queue_name}-{i}" for i in range(count)]
     for wf_id in ids:
-        insert_enqueued(
-            rt._sysdb,
-            workflow_id=wf_id,
-            name="elsewhere",
-            inputs=serialize(((), {}), "inputs"),
-            queue_name=queue_name,
-            executor_id="other",
-            application_version="0",
-            parent_workflow_id=None,
-            timeout_ms=None,
-            deadline_epoch_ms=None,
-            deduplication_id=None,
-            priority=0,
-        )
+        enqueue_row(_get_instance()._sysdb, queue_name, wf_id)
     return ids
 
 
@@ -366,20 +351,7 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
     _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     specs = [("p3", 3, None), ("p1-a", 1, 5_000), ("p2", 2, None), ("p1-b", 1, None)]
     for wf_id, priority, timeout_ms in specs:
-        insert_enqueued(
-            rt._sysdb,
-            workflow_id=wf_id,
-            name="elsewhere",
-            inputs=serialize(((), {}), "inputs"),
-            queue_name=queue.name,
-            executor_id="other",
-            application_version="0",
-            parent_workflow_id=None,
-            timeout_ms=timeout_ms,
-            deadline_epoch_ms=None,
-            deduplication_id=None,
-            priority=priority,
-        )
+        enqueue_row(rt._sysdb, queue.name, wf_id, priority=priority, timeout_ms=timeout_ms)
     first = dequeue(rt._sysdb, queue, executor_id="me", max_rows=3, clock_ms=lambda: 1_000)
     assert [r.workflow_id for r in first.rows] == ["p1-a", "p1-b", "p2"]
     assert [r.deadline_epoch_ms for r in first.rows] == [6_000, None, None]
@@ -501,17 +473,7 @@ def test_shutdown_interrupts_a_worker_blocked_in_the_database(
             # The worker takes the lock only once its queue holds an ENQUEUED workflow.
             concurrency_queue.enqueue(q_quick, 1)
             _wait_until_blocked(holder)
-            DBOS.destroy()
-            timeline = DBOS.last_shutdown_timeline
-            assert timeline is not None
-            interrupts = [e for e in timeline.events if e.type is EventType.DB_INTERRUPT]
-            assert len(interrupts) == 1
-            assert interrupts[0].attrs["interrupted"] >= 1
-            assert timeline.violations == []
-            snap = {t.name: t for t in DBOS.thread_registry.snapshot().threads}
-            worker = snap[worker_name(concurrency_queue.name)]
-            assert worker.join_outcome is JoinOutcome.JOINED
-            assert worker.exception is None
+            _destroy_and_check_the_worker_interrupted(concurrency_queue.name)
             holder.rollback()
     finally:
         engine.dispose()
@@ -532,20 +494,26 @@ def test_shutdown_interrupts_a_worker_waiting_for_sqlites_write_lock(
         other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
         rt._queues.wake(lazy_queue.name)  # as an enqueue does: the worker dequeues at once
         _wait_until_in(worker.thread, "begin_immediate")
-        DBOS.destroy()
-        timeline = DBOS.last_shutdown_timeline
-        assert timeline is not None
-        interrupts = [e for e in timeline.events if e.type is EventType.DB_INTERRUPT]
-        assert len(interrupts) == 1
-        assert interrupts[0].attrs["interrupted"] >= 1
-        assert timeline.violations == []
-        snap = {t.name: t for t in DBOS.thread_registry.snapshot().threads}
-        record = snap[worker_name(lazy_queue.name)]
-        assert record.join_outcome is JoinOutcome.JOINED
-        assert record.exception is None
+        _destroy_and_check_the_worker_interrupted(lazy_queue.name)
     finally:
         other.rollback()
         other.close()
+
+
+def _destroy_and_check_the_worker_interrupted(queue_name: str) -> None:
+    """destroy(): phase 8 interrupted a connection in flight, the order held, and the
+    queue's worker was joined without an exception."""
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    interrupts = [e for e in timeline.events if e.type is EventType.DB_INTERRUPT]
+    assert len(interrupts) == 1
+    assert interrupts[0].attrs["interrupted"] >= 1
+    assert timeline.violations == []
+    snap = {t.name: t for t in DBOS.thread_registry.snapshot().threads}
+    record = snap[worker_name(queue_name)]
+    assert record.join_outcome is JoinOutcome.JOINED
+    assert record.exception is None
 
 
 def _wait_until_in(thread: threading.Thread, function: str, caller: str | None = None) -> None:
