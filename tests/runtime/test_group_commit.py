@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -61,6 +62,31 @@ def _queued(db: SystemDatabase) -> int:
         return len(db._group._queue)
 
 
+Run = tuple[threading.Thread, list[Any]]
+
+
+@contextlib.contextmanager
+def _turn_taken(db: SystemDatabase) -> Iterator[Callable[[Callable[[], Any]], Run]]:
+    """Hold the write turn, as an _op writer does; yields ``queue(call)``, which starts a
+    writer and returns once it has queued (so writers queue in the order started)."""
+    lock = db._write_lock
+    assert lock is not None
+    runs: list[Run] = []
+
+    def queue(call: Callable[[], Any]) -> Run:
+        runs.append(_start(call))
+        _wait_until(lambda: _queued(db) == len(runs))
+        return runs[-1]
+
+    lock.acquire()
+    try:
+        yield queue
+    finally:
+        lock.release()
+        for th, _ in runs:
+            th.join(WAIT)
+
+
 def test_writers_queued_meanwhile_share_one_commit_and_keep_their_outcomes(
     sqlite_db: SystemDatabase,
 ) -> None:
@@ -72,19 +98,11 @@ def test_writers_queued_meanwhile_share_one_commit_and_keep_their_outcomes(
     _insert(db, "a")
     assert db.record_step("a", 0, "s", output=b"first", error=None) == "recorded"
     before = (group.batches, group.statements)
-    lock = db._write_lock
-    assert lock is not None
-    lock.acquire()  # as an _op writer holding the turn: the next leader waits
-    try:
+    with _turn_taken(db) as queue:
         runs = [
-            _start(functools.partial(db.record_step, "a", fid, "s", output=b"o", error=None))
+            queue(functools.partial(db.record_step, "a", fid, "s", output=b"o", error=None))
             for fid in range(5)  # fid 0 is taken
         ]
-        _wait_until(lambda: _queued(db) == 5)
-    finally:
-        lock.release()
-    for th, _ in runs:
-        th.join(WAIT)
     outcomes = [out for _, out in runs]
     assert outcomes == [["conflict"], ["recorded"], ["recorded"], ["recorded"], ["recorded"]]
     assert (group.batches - before[0], group.statements - before[1]) == (1, 5)
@@ -103,21 +121,12 @@ def test_writers_waiting_their_turn_show_as_database_waits(sqlite_db: SystemData
     waiting for the leader's commit: db:sqlite3, not an anonymous lock."""
     db = sqlite_db
     _insert(db, "a")
-    lock = db._write_lock
-    assert lock is not None
-    lock.acquire()
-    try:
-        leader = _start(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
-        _wait_until(lambda: _queued(db) == 1)
-        follower = _start(lambda: db.record_step("a", 2, "s", output=b"o", error=None))
-        _wait_until(lambda: _queued(db) == 2)
+    with _turn_taken(db) as queue:
+        leader = queue(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
+        follower = queue(lambda: db.record_step("a", 2, "s", output=b"o", error=None))
         for th, _ in (leader, follower):
             _wait_until(functools.partial(_waits_on_sqlite, th))
-    finally:
-        lock.release()
-    for th, out in (leader, follower):
-        th.join(WAIT)
-        assert out == ["recorded"]
+    assert (leader[1], follower[1]) == (["recorded"], ["recorded"])
 
 
 def test_a_bad_parameter_fails_only_its_writer(sqlite_db: SystemDatabase) -> None:
@@ -125,20 +134,10 @@ def test_a_bad_parameter_fails_only_its_writer(sqlite_db: SystemDatabase) -> Non
     that writer; the batch's other statements commit."""
     db = sqlite_db
     _insert(db, "a")
-    lock = db._write_lock
-    assert lock is not None
-    lock.acquire()
-    try:
-        good = _start(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
-        _wait_until(lambda: _queued(db) == 1)
-        bad = _start(lambda: db.record_step("a", 2, "s", output=object(), error=None))  # type: ignore[arg-type]
-        _wait_until(lambda: _queued(db) == 2)
-        finish = _start(lambda: db.finish_workflow("a", SUCCESS, output=b"r", error=None))
-        _wait_until(lambda: _queued(db) == 3)
-    finally:
-        lock.release()
-    for th, _ in (good, bad, finish):
-        th.join(WAIT)
+    with _turn_taken(db) as queue:
+        good = queue(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
+        bad = queue(lambda: db.record_step("a", 2, "s", output=object(), error=None))  # type: ignore[arg-type]
+        finish = queue(lambda: db.finish_workflow("a", SUCCESS, output=b"r", error=None))
     assert good[1] == ["recorded"]
     assert isinstance(bad[1][0], sa.exc.DBAPIError)
     assert finish[1] == [True]
