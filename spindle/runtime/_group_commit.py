@@ -74,7 +74,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[WriteRequest] = []
         self._leading = False
-        #: Batches committed and statements in them, for the benchmark and the tests.
+        #: Batches committed and the statements in them (the tests read them).
         self.batches = 0
         self.statements = 0
 

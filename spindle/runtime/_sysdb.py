@@ -389,10 +389,11 @@ class SystemDatabase:
     ) -> tuple[int, list[Any]]:
         """Run one write statement durably, atomic on its own: (row count, rows).
 
-        The hot path: no SQLAlchemy ``Connection``, no checkout per statement, no
-        ``BEGIN``/``COMMIT`` round trips. On PostgreSQL the statement runs in autocommit mode
-        on a pool connection this path keeps checked out (``_idle`` between statements); on
-        SQLite it joins the next group commit (:mod:`._group_commit`). Either way it is
+        The hot path: no SQLAlchemy ``Connection``, no checkout per statement. On
+        PostgreSQL the statement runs in autocommit mode (no ``BEGIN``/``COMMIT`` round
+        trips) on a pool connection this path keeps checked out (``_idle`` between
+        statements); on SQLite it joins the next group commit (:mod:`._group_commit`), one
+        transaction with the statements other threads wrote meanwhile. Either way it is
         durably committed (fsynced: ``synchronous=FULL`` / ``synchronous_commit=on``) before
         this returns. Same gate as :meth:`_op`: refused once closing, interruptible in
         flight, drained by :meth:`close`.
@@ -525,7 +526,9 @@ class SystemDatabase:
                 except self._dbapi.Error:
                     logger.debug("spindle: rollback of a failed batch failed", exc_info=True)
             for request in batch:
-                if not request.done or any(request is r for r, _, _ in executed):
+                # Not done: executed but not committed, or never reached. A request failed
+                # on its own statement keeps that error.
+                if not request.done:
                     request.fail(self._db_error(request.sql, request.params, exc))
             return True
         # Only now, after the commit came back, is any of these rows durable.
