@@ -115,7 +115,9 @@ _DEQUEUE_UNLIMITED = (
     " ELSE workflow_deadline_epoch_ms END"
     " WHERE status = 'ENQUEUED' AND workflow_uuid IN ("
     "SELECT workflow_uuid FROM {s}workflow_status"
-    " WHERE queue_name = %s AND status = 'ENQUEUED' ORDER BY {order} LIMIT %s{lock})"
+    " WHERE queue_name = %s AND status = 'ENQUEUED'"
+    " AND (application_version = %s OR application_version IS NULL)"
+    " ORDER BY {order} LIMIT %s{lock})"
     " RETURNING workflow_uuid, name, inputs, workflow_deadline_epoch_ms, recovery_attempts,"
     " priority, created_at"
 )
@@ -137,13 +139,19 @@ _DEQUEUES = {
 
 
 def _dequeue_unlimited(
-    sysdb: SystemDatabase, queue: Queue, *, executor_id: str, max_rows: int, deadline_base: int
+    sysdb: SystemDatabase,
+    queue: Queue,
+    *,
+    executor_id: str,
+    application_version: str,
+    max_rows: int,
+    deadline_base: int,
 ) -> DequeueResult:
     """A queue without limits needs no counts: its dequeue is one ``UPDATE ... RETURNING``
     on the hot path (on SQLite, in the group commit with the checkpoints; on PostgreSQL,
     the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
     now = now_ms()
-    params = (executor_id, now, now, deadline_base, queue.name, max_rows)
+    params = (executor_id, now, now, deadline_base, queue.name, application_version, max_rows)
     rows = sysdb._write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
     # RETURNING gives no order: start them in dequeue (priority, FIFO) order.
     if queue.priority_enabled:
@@ -153,9 +161,24 @@ def _dequeue_unlimited(
     return DequeueResult([Dequeued(*tuple(r[:5])) for r in rows])
 
 
-def has_enqueued(sysdb: SystemDatabase, queue_name: str) -> bool:
-    """A cheap read: does the queue hold any ENQUEUED workflow? (Idle polls take no lock.)"""
-    stmt = sa.select(sa.exists().where(ws.c.queue_name == queue_name, ws.c.status == ENQUEUED))
+def _this_version(application_version: str) -> sa.ColumnElement[bool]:
+    # As DBOS: a process starts only workflows of its own application version (a rolling
+    # deploy's old and new code never run each other's workflows), and version-less ones.
+    return sa.or_(
+        ws.c.application_version == application_version, ws.c.application_version.is_(None)
+    )
+
+
+def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
+    """A cheap read: does the queue hold an ENQUEUED workflow this process may start?
+    (Idle polls take no lock.)"""
+    stmt = sa.select(
+        sa.exists().where(
+            ws.c.queue_name == queue_name,
+            ws.c.status == ENQUEUED,
+            _this_version(application_version),
+        )
+    )
     with sysdb._op(read=True) as conn:
         return bool(conn.execute(stmt).scalar())
 
@@ -165,11 +188,15 @@ def dequeue(
     queue: Queue,
     *,
     executor_id: str,
+    application_version: str,
     max_rows: int,
     clock_ms: Callable[[], int],
 ) -> DequeueResult:
     """Set up to ``max_rows`` ENQUEUED workflows of ``queue`` PENDING for ``executor_id``,
     as far as the queue's limits allow, in one transaction.
+
+    Only workflows of ``application_version`` (or of none) are taken, as DBOS does; the
+    limits count every workflow of the queue, whatever its version.
 
     Several processes never start the same workflow: on PostgreSQL the candidate rows are
     taken ``FOR UPDATE SKIP LOCKED``; on SQLite the transaction is ``BEGIN IMMEDIATE``, so
@@ -187,7 +214,12 @@ def dequeue(
         return DequeueResult([])
     if queue.concurrency is None and queue.limiter is None and queue.worker_concurrency is None:
         return _dequeue_unlimited(
-            sysdb, queue, executor_id=executor_id, max_rows=max_rows, deadline_base=clock_ms()
+            sysdb,
+            queue,
+            executor_id=executor_id,
+            application_version=application_version,
+            max_rows=max_rows,
+            deadline_base=clock_ms(),
         )
     with sysdb._op() as conn:
         if not sysdb.sqlite and (queue.concurrency is not None or queue.limiter is not None):
@@ -232,7 +264,11 @@ def dequeue(
             order.insert(0, ws.c.priority)
         pick = (
             sa.select(ws.c.workflow_uuid)
-            .where(ws.c.queue_name == queue.name, ws.c.status == ENQUEUED)
+            .where(
+                ws.c.queue_name == queue.name,
+                ws.c.status == ENQUEUED,
+                _this_version(application_version),
+            )
             .order_by(*order)
             .limit(budget)
         )

@@ -187,13 +187,15 @@ class QueueManager:
         if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
             return False, None
         hinted, worker.hinted = worker.hinted, False
-        if not hinted and not has_enqueued(rt._sysdb, queue.name):
+        version = rt._config.application_version
+        if not hinted and not has_enqueued(rt._sysdb, queue.name, version):
             return False, None
         executor_id = rt._config.executor_id
         result = dequeue(
             rt._sysdb,
             queue,
             executor_id=executor_id,
+            application_version=version,
             max_rows=free,
             clock_ms=lambda: int(rt._clock.now() * 1000),
         )

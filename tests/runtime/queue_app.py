@@ -57,6 +57,7 @@ def enqueue_row(
     *,
     priority: int = 0,
     timeout_ms: int | None = None,
+    application_version: str = "0",
 ) -> None:
     """An ENQUEUED row written as another app's process would (no wake-up of a worker)."""
     insert_enqueued(
@@ -66,7 +67,7 @@ def enqueue_row(
         inputs=serialize(((), {}), "inputs"),
         queue_name=queue_name,
         executor_id="other",
-        application_version="0",
+        application_version=application_version,
         parent_workflow_id=None,
         timeout_ms=timeout_ms,
         deadline_epoch_ms=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue as stdlib_queue
 import signal
@@ -30,7 +31,7 @@ from spindle import (
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
 from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
-from spindle.runtime._queue_db import dequeue
+from spindle.runtime._queue_db import dequeue, has_enqueued
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
 from tests.conftest import MakeDBOS
@@ -47,7 +48,9 @@ priority_queue = Queue("test-priority", concurrency=1, priority_enabled=True)
 dedup_queue = Queue("test-dedup")
 # An hour between polls: only the wake-up of an enqueue can start its workflows in time.
 lazy_queue = Queue("test-lazy", polling_interval_sec=3600)
-# No limits, priority on; its worker polls hourly, so a test can dequeue by hand.
+# Workers that poll hourly, so a test can dequeue by hand: one queue without limits (one
+# statement), one with a limit (the counted transaction).
+parked_limited_queue = Queue("test-parked-limited", concurrency=100, polling_interval_sec=3600)
 unlimited_priority_queue = Queue(
     "test-unlimited-priority", priority_enabled=True, polling_interval_sec=3600
 )
@@ -352,7 +355,8 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
     specs = [("p3", 3, None), ("p1-a", 1, 5_000), ("p2", 2, None), ("p1-b", 1, None)]
     for wf_id, priority, timeout_ms in specs:
         enqueue_row(rt._sysdb, queue.name, wf_id, priority=priority, timeout_ms=timeout_ms)
-    first = dequeue(rt._sysdb, queue, executor_id="me", max_rows=3, clock_ms=lambda: 1_000)
+    take = functools.partial(dequeue, rt._sysdb, queue, executor_id="me", application_version="0")
+    first = take(max_rows=3, clock_ms=lambda: 1_000)
     assert [r.workflow_id for r in first.rows] == ["p1-a", "p1-b", "p2"]
     assert [r.deadline_epoch_ms for r in first.rows] == [6_000, None, None]
     assert first.retry_after is None
@@ -363,9 +367,35 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
         "p2": ("PENDING", "me"),
         "p3": ("ENQUEUED", "other"),
     }
-    rest = dequeue(rt._sysdb, queue, executor_id="me", max_rows=5, clock_ms=lambda: 1_000)
+    rest = take(max_rows=5, clock_ms=lambda: 1_000)
     assert [r.workflow_id for r in rest.rows] == ["p3"]
-    assert dequeue(rt._sysdb, queue, executor_id="me", max_rows=5, clock_ms=lambda: 1).rows == []
+    assert take(max_rows=5, clock_ms=lambda: 1).rows == []
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["one-statement", "counted"])
+def test_a_process_dequeues_only_its_own_application_version(
+    dbos: type[DBOS], limited: bool
+) -> None:
+    """As DBOS: rows of another application version stay ENQUEUED for a process running
+    that version; rows of this version and version-less ones are taken."""
+    rt = _get_instance()
+    queue = parked_limited_queue if limited else unlimited_priority_queue
+    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    for wf_id, version in (("old", "v-old"), ("mine", "0"), ("none", "0"), ("new", "v-new")):
+        enqueue_row(rt._sysdb, queue.name, wf_id, application_version=version)
+    with rt._sysdb.engine.begin() as conn:  # as a DBOS client enqueues: no version
+        version_less = ws.update().where(ws.c.workflow_uuid == "none")
+        conn.execute(version_less.values(application_version=None))
+    assert has_enqueued(rt._sysdb, queue.name, "0")
+    take = functools.partial(
+        dequeue, rt._sysdb, queue, executor_id="me", max_rows=10, clock_ms=lambda: 1
+    )
+    assert sorted(r.workflow_id for r in take(application_version="0").rows) == ["mine", "none"]
+    assert not has_enqueued(rt._sysdb, queue.name, "0")
+    assert take(application_version="0").rows == []
+    assert [r.workflow_id for r in take(application_version="v-old").rows] == ["old"]
+    left = DBOS.list_queued_workflows(queue_name=queue.name, status="ENQUEUED")
+    assert [w.workflow_id for w in left] == ["new"]
 
 
 def test_list_queued_workflows_filters_by_queue_before_the_limit(dbos: type[DBOS]) -> None:

@@ -231,7 +231,7 @@ def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(db_url: str,
 def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
     """The statement waits on a table lock in the server; interrupt() cancels it."""
     if db_url.startswith("sqlite"):
-        pytest.skip("SQLite cannot interrupt a statement waiting on another's lock")
+        pytest.skip("PostgreSQL's server-side lock wait (SQLite's: the test above)")
     db = SystemDatabase(db_url, pool_size=2)
     db.migrate()
     _insert(db, "a")
