@@ -227,7 +227,7 @@ class DBOS(metaclass=_DBOSMeta):
             self._timeouts.start()
             # Queued workflows this executor was running go back to their queue (and its
             # limits) before anything can dequeue; recovery below restarts only the others.
-            requeue_pending(self._sysdb, [cfg.executor_id])
+            requeue_pending(self._sysdb, [cfg.executor_id], cfg.application_version)
             self._queues = QueueManager(self)
             self._messaging_db = MessagingDatabase(self._sysdb)
             self._listener: NotificationListener = make_listener(
@@ -348,7 +348,8 @@ class DBOS(metaclass=_DBOSMeta):
 
     def _recover_pending(self, executor_ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
         handles: list[WorkflowHandle[Any]] = []
-        for wf_id in self._sysdb.pending_workflow_ids(executor_ids):
+        version = self._config.application_version
+        for wf_id in self._sysdb.pending_workflow_ids(executor_ids, version):
             try:
                 handles.append(self._restart(wf_id, count_attempt=True))
             except (DBOSWorkflowFunctionNotFoundError, DBOSMaxRecoveryAttemptsExceededError) as exc:

@@ -16,7 +16,16 @@ from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSQueueDeduplicatedError
 from ._schema import workflow_status as ws
-from ._sysdb import ENQUEUED, PENDING, SUCCESS, StatusRow, SystemDatabase, hot_sql, now_ms
+from ._sysdb import (
+    ENQUEUED,
+    PENDING,
+    SUCCESS,
+    StatusRow,
+    SystemDatabase,
+    hot_sql,
+    now_ms,
+    this_version,
+)
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -161,14 +170,6 @@ def _dequeue_unlimited(
     return DequeueResult([Dequeued(*tuple(r[:5])) for r in rows])
 
 
-def _this_version(application_version: str) -> sa.ColumnElement[bool]:
-    # As DBOS: a process starts only workflows of its own application version (a rolling
-    # deploy's old and new code never run each other's workflows), and version-less ones.
-    return sa.or_(
-        ws.c.application_version == application_version, ws.c.application_version.is_(None)
-    )
-
-
 def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
     """A cheap read: does the queue hold an ENQUEUED workflow this process may start?
     (Idle polls take no lock.)"""
@@ -176,7 +177,7 @@ def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: st
         sa.exists().where(
             ws.c.queue_name == queue_name,
             ws.c.status == ENQUEUED,
-            _this_version(application_version),
+            this_version(application_version),
         )
     )
     with sysdb._op(read=True) as conn:
@@ -267,7 +268,7 @@ def dequeue(
             .where(
                 ws.c.queue_name == queue.name,
                 ws.c.status == ENQUEUED,
-                _this_version(application_version),
+                this_version(application_version),
             )
             .order_by(*order)
             .limit(budget)
@@ -327,11 +328,14 @@ def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str
         return int(conn.execute(stmt).rowcount)
 
 
-def requeue_pending(sysdb: SystemDatabase, executor_ids: Sequence[str]) -> int:
+def requeue_pending(
+    sysdb: SystemDatabase, executor_ids: Sequence[str], application_version: str
+) -> int:
     """Recovery: queued workflows these executors were running go back to their queue.
 
     They count as a recovery attempt and lose their start time, so the queue's concurrency
-    and rate limits govern their new start like any other's.
+    and rate limits govern their new start like any other's. Only those of this
+    application version (or of none), as recovery of the others.
     """
     stmt = (
         ws.update()
@@ -339,6 +343,7 @@ def requeue_pending(sysdb: SystemDatabase, executor_ids: Sequence[str]) -> int:
             ws.c.status == PENDING,
             ws.c.executor_id.in_(list(executor_ids)),
             ws.c.queue_name.isnot(None),
+            this_version(application_version),
         )
         .values(
             status=ENQUEUED,

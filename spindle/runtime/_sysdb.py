@@ -236,6 +236,17 @@ _STATUS_COLUMNS = (
 _WRITE_LOCK_TIMEOUT = 30.0
 
 
+def this_version(application_version: str) -> sa.ColumnElement[bool]:
+    """Rows a process of ``application_version`` may run: of that version, or of none.
+
+    As DBOS: in a rolling deploy, old and new code never run (or replay) each other's
+    workflows; a version-less row (a DBOS client wrote it) is anyone's.
+    """
+    return sa.or_(
+        ws.c.application_version == application_version, ws.c.application_version.is_(None)
+    )
+
+
 def hot_sql(template: str, *, is_sqlite: bool, casts: tuple[str, ...] = ()) -> str:
     """Driver SQL for the hot path (:meth:`SystemDatabase._write`) from a two-backend template.
 
@@ -733,11 +744,19 @@ class SystemDatabase:
         with self._op() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
-    def pending_workflow_ids(self, executor_ids: Sequence[str]) -> list[str]:
-        """IDs of PENDING workflows owned by these executors, oldest first."""
+    def pending_workflow_ids(
+        self, executor_ids: Sequence[str], application_version: str
+    ) -> list[str]:
+        """IDs of PENDING workflows owned by these executors, oldest first, of this
+        application version or of none: as DBOS, a process recovers only workflows its own
+        code wrote (another version's wait for a process of that version)."""
         stmt = (
             sa.select(ws.c.workflow_uuid)
-            .where(ws.c.status == PENDING, ws.c.executor_id.in_(list(executor_ids)))
+            .where(
+                ws.c.status == PENDING,
+                ws.c.executor_id.in_(list(executor_ids)),
+                this_version(application_version),
+            )
             .order_by(ws.c.created_at)
         )
         with self._op(read=True) as conn:

@@ -14,8 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from spindle import DBOS, SetWorkflowID
+from spindle.runtime._schema import workflow_status as ws
+from spindle.runtime._serialization import serialize
+from spindle.runtime._sysdb import SystemDatabase
 from tests.conftest import MakeDBOS
 from tests.runtime import messaging_app
+from tests.runtime.queue_app import enqueue_row
 from tests.runtime.recovery_app import recovery_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +140,46 @@ def test_max_recovery_attempts_makes_a_dead_letter(
     with pytest.raises(DBOSMaxRecoveryAttemptsExceededError):
         DBOS.retrieve_workflow("crashy").get_result()
     assert DBOS.resume_workflow("crashy").get_result() == "ran"
+
+
+@DBOS.workflow()
+def versioned(x: int) -> int:
+    return x * 2
+
+
+def test_launch_recovers_only_its_own_application_version(make_dbos: MakeDBOS, db_url: str) -> None:
+    """As DBOS: launch recovers (and puts back in their queue) the PENDING workflows of its
+    own application version and version-less ones; another version's wait for its own."""
+    name = versioned.__spindle_workflow__.name  # type: ignore[attr-defined]
+    db = SystemDatabase(db_url, pool_size=1)
+    try:
+        db.migrate()
+        for wf_id, version in (("mine", "0"), ("none", "0"), ("theirs", "v2")):
+            db.insert_workflow(
+                workflow_id=wf_id,
+                name=name,
+                inputs=serialize(((3,), {}), "inputs"),
+                executor_id="local",
+                application_version=version,
+            )
+        for wf_id, version in (("queued-mine", "0"), ("queued-theirs", "v2")):
+            enqueue_row(db, "elsewhere", wf_id, application_version=version)
+        with db.engine.begin() as conn:
+            conn.execute(
+                ws.update().where(ws.c.workflow_uuid == "none").values(application_version=None)
+            )
+            conn.execute(  # both were running here when the process died
+                ws.update()
+                .where(ws.c.queue_name == "elsewhere")
+                .values(status="PENDING", executor_id="local")
+            )
+    finally:
+        db.close()
+
+    make_dbos().launch()  # executor "local", application version "0"
+    assert DBOS.retrieve_workflow("mine").get_result() == 6
+    assert DBOS.retrieve_workflow("none").get_result() == 6
+    rows = {w.workflow_id: w for w in DBOS.list_workflows()}
+    assert (rows["theirs"].status, rows["theirs"].recovery_attempts) == ("PENDING", 0)
+    assert rows["queued-mine"].status == "ENQUEUED"  # back in its queue
+    assert rows["queued-theirs"].status == "PENDING"
