@@ -661,6 +661,7 @@ class DBOS(metaclass=_DBOSMeta):
         worker_concurrency: int | None = None,
         priority_enabled: bool = False,
         polling_interval_sec: float = 1.0,
+        partition_queue: bool = False,
     ) -> Queue:
         """Declare a queue (as ``Queue(...)``); a launched runtime starts draining it at once."""
         return Queue(
@@ -670,6 +671,7 @@ class DBOS(metaclass=_DBOSMeta):
             worker_concurrency=worker_concurrency,
             priority_enabled=priority_enabled,
             polling_interval_sec=polling_interval_sec,
+            partition_queue=partition_queue,
         )
 
     @classmethod

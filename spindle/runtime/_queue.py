@@ -80,6 +80,7 @@ class Queue:
         worker_concurrency: int | None = None,
         priority_enabled: bool = False,
         polling_interval_sec: float = 1.0,
+        partition_queue: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
@@ -96,6 +97,8 @@ class Queue:
             )
         if not isinstance(priority_enabled, bool):
             raise ValueError(f"Queue priority_enabled must be a bool, got {priority_enabled!r}")
+        if not isinstance(partition_queue, bool):
+            raise ValueError(f"Queue partition_queue must be a bool, got {partition_queue!r}")
         if (
             isinstance(polling_interval_sec, bool)
             or not isinstance(polling_interval_sec, int | float)
@@ -112,13 +115,16 @@ class Queue:
         self.limiter = _validate_limiter(limiter)
         self.priority_enabled = priority_enabled
         self.polling_interval_sec = float(polling_interval_sec)
+        #: Each enqueue names a partition (``SetEnqueueOptions(queue_partition_key=...)``),
+        #: and the limits apply to every partition on its own (as DBOS).
+        self.partition_queue = partition_queue
         GLOBAL_QUEUES.add(self)
 
     def __repr__(self) -> str:
         return (
             f"Queue({self.name!r}, concurrency={self.concurrency}, limiter={self.limiter}, "
             f"worker_concurrency={self.worker_concurrency}, "
-            f"priority_enabled={self.priority_enabled})"
+            f"priority_enabled={self.priority_enabled}, partition_queue={self.partition_queue})"
         )
 
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
@@ -196,6 +202,7 @@ class EnqueueOptions:
 
     deduplication_id: str | None = None
     priority: int | None = None
+    queue_partition_key: str | None = None
 
 
 _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
@@ -204,14 +211,35 @@ _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.Co
 
 
 class SetEnqueueOptions:
-    """Enqueue the workflows of this block with a deduplication ID and/or a priority.
+    """Enqueue the workflows of this block with a deduplication ID, a priority and/or a
+    partition key.
 
     A second enqueue with a deduplication ID held by an ENQUEUED or PENDING workflow of the
     same queue raises ``DBOSQueueDeduplicatedError``. Priorities run from 1 (dequeued first)
-    to 2**31 - 1 and need ``Queue(..., priority_enabled=True)``.
+    to 2**31 - 1 and need ``Queue(..., priority_enabled=True)``. A partition key is needed
+    by, and only allowed on, a ``Queue(..., partition_queue=True)``; it does not combine
+    with deduplication (as DBOS).
     """
 
-    def __init__(self, *, deduplication_id: str | None = None, priority: int | None = None):
+    def __init__(
+        self,
+        *,
+        deduplication_id: str | None = None,
+        priority: int | None = None,
+        queue_partition_key: str | None = None,
+    ):
+        if queue_partition_key is not None and (
+            not isinstance(queue_partition_key, str) or not queue_partition_key
+        ):
+            raise ValueError(
+                f"SetEnqueueOptions queue_partition_key must be a non-empty string or None, "
+                f"got {queue_partition_key!r}"
+            )
+        if queue_partition_key is not None and deduplication_id is not None:
+            raise ValueError(
+                "SetEnqueueOptions: deduplication is not supported on partitioned queues "
+                "(deduplication_id and queue_partition_key together)"
+            )
         if deduplication_id is not None and (
             not isinstance(deduplication_id, str) or not deduplication_id
         ):
@@ -224,7 +252,7 @@ class SetEnqueueOptions:
                 f"SetEnqueueOptions priority must be an integer from 1 to {MAX_PRIORITY}, "
                 f"got {priority!r}"
             )
-        self.options = EnqueueOptions(deduplication_id, priority)
+        self.options = EnqueueOptions(deduplication_id, priority, queue_partition_key)
         self._token: contextvars.Token[EnqueueOptions | None] | None = None
 
     def __enter__(self) -> SetEnqueueOptions:
@@ -262,6 +290,17 @@ def enqueue_workflow(
             f"queue {queue.name!r} was not declared with priority_enabled=True; "
             "SetEnqueueOptions(priority=...) would have no effect"
         )
+    key = options.queue_partition_key
+    if queue.partition_queue and key is None:
+        raise DBOSException(
+            f"queue {queue.name!r} is partitioned: enqueue with "
+            "SetEnqueueOptions(queue_partition_key=...)"
+        )
+    if key is not None and not queue.partition_queue:
+        raise DBOSException(
+            f"queue {queue.name!r} is not partitioned (Queue(..., partition_queue=True)); "
+            f"the partition key {key!r} would have no effect"
+        )
     ident = resolve_identity(rt)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
     existing = insert_enqueued(
@@ -278,6 +317,7 @@ def enqueue_workflow(
         deadline_epoch_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
         deduplication_id=options.deduplication_id,
         priority=options.priority or 0,
+        queue_partition_key=key,
     )
     if existing is not None and existing.name != info.name:
         raise DBOSWorkflowConflictIDError(

@@ -61,8 +61,9 @@ def advisory_key(queue_name: str) -> int:
 _INSERT_ENQUEUED = (
     "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
     " application_version, created_at, updated_at, recovery_attempts, parent_workflow_id,"
-    " workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name, deduplication_id, priority)"
-    " VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s)"
+    " workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name, deduplication_id, priority,"
+    " queue_partition_key)"
+    " VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s)"
     # Only an ID conflict means "already enqueued": a deduplication conflict raises.
     " ON CONFLICT (workflow_uuid) DO NOTHING"
 )
@@ -85,6 +86,7 @@ def insert_enqueued(
     deadline_epoch_ms: int | None,
     deduplication_id: str | None,
     priority: int,
+    queue_partition_key: str | None = None,
 ) -> StatusRow | None:
     """Insert an ENQUEUED workflow; None when inserted, or the row already under this ID.
 
@@ -106,6 +108,7 @@ def insert_enqueued(
         queue_name,
         deduplication_id,
         priority,
+        queue_partition_key,
     )
     try:
         return sysdb.insert_or_existing(_INSERTS[sysdb.sqlite], params, workflow_id)
@@ -207,7 +210,8 @@ def dequeue(
     (READ COMMITTED reads a fresh snapshot per statement).
 
     A queue with none of those limits needs no counts: its dequeue is one statement on
-    the system database's hot path (:func:`_dequeue_unlimited`).
+    the system database's hot path (:func:`_dequeue_unlimited`). A partitioned queue's
+    limits hold for each partition: one counted transaction per partition with work.
 
     ``clock_ms`` reads the runtime's clock, the base of a queued workflow's deadline.
     """
@@ -222,10 +226,81 @@ def dequeue(
             max_rows=max_rows,
             deadline_base=clock_ms(),
         )
+    if not queue.partition_queue:
+        return _dequeue_counted(
+            sysdb,
+            queue,
+            None,
+            executor_id=executor_id,
+            application_version=application_version,
+            max_rows=max_rows,
+            clock_ms=clock_ms,
+        )
+    # Partitioned: the limits hold per partition, so each partition with queued work gets
+    # its own counted transaction, the longest-waiting partition first (as DBOS sweeps
+    # them one at a time), until this process's free slots are used.
+    rows: list[Dequeued] = []
+    retry_after: float | None = None
+    for key in _partitions_with_work(sysdb, queue.name, application_version):
+        if len(rows) >= max_rows:
+            break
+        part = _dequeue_counted(
+            sysdb,
+            queue,
+            key,
+            executor_id=executor_id,
+            application_version=application_version,
+            max_rows=max_rows - len(rows),
+            clock_ms=clock_ms,
+        )
+        rows.extend(part.rows)
+        if part.retry_after is not None:
+            later = retry_after if retry_after is not None else part.retry_after
+            retry_after = min(part.retry_after, later)
+    return DequeueResult(rows, retry_after)
+
+
+def _partitions_with_work(
+    sysdb: SystemDatabase, queue_name: str, application_version: str
+) -> list[str]:
+    """The partition keys of a queue's ENQUEUED workflows, oldest waiting first."""
+    stmt = (
+        sa.select(ws.c.queue_partition_key)
+        .where(
+            ws.c.queue_name == queue_name,
+            ws.c.status == ENQUEUED,
+            ws.c.queue_partition_key.isnot(None),
+            this_version(application_version),
+        )
+        .group_by(ws.c.queue_partition_key)
+        .order_by(sa.func.min(ws.c.created_at), ws.c.queue_partition_key)
+    )
+    with sysdb._op(read=True) as conn:
+        return [str(r[0]) for r in conn.execute(stmt)]
+
+
+def _dequeue_counted(
+    sysdb: SystemDatabase,
+    queue: Queue,
+    partition_key: str | None,
+    *,
+    executor_id: str,
+    application_version: str,
+    max_rows: int,
+    clock_ms: Callable[[], int],
+) -> DequeueResult:
+    """One counted dequeue transaction: the queue's (or one partition's) limits, read
+    under the queue's lock, then its next rows."""
+    # The rows the limits count and the rows taken: the queue's, or one partition's.
+    scope = [ws.c.queue_name == queue.name]
+    lock_name = queue.name
+    if partition_key is not None:
+        scope.append(ws.c.queue_partition_key == partition_key)
+        lock_name = f"{queue.name}\x00{partition_key}"
     with sysdb._op() as conn:
         if not sysdb.sqlite and (queue.concurrency is not None or queue.limiter is not None):
             conn.execute(
-                sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_CLASS, advisory_key(queue.name)))
+                sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_CLASS, advisory_key(lock_name)))
             )
         # Read the time once we hold the queue (BEGIN IMMEDIATE on SQLite, the advisory lock
         # here): start times then follow the order in which dequeues really happened, and a
@@ -238,7 +313,7 @@ def dequeue(
             window_start = now - int(queue.limiter["period"] * 1000)
             recent, oldest = conn.execute(
                 sa.select(sa.func.count(), sa.func.min(ws.c.started_at_epoch_ms)).where(
-                    ws.c.queue_name == queue.name,
+                    *scope,
                     ws.c.status != ENQUEUED,
                     ws.c.started_at_epoch_ms > window_start,
                 )
@@ -252,7 +327,7 @@ def dequeue(
             total, own = conn.execute(
                 sa.select(
                     sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((mine, 1), else_=0)), 0)
-                ).where(ws.c.queue_name == queue.name, ws.c.status == PENDING)
+                ).where(*scope, ws.c.status == PENDING)
             ).one()
             if queue.concurrency is not None:
                 budget = min(budget, queue.concurrency - int(total))
@@ -265,11 +340,7 @@ def dequeue(
             order.insert(0, ws.c.priority)
         pick = (
             sa.select(ws.c.workflow_uuid)
-            .where(
-                ws.c.queue_name == queue.name,
-                ws.c.status == ENQUEUED,
-                this_version(application_version),
-            )
+            .where(*scope, ws.c.status == ENQUEUED, this_version(application_version))
             .order_by(*order)
             .limit(budget)
         )

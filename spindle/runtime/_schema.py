@@ -33,6 +33,7 @@ workflow_status = sa.Table(
     sa.Column("deduplication_id", sa.Text, nullable=True),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("started_at_epoch_ms", sa.BigInteger, nullable=True),
+    sa.Column("queue_partition_key", sa.Text, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)
@@ -198,10 +199,34 @@ def _v4_queues(conn: Connection) -> None:
     )
 
 
+def _v5_partitions(conn: Connection) -> None:
+    """Partitioned queues: a workflow's partition key, and the partitions of a queue that
+    hold queued work. ``_v1`` creates the table from the metadata, which now has the
+    column: a database made fresh has it already, an older one gets it here."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    schema = None if conn.dialect.name == "sqlite" else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    if "queue_partition_key" not in columns:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {prefix}workflow_status ADD COLUMN queue_partition_key TEXT"
+        )
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS idx_ws_queue_partition "
+        f"ON {prefix}workflow_status (queue_name, queue_partition_key, status) "
+        "WHERE queue_partition_key IS NOT NULL"
+    )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
 #: schedules migration landed first as version 3, and a released entry never moves.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_messaging, _v3_schedules, _v4_queues]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1,
+    _v2_messaging,
+    _v3_schedules,
+    _v4_queues,
+    _v5_partitions,
+]
 
 LATEST_VERSION = len(MIGRATIONS)

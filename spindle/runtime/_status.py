@@ -28,6 +28,7 @@ class WorkflowStatus:
     workflow_timeout_ms: int | None
     workflow_deadline_epoch_ms: int | None
     queue_name: str | None
+    queue_partition_key: str | None = None
 
     @classmethod
     def from_row(cls, row: StatusRow, *, load_input: bool = True) -> WorkflowStatus:
@@ -48,6 +49,7 @@ class WorkflowStatus:
             workflow_timeout_ms=row.workflow_timeout_ms,
             workflow_deadline_epoch_ms=row.workflow_deadline_epoch_ms,
             queue_name=row.queue_name,
+            queue_partition_key=row.queue_partition_key,
         )
 
 

@@ -194,6 +194,7 @@ class StatusRow:
     workflow_timeout_ms: int | None
     workflow_deadline_epoch_ms: int | None
     queue_name: str | None
+    queue_partition_key: str | None
 
     @classmethod
     def of(cls, row: Any) -> StatusRow:
@@ -229,6 +230,7 @@ _STATUS_COLUMNS = (
     ws.c.workflow_timeout_ms,
     ws.c.workflow_deadline_epoch_ms,
     ws.c.queue_name,
+    ws.c.queue_partition_key,
 )
 
 

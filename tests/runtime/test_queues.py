@@ -55,7 +55,11 @@ unlimited_priority_queue = Queue(
     "test-unlimited-priority", priority_enabled=True, polling_interval_sec=3600
 )
 
+# concurrency=1 per partition: each partition runs one workflow at a time.
+partitioned_queue = Queue("test-partitioned", concurrency=1, partition_queue=True)
+
 gauge = Gauge()
+partition_gauges: dict[str, Gauge] = collections.defaultdict(Gauge)
 release = threading.Event()
 arrivals: stdlib_queue.Queue[str] = stdlib_queue.Queue()
 order: list[str] = []
@@ -65,6 +69,7 @@ order: list[str] = []
 def _reset() -> Iterator[None]:
     global gauge
     gauge = Gauge()
+    partition_gauges.clear()
     release.clear()
     order.clear()
     while not arrivals.empty():
@@ -88,6 +93,21 @@ def q_held(tag: str) -> str:
         assert release.wait(WAIT)
     finally:
         gauge.exit()
+    return tag
+
+
+@DBOS.workflow()
+def q_partitioned(tag: str) -> str:
+    """As q_held, also counted by its partition's gauge (the tag's first letter)."""
+    part = partition_gauges[tag[0]]
+    part.enter()
+    gauge.enter()
+    try:
+        arrivals.put(tag)
+        assert release.wait(WAIT)
+    finally:
+        gauge.exit()
+        part.exit()
     return tag
 
 
@@ -138,6 +158,7 @@ def started_at(queue_name: str) -> list[int]:
         ({"name": "x", "limiter": {"limit": 1}}, "limiter"),
         ({"name": "x", "priority_enabled": "yes"}, "priority_enabled"),
         ({"name": "x", "polling_interval_sec": 0}, "polling_interval_sec"),
+        ({"name": "x", "partition_queue": 1}, "partition_queue"),
     ],
 )
 def test_bad_queue_arguments_raise_value_error_naming_them(
@@ -270,6 +291,40 @@ def test_priority_orders_dequeue(dbos: type[DBOS]) -> None:
         h.get_result()
     assert order == ["blocker", "p1", "p2", "p3a", "p3b", "p5"]
     assert gauge.max == 1
+
+
+def test_partitioned_queue_limits_each_partition_on_its_own(dbos: type[DBOS]) -> None:
+    """partition_queue=True, concurrency=1: one workflow of each partition runs at once,
+    never two of one partition; the partition key is on the status."""
+    tags = ["a1", "b1", "a2", "b2", "a3", "b3"]
+    handles = []
+    for tag in tags:
+        with SetEnqueueOptions(queue_partition_key=tag[0]):
+            handles.append(partitioned_queue.enqueue(q_partitioned, tag))
+    assert sorted(t[0] for t in arrived(2)) == ["a", "b"]
+    waiting = DBOS.list_queued_workflows(queue_name=partitioned_queue.name, status="ENQUEUED")
+    assert len(waiting) == 4
+    release.set()
+    assert [h.get_result() for h in handles] == tags
+    assert (partition_gauges["a"].max, partition_gauges["b"].max, gauge.max) == (1, 1, 2)
+    assert [h.get_status().queue_partition_key for h in handles] == [t[0] for t in tags]
+
+
+def test_partition_keys_belong_to_partitioned_queues(dbos: type[DBOS]) -> None:
+    """A partitioned queue needs a key, another queue refuses one, and a key does not
+    combine with deduplication (as DBOS): clear errors, nothing enqueued."""
+    with pytest.raises(DBOSException, match="is partitioned"):
+        partitioned_queue.enqueue(q_quick, 1)
+    with (
+        SetEnqueueOptions(queue_partition_key="a"),
+        pytest.raises(DBOSException, match="not partitioned"),
+    ):
+        dedup_queue.enqueue(q_quick, 1)
+    with pytest.raises(ValueError, match="deduplication"):
+        SetEnqueueOptions(queue_partition_key="a", deduplication_id="d")
+    with pytest.raises(ValueError, match="queue_partition_key"):
+        SetEnqueueOptions(queue_partition_key="")
+    assert DBOS.list_workflows() == []
 
 
 def test_priority_needs_priority_enabled(dbos: type[DBOS]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from spindle.runtime._schema import workflow_status
+from spindle.runtime._schema import LATEST_VERSION, schema_version, workflow_status
 from spindle.runtime._sysdb import ERROR, PENDING, SUCCESS, SystemDatabase, SystemDatabaseClosed
 
 
@@ -296,3 +296,27 @@ def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> No
     assert check.execute("SELECT status FROM workflow_status").fetchall() == [(SUCCESS,)]
     assert check.execute("SELECT count(*) FROM operation_outputs").fetchall() == [(0,)]
     check.close()
+
+
+def test_v5_adds_the_partition_key_to_a_database_made_before_it(db_url: str) -> None:
+    """A version-4 database (no queue_partition_key) is brought to the latest schema; its
+    rows are kept and the new column and index work."""
+    db = SystemDatabase(db_url, pool_size=1)
+    try:
+        db.migrate()
+        _insert(db, "old")
+        prefix = "" if db.sqlite else "dbos."
+        with db.engine.begin() as conn:  # back to what version 4 made
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}idx_ws_queue_partition")
+            table = f"{prefix}workflow_status"
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN queue_partition_key")
+            conn.execute(schema_version.update().values(version=4))
+        db.migrate()
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.select(schema_version.c.version)).scalar() == LATEST_VERSION
+        row = db.get_status("old")
+        assert row is not None
+        assert (row.workflow_id, row.queue_partition_key) == ("old", None)
+        db.migrate()  # idempotent
+    finally:
+        db.close()
