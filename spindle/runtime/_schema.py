@@ -9,6 +9,8 @@ from sqlalchemy.engine import Connection
 
 #: On PostgreSQL the tables live in this schema; SQLite has none (translated to None).
 SCHEMA = "dbos"
+#: PostgreSQL: the sequence that numbers enqueues (``workflow_status.enqueue_seq``).
+ENQUEUE_SEQUENCE = "workflow_enqueue_seq"
 
 metadata = sa.MetaData(schema=SCHEMA)
 
@@ -34,6 +36,9 @@ workflow_status = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("started_at_epoch_ms", sa.BigInteger, nullable=True),
     sa.Column("queue_partition_key", sa.Text, nullable=True),
+    # PostgreSQL: the order of enqueues, from a sequence, for FIFO among workflows enqueued
+    # in the same millisecond (SQLite uses its rowid). NULL for rows written otherwise.
+    sa.Column("enqueue_seq", sa.BigInteger, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)
@@ -201,15 +206,18 @@ def _v4_queues(conn: Connection) -> None:
 
 def _v5_partitions(conn: Connection) -> None:
     """Partitioned queues: a workflow's partition key, and the partitions of a queue that
-    hold queued work. ``_v1`` creates the table from the metadata, which now has the
-    column: a database made fresh has it already, an older one gets it here."""
-    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
-    schema = None if conn.dialect.name == "sqlite" else SCHEMA
+    hold queued work; on PostgreSQL, the enqueue sequence that keeps same-millisecond
+    enqueues FIFO. ``_v1`` creates the table from the metadata, which now has the
+    columns: a database made fresh has them already, an older one gets them here."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
     columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
-    if "queue_partition_key" not in columns:
-        conn.exec_driver_sql(
-            f"ALTER TABLE {prefix}workflow_status ADD COLUMN queue_partition_key TEXT"
-        )
+    for column, kind in (("queue_partition_key", "TEXT"), ("enqueue_seq", "BIGINT")):
+        if column not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} {kind}")
+    if not sqlite:
+        conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {prefix}{ENQUEUE_SEQUENCE}")
     conn.exec_driver_sql(
         "CREATE INDEX IF NOT EXISTS idx_ws_queue_partition "
         f"ON {prefix}workflow_status (queue_name, queue_partition_key, status) "

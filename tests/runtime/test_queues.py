@@ -453,6 +453,27 @@ def test_a_process_dequeues_only_its_own_application_version(
     assert [w.workflow_id for w in left] == ["new"]
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["one-statement", "counted"])
+def test_enqueues_in_one_millisecond_dequeue_in_enqueue_order(
+    dbos: type[DBOS], limited: bool
+) -> None:
+    """FIFO holds among workflows enqueued in the same millisecond, whatever their IDs
+    (the tie broke on the workflow ID, so z, y, x came out x, y, z)."""
+    rt = _get_instance()
+    queue = parked_limited_queue if limited else unlimited_priority_queue
+    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    ids = ["z", "y", "x", "w"]
+    for wf_id in ids:
+        enqueue_row(rt._sysdb, queue.name, wf_id)
+    with rt._sysdb.engine.begin() as conn:  # one millisecond for all four
+        conn.execute(ws.update().where(ws.c.workflow_uuid.in_(ids)).values(created_at=1))
+    take = functools.partial(
+        dequeue, rt._sysdb, queue, executor_id="me", application_version="0", clock_ms=lambda: 1
+    )
+    assert [r.workflow_id for r in take(max_rows=2).rows] == ["z", "y"]
+    assert [r.workflow_id for r in take(max_rows=5).rows] == ["x", "w"]
+
+
 def test_list_queued_workflows_filters_by_queue_before_the_limit(dbos: type[DBOS]) -> None:
     """list_queued_workflows: only workflows still in a queue; queue_name, status and limit
     apply in the query, so a limit counts the named queue's workflows only."""
