@@ -173,7 +173,11 @@ class QueueManager:
         free = self._local_cap - in_flight
         if free <= 0:
             return False, None  # a finishing workflow wakes us
-        if queue.worker_concurrency is not None and in_flight >= queue.worker_concurrency:
+        if (
+            queue.worker_concurrency is not None
+            and not queue.partition_queue  # there the share is per partition
+            and in_flight >= queue.worker_concurrency
+        ):
             # Our own running workflows fill this process's share; no need to ask.
             return False, None
         if (

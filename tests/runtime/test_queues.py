@@ -57,6 +57,10 @@ unlimited_priority_queue = Queue(
 
 # concurrency=1 per partition: each partition runs one workflow at a time.
 partitioned_queue = Queue("test-partitioned", concurrency=1, partition_queue=True)
+# The same, as this process's share: worker_concurrency=1 per partition.
+partitioned_worker_queue = Queue(
+    "test-partitioned-worker", worker_concurrency=1, partition_queue=True
+)
 
 gauge = Gauge()
 partition_gauges: dict[str, Gauge] = collections.defaultdict(Gauge)
@@ -293,16 +297,18 @@ def test_priority_orders_dequeue(dbos: type[DBOS]) -> None:
     assert gauge.max == 1
 
 
-def test_partitioned_queue_limits_each_partition_on_its_own(dbos: type[DBOS]) -> None:
-    """partition_queue=True, concurrency=1: one workflow of each partition runs at once,
+@pytest.mark.parametrize("limit", ["concurrency", "worker_concurrency"])
+def test_partitioned_queue_limits_each_partition_on_its_own(dbos: type[DBOS], limit: str) -> None:
+    """partition_queue=True with a limit of 1: one workflow of each partition runs at once,
     never two of one partition; the partition key is on the status."""
+    queue = partitioned_queue if limit == "concurrency" else partitioned_worker_queue
     tags = ["a1", "b1", "a2", "b2", "a3", "b3"]
     handles = []
     for tag in tags:
         with SetEnqueueOptions(queue_partition_key=tag[0]):
-            handles.append(partitioned_queue.enqueue(q_partitioned, tag))
+            handles.append(queue.enqueue(q_partitioned, tag))
     assert sorted(t[0] for t in arrived(2)) == ["a", "b"]
-    waiting = DBOS.list_queued_workflows(queue_name=partitioned_queue.name, status="ENQUEUED")
+    waiting = DBOS.list_queued_workflows(queue_name=queue.name, status="ENQUEUED")
     assert len(waiting) == 4
     release.set()
     assert [h.get_result() for h in handles] == tags
