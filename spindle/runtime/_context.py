@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
     from ._active import ActiveWorkflow
@@ -52,17 +52,19 @@ def timeout_is_set(value: float | None) -> bool:
     return value is None or value != _UNSET
 
 
-class SetWorkflowID:
-    """Run the next workflow started in this block with this ID (idempotency key)."""
+T = TypeVar("T")
 
-    def __init__(self, workflow_id: str) -> None:
-        if not isinstance(workflow_id, str) or not workflow_id:
-            raise ValueError("SetWorkflowID needs a non-empty string")
-        self.workflow_id = workflow_id
-        self._token: contextvars.Token[str | None] | None = None
 
-    def __enter__(self) -> SetWorkflowID:
-        self._token = next_workflow_id.set(self.workflow_id)
+class ContextBlock(Generic[T]):
+    """A ``with`` block that sets a context variable, and restores its value on exit."""
+
+    def __init__(self, var: contextvars.ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+        self._token: contextvars.Token[T] | None = None
+
+    def __enter__(self) -> Self:
+        self._token = self._var.set(self._value)
         return self
 
     def __exit__(
@@ -72,10 +74,20 @@ class SetWorkflowID:
         tb: TracebackType | None,
     ) -> None:
         assert self._token is not None
-        next_workflow_id.reset(self._token)
+        self._var.reset(self._token)
 
 
-class SetWorkflowTimeout:
+class SetWorkflowID(ContextBlock[str | None]):
+    """Run the next workflow started in this block with this ID (idempotency key)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise ValueError("SetWorkflowID needs a non-empty string")
+        self.workflow_id = workflow_id
+        super().__init__(next_workflow_id, workflow_id)
+
+
+class SetWorkflowTimeout(ContextBlock[float | None]):
     """Give workflows started in this block a deadline ``seconds`` from their start.
 
     The deadline propagates to child workflows; ``None`` starts them with no timeout.
@@ -89,17 +101,4 @@ class SetWorkflowTimeout:
         ):
             raise ValueError("SetWorkflowTimeout needs a positive number of seconds or None")
         self.seconds = workflow_timeout_sec
-        self._token: contextvars.Token[float | None] | None = None
-
-    def __enter__(self) -> SetWorkflowTimeout:
-        self._token = next_timeout.set(self.seconds)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._token is not None
-        next_timeout.reset(self._token)
+        super().__init__(next_timeout, workflow_timeout_sec)

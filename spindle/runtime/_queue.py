@@ -7,9 +7,9 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
 
+from ._context import ContextBlock
 from ._core import resolve_identity
 from ._errors import DBOSException, DBOSWorkflowConflictIDError
 from ._functions import WorkflowInfo, function_name
@@ -210,7 +210,7 @@ _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.Co
 )
 
 
-class SetEnqueueOptions:
+class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
     """Enqueue the workflows of this block with a deduplication ID, a priority and/or a
     partition key.
 
@@ -253,20 +253,7 @@ class SetEnqueueOptions:
                 f"got {priority!r}"
             )
         self.options = EnqueueOptions(deduplication_id, priority, queue_partition_key)
-        self._token: contextvars.Token[EnqueueOptions | None] | None = None
-
-    def __enter__(self) -> SetEnqueueOptions:
-        self._token = _enqueue_options.set(self.options)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._token is not None
-        _enqueue_options.reset(self._token)
+        super().__init__(_enqueue_options, self.options)
 
 
 def enqueue_workflow(
