@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 VENVS = ROOT / ".bench-venvs"
 DBOS_VERSIONS = ("2.30.0", "3.4.0")
 PG_BASE = os.environ.get("SPINDLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -57,50 +59,14 @@ DRIVER = textwrap.dedent(
     import json
     import sqlite3
     import sys
-    import threading
     import time
 
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    import sqlite_commits  # copied beside this driver
 
     args = json.loads(sys.argv[1])
-    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
-    commits = [0]
-    pragmas = []
-    lock = threading.Lock()
-
-
-    def tracer():
-        state = {"in": False, "dirty": False}
-
-        def cb(sql):
-            s = sql.lstrip().upper()
-            if s.startswith("BEGIN"):
-                state["in"], state["dirty"] = True, False
-            elif s.startswith(("COMMIT", "END")):
-                if state["in"] and state["dirty"]:
-                    with lock:
-                        commits[0] += 1
-                state["in"] = False
-            elif s.startswith("ROLLBACK") and not s.startswith("ROLLBACK TO"):
-                state["in"] = False
-            elif s.startswith(WRITES):
-                if state["in"]:
-                    state["dirty"] = True
-                else:
-                    with lock:
-                        commits[0] += 1
-            elif s.startswith("PRAGMA"):
-                with lock:
-                    pragmas.append(sql.strip())
-
-        return cb
-
-
-    @event.listens_for(Engine, "connect")
-    def _trace(dbapi_conn, _record):
-        if isinstance(dbapi_conn, sqlite3.Connection):
-            dbapi_conn.set_trace_callback(tracer())
+    sqlite_commits.install()
+    commits = sqlite_commits.commits
+    pragmas = sqlite_commits.pragmas
 
 
     if args["impl"].startswith("spindle"):
@@ -521,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         driver = tmp / "driver.py"
         driver.write_text(DRIVER)
+        shutil.copy(HERE / "_sqlite_commits.py", tmp / "sqlite_commits.py")
         pythons: dict[str, Path] = {}
         broken: dict[str, str] = {}
         for impl in impls:
