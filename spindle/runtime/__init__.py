@@ -19,10 +19,10 @@ from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
 from ._kafka import KafkaMessage as KafkaMessage
+from ._pollers import Event as Event
+from ._pollers import EventSource as EventSource
 from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
-from ._receivers import Event as Event
-from ._receivers import EventSource as EventSource
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 

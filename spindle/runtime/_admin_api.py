@@ -16,14 +16,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from spindle.diagnostics import ThreadGroup
 
-from . import _admin_db
+from . import _admin_db, _workflows
 from ._errors import DBOSException, DBOSNonExistentWorkflowError, DBOSNotLaunchedError
 from ._queue import GLOBAL_QUEUES
 from ._status import WorkflowStatus
 from ._sysdb import now_ms
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
@@ -94,16 +94,15 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
+def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlette:
     """The admin app, with the thread dashboard mounted under ``/dbos`` when given."""
-    from ._dbos import DBOS
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "healthy"})
 
     async def deactivate(_: Request) -> Response:
         # Stop creating work here (pollers), keep finishing what runs: a drain before deploy.
-        rt._supervisor.signal(ThreadGroup.POLLER)
+        rt.supervisor.signal(ThreadGroup.POLLER)
         return PlainTextResponse("deactivated")
 
     async def queues_metadata(_: Request) -> Response:
@@ -125,7 +124,7 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
         body = await _body(request)
         if not isinstance(body, list) or not all(isinstance(x, str) for x in body):
             raise BadRequest("the body must be a JSON list of executor ids")
-        handles = await run_in_threadpool(rt._recover_pending, body)
+        handles = await run_in_threadpool(_workflows.recover_pending, rt, body)
         return JSONResponse([h.workflow_id for h in handles])
 
     async def list_workflows(request: Request) -> Response:
@@ -135,7 +134,8 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
         if (limit is not None and limit < 0) or (offset is not None and offset < 0):
             raise BadRequest("limit and offset must be >= 0")
         statuses = await run_in_threadpool(
-            lambda: DBOS.list_workflows(
+            lambda: _workflows.list_workflows(
+                rt,
                 workflow_ids=_field(body, "workflow_uuids", list),
                 status=_field(body, "status", (str, list)),
                 name=_field(body, "workflow_name", str),
@@ -155,29 +155,31 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
         limit = _field(body, "limit", int)
         # Filtered in SQL, so the limit counts queued workflows of that queue only.
         queued = await run_in_threadpool(
-            lambda: DBOS.list_queued_workflows(queue_name=queue_name, name=name, limit=limit)
+            lambda: _workflows.list_workflows(
+                rt, queue_name=queue_name, name=name, limit=limit, queues_only=True
+            )
         )
         return JSONResponse([workflow_json(s) for s in queued])
 
     async def get_workflow(request: Request) -> Response:
         wf_id = request.path_params["workflow_id"]
-        status = await run_in_threadpool(DBOS.get_workflow_status, wf_id)
+        status = await run_in_threadpool(_workflows.get_workflow_status, rt, wf_id)
         if status is None:
             raise DBOSNonExistentWorkflowError(wf_id)
         return JSONResponse(workflow_json(status))
 
     async def get_steps(request: Request) -> Response:
         wf_id = request.path_params["workflow_id"]
-        if await run_in_threadpool(rt._sysdb.get_status, wf_id) is None:
+        if await run_in_threadpool(rt.sysdb.get_status, wf_id) is None:
             raise DBOSNonExistentWorkflowError(wf_id)
-        return JSONResponse(await run_in_threadpool(_admin_db.list_steps, rt._sysdb, wf_id))
+        return JSONResponse(await run_in_threadpool(_admin_db.list_steps, rt.sysdb, wf_id))
 
     async def cancel(request: Request) -> Response:
-        await run_in_threadpool(DBOS.cancel_workflow, request.path_params["workflow_id"])
+        await run_in_threadpool(_workflows.cancel_workflow, rt, request.path_params["workflow_id"])
         return Response(status_code=204)
 
     async def resume(request: Request) -> Response:
-        await run_in_threadpool(DBOS.resume_workflow, request.path_params["workflow_id"])
+        await run_in_threadpool(_workflows.resume_workflow, rt, request.path_params["workflow_id"])
         return Response(status_code=204)
 
     async def fork(request: Request) -> Response:
@@ -200,16 +202,16 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
     async def _fork(wf_id: str, start: int, new_id: str | None, version: str | None) -> str:
         def work() -> str:
             forked = _admin_db.fork_workflow(
-                rt._sysdb,
+                rt.sysdb,
                 wf_id,
                 start,
-                executor_id=rt._config.executor_id,
+                executor_id=rt.config.executor_id,
                 new_workflow_id=new_id,
                 application_version=version,
             )
             if forked is None:
                 raise DBOSNonExistentWorkflowError(wf_id)
-            rt._restart(forked, count_attempt=False)
+            _workflows.restart(rt, forked, count_attempt=False)
             return forked
 
         return await run_in_threadpool(work)
@@ -222,7 +224,7 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
             raise BadRequest("rows_threshold must be >= 0")
         deleted = await run_in_threadpool(
             lambda: _admin_db.garbage_collect(
-                rt._sysdb, cutoff_epoch_ms=cutoff, rows_threshold=threshold
+                rt.sysdb, cutoff_epoch_ms=cutoff, rows_threshold=threshold
             )
         )
         return JSONResponse({"deleted": deleted})
@@ -232,9 +234,9 @@ def build_admin_app(rt: DBOS, dashboard: Starlette | None = None) -> Starlette:
         cutoff = _field(body, "cutoff_epoch_timestamp_ms", int, now_ms())
 
         def work() -> list[str]:
-            ids = _admin_db.global_timeout(rt._sysdb, cutoff)
+            ids = _admin_db.global_timeout(rt.sysdb, cutoff)
             for wf_id in ids:
-                entry = rt._active.get(wf_id)
+                entry = rt.active.get(wf_id)
                 if entry is not None:
                     entry.cancel()
             return ids

@@ -36,13 +36,13 @@ from ._serialization import (
 from ._sysdb import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow, SystemDatabaseClosed
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
 
 @dataclass(slots=True)
-class _Start:
+class Start:
     """What starting a workflow decided: the entry and how (or whether) to run it."""
 
     entry: ActiveWorkflow
@@ -68,7 +68,7 @@ class Identity:
     own_timeout: bool
 
 
-def resolve_identity(rt: DBOS, workflow_id: str | None = None) -> Identity:
+def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
     """Name the next workflow: consumes ``SetWorkflowID`` and takes a child function id."""
     parent = current_workflow.get()
     explicit = next_workflow_id.get()
@@ -92,7 +92,7 @@ def resolve_identity(rt: DBOS, workflow_id: str | None = None) -> Identity:
     if own:
         if timeout is not None:
             timeout_ms = int(timeout * 1000)
-            deadline_ms = int(rt._clock.now() * 1000) + timeout_ms
+            deadline_ms = int(rt.clock.now() * 1000) + timeout_ms
     elif parent is not None:
         deadline_ms = parent.deadline_epoch_ms
     return Identity(
@@ -101,7 +101,7 @@ def resolve_identity(rt: DBOS, workflow_id: str | None = None) -> Identity:
 
 
 def prepare_workflow(
-    rt: DBOS,
+    rt: Runtime,
     info: WorkflowInfo,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -109,7 +109,7 @@ def prepare_workflow(
     workflow_id: str | None = None,
     queue_name: str | None = None,
     if_new: bool = False,
-) -> _Start:
+) -> Start:
     """Claim a workflow ID in this process and checkpoint the workflow's start.
 
     Returns the in-flight entry; ``run`` is set when the caller must run it (it created it),
@@ -117,52 +117,52 @@ def prepare_workflow(
     a status row (from any process) is left alone, even if PENDING: pollers start each tick
     or message once, and a PENDING row belongs to whoever inserted it (or to recovery).
     """
-    rt._require_launched()
+    rt.require_launched()
     ident = resolve_identity(rt, workflow_id)
     wf_id = ident.workflow_id
     deadline_ms = ident.deadline_epoch_ms
 
-    entry, created = rt._active.acquire(wf_id, is_async=info.is_async)
+    entry, created = rt.active.acquire(wf_id, is_async=info.is_async)
     if not created:
-        return _Start(entry, False)
+        return Start(entry, False)
     try:
         inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
-        existing = rt._sysdb.insert_workflow(
+        existing = rt.sysdb.insert_workflow(
             workflow_id=wf_id,
             name=info.name,
             inputs=inputs,
-            executor_id=rt._config.executor_id,
-            application_version=rt._config.application_version,
+            executor_id=rt.config.executor_id,
+            application_version=rt.config.application_version,
             parent_workflow_id=ident.parent_workflow_id,
             timeout_ms=ident.timeout_ms,
             deadline_epoch_ms=deadline_ms,
             queue_name=queue_name,
         )
     except BaseException:
-        rt._active.release(entry)
+        rt.active.release(entry)
         raise
     recorded: dict[int, StepRow] | None = None
     if existing is not None and if_new:
-        rt._active.release(entry)
-        return _Start(entry, False)
+        rt.active.release(entry)
+        return Start(entry, False)
     if existing is not None:
         if existing.name != info.name:
-            rt._active.release(entry)
+            rt.active.release(entry)
             raise DBOSWorkflowConflictIDError(
                 f"workflow ID {wf_id!r} belongs to {existing.name!r}, not {info.name!r}"
             )
         if existing.status in TERMINAL:
             _publish_row(entry, existing.status, existing.output, existing.error)
-            rt._active.release(entry)
-            return _Start(entry, False)
+            rt.active.release(entry)
+            return Start(entry, False)
         # PENDING (recovery, or the same ID again after a crash): replay its history.
         deadline_ms = existing.workflow_deadline_epoch_ms
-        recorded = rt._sysdb.step_outputs(wf_id)
+        recorded = rt.sysdb.step_outputs(wf_id)
     return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
 
 def start_dequeued(
-    rt: DBOS,
+    rt: Runtime,
     info: WorkflowInfo,
     workflow_id: str,
     args: tuple[Any, ...],
@@ -170,42 +170,42 @@ def start_dequeued(
     *,
     deadline_ms: int | None,
     recorded: dict[int, StepRow] | None,
-) -> _Start:
+) -> Start:
     """Start a workflow whose row a queue worker just set PENDING: no insert, no read.
 
     ``run`` is None when the ID is already in flight in this process.
     """
-    entry, created = rt._active.acquire(workflow_id, is_async=info.is_async)
+    entry, created = rt.active.acquire(workflow_id, is_async=info.is_async)
     if not created:
-        return _Start(entry, False)
+        return Start(entry, False)
     return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
 
 def _runnable(
-    rt: DBOS,
+    rt: Runtime,
     entry: ActiveWorkflow,
     info: WorkflowInfo,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     deadline_ms: int | None,
     recorded: dict[int, StepRow] | None,
-) -> _Start:
+) -> Start:
     wf_id = entry.workflow_id
     if deadline_ms is not None:
-        rt._timeouts.add(wf_id, deadline_ms / 1000)
+        rt.timeouts.add(wf_id, deadline_ms / 1000)
 
     if info.is_async:
 
         async def run_async() -> Any:
             return await _run_workflow_async(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
-        return _Start(entry, True, run_async)
+        return Start(entry, True, run_async)
 
     def run() -> Any:
         return _run_workflow(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
     entry.runner = run
-    return _Start(entry, True, run)
+    return Start(entry, True, run)
 
 
 def _publish_row(
@@ -220,7 +220,7 @@ def _publish_row(
 
 
 def _enter(
-    rt: DBOS,
+    rt: Runtime,
     entry: ActiveWorkflow,
     info: WorkflowInfo,
     deadline_ms: int | None,
@@ -243,7 +243,7 @@ def _leave(tokens: tuple[Any, Any, Any]) -> None:
 
 
 def _run_workflow(
-    rt: DBOS,
+    rt: Runtime,
     entry: ActiveWorkflow,
     info: WorkflowInfo,
     args: tuple[Any, ...],
@@ -262,13 +262,13 @@ def _run_workflow(
             _conclude_ok(rt, entry, info, result)
     finally:
         _leave(tokens)
-        rt._timeouts.remove(entry.workflow_id)
-        rt._active.release(entry)
+        rt.timeouts.remove(entry.workflow_id)
+        rt.active.release(entry)
     return entry.outcome()
 
 
 async def _run_workflow_async(
-    rt: DBOS,
+    rt: Runtime,
     entry: ActiveWorkflow,
     info: WorkflowInfo,
     args: tuple[Any, ...],
@@ -284,26 +284,26 @@ async def _run_workflow_async(
             _check_boundary(rt, entry)
             result = await info.func(*args, **kwargs)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and rt._interrupting:
+            if isinstance(exc, asyncio.CancelledError) and rt.interrupting:
                 exc = WorkflowInterrupted()
             _conclude_error(rt, entry, exc)
         else:
             _conclude_ok(rt, entry, info, result)
     finally:
         _leave(tokens)
-        rt._timeouts.remove(entry.workflow_id)
-        rt._active.release(entry)
+        rt.timeouts.remove(entry.workflow_id)
+        rt.active.release(entry)
     return entry.outcome()
 
 
-def _conclude_ok(rt: DBOS, entry: ActiveWorkflow, info: WorkflowInfo, result: Any) -> None:
+def _conclude_ok(rt: Runtime, entry: ActiveWorkflow, info: WorkflowInfo, result: Any) -> None:
     try:
         output = serialize(result, f"the output of workflow {info.name!r}")
     except Exception as exc:
         _conclude_error(rt, entry, exc)
         return
     try:
-        if rt._sysdb.finish_workflow(entry.workflow_id, SUCCESS, output=output, error=None):
+        if rt.sysdb.finish_workflow(entry.workflow_id, SUCCESS, output=output, error=None):
             entry.finish(result=result)
         else:
             entry.cancel()  # cancelled (or timed out) while its last step ran
@@ -311,9 +311,9 @@ def _conclude_ok(rt: DBOS, entry: ActiveWorkflow, info: WorkflowInfo, result: An
         entry.finish(error=_shutdown_error(entry.workflow_id))
 
 
-def _conclude_error(rt: DBOS, entry: ActiveWorkflow, exc: BaseException) -> None:
+def _conclude_error(rt: Runtime, entry: ActiveWorkflow, exc: BaseException) -> None:
     if isinstance(exc, WorkflowInterrupted | SystemDatabaseClosed) or (
-        rt._interrupting and isinstance(exc, Exception)
+        rt.interrupting and isinstance(exc, Exception)
     ):
         # Shutdown: the workflow stays PENDING for recovery; nothing is recorded or logged
         # as an error, and nothing touches the database any more.
@@ -326,7 +326,7 @@ def _conclude_error(rt: DBOS, entry: ActiveWorkflow, exc: BaseException) -> None
         entry.finish(error=exc)
         raise exc
     try:
-        recorded = rt._sysdb.finish_workflow(
+        recorded = rt.sysdb.finish_workflow(
             entry.workflow_id, ERROR, output=None, error=serialize_exception(exc)
         )
     except SystemDatabaseClosed:
@@ -338,10 +338,10 @@ def _conclude_error(rt: DBOS, entry: ActiveWorkflow, exc: BaseException) -> None
         entry.cancel()
 
 
-def _check_boundary(rt: DBOS, entry: ActiveWorkflow) -> None:
+def _check_boundary(rt: Runtime, entry: ActiveWorkflow) -> None:
     """At every durable boundary: stop here if the runtime is shutting down or we were
     cancelled."""
-    if entry.interrupted or rt._interrupting:
+    if entry.interrupted or rt.interrupting:
         raise WorkflowInterrupted()
     if entry.cancelled:
         raise DBOSWorkflowCancelledError(f"workflow {entry.workflow_id!r} was cancelled")
@@ -354,7 +354,7 @@ def _replay(row: StepRow) -> Any:
 
 
 def _record(
-    rt: DBOS,
+    rt: Runtime,
     ctx: WorkflowContext,
     fid: int,
     name: str,
@@ -364,16 +364,16 @@ def _record(
 ) -> StepRow | None:
     """Checkpoint one step; returns the row recorded by another execution on a conflict."""
     try:
-        outcome = rt._sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
+        outcome = rt.sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
     except SystemDatabaseClosed as exc:
         raise WorkflowInterrupted() from exc
     if outcome == "not-pending":
-        if rt._interrupting:
+        if rt.interrupting:
             raise WorkflowInterrupted()
         ctx.entry.cancel()
         raise DBOSWorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
     if outcome == "conflict":
-        return rt._sysdb.step_outputs(ctx.workflow_id).get(fid)
+        return rt.sysdb.step_outputs(ctx.workflow_id).get(fid)
     return None
 
 
@@ -403,7 +403,7 @@ class _Attempts:
         return None, self.delays[len(self.errors) - 1]
 
 
-def _step_start(rt: DBOS, ctx: WorkflowContext | None) -> tuple[int, tuple[Any] | None]:
+def _step_start(rt: Runtime, ctx: WorkflowContext | None) -> tuple[int, tuple[Any] | None]:
     """Take the step's function id; a replayed step returns its recorded outcome."""
     assert ctx is not None
     fid = ctx.next_id()
@@ -413,7 +413,7 @@ def _step_start(rt: DBOS, ctx: WorkflowContext | None) -> tuple[int, tuple[Any] 
     return fid, None
 
 
-def run_step(rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def run_step(rt: Runtime, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run a sync step inside the current workflow, exactly once across replays."""
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
@@ -442,7 +442,7 @@ def run_step(rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 async def run_step_async(
-    rt: DBOS, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+    rt: Runtime, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run an async step inside the current workflow, exactly once across replays."""
     ctx = current_workflow.get()
@@ -471,7 +471,7 @@ async def run_step_async(
 
 
 def _conclude_step(
-    rt: DBOS,
+    rt: Runtime,
     ctx: WorkflowContext,
     fid: int,
     name: str,
@@ -490,7 +490,7 @@ def _conclude_step(
     return result
 
 
-def durable_sleep(rt: DBOS, seconds: float) -> None:
+def durable_sleep(rt: Runtime, seconds: float) -> None:
     """Sleep that survives a crash: the wake-up time is checkpointed, a recovered workflow
     sleeps only what is left. Cancel and shutdown cut it short."""
     ctx = current_workflow.get()
@@ -498,29 +498,29 @@ def durable_sleep(rt: DBOS, seconds: float) -> None:
         time.sleep(seconds)
         return
     wake_at = _sleep_checkpoint(rt, ctx, seconds)
-    remaining = wake_at - rt._clock.now()
+    remaining = wake_at - rt.clock.now()
     if remaining > 0 and ctx.entry.wake.wait(remaining):
         _check_boundary(rt, ctx.entry)
 
 
-async def durable_sleep_async(rt: DBOS, seconds: float) -> None:
+async def durable_sleep_async(rt: Runtime, seconds: float) -> None:
     """Async :func:`durable_sleep`: waits on the loop, holding no thread."""
     ctx = current_workflow.get()
     if ctx is None:
         await asyncio.sleep(seconds)
         return
     wake_at = _sleep_checkpoint(rt, ctx, seconds)
-    remaining = wake_at - rt._clock.now()
+    remaining = wake_at - rt.clock.now()
     if remaining > 0 and await wait_wake_async(ctx.entry, remaining):
         _check_boundary(rt, ctx.entry)
 
 
-def _sleep_checkpoint(rt: DBOS, ctx: WorkflowContext, seconds: float) -> float:
+def _sleep_checkpoint(rt: Runtime, ctx: WorkflowContext, seconds: float) -> float:
     fid = ctx.next_id()
     if ctx.recorded is not None and fid in ctx.recorded:
         return float(_replay(ctx.recorded[fid]))
     _check_boundary(rt, ctx.entry)
-    wake_at = rt._clock.now() + seconds
+    wake_at = rt.clock.now() + seconds
     other = _record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
     return float(_replay(other)) if other is not None else wake_at
 

@@ -16,8 +16,8 @@ from ._pollers import PollerGate, ScheduledPoller, start_once
 from ._supervisor import Supervised
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
     from ._functions import WorkflowInfo
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
@@ -38,7 +38,7 @@ def tick_workflow_id(prefix: str, tick: datetime) -> str:
 
 
 def cron_body(
-    rt: DBOS,
+    rt: Runtime,
     gate: PollerGate,
     *,
     id_prefix: str,
@@ -54,7 +54,7 @@ def cron_body(
     """
 
     def body(stop: StopEvent) -> None:
-        clock = rt._clock
+        clock = rt.clock
         cond = threading.Condition()
 
         def wake() -> None:
@@ -63,13 +63,13 @@ def cron_body(
 
         # The stop event wakes the clock wait: the thread never waits out a whole tick.
         stop.add_callback(wake)
-        record = rt._registry.record_for_ident(threading.get_ident())
+        record = rt.registry.record_for_ident(threading.get_ident())
         ticks = croniter(cron, datetime.fromtimestamp(clock.now(), UTC), second_at_beginning=True)
         while not stop.is_set():
             tick: datetime = ticks.get_next(datetime)
             if record is not None:
                 # Shown by the dashboard: what this thread waits for.
-                rt._registry.set_status(record, f"next tick {tick.isoformat()}")
+                rt.registry.set_status(record, f"next tick {tick.isoformat()}")
             with cond:
                 # No lost wake-up: the callback needs ``cond``, which we hold until the
                 # clock's wait releases it atomically.
@@ -93,7 +93,7 @@ def cron_body(
 
 
 def spawn_scheduled(
-    rt: DBOS, gate: PollerGate, poller: ScheduledPoller, parent: ThreadRecord | None = None
+    rt: Runtime, gate: PollerGate, poller: ScheduledPoller, parent: ThreadRecord | None = None
 ) -> Supervised:
     """Spawn ``dbos-scheduler[<workflow>]`` for a ``@DBOS.scheduled`` workflow, which is
     called with ``(scheduled_time, actual_time)``."""
@@ -105,7 +105,7 @@ def spawn_scheduled(
         cron=poller.cron,
         make_args=lambda tick, actual: (tick, actual),
     )
-    return rt._supervisor.spawn(
+    return rt.supervisor.spawn(
         ThreadKind.POLLER,
         f"dbos-scheduler[{poller.info.name}]",
         body,

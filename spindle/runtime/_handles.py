@@ -19,7 +19,7 @@ from ._status import WorkflowStatus
 from ._sysdb import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 R = TypeVar("R")
 
@@ -28,10 +28,10 @@ _POLL_MIN = 0.01
 _POLL_MAX = 1.0
 
 
-def _settled(rt: DBOS, workflow_id: str) -> tuple[bool, Any]:
+def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
     """``(True, result)`` once the workflow ended (its error or cancellation is raised),
     ``(False, None)`` while it runs elsewhere."""
-    row = rt._sysdb.get_status(workflow_id)
+    row = rt.sysdb.get_status(workflow_id)
     if row is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
     if row.status == SUCCESS:
@@ -48,7 +48,7 @@ def _settled(rt: DBOS, workflow_id: str) -> tuple[bool, Any]:
 class WorkflowHandle(Generic[R]):
     """A started workflow: its ID, its status, and (blocking) its result."""
 
-    def __init__(self, rt: DBOS, workflow_id: str, entry: ActiveWorkflow | None) -> None:
+    def __init__(self, rt: Runtime, workflow_id: str, entry: ActiveWorkflow | None) -> None:
         self._rt = rt
         self._entry = entry
         self.workflow_id = workflow_id
@@ -62,7 +62,7 @@ class WorkflowHandle(Generic[R]):
 
         A cancelled (or timed-out) workflow raises ``DBOSAwaitedWorkflowCancelledError``.
         """
-        entry = self._entry or self._rt._active.get(self.workflow_id)
+        entry = self._entry or self._rt.active.get(self.workflow_id)
         if entry is not None:
             # Not started by any worker yet: run it here. A parent blocked on its child
             # would otherwise hold a worker the child needs (deadlock on a bounded pool).
@@ -77,10 +77,10 @@ class WorkflowHandle(Generic[R]):
         return self._poll_result()
 
     def _wait_entry(self, entry: ActiveWorkflow) -> None:
-        stopping = self._rt._stopping
+        stopping = self._rt.stopping
         while not entry.done.wait(1.0):
             if stopping.is_set() and not entry.done.is_set():
-                entry.done.wait(self._rt._config.thread_join_timeout_sec)
+                entry.done.wait(self._rt.config.thread_join_timeout_sec)
                 if not entry.done.is_set():
                     raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
 
@@ -90,7 +90,7 @@ class WorkflowHandle(Generic[R]):
         while True:
             # A queued workflow starts here after the handle was made: once it runs in this
             # process, wait on its outcome instead of polling the database.
-            entry = self._rt._active.get(self.workflow_id)
+            entry = self._rt.active.get(self.workflow_id)
             if entry is not None:
                 self._wait_entry(entry)
                 outcome: R = entry.outcome()
@@ -99,13 +99,13 @@ class WorkflowHandle(Generic[R]):
             if done:
                 result: R = value
                 return result
-            if self._rt._stopping.wait(0) or waiter.wait(delay):
+            if self._rt.stopping.wait(0) or waiter.wait(delay):
                 raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
             delay = min(delay * 2, _POLL_MAX)
 
     def get_status(self) -> WorkflowStatus:
         """The workflow's current status."""
-        row = self._rt._sysdb.get_status(self.workflow_id)
+        row = self._rt.sysdb.get_status(self.workflow_id)
         if row is None:
             raise DBOSNonExistentWorkflowError(self.workflow_id)
         return WorkflowStatus.from_row(row)
@@ -114,7 +114,7 @@ class WorkflowHandle(Generic[R]):
 class WorkflowHandleAsync(Generic[R]):
     """The async twin of :class:`WorkflowHandle`: waiting holds no thread."""
 
-    def __init__(self, rt: DBOS, workflow_id: str, entry: ActiveWorkflow | None) -> None:
+    def __init__(self, rt: Runtime, workflow_id: str, entry: ActiveWorkflow | None) -> None:
         self._rt = rt
         self._entry = entry
         self.workflow_id = workflow_id
@@ -125,7 +125,7 @@ class WorkflowHandleAsync(Generic[R]):
 
     async def get_result(self) -> R:
         """Await the workflow's result (or its error)."""
-        entry = self._entry or self._rt._active.get(self.workflow_id)
+        entry = self._entry or self._rt.active.get(self.workflow_id)
         if entry is not None:
             result: R = await wait_async(entry)
             return result
@@ -140,7 +140,7 @@ class WorkflowHandleAsync(Generic[R]):
 
     async def get_status(self) -> WorkflowStatus:
         """The workflow's current status."""
-        row = self._rt._sysdb.get_status(self.workflow_id)
+        row = self._rt.sysdb.get_status(self.workflow_id)
         if row is None:
             raise DBOSNonExistentWorkflowError(self.workflow_id)
         return WorkflowStatus.from_row(row)

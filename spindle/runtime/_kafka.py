@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import DBOSException
-from ._receivers import Event
+from ._pollers import Event
 
 logger = logging.getLogger("spindle")
 

@@ -30,7 +30,7 @@ from ._serialization import deserialize, serialize
 from ._sysdb import StepRow, SystemDatabaseClosed
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 _NONE = serialize(None, "None")
 
@@ -43,37 +43,37 @@ def _workflow_ctx() -> WorkflowContext | None:
     return None if ctx is None or ctx.in_step else ctx
 
 
-def _settle(rt: DBOS, ctx: WorkflowContext, fid: int, outcome: Outcome) -> StepRow | None:
+def _settle(rt: Runtime, ctx: WorkflowContext, fid: int, outcome: Outcome) -> StepRow | None:
     """Act on a checkpoint's outcome as ``_core._record`` does; the other run's row on a
     conflict."""
     if outcome == "not-pending":
-        if rt._interrupting:
+        if rt.interrupting:
             raise WorkflowInterrupted()
         ctx.entry.cancel()
         raise DBOSWorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
     if outcome == "conflict":
         try:
-            return rt._sysdb.step_outputs(ctx.workflow_id).get(fid)
+            return rt.sysdb.step_outputs(ctx.workflow_id).get(fid)
         except SystemDatabaseClosed as exc:
             raise WorkflowInterrupted() from exc
     return None
 
 
-def _deadline(rt: DBOS, ctx: WorkflowContext, fid: int, timeout: float) -> float:
+def _deadline(rt: Runtime, ctx: WorkflowContext, fid: int, timeout: float) -> float:
     """The epoch time a durable wait ends, checkpointed under ``fid`` (as ``DBOS.sleep``)."""
     if ctx.recorded is not None and fid in ctx.recorded:
         return float(_replay(ctx.recorded[fid]))
-    wake_at = rt._clock.now() + timeout
+    wake_at = rt.clock.now() + timeout
     other = _record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
     return float(_replay(other)) if other is not None else wake_at
 
 
-def _check_wake(rt: DBOS, ctx: WorkflowContext | None) -> None:
+def _check_wake(rt: Runtime, ctx: WorkflowContext | None) -> None:
     """Raise if the caller must stop waiting: its workflow was cancelled or interrupted, or
     the listener is gone (shutdown)."""
     if ctx is not None:
         _check_boundary(rt, ctx.entry)
-    if rt._listener.waiters.closed:
+    if rt.listener.waiters.closed:
         if ctx is not None:
             # Never an error recorded on the workflow: it stays PENDING for recovery.
             raise WorkflowInterrupted()
@@ -83,14 +83,14 @@ def _check_wake(rt: DBOS, ctx: WorkflowContext | None) -> None:
 # -- send ---------------------------------------------------------------------------------
 
 
-def send(rt: DBOS, destination_id: str, message: Any, topic: str | None) -> None:
+def send(rt: Runtime, destination_id: str, message: Any, topic: str | None) -> None:
     """Send ``message`` to a workflow, exactly once even when the sender is replayed."""
-    rt._require_launched()
+    rt.require_launched()
     topic_s = NULL_TOPIC if topic is None else topic
     data = serialize(message, "the message of DBOS.send")
     ctx = _workflow_ctx()
     if ctx is None:
-        rt._messaging_db.send(destination_id, topic_s, data)
+        rt.messaging_db.send(destination_id, topic_s, data)
     else:
         fid = ctx.next_id()
         if ctx.recorded is not None and fid in ctx.recorded:
@@ -98,7 +98,7 @@ def send(rt: DBOS, destination_id: str, message: Any, topic: str | None) -> None
             return
         _check_boundary(rt, ctx.entry)
         try:
-            outcome = rt._messaging_db.send(
+            outcome = rt.messaging_db.send(
                 destination_id, topic_s, data, workflow_id=ctx.workflow_id, function_id=fid
             )
         except SystemDatabaseClosed as exc:
@@ -107,10 +107,10 @@ def send(rt: DBOS, destination_id: str, message: Any, topic: str | None) -> None
         if other is not None:
             _replay(other)
             return
-    rt._listener.committed(message_key(destination_id, topic_s))
+    rt.listener.committed(message_key(destination_id, topic_s))
 
 
-async def send_async(rt: DBOS, destination_id: str, message: Any, topic: str | None) -> None:
+async def send_async(rt: Runtime, destination_id: str, message: Any, topic: str | None) -> None:
     """Async :func:`send` (one short transaction, run on the caller's loop)."""
     send(rt, destination_id, message, topic)
 
@@ -119,20 +119,20 @@ async def send_async(rt: DBOS, destination_id: str, message: Any, topic: str | N
 
 
 def _recv(
-    rt: DBOS, topic: str | None, timeout: float, loop: asyncio.AbstractEventLoop | None
+    rt: Runtime, topic: str | None, timeout: float, loop: asyncio.AbstractEventLoop | None
 ) -> Wait:
     ctx = _workflow_ctx()
     if ctx is None:
         raise DBOSException("DBOS.recv() must be called from within a workflow")
-    rt._require_launched()
+    rt.require_launched()
     topic_s = NULL_TOPIC if topic is None else topic
     fid, timeout_fid = ctx.next_id(), ctx.next_id()
     if ctx.recorded is not None and fid in ctx.recorded:
         return _replay(ctx.recorded[fid])
     _check_boundary(rt, ctx.entry)
-    db = rt._messaging_db
+    db = rt.messaging_db
     # Register before the first read: a message committed after the read wakes us.
-    waiter = rt._listener.waiters.register(message_key(ctx.workflow_id, topic_s), loop)
+    waiter = rt.listener.waiters.register(message_key(ctx.workflow_id, topic_s), loop)
     remove_wake = ctx.entry.add_wake_callback(waiter.notify)
     try:
         wake_at: float | None = None
@@ -154,24 +154,24 @@ def _recv(
                 # Checkpointed only when we must wait: a message already there costs one
                 # transaction, not two.
                 wake_at = _deadline(rt, ctx, timeout_fid, timeout)
-            remaining = wake_at - rt._clock.now()
+            remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
             yield waiter, remaining
     finally:
         remove_wake()
-        rt._listener.waiters.unregister(waiter)
+        rt.listener.waiters.unregister(waiter)
     # Timed out (after a last read): None is the step's recorded output.
     other = _record(rt, ctx, fid, "DBOS.recv", output=_NONE, error=None)
     return _replay(other) if other is not None else None
 
 
-def recv(rt: DBOS, topic: str | None, timeout_seconds: float) -> Any:
+def recv(rt: Runtime, topic: str | None, timeout_seconds: float) -> Any:
     """Receive the oldest message on ``topic``, or None after ``timeout_seconds``."""
     return _drive(_recv(rt, topic, timeout_seconds, None))
 
 
-async def recv_async(rt: DBOS, topic: str | None, timeout_seconds: float) -> Any:
+async def recv_async(rt: Runtime, topic: str | None, timeout_seconds: float) -> Any:
     """Async :func:`recv`: waits on the loop, holding no thread."""
     return await _drive_async(_recv(rt, topic, timeout_seconds, asyncio.get_running_loop()))
 
@@ -179,16 +179,16 @@ async def recv_async(rt: DBOS, topic: str | None, timeout_seconds: float) -> Any
 # -- events -------------------------------------------------------------------------------
 
 
-def set_event(rt: DBOS, key: str, value: Any) -> None:
+def set_event(rt: Runtime, key: str, value: Any) -> None:
     """Set (or overwrite) an event of the calling workflow; wakes its ``get_event`` callers."""
     ctx = current_workflow.get()
     if ctx is None:
         raise DBOSException("DBOS.set_event() must be called from within a workflow")
-    rt._require_launched()
+    rt.require_launched()
     data = serialize(value, f"the value of event {key!r}")
     if ctx.in_step:
         # Inside a step the step is the checkpoint; the upsert is idempotent on a retry.
-        rt._messaging_db.set_event(ctx.workflow_id, key, data, function_id=None)
+        rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=None)
     else:
         fid = ctx.next_id()
         if ctx.recorded is not None and fid in ctx.recorded:
@@ -196,25 +196,25 @@ def set_event(rt: DBOS, key: str, value: Any) -> None:
             return
         _check_boundary(rt, ctx.entry)
         try:
-            outcome = rt._messaging_db.set_event(ctx.workflow_id, key, data, function_id=fid)
+            outcome = rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=fid)
         except SystemDatabaseClosed as exc:
             raise WorkflowInterrupted() from exc
         other = _settle(rt, ctx, fid, outcome)
         if other is not None:
             _replay(other)
             return
-    rt._listener.committed(event_key(ctx.workflow_id, key))
+    rt.listener.committed(event_key(ctx.workflow_id, key))
 
 
-async def set_event_async(rt: DBOS, key: str, value: Any) -> None:
+async def set_event_async(rt: Runtime, key: str, value: Any) -> None:
     """Async :func:`set_event`."""
     set_event(rt, key, value)
 
 
 def _get_event(
-    rt: DBOS, workflow_id: str, key: str, timeout: float, loop: asyncio.AbstractEventLoop | None
+    rt: Runtime, workflow_id: str, key: str, timeout: float, loop: asyncio.AbstractEventLoop | None
 ) -> Wait:
-    rt._require_launched()
+    rt.require_launched()
     ctx = _workflow_ctx()
     fid = timeout_fid = 0
     if ctx is not None:
@@ -222,8 +222,8 @@ def _get_event(
         if ctx.recorded is not None and fid in ctx.recorded:
             return _replay(ctx.recorded[fid])
         _check_boundary(rt, ctx.entry)
-    db = rt._messaging_db
-    waiter = rt._listener.waiters.register(event_key(workflow_id, key), loop)
+    db = rt.messaging_db
+    waiter = rt.listener.waiters.register(event_key(workflow_id, key), loop)
     remove_wake = ctx.entry.add_wake_callback(waiter.notify) if ctx is not None else None
     value: bytes | None = None
     try:
@@ -243,16 +243,16 @@ def _get_event(
                 wake_at = (
                     _deadline(rt, ctx, timeout_fid, timeout)
                     if ctx is not None
-                    else rt._clock.now() + timeout
+                    else rt.clock.now() + timeout
                 )
-            remaining = wake_at - rt._clock.now()
+            remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
             yield waiter, remaining
     finally:
         if remove_wake is not None:
             remove_wake()
-        rt._listener.waiters.unregister(waiter)
+        rt.listener.waiters.unregister(waiter)
     if ctx is not None:
         # The value as read is the step's output: a replay returns it without reading.
         other = _record(
@@ -263,12 +263,12 @@ def _get_event(
     return deserialize(value)
 
 
-def get_event(rt: DBOS, workflow_id: str, key: str, timeout_seconds: float) -> Any:
+def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
     """The value of a workflow's event, waiting up to ``timeout_seconds`` for it to be set."""
     return _drive(_get_event(rt, workflow_id, key, timeout_seconds, None))
 
 
-async def get_event_async(rt: DBOS, workflow_id: str, key: str, timeout_seconds: float) -> Any:
+async def get_event_async(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
     """Async :func:`get_event`: waits on the loop, holding no thread."""
     loop = asyncio.get_running_loop()
     return await _drive_async(_get_event(rt, workflow_id, key, timeout_seconds, loop))

@@ -1,9 +1,9 @@
 """Pollers: the threads that start workflows from outside (cron ticks, message sources).
 
 This module holds what every poller shares: the registry the decorators fill, the gate that
-shutdown closes, the exactly-once start, and :class:`PollerSet`, which starts them all at
-``launch()``. The cron loop lives in ``_cron.py``, the schedules table in ``_schedules.py``
-and message sources in ``_receivers.py``.
+shutdown closes, the exactly-once start and the message-source protocol. ``_poller_set.py``
+starts them all at ``launch()``; the cron loop lives in ``_cron.py``, the schedules table in
+``_schedules.py`` and message sources in ``_receivers.py``.
 """
 
 from __future__ import annotations
@@ -12,21 +12,52 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from spindle.diagnostics import StopEvent
 
 from ._core import prepare_workflow
 from ._functions import WorkflowInfo
-
-if TYPE_CHECKING:
-    from ._dbos import DBOS
-    from ._receivers import EventSource
-    from ._schedules import DynamicScheduler
+from ._runtime import Runtime
+from ._workflows import dispatch
 
 logger = logging.getLogger("spindle")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message from a source: ``key`` is unique within the source (e.g. Kafka's
+    topic, partition and offset) and makes the workflow ID; ``value`` is the workflow's
+    argument."""
+
+    key: str
+    value: Any
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A message source a receiver thread polls.
+
+    ``poll`` returns the next messages (an empty list after ``timeout`` seconds without
+    any); ``commit`` acknowledges messages whose workflows were durably started. Delivery
+    may repeat (a message polled but not committed before a crash comes again): the
+    workflow ID ``<name>-<key>`` makes each message start one workflow all the same.
+
+    Optional methods, used when present: ``wakeup()`` makes a blocked ``poll`` return
+    early (called from another thread when the receiver must stop), and ``close()`` is
+    called by the receiver thread when it exits.
+    """
+
+    @property
+    def name(self) -> str:
+        """The source's name: the prefix of the IDs of the workflows it starts."""
+        ...
+
+    def poll(self, timeout: float) -> list[Event]: ...
+
+    def commit(self, events: Sequence[Event]) -> None: ...
 
 
 class PollerGate:
@@ -79,7 +110,7 @@ class PollerGate:
 
 
 def start_once(
-    rt: DBOS,
+    rt: Runtime,
     gate: PollerGate,
     stop: StopEvent,
     info: WorkflowInfo,
@@ -96,7 +127,7 @@ def start_once(
         if not admitted or stop.is_set():
             return False
         start = prepare_workflow(rt, info, args, {}, workflow_id=workflow_id, if_new=True)
-        rt._dispatch(info, start)
+        dispatch(rt, info, start)
         return start.run is not None
 
 
@@ -156,41 +187,3 @@ class PollerRegistry:
 
 #: Decorators register here, like ``GLOBAL_REGISTRY`` for workflows.
 POLLERS = PollerRegistry()
-
-
-class PollerSet:
-    """The pollers of one launch: every scheduled workflow, receiver and the dynamic
-    scheduler, sharing one gate."""
-
-    def __init__(self, rt: DBOS) -> None:
-        self._rt = rt
-        self.gate = PollerGate()
-        self.scheduler: DynamicScheduler | None = None
-
-    def start(self) -> None:
-        """Spawn one thread per registration, then the dynamic scheduler."""
-        # Imported here: those modules import this one for the gate and start_once.
-        from ._cron import spawn_scheduled
-        from ._receivers import spawn_receiver
-        from ._schedules import DynamicScheduler
-
-        scheduled, receivers = POLLERS.snapshot()
-        for sp in scheduled:
-            spawn_scheduled(self._rt, self.gate, sp)
-        for rp in receivers:
-            spawn_receiver(self._rt, self.gate, rp)
-        self.scheduler = DynamicScheduler(self._rt, self.gate)
-        self.scheduler.start()
-
-    def close(self, timeout: float) -> None:
-        """Close the gate (before shutdown phase 1); a start still in flight is logged."""
-        if not self.gate.close(timeout):
-            logger.warning(
-                "spindle: a poller was still starting a workflow %.1fs after destroy() began",
-                timeout,
-            )
-
-    def schedules_changed(self) -> None:
-        """Wake the dynamic scheduler: this process changed the schedules table."""
-        if self.scheduler is not None:
-            self.scheduler.poke()

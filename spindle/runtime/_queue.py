@@ -7,31 +7,25 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from . import _current
 from ._context import ContextBlock
 from ._core import resolve_identity
 from ._errors import DBOSException, DBOSWorkflowConflictIDError
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
-from ._queue_db import insert_enqueued
+from ._queue_db import QueueRateLimit, insert_enqueued
 from ._serialization import serialize
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: DBOS's priority range: 1 (first) to 2**31 - 1; 0 means "no priority" and sorts first.
+#: Runtime's priority range: 1 (first) to 2**31 - 1; 0 means "no priority" and sorts first.
 MAX_PRIORITY = 2**31 - 1
-
-
-class QueueRateLimit(TypedDict):
-    """At most ``limit`` starts in any ``period`` seconds."""
-
-    limit: int
-    period: float
 
 
 def _is_int(v: object) -> bool:
@@ -129,21 +123,17 @@ class Queue:
 
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
-        from ._dbos import _get_instance
-
-        rt = _get_instance()
+        rt = _current.get()
         workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
-        return WorkflowHandle(rt, workflow_id, rt._active.get(workflow_id))
+        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id))
 
     async def enqueue_async(
         self, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`enqueue`: returns a handle whose result is awaited."""
-        from ._dbos import _get_instance
-
-        rt = _get_instance()
+        rt = _current.get()
         workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
-        return WorkflowHandleAsync(rt, workflow_id, rt._active.get(workflow_id))
+        return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
 
 
 class QueueRegistry:
@@ -257,7 +247,7 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
 
 
 def enqueue_workflow(
-    rt: DBOS,
+    rt: Runtime,
     queue: Queue,
     func: Callable[..., Any],
     args: tuple[Any, ...],
@@ -267,7 +257,7 @@ def enqueue_workflow(
 
     Enqueuing the same workflow ID again returns that workflow (idempotent, as DBOS).
     """
-    rt._require_launched()
+    rt.require_launched()
     info = getattr(func, "__spindle_workflow__", None)
     if not isinstance(info, WorkflowInfo):
         raise DBOSException(f"{function_name(func)} is not a @DBOS.workflow()")
@@ -291,13 +281,13 @@ def enqueue_workflow(
     ident = resolve_identity(rt)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
     existing = insert_enqueued(
-        rt._sysdb,
+        rt.sysdb,
         workflow_id=ident.workflow_id,
         name=info.name,
         inputs=inputs,
         queue_name=queue.name,
-        executor_id=rt._config.executor_id,
-        application_version=rt._config.application_version,
+        executor_id=rt.config.executor_id,
+        application_version=rt.config.application_version,
         parent_workflow_id=ident.parent_workflow_id,
         timeout_ms=ident.timeout_ms,
         # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
@@ -311,5 +301,5 @@ def enqueue_workflow(
             f"workflow ID {ident.workflow_id!r} belongs to {existing.name!r}, not {info.name!r}"
         )
     if existing is None:
-        rt._queues.wake(queue.name)
+        rt.queues.wake(queue.name)
     return ident.workflow_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -28,8 +28,34 @@ from ._sysdb import (
     this_version,
 )
 
-if TYPE_CHECKING:
-    from ._queue import Queue
+
+class QueueRateLimit(TypedDict):
+    """At most ``limit`` starts in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+
+class Queue(Protocol):
+    """What a dequeue reads of a queue's declaration (``_queue.Queue`` has all of it).
+
+    A protocol rather than the class itself: the declaration imports this module to
+    enqueue, so naming the class here would make the two import each other.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def concurrency(self) -> int | None: ...
+    @property
+    def worker_concurrency(self) -> int | None: ...
+    @property
+    def limiter(self) -> QueueRateLimit | None: ...
+    @property
+    def priority_enabled(self) -> bool: ...
+    @property
+    def partition_queue(self) -> bool: ...
+
 
 #: First key of the PostgreSQL advisory lock that serialises dequeues of one queue.
 _ADVISORY_CLASS = 5357495

@@ -24,9 +24,10 @@ from ._queue_db import Dequeued, dequeue, has_enqueued, requeue
 from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
 from ._sysdb import ERROR, SystemDatabaseClosed
+from ._workflows import dispatch
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
@@ -60,7 +61,7 @@ class _Worker:
 class QueueManager:
     """Owns the queue threads of one launched runtime."""
 
-    def __init__(self, rt: DBOS) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         # Serialises spawning with close(): no worker is spawned once shutdown began.
         self._gate = threading.Lock()
@@ -74,7 +75,7 @@ class QueueManager:
         self._unsubscribe = GLOBAL_QUEUES.subscribe(self._on_declared)
         # A worker keeps at most this many of its workflows in flight here, so one process
         # does not take a whole backlog that other processes could share.
-        self._local_cap = 2 * rt._config.max_executor_threads
+        self._local_cap = 2 * rt.config.max_executor_threads
 
     # -- control (any thread) --------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class QueueManager:
         with self._gate:
             if self._closed:
                 return
-            self.thread = self._rt._supervisor.spawn(ThreadKind.QUEUE, MANAGER_NAME, self._run)
+            self.thread = self._rt.supervisor.spawn(ThreadKind.QUEUE, MANAGER_NAME, self._run)
             self._spawned.set()
         # The handshake: launch() returns with every declared queue already being drained.
         while not self._ready.wait(0.1):
@@ -126,14 +127,14 @@ class QueueManager:
                     if queue.name in self._workers:
                         continue
                     worker = _Worker(queue)
-                    worker.thread = self._rt._supervisor.spawn(
+                    worker.thread = self._rt.supervisor.spawn(
                         ThreadKind.QUEUE,
                         worker_name(queue.name),
                         functools.partial(self._work, worker),
                         parent=record,
                     )
                     self._workers[queue.name] = worker
-            self._rt._registry.set_status(record, f"{len(self._workers)} queue worker(s)")
+            self._rt.registry.set_status(record, f"{len(self._workers)} queue worker(s)")
             self._ready.set()
             # Woken by a queue declared after launch, or by the stop event's callback.
             self._wake.wait()
@@ -191,17 +192,17 @@ class QueueManager:
         if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
             return False, None
         hinted, worker.hinted = worker.hinted, False
-        version = rt._config.application_version
-        if not hinted and not has_enqueued(rt._sysdb, queue.name, version):
+        version = rt.config.application_version
+        if not hinted and not has_enqueued(rt.sysdb, queue.name, version):
             return False, None
-        executor_id = rt._config.executor_id
+        executor_id = rt.config.executor_id
         result = dequeue(
-            rt._sysdb,
+            rt.sysdb,
             queue,
             executor_id=executor_id,
             application_version=version,
             max_rows=free,
-            clock_ms=lambda: int(rt._clock.now() * 1000),
+            clock_ms=lambda: int(rt.clock.now() * 1000),
         )
         for i, row in enumerate(result.rows):
             if stop.is_set():
@@ -214,7 +215,7 @@ class QueueManager:
             except Exception:
                 # Never leave dequeued rows PENDING with nobody running them until the next
                 # launch: this one and the rest go back to the queue, and the error is raised.
-                requeue(rt._sysdb, [r.workflow_id for r in result.rows[i:]], executor_id)
+                requeue(rt.sysdb, [r.workflow_id for r in result.rows[i:]], executor_id)
                 raise
         return len(result.rows) == free, result.retry_after
 
@@ -233,12 +234,12 @@ class QueueManager:
         try:
             args, kwargs = deserialize(row.inputs)
         except Exception as exc:
-            rt._sysdb.finish_workflow(
+            rt.sysdb.finish_workflow(
                 row.workflow_id, ERROR, output=None, error=serialize_exception(exc)
             )
             return
         # A first start has nothing to replay; a recovered one reads what it recorded.
-        recorded = rt._sysdb.step_outputs(row.workflow_id) if row.recovery_attempts else None
+        recorded = rt.sysdb.step_outputs(row.workflow_id) if row.recovery_attempts else None
         start = start_dequeued(
             rt,
             info,
@@ -254,7 +255,7 @@ class QueueManager:
             worker.in_flight += 1
         start.entry.add_done_callback(functools.partial(self._finished, worker))
         try:
-            rt._dispatch(info, start)
+            dispatch(rt, info, start)
         except RuntimeError:
             # The executor or loop is shutting down: the workflow stays PENDING for recovery.
             start.entry.finish(
@@ -262,8 +263,8 @@ class QueueManager:
                     f"the runtime shut down; workflow {row.workflow_id!r} stays PENDING"
                 )
             )
-            rt._timeouts.remove(row.workflow_id)
-            rt._active.release(start.entry)
+            rt.timeouts.remove(row.workflow_id)
+            rt.active.release(start.entry)
 
     def _finished(self, worker: _Worker) -> None:
         with worker.lock:

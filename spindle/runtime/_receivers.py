@@ -3,56 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from spindle.diagnostics import StopEvent, ThreadGroup, ThreadKind
 
-from ._pollers import PollerGate, ReceiverPoller, start_once
+from ._pollers import Event, PollerGate, ReceiverPoller, start_once
 from ._supervisor import Supervised
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
 #: How long a receiver backs off after its source or a start failed.
 RETRY_DELAY_SEC = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One message from a source: ``key`` is unique within the source (e.g. Kafka's
-    topic, partition and offset) and makes the workflow ID; ``value`` is the workflow's
-    argument."""
-
-    key: str
-    value: Any
-
-
-@runtime_checkable
-class EventSource(Protocol):
-    """A message source a receiver thread polls.
-
-    ``poll`` returns the next messages (an empty list after ``timeout`` seconds without
-    any); ``commit`` acknowledges messages whose workflows were durably started. Delivery
-    may repeat (a message polled but not committed before a crash comes again): the
-    workflow ID ``<name>-<key>`` makes each message start one workflow all the same.
-
-    Optional methods, used when present: ``wakeup()`` makes a blocked ``poll`` return
-    early (called from another thread when the receiver must stop), and ``close()`` is
-    called by the receiver thread when it exits.
-    """
-
-    @property
-    def name(self) -> str:
-        """The source's name: the prefix of the IDs of the workflows it starts."""
-        ...
-
-    def poll(self, timeout: float) -> list[Event]: ...
-
-    def commit(self, events: Sequence[Event]) -> None: ...
 
 
 def receiver_workflow_id(source_name: str, event: Event) -> str:
@@ -61,7 +26,7 @@ def receiver_workflow_id(source_name: str, event: Event) -> str:
 
 
 def _receiver_body(
-    rt: DBOS, gate: PollerGate, poller: ReceiverPoller
+    rt: Runtime, gate: PollerGate, poller: ReceiverPoller
 ) -> Callable[[StopEvent], None]:
     source = poller.source
 
@@ -93,7 +58,7 @@ def _receiver_body(
 
 
 def _start_all(
-    rt: DBOS, gate: PollerGate, stop: StopEvent, poller: ReceiverPoller, events: list[Event]
+    rt: Runtime, gate: PollerGate, stop: StopEvent, poller: ReceiverPoller, events: list[Event]
 ) -> bool:
     """Start one workflow per event, then commit them all; False when told to stop first.
 
@@ -124,9 +89,9 @@ def _start_all(
     return True
 
 
-def spawn_receiver(rt: DBOS, gate: PollerGate, poller: ReceiverPoller) -> Supervised:
+def spawn_receiver(rt: Runtime, gate: PollerGate, poller: ReceiverPoller) -> Supervised:
     """Spawn ``dbos-receiver[<name>]`` for one registered receiver."""
-    return rt._supervisor.spawn(
+    return rt.supervisor.spawn(
         ThreadKind.POLLER,
         f"dbos-receiver[{poller.name}]",
         _receiver_body(rt, gate, poller),

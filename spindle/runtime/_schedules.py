@@ -7,16 +7,13 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
-from croniter import croniter
 
 from spindle.diagnostics import StopEvent, ThreadGroup, ThreadKind
 
-from ._core import prepare_workflow
-from ._cron import check_cron, cron_body, tick_workflow_id
+from ._cron import check_cron, cron_body
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY
 from ._pollers import PollerGate
@@ -26,7 +23,7 @@ from ._supervisor import Supervised
 from ._sysdb import SystemDatabase, now_ms
 
 if TYPE_CHECKING:
-    from ._dbos import DBOS
+    from ._runtime import Runtime
 
 logger = logging.getLogger("spindle")
 
@@ -181,11 +178,11 @@ class DynamicScheduler:
     group, so shutdown phase 1 signals them with the scheduler.
     """
 
-    def __init__(self, rt: DBOS, gate: PollerGate) -> None:
+    def __init__(self, rt: Runtime, gate: PollerGate) -> None:
         self._rt = rt
         self._gate = gate
-        self._store = ScheduleStore(rt._sysdb)
-        self._interval = rt._config.scheduler_polling_interval_sec
+        self._store = ScheduleStore(rt.sysdb)
+        self._interval = rt.config.scheduler_polling_interval_sec
         self._cond = threading.Condition()
         self._poked = False
         self._children: dict[str, _Child] = {}
@@ -194,7 +191,7 @@ class DynamicScheduler:
 
     def start(self) -> None:
         """Spawn the scheduler thread."""
-        self.thread = self._rt._supervisor.spawn(
+        self.thread = self._rt.supervisor.spawn(
             ThreadKind.SCHEDULER, "dbos-dynamic-scheduler", self._run, group=ThreadGroup.POLLER
         )
 
@@ -210,7 +207,7 @@ class DynamicScheduler:
 
     def _run(self, stop: StopEvent) -> None:
         stop.add_callback(self.poke)
-        clock = self._rt._clock
+        clock = self._rt.clock
         try:
             while not stop.is_set():
                 try:
@@ -253,9 +250,9 @@ class DynamicScheduler:
     def _stop_child(self, name: str, child: _Child) -> None:
         del self._children[name]
         child.thread.stop.set()
-        self._rt._supervisor.reap(child.thread, self._rt._config.thread_join_timeout_sec)
+        self._rt.supervisor.reap(child.thread, self._rt.config.thread_join_timeout_sec)
         # Schedules come and go for the app's whole life: keep the supervisor's list bounded.
-        self._rt._supervisor.forget_exited()
+        self._rt.supervisor.forget_exited()
 
     def _start_child(self, row: WorkflowSchedule) -> None:
         name = row["schedule_name"]
@@ -280,7 +277,7 @@ class DynamicScheduler:
             make_args=lambda tick, _actual: (tick, context),
         )
         assert self.thread is not None
-        thread = self._rt._supervisor.spawn(
+        thread = self._rt.supervisor.spawn(
             ThreadKind.SCHEDULER,
             f"dbos-schedule[{name}]",
             body,
@@ -293,44 +290,3 @@ class DynamicScheduler:
 def _key(row: WorkflowSchedule) -> tuple[str, str, str]:
     """What makes a running child stale: a new row under the same name, or a new cron."""
     return (row["schedule_id"], row["workflow_name"], row["schedule"])
-
-
-def _schedule_start(rt: DBOS, row: WorkflowSchedule, tick: datetime, workflow_id: str) -> None:
-    info = GLOBAL_REGISTRY.workflow(row["workflow_name"])
-    if info is None:
-        raise DBOSException(
-            f"schedule {row['schedule_name']!r} runs {row['workflow_name']!r}, "
-            "which this process has not registered"
-        )
-    start = prepare_workflow(
-        rt, info, (tick, row["context"]), {}, workflow_id=workflow_id, if_new=True
-    )
-    rt._dispatch(info, start)
-
-
-def backfill(rt: DBOS, name: str, start: datetime, end: datetime) -> list[str]:
-    """Start every tick of a schedule in ``[start, end)`` that no process started yet;
-    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice)."""
-    row = ScheduleStore(rt._sysdb).get(name)
-    if row is None:
-        raise DBOSException(f"schedule {name!r} does not exist")
-    ticks = croniter(row["schedule"], start, second_at_beginning=True)
-    ids: list[str] = []
-    while True:
-        tick: datetime = ticks.get_next(datetime)
-        if tick >= end:
-            return ids
-        workflow_id = tick_workflow_id(name, tick)
-        _schedule_start(rt, row, tick, workflow_id)
-        ids.append(workflow_id)
-
-
-def trigger(rt: DBOS, name: str) -> str:
-    """Start a schedule's workflow now, outside its cron; returns the workflow ID."""
-    row = ScheduleStore(rt._sysdb).get(name)
-    if row is None:
-        raise DBOSException(f"schedule {name!r} does not exist")
-    now = datetime.fromtimestamp(rt._clock.now(), UTC)
-    workflow_id = f"sched-{name}-trigger-{now.isoformat()}"
-    _schedule_start(rt, row, now, workflow_id)
-    return workflow_id

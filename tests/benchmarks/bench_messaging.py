@@ -32,7 +32,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from spindle import DBOS
-from spindle.runtime._dbos import _get_instance
 from spindle.runtime._notifications import message_key
 
 TOPIC = "bench"
@@ -68,7 +67,7 @@ def run(url: str, count: int, warmup: int) -> dict[str, Any]:
     try:
         total = warmup + count
         handle = DBOS.start_workflow(bench_receiver, total)
-        waiters = _get_instance()._listener.waiters
+        waiters = DBOS.runtime.listener.waiters
         key = message_key(handle.workflow_id, TOPIC)
         send_to_recv: list[float] = []
         commit_to_recv: list[float] = []

@@ -11,7 +11,6 @@ import pytest
 
 from spindle import DBOS, Queue
 from spindle.diagnostics import ThreadKind
-from spindle.runtime._dbos import _get_instance
 from tests.conftest import MakeDBOS
 from tests.runtime.queue_app import enqueue_row
 
@@ -29,7 +28,7 @@ def admin_workflow(x: int) -> int:
 @pytest.fixture
 def admin(make_dbos: MakeDBOS) -> Iterator[httpx.Client]:
     make_dbos(run_admin_server=True, admin_port=0).launch()
-    url = _get_instance().admin_url
+    url = DBOS.runtime.admin_url
     assert url is not None
     with httpx.Client(base_url=url, timeout=10) as client:
         yield client
@@ -120,7 +119,7 @@ def test_dashboard_is_served_by_the_admin_server(make_dbos: MakeDBOS) -> None:
         run_admin_server=True, admin_port=0, enable_diagnostics=True, admin_token="s3cret"
     ).launch()
     assert DBOS.start_workflow(admin_workflow, 1).get_result() == 14
-    url = _get_instance().admin_url
+    url = DBOS.runtime.admin_url
     assert url is not None
     with httpx.Client(base_url=url, timeout=10) as client:
         assert client.get("/dbos/threads").status_code == 401
@@ -163,10 +162,10 @@ def test_queues_metadata_lists_the_declared_queues(admin: httpx.Client) -> None:
 def test_queues_lists_one_queue_up_to_the_limit(admin: httpx.Client) -> None:
     """POST /queues filters by queue in the query: the limit counts that queue's workflows,
     not every queued workflow (it filtered after the limit before)."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     for queue_name, count in (("admin-a", 3), ("admin-b", 2)):
         for i in range(count):
-            enqueue_row(rt._sysdb, queue_name, f"{queue_name}-{i}")
+            enqueue_row(rt.sysdb, queue_name, f"{queue_name}-{i}")
     listed = admin.post("/queues", json={"queue_name": "admin-b", "limit": 2}).json()
     assert [w["WorkflowUUID"] for w in listed] == ["admin-b-0", "admin-b-1"]
     assert {w["QueueName"] for w in listed} == {"admin-b"}

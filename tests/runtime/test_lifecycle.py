@@ -16,7 +16,6 @@ from spindle import (
     SetWorkflowTimeout,
 )
 from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
-from spindle.runtime._dbos import _get_instance
 from spindle.testing import FakeClock
 from tests.conftest import MakeDBOS
 
@@ -92,17 +91,17 @@ def test_timeout_cancels_workflow_and_its_child(make_dbos: MakeDBOS) -> None:
 
 def test_ten_thousand_deadlines_add_no_thread(dbos: type[DBOS]) -> None:
     """Deadlines are heap entries of one thread, not threads."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     before = threading.active_count()
-    far = rt._clock.now() + 3600
+    far = rt.clock.now() + 3600
     for i in range(10_000):
-        rt._timeouts.add(f"wf-{i}", far + i)
+        rt.timeouts.add(f"wf-{i}", far + i)
     assert threading.active_count() == before
-    assert len(rt._timeouts) == 10_000
-    assert rt._timeouts.entries()[0] == ("wf-0", far)
+    assert len(rt.timeouts) == 10_000
+    assert rt.timeouts.entries()[0] == ("wf-0", far)
     for i in range(10_000):
-        rt._timeouts.remove(f"wf-{i}")
-    assert len(rt._timeouts) == 0
+        rt.timeouts.remove(f"wf-{i}")
+    assert len(rt.timeouts) == 0
 
 
 def test_cancel_then_resume(dbos: type[DBOS]) -> None:

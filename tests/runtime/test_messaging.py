@@ -20,7 +20,6 @@ from spindle import (
     SetWorkflowID,
 )
 from spindle.diagnostics import EventType, ThreadKind
-from spindle.runtime._dbos import _get_instance
 from spindle.runtime._messaging_db import NULL_TOPIC, message_uuid
 from spindle.runtime._notifications import PostgresListener, event_key, message_key
 from spindle.runtime._schema import notifications
@@ -92,7 +91,7 @@ async def async_echo() -> Any:
 
 
 def _listener_waiters() -> Any:
-    return _get_instance()._listener.waiters
+    return DBOS.runtime.listener.waiters
 
 
 def _parked(key: tuple[str, str, str]) -> None:
@@ -100,12 +99,12 @@ def _parked(key: tuple[str, str, str]) -> None:
 
 
 def _notification_rows() -> int:
-    with _get_instance()._sysdb.engine.connect() as conn:
+    with DBOS.runtime.sysdb.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(notifications)).scalar_one())
 
 
 def _step_names(workflow_id: str) -> list[str]:
-    steps = _get_instance()._sysdb.step_outputs(workflow_id)
+    steps = DBOS.runtime.sysdb.step_outputs(workflow_id)
     return [steps[k].function_name for k in sorted(steps)]
 
 
@@ -128,7 +127,7 @@ def test_topics_are_separate_and_none_is_its_own_topic(dbos: type[DBOS]) -> None
     DBOS.send(rx.workflow_id, "for-x", "x")
     DBOS.send(rx.workflow_id, "untopical")
     assert rx.get_result() == ["untopical"]
-    with _get_instance()._sysdb.engine.connect() as conn:
+    with DBOS.runtime.sysdb.engine.connect() as conn:
         topics = conn.execute(sa.select(notifications.c.topic)).scalars().all()
     assert topics == ["x"]
     assert NULL_TOPIC not in topics
@@ -184,7 +183,7 @@ def test_replay_returns_recorded_values_without_waiting_or_resending(
 ) -> None:
     """A re-executed workflow gets its recv/get_event values from its checkpoints (the
     messages are gone, the 60 s timeouts are not waited) and sends nothing twice."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     with SetWorkflowID("replay-rx"):
         rx = DBOS.start_workflow(receive_n, 2, "t", 60.0)
     with SetWorkflowID("replay-tx"):
@@ -197,11 +196,12 @@ def test_replay_returns_recorded_values_without_waiting_or_resending(
 
     # Pretend the three crashed after their last checkpoint, and recover them.
     ids = ["replay-rx", "replay-tx", "replay-ev"]
-    with rt._sysdb.engine.begin() as conn:
+    with rt.sysdb.engine.begin() as conn:
         from spindle.runtime._schema import workflow_status as ws
+        from spindle.runtime._workflows import recover_pending
 
         conn.execute(ws.update().where(ws.c.workflow_uuid.in_(ids)).values(status="PENDING"))
-    handles = rt._recover_pending([rt._config.executor_id])
+    handles = recover_pending(rt, [rt.config.executor_id])
     assert sorted(h.workflow_id for h in handles) == sorted(ids)
     assert received.get(timeout=WAIT) == "one"
     assert received.get(timeout=WAIT) == "two"
@@ -247,8 +247,8 @@ def test_a_stop_landing_just_before_the_wait_is_not_lost(
     """A cancel or a shutdown interrupt between recv's boundary check and its wake-callback
     registration still ends the wait at once: the body exits, it does not sit out its 60 s
     timeout. (An interrupt leaves the row PENDING, so only the wake-up can tell.)"""
-    rt = _get_instance()
-    waiters = rt._listener.waiters
+    rt = DBOS.runtime
+    waiters = rt.listener.waiters
     register = waiters.register
 
     def stop_then_register(key: Any, loop: Any = None) -> Any:
@@ -256,7 +256,7 @@ def test_a_stop_landing_just_before_the_wait_is_not_lost(
         if how == "cancel":
             DBOS.cancel_workflow(key[1])
         else:
-            entry = rt._active.get(key[1])
+            entry = rt.active.get(key[1])
             assert entry is not None
             entry.interrupt()
         return register(key, loop)
@@ -264,7 +264,7 @@ def test_a_stop_landing_just_before_the_wait_is_not_lost(
     monkeypatch.setattr(waiters, "register", stop_then_register)
     rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
     # Bounded first: get_result() alone would also pass after the 60 s timeout.
-    assert rt._active.idle.wait(WAIT), "the stopped recv is still waiting"
+    assert rt.active.idle.wait(WAIT), "the stopped recv is still waiting"
     with pytest.raises(DBOSAwaitedWorkflowCancelledError if how == "cancel" else DBOSException):
         rx.get_result()
 
@@ -274,12 +274,12 @@ def test_a_stopped_listener_interrupts_a_parked_recv_without_failing_it(
 ) -> None:
     """If the listener stops under a parked recv, the workflow is interrupted, never failed:
     it stays PENDING for recovery."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
     _parked(message_key(rx.workflow_id, "t"))
-    assert rt._listener.thread is not None
-    rt._listener.thread.stop.set()
-    assert rt._active.idle.wait(WAIT), "the recv did not notice the listener stopped"
+    assert rt.listener.thread is not None
+    rt.listener.thread.stop.set()
+    assert rt.active.idle.wait(WAIT), "the recv did not notice the listener stopped"
     with pytest.raises(DBOSRuntimeShutdownError):
         rx.get_result()
     status = DBOS.get_workflow_status(rx.workflow_id)
@@ -345,7 +345,7 @@ def test_destroy_with_an_idle_listener_is_fast(make_dbos: MakeDBOS) -> None:
 def test_launch_returns_with_the_listener_listening(make_dbos: MakeDBOS) -> None:
     """The listener is a registered NOTIFICATION_LISTENER thread, ready when launch returns."""
     make_dbos().launch()
-    listener = _get_instance()._listener
+    listener = DBOS.runtime.listener
     assert listener._ready.is_set()
     if isinstance(listener, PostgresListener):
         # Ready means LISTEN ran on a live connection, not merely "first attempt over".
@@ -391,9 +391,9 @@ def test_a_row_written_by_another_writer_wakes_the_receiver(make_dbos: MakeDBOS)
     make_dbos(notification_polling_interval_sec=0.05).launch()
     rx = DBOS.start_workflow(receive_n, 1, "t", 60.0)
     _parked(message_key(rx.workflow_id, "t"))
-    rt = _get_instance()
-    other = sa.create_engine(rt._sysdb.engine.url).execution_options(
-        schema_translate_map=rt._sysdb.engine.get_execution_options().get("schema_translate_map")
+    rt = DBOS.runtime
+    other = sa.create_engine(rt.sysdb.engine.url).execution_options(
+        schema_translate_map=rt.sysdb.engine.get_execution_options().get("schema_translate_map")
     )
     try:
         with other.begin() as conn:

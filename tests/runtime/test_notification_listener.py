@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from spindle import DBOS
 from spindle.diagnostics import ThreadKind
-from spindle.runtime._dbos import _get_instance
 from spindle.runtime._notifications import PostgresListener, message_key
 from tests.conftest import PG_BASE, MakeDBOS
 
@@ -49,7 +48,7 @@ def test_listener_reconnects_and_loses_no_message(
     if not db_url.startswith("postgresql"):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite polls")
     make_dbos().launch()
-    listener = _get_instance()._listener
+    listener = DBOS.runtime.listener
     assert isinstance(listener, PostgresListener)
     old_pid = listener.backend_pid
     assert old_pid is not None
@@ -101,7 +100,7 @@ def test_closing_its_connection_ends_a_blocked_listener(make_dbos: MakeDBOS, db_
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite's poller holds no connection of its own")
     make_dbos().launch()
-    listener = _get_instance()._listener
+    listener = DBOS.runtime.listener
     assert isinstance(listener, PostgresListener)
     assert listener.thread is not None
     assert not listener.thread.stop.is_set()

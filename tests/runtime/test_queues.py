@@ -29,7 +29,6 @@ from spindle import (
     SetWorkflowTimeout,
 )
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
-from spindle.runtime._dbos import _get_instance
 from spindle.runtime._queue import GLOBAL_QUEUES
 from spindle.runtime._queue_db import dequeue, has_enqueued
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
@@ -139,7 +138,7 @@ def q_fan_out(n: int) -> int:
 
 def started_at(queue_name: str) -> list[int]:
     """The recorded start times (epoch ms) of a queue's workflows, sorted."""
-    with _get_instance()._sysdb.engine.connect() as conn:
+    with DBOS.runtime.sysdb.engine.connect() as conn:
         rows = conn.execute(
             sa.select(ws.c.started_at_epoch_ms).where(ws.c.queue_name == queue_name)
         ).all()
@@ -400,7 +399,7 @@ def _enqueue_elsewhere(queue_name: str, count: int) -> list[str]:
     """ENQUEUED rows of a queue no worker of this process serves (another app's queue)."""
     ids = [f"{queue_name}-{i}" for i in range(count)]
     for wf_id in ids:
-        enqueue_row(_get_instance()._sysdb, queue_name, wf_id)
+        enqueue_row(DBOS.runtime.sysdb, queue_name, wf_id)
     return ids
 
 
@@ -409,14 +408,14 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
 ) -> None:
     """A queue without limits dequeues in one UPDATE ... RETURNING: priority, then FIFO,
     at most max_rows, PENDING for this executor, a timeout's deadline from the start."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     queue = unlimited_priority_queue
     # Its worker has polled once (nothing there) and waits an hour: the rows are ours.
-    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     specs = [("p3", 3, None), ("p1-a", 1, 5_000), ("p2", 2, None), ("p1-b", 1, None)]
     for wf_id, priority, timeout_ms in specs:
-        enqueue_row(rt._sysdb, queue.name, wf_id, priority=priority, timeout_ms=timeout_ms)
-    take = functools.partial(dequeue, rt._sysdb, queue, executor_id="me", application_version="0")
+        enqueue_row(rt.sysdb, queue.name, wf_id, priority=priority, timeout_ms=timeout_ms)
+    take = functools.partial(dequeue, rt.sysdb, queue, executor_id="me", application_version="0")
     first = take(max_rows=3, clock_ms=lambda: 1_000)
     assert [r.workflow_id for r in first.rows] == ["p1-a", "p1-b", "p2"]
     assert [r.deadline_epoch_ms for r in first.rows] == [6_000, None, None]
@@ -439,20 +438,20 @@ def test_a_process_dequeues_only_its_own_application_version(
 ) -> None:
     """As DBOS: rows of another application version stay ENQUEUED for a process running
     that version; rows of this version and version-less ones are taken."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     queue = parked_limited_queue if limited else unlimited_priority_queue
-    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     for wf_id, version in (("old", "v-old"), ("mine", "0"), ("none", "0"), ("new", "v-new")):
-        enqueue_row(rt._sysdb, queue.name, wf_id, application_version=version)
-    with rt._sysdb.engine.begin() as conn:  # as a DBOS client enqueues: no version
+        enqueue_row(rt.sysdb, queue.name, wf_id, application_version=version)
+    with rt.sysdb.engine.begin() as conn:  # as a DBOS client enqueues: no version
         version_less = ws.update().where(ws.c.workflow_uuid == "none")
         conn.execute(version_less.values(application_version=None))
-    assert has_enqueued(rt._sysdb, queue.name, "0")
+    assert has_enqueued(rt.sysdb, queue.name, "0")
     take = functools.partial(
-        dequeue, rt._sysdb, queue, executor_id="me", max_rows=10, clock_ms=lambda: 1
+        dequeue, rt.sysdb, queue, executor_id="me", max_rows=10, clock_ms=lambda: 1
     )
     assert sorted(r.workflow_id for r in take(application_version="0").rows) == ["mine", "none"]
-    assert not has_enqueued(rt._sysdb, queue.name, "0")
+    assert not has_enqueued(rt.sysdb, queue.name, "0")
     assert take(application_version="0").rows == []
     assert [r.workflow_id for r in take(application_version="v-old").rows] == ["old"]
     left = DBOS.list_queued_workflows(queue_name=queue.name, status="ENQUEUED")
@@ -465,16 +464,16 @@ def test_enqueues_in_one_millisecond_dequeue_in_enqueue_order(
 ) -> None:
     """FIFO holds among workflows enqueued in the same millisecond, whatever their IDs
     (the tie broke on the workflow ID, so z, y, x came out x, y, z)."""
-    rt = _get_instance()
+    rt = DBOS.runtime
     queue = parked_limited_queue if limited else unlimited_priority_queue
-    _wait_until_in(rt._queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     ids = ["z", "y", "x", "w"]
     for wf_id in ids:
-        enqueue_row(rt._sysdb, queue.name, wf_id)
-    with rt._sysdb.engine.begin() as conn:  # one millisecond for all four
+        enqueue_row(rt.sysdb, queue.name, wf_id)
+    with rt.sysdb.engine.begin() as conn:  # one millisecond for all four
         conn.execute(ws.update().where(ws.c.workflow_uuid.in_(ids)).values(created_at=1))
     take = functools.partial(
-        dequeue, rt._sysdb, queue, executor_id="me", application_version="0", clock_ms=lambda: 1
+        dequeue, rt.sysdb, queue, executor_id="me", application_version="0", clock_ms=lambda: 1
     )
     assert [r.workflow_id for r in take(max_rows=2).rows] == ["z", "y"]
     assert [r.workflow_id for r in take(max_rows=5).rows] == ["x", "w"]
@@ -599,12 +598,12 @@ def test_shutdown_interrupts_a_worker_waiting_for_sqlites_write_lock(
     if not db_url.startswith("sqlite"):
         pytest.skip("SQLite's write lock")
     make_dbos().launch()
-    rt = _get_instance()
-    worker = rt._queues.worker_threads()[lazy_queue.name]
+    rt = DBOS.runtime
+    worker = rt.queues.worker_threads()[lazy_queue.name]
     other = sqlite3.connect(sa.engine.make_url(db_url).database or "", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
-        rt._queues.wake(lazy_queue.name)  # as an enqueue does: the worker dequeues at once
+        rt.queues.wake(lazy_queue.name)  # as an enqueue does: the worker dequeues at once
         _wait_until_in(worker.thread, "begin_immediate")
         _destroy_and_check_the_worker_interrupted(lazy_queue.name)
     finally:

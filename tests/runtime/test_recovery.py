@@ -78,7 +78,6 @@ def test_messages_survive_kill_9_of_receiver_and_sender(
     """Killed mid-conversation, both sides recover: the message taken before the crash is
     not delivered again, the one sent but not taken is delivered once, the sender's replay
     does not send it twice, and a message sent after recovery wakes the receiver."""
-    from spindle.runtime._dbos import _get_instance
     from spindle.runtime._schema import notifications
 
     effects = tmp_path / "effects.log"
@@ -95,7 +94,7 @@ def test_messages_survive_kill_9_of_receiver_and_sender(
     received = DBOS.retrieve_workflow(messaging_app.RECEIVER_ID).get_result()
     assert received == ["m1", "m2", "m3"]
 
-    with _get_instance()._sysdb.engine.connect() as conn:
+    with DBOS.runtime.sysdb.engine.connect() as conn:
         left = conn.execute(sa.select(notifications.c.message)).all()
     assert left == [], "a message was sent twice (or never taken)"
     counts = collections.Counter(effects.read_text().split())
@@ -116,14 +115,13 @@ def test_max_recovery_attempts_makes_a_dead_letter(
     """A PENDING workflow that used up its recovery attempts is not run again on launch;
     it becomes MAX_RECOVERY_ATTEMPTS_EXCEEDED and its handle says so; resume runs it."""
     from spindle import DBOSMaxRecoveryAttemptsExceededError
-    from spindle.runtime._dbos import _get_instance
     from spindle.runtime._schema import workflow_status
 
     dbos = make_dbos()
     dbos.launch()
     with SetWorkflowID("crashy"):
         assert limited_workflow() == "ran"
-    sysdb = _get_instance()._sysdb
+    sysdb = DBOS.runtime.sysdb
     with sysdb.engine.begin() as conn:
         # As if it had crashed its process twice while running.
         conn.execute(

@@ -25,7 +25,6 @@ from spindle.diagnostics import (
     ThreadKind,
     ThreadState,
 )
-from spindle.runtime._dbos import _get_instance
 from spindle.runtime._pollers import POLLERS, PollerGate
 from spindle.runtime._schedules import ScheduleStore
 from spindle.testing import FakeClock
@@ -183,7 +182,7 @@ def test_dynamic_schedule_thread_is_a_child_of_the_scheduler(make_dbos: MakeDBOS
     # Deleted as another process would (no wake-up here): seen within one polling interval.
     joined, remove = joined_event(child.record_id)
     try:
-        ScheduleStore(_get_instance()._sysdb).delete("nightly")
+        ScheduleStore(DBOS.runtime.sysdb).delete("nightly")
         clock.advance(2.0)
         assert joined.wait(10)
     finally:

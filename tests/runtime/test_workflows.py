@@ -17,7 +17,6 @@ from spindle import (
     SetWorkflowID,
     WorkflowHandle,
 )
-from spindle.runtime._dbos import _get_instance
 from tests.conftest import MakeDBOS
 
 calls: dict[str, int] = {}
@@ -89,7 +88,7 @@ def test_workflow_runs_steps_and_records_them(dbos: type[DBOS]) -> None:
     assert status.output == 66
     assert status.input == ((10,), {})
     assert status.name == "three_steps"
-    steps = _get_instance()._sysdb.step_outputs(handle.workflow_id)
+    steps = DBOS.runtime.sysdb.step_outputs(handle.workflow_id)
     assert sorted(steps) == [1, 2, 3]
     assert {s.function_name for s in steps.values()} == {"double"}
 
@@ -156,7 +155,7 @@ def test_unserializable_step_output_fails_the_workflow(dbos: type[DBOS]) -> None
     with pytest.raises(DBOSSerializationError, match="output of step 'returns_lock'"):
         handle.get_result()
     assert handle.get_status().status == "ERROR"
-    assert _get_instance()._sysdb.step_outputs(handle.workflow_id) == {}
+    assert DBOS.runtime.sysdb.step_outputs(handle.workflow_id) == {}
 
 
 def test_async_workflow_runs_on_the_background_loop(dbos: type[DBOS]) -> None:

@@ -1,0 +1,90 @@
+"""The functions the decorators return: each finds the current Runtime when it is called.
+
+Kept apart from the facade so ``DBOS`` stays a list of names that delegate; the wrappers
+are the hot path of every workflow and step call, so they do no more than look up the
+runtime and hand over.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
+
+from . import _current
+from ._context import current_workflow
+from ._core import prepare_workflow, run_step, run_step_async, wait_async
+from ._functions import StepInfo, TransactionInfo, WorkflowInfo
+from ._handles import WorkflowHandle
+from ._transactions import run_transaction, run_transaction_async
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
+    """Calling the workflow directly runs it in the caller's thread (or awaits it)."""
+    if info.is_async:
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            rt = _current.get()
+            start = prepare_workflow(rt, info, args, kwargs)
+            if start.run is not None:
+                return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
+            return await wait_async(start.entry)
+
+        wrapper: Callable[..., Any] = async_wrapper
+    else:
+
+        @functools.wraps(func)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            rt = _current.get()
+            start = prepare_workflow(rt, info, args, kwargs)
+            # Called directly: run in the caller's thread.
+            if start.run is not None and start.entry.claim():
+                return start.run()
+            return WorkflowHandle[Any](rt, start.entry.workflow_id, start.entry).get_result()
+
+        wrapper = sync_wrapper
+    wrapper.__spindle_workflow__ = info  # type: ignore[attr-defined]
+    return cast(F, wrapper)
+
+
+def step_wrapper(info: StepInfo, func: F) -> F:
+    """Outside a workflow a step is a plain call; inside, a checkpointed one."""
+    if info.is_async:
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            rt = _current.peek()
+            if rt is None or current_workflow.get() is None:
+                return await func(*args, **kwargs)
+            return await run_step_async(rt, info, args, kwargs)
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        rt = _current.peek()
+        if rt is None or current_workflow.get() is None:
+            return func(*args, **kwargs)
+        return run_step(rt, info, args, kwargs)
+
+    return cast(F, sync_wrapper)
+
+
+def transaction_wrapper(info: TransactionInfo, func: F) -> F:
+    """A transaction runs in the application database, exactly once within a workflow."""
+    if info.is_async:
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await run_transaction_async(_current.get(), info, args, kwargs)
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        return run_transaction(_current.get(), info, args, kwargs)
+
+    return cast(F, sync_wrapper)
