@@ -63,6 +63,7 @@ from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._queue_db import requeue_pending, requeue_resumed
 from ._queue_manager import QueueManager
 from ._receivers import EventSource
+from ._rows import PENDING
 from ._schedules import (
     PAUSED,
     ScheduleStore,
@@ -73,7 +74,7 @@ from ._schedules import (
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
-from ._sysdb import PENDING, SystemDatabase
+from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
 
 if TYPE_CHECKING:
@@ -986,7 +987,7 @@ def _transaction_failed(
     rt: DBOS, appdb: ApplicationDatabase, wf_id: str | None, fid: int | None, exc: Exception
 ) -> None:
     from ._errors import WorkflowInterrupted
-    from ._sysdb import SystemDatabaseClosed
+    from ._sysdb_gate import SystemDatabaseClosed
 
     if isinstance(exc, SystemDatabaseClosed):
         raise WorkflowInterrupted() from exc

@@ -23,11 +23,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSNonExistentWorkflowError
+from ._rows import PENDING, now_ms
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
 from ._schema import workflow_status as ws
-from ._sysdb import PENDING, SystemDatabase, now_ms
+from ._sysdb import SystemDatabase
 
 #: What DBOS stores as the topic of a message sent with ``topic=None``.
 NULL_TOPIC = "__null__topic__"
@@ -188,7 +189,7 @@ class MessagingDatabase:
             "message_uuid": message_uuid(),
         }
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 if workflow_id is None or function_id is None:
                     # The foreign key is the existence check: one statement.
                     conn.execute(nt.insert().values(**row))
@@ -223,7 +224,7 @@ class MessagingDatabase:
         if not self.sqlite:
             params = {"wf": workflow_id, "fid": function_id, "topic": topic, "now": now_ms()}
             try:
-                with self._sysdb._op() as conn:
+                with self._sysdb.transaction() as conn:
                     pending, output = conn.execute(_PG_CONSUME, params).one()
             except IntegrityError:
                 return Received("conflict")  # rolled back: the message stays
@@ -243,7 +244,7 @@ class MessagingDatabase:
             pass
 
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 row = conn.execute(pick).first()
                 if row is None:
                     return Received("empty")
@@ -258,7 +259,7 @@ class MessagingDatabase:
 
     def peek(self, destination_id: str, topic: str) -> bool:
         """True when a message waits for ``destination_id`` on ``topic``."""
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             row = conn.execute(
                 sa.select(sa.literal(1))
                 .where(nt.c.destination_uuid == destination_id, nt.c.topic == topic)
@@ -272,7 +273,8 @@ class MessagingDatabase:
         self, workflow_id: str, key: str, value: bytes, *, function_id: int | None
     ) -> Outcome:
         """Upsert an event of ``workflow_id``, with its checkpoint in the same transaction."""
-        insert = self._sysdb._insert(we).values(workflow_uuid=workflow_id, key=key, value=value)
+        insert = self._sysdb.dialect_insert(we)
+        insert = insert.values(workflow_uuid=workflow_id, key=key, value=value)
         upsert = insert.on_conflict_do_update(
             index_elements=[we.c.workflow_uuid, we.c.key], set_={"value": insert.excluded.value}
         )
@@ -281,7 +283,7 @@ class MessagingDatabase:
             pass
 
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 if function_id is not None and not self._checkpoint(
                     conn, workflow_id, function_id, "DBOS.setEvent", None
                 ):
@@ -295,7 +297,7 @@ class MessagingDatabase:
 
     def get_event(self, workflow_id: str, key: str) -> bytes | None:
         """The serialized value of an event, or None when it is not set."""
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             row = conn.execute(
                 sa.select(we.c.value).where(we.c.workflow_uuid == workflow_id, we.c.key == key)
             ).first()
@@ -314,7 +316,7 @@ class MessagingDatabase:
         msg_keys, evt_keys = set(message_keys), set(event_keys)
         found_msgs: set[tuple[str, str]] = set()
         found_evts: set[tuple[str, str]] = set()
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             if msg_keys:
                 dests = sorted({d for d, _ in msg_keys})
                 rows = conn.execute(

@@ -1,7 +1,8 @@
 """The queues' SQL: enqueue, dequeue under the queue's limits, and re-enqueue on recovery.
 
 Kept apart from ``_sysdb.py`` (one concept per module); it runs through the same close gate
-(``sysdb._op()`` and its hot path), so shutdown interrupts and drains these queries like any other.
+(``sysdb.transaction()`` and the hot path, ``sysdb.hot``), so shutdown interrupts and drains
+these queries like any other.
 """
 
 from __future__ import annotations
@@ -15,18 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSQueueDeduplicatedError
+from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
 from ._schema import workflow_status as ws
-from ._sysdb import (
-    ENQUEUED,
-    PENDING,
-    SUCCESS,
-    StatusRow,
-    SystemDatabase,
-    hot_sql,
-    now_ms,
-    this_version,
-)
+from ._sysdb import SystemDatabase, this_version
+from ._sysdb_hot import hot_sql
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -186,7 +180,7 @@ def _dequeue_unlimited(
     the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
     now = now_ms()
     params = (queue.name, application_version, max_rows, executor_id, now, now, deadline_base)
-    rows = sysdb._write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    rows = sysdb.hot.write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
 
     # RETURNING gives no order: start them in dequeue (priority, FIFO) order (a NULL
     # sequence sorts last, as in PostgreSQL's ORDER BY).
@@ -208,7 +202,7 @@ def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: st
             this_version(application_version),
         )
     )
-    with sysdb._op(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         return bool(conn.execute(stmt).scalar())
 
 
@@ -300,7 +294,7 @@ def _partitions_with_work(
         .group_by(ws.c.queue_partition_key)
         .order_by(sa.func.min(ws.c.created_at), ws.c.queue_partition_key)
     )
-    with sysdb._op(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         return [str(r[0]) for r in conn.execute(stmt)]
 
 
@@ -322,7 +316,7 @@ def _dequeue_counted(
     if partition_key is not None:
         scope.append(ws.c.queue_partition_key == partition_key)
         lock_name = f"{queue.name}\x00{partition_key}"
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         if not sysdb.sqlite and (queue.concurrency is not None or queue.limiter is not None):
             conn.execute(
                 sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_CLASS, advisory_key(lock_name)))
@@ -421,7 +415,7 @@ def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str
         )
         .values(status=ENQUEUED, started_at_epoch_ms=None, updated_at=now_ms())
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         return int(conn.execute(stmt).rowcount)
 
 
@@ -449,7 +443,7 @@ def requeue_pending(
             updated_at=now_ms(),
         )
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         return int(conn.execute(stmt).rowcount)
 
 
@@ -478,6 +472,6 @@ def requeue_resumed(sysdb: SystemDatabase, workflow_id: str) -> str | None:
         )
         .returning(ws.c.queue_name)
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         row = conn.execute(stmt).one_or_none()
     return None if row is None else str(row[0])
