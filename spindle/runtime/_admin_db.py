@@ -78,26 +78,14 @@ def fork_workflow(
                 started_at_epoch_ms=now,
             )
         )
+        # Every column of a step but its workflow's ID is copied as it is.
+        copied = [c for c in oo.c if c.name != "workflow_uuid"]
         conn.execute(
             oo.insert().from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ],
-                sa.select(
-                    sa.literal(new_id, sa.Text),
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ).where(oo.c.workflow_uuid == workflow_id, oo.c.function_id < start_step),
+                [oo.c.workflow_uuid, *copied],
+                sa.select(sa.literal(new_id, sa.Text), *copied).where(
+                    oo.c.workflow_uuid == workflow_id, oo.c.function_id < start_step
+                ),
             )
         )
     return new_id

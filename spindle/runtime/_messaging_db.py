@@ -138,27 +138,19 @@ class MessagingDatabase:
         Raises IntegrityError when the step is already recorded (another execution).
         """
         pending = sa.exists().where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-        source = sa.select(
-            sa.literal(workflow_id, sa.Text),
-            sa.literal(function_id, sa.Integer),
-            sa.literal(name, sa.Text),
-            sa.literal(output, sa.LargeBinary),
-            sa.literal(None, sa.LargeBinary),
-            sa.literal(now_ms(), sa.BigInteger),
-        ).where(pending)
+        values = {
+            "workflow_uuid": workflow_id,
+            "function_id": function_id,
+            "function_name": name,
+            "output": output,
+            "error": None,
+            "completed_at": now_ms(),
+        }
+        # Each value typed as its column (a literal NULL has no type PostgreSQL can infer).
+        source = sa.select(*(sa.literal(v, oo.c[k].type) for k, v in values.items()))
         stmt = (
             oo.insert()
-            .from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.completed_at,
-                ],
-                source,
-            )
+            .from_select([oo.c[k] for k in values], source.where(pending))
             .returning(oo.c.function_id)
         )
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT.

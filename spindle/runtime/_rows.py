@@ -78,6 +78,14 @@ class TableRow:
         return columns
 
     @classmethod
+    def sql_list(cls) -> str:
+        """The columns as a driver-SQL ``SELECT``/``RETURNING`` list, each named as its field."""
+        return ", ".join(
+            f"{column} AS {name}" if column != name else name
+            for name, column in zip(cls.field_names(), cls.column_names(), strict=True)
+        )
+
+    @classmethod
     def from_mapping(cls, mapping: Mapping[Any, Any]) -> Self:
         """The row from a result row's ``_mapping`` (keys: the field names)."""
         return cls(**{name: mapping[name] for name in cls.field_names()})

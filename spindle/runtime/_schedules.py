@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import sqlalchemy as sa
 from croniter import croniter
@@ -46,25 +46,14 @@ class WorkflowSchedule(TypedDict):
     context: Any
 
 
-_COLUMNS = (
-    sched.c.schedule_id,
-    sched.c.schedule_name,
-    sched.c.workflow_name,
-    sched.c.schedule,
-    sched.c.status,
-    sched.c.context,
-)
+# The columns of a WorkflowSchedule are its keys, read by name.
+_COLUMNS = tuple(sched.c[key] for key in WorkflowSchedule.__annotations__)
 
 
 def _row(r: Any) -> WorkflowSchedule:
-    return WorkflowSchedule(
-        schedule_id=r[0],
-        schedule_name=r[1],
-        workflow_name=r[2],
-        schedule=r[3],
-        status=r[4],
-        context=deserialize(r[5]),
-    )
+    row = dict(r._mapping)
+    row["context"] = deserialize(row["context"])
+    return cast(WorkflowSchedule, row)
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
