@@ -240,14 +240,14 @@ class MessagingDatabase:
                 row = conn.execute(pick).first()
                 if row is None:
                     return Received("empty")
-                conn.execute(nt.delete().where(nt.c.message_uuid == row[0]))
-                if not self._checkpoint(conn, workflow_id, function_id, "DBOS.recv", row[1]):
+                conn.execute(nt.delete().where(nt.c.message_uuid == row.message_uuid))
+                if not self._checkpoint(conn, workflow_id, function_id, "DBOS.recv", row.message):
                     raise _NotPending  # rolls the deletion back: the message stays
         except _NotPending:
             return Received("not-pending")
         except IntegrityError:
             return Received("conflict")
-        return Received("recorded", bytes(row[1]))
+        return Received("recorded", bytes(row.message))
 
     def peek(self, destination_id: str, topic: str) -> bool:
         """True when a message waits for ``destination_id`` on ``topic``."""
