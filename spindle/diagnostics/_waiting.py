@@ -49,7 +49,11 @@ _DEPTH = 8
 
 
 # The runtime modules whose lock waits are waits for SQLite's write turn.
-_SQLITE_TURN_FILES = ("/spindle/runtime/_sysdb.py", "/spindle/runtime/_group_commit.py")
+_SQLITE_TURN_FILES = (
+    "/spindle/runtime/_sysdb_gate.py",
+    "/spindle/runtime/_sysdb_hot.py",
+    "/spindle/runtime/_group_commit.py",
+)
 
 
 def _name(frame: Mapping[str, Any]) -> str:

@@ -19,8 +19,8 @@ from spindle.diagnostics import ThreadGroup
 from . import _admin_db, _workflows
 from ._errors import DBOSException, DBOSNonExistentWorkflowError, DBOSNotLaunchedError
 from ._queue import GLOBAL_QUEUES
+from ._rows import now_ms
 from ._status import WorkflowStatus
-from ._sysdb import now_ms
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

@@ -7,9 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
-from ._sysdb import CANCELLED, ENQUEUED, PENDING, TERMINAL, SystemDatabase, now_ms
+from ._sysdb import SystemDatabase
 
 
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
@@ -55,7 +56,7 @@ def fork_workflow(
     PENDING so it starts from that step. Returns the new ID, or None if the source is unknown."""
     new_id = new_workflow_id or str(uuid.uuid4())
     now = now_ms()
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         src = conn.execute(
             sa.select(ws.c.name, ws.c.inputs, ws.c.application_version, ws.c.queue_name).where(
                 ws.c.workflow_uuid == workflow_id
@@ -77,26 +78,14 @@ def fork_workflow(
                 started_at_epoch_ms=now,
             )
         )
+        # Every column of a step but its workflow's ID is copied as it is.
+        copied = [c for c in oo.c if c.name != "workflow_uuid"]
         conn.execute(
             oo.insert().from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ],
-                sa.select(
-                    sa.literal(new_id, sa.Text),
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.child_workflow_id,
-                    oo.c.completed_at,
-                ).where(oo.c.workflow_uuid == workflow_id, oo.c.function_id < start_step),
+                [oo.c.workflow_uuid, *copied],
+                sa.select(sa.literal(new_id, sa.Text), *copied).where(
+                    oo.c.workflow_uuid == workflow_id, oo.c.function_id < start_step
+                ),
             )
         )
     return new_id
@@ -107,7 +96,7 @@ def garbage_collect(
 ) -> int:
     """Delete finished workflows created before the cutoff, and beyond the newest
     ``rows_threshold`` rows; running and queued workflows are never deleted."""
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         cutoff = cutoff_epoch_ms
         if rows_threshold is not None:
             nth = conn.execute(
@@ -133,7 +122,7 @@ def garbage_collect(
 
 def global_timeout(sysdb: SystemDatabase, cutoff_epoch_ms: int) -> list[str]:
     """Cancel every PENDING or ENQUEUED workflow created before the cutoff; returns their IDs."""
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         ids = [
             r[0]
             for r in conn.execute(

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ._rows import now_ms
 from ._schema import SCHEMA
-from ._sysdb import SystemDatabaseClosed, ensure_postgres_database, make_engine, now_ms
+from ._sysdb_engine import ensure_postgres_database, make_engine
+from ._sysdb_gate import SystemDatabaseClosed
 
 _metadata = sa.MetaData(schema=SCHEMA)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
     from ._active import ActiveWorkflow
-    from ._sysdb import StepRow
+    from ._rows import StepRow
 
 
 @dataclass(slots=True)

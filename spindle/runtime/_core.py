@@ -27,13 +27,14 @@ from ._errors import (
     WorkflowInterrupted,
 )
 from ._functions import StepInfo, WorkflowInfo
+from ._rows import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow
 from ._serialization import (
     deserialize,
     deserialize_exception,
     serialize,
     serialize_exception,
 )
-from ._sysdb import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow, SystemDatabaseClosed
+from ._sysdb_gate import SystemDatabaseClosed
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

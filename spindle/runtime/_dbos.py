@@ -28,8 +28,7 @@ from ._functions import function_name as fn_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
-from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import QueueRateLimit
+from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
 from ._status import WorkflowStatus

@@ -14,9 +14,9 @@ from ._errors import (
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
+from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
-from ._sysdb import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

@@ -26,8 +26,9 @@ from ._errors import (
 )
 from ._messaging_db import NULL_TOPIC, Outcome
 from ._notifications import Waiter, event_key, message_key
+from ._rows import StepRow
 from ._serialization import deserialize, serialize
-from ._sysdb import StepRow, SystemDatabaseClosed
+from ._sysdb_gate import SystemDatabaseClosed
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

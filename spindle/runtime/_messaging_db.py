@@ -23,11 +23,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSNonExistentWorkflowError
+from ._rows import PENDING, now_ms
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
 from ._schema import workflow_status as ws
-from ._sysdb import PENDING, SystemDatabase, now_ms
+from ._sysdb import SystemDatabase
 
 #: What DBOS stores as the topic of a message sent with ``topic=None``.
 NULL_TOPIC = "__null__topic__"
@@ -137,27 +138,19 @@ class MessagingDatabase:
         Raises IntegrityError when the step is already recorded (another execution).
         """
         pending = sa.exists().where(ws.c.workflow_uuid == workflow_id, ws.c.status == PENDING)
-        source = sa.select(
-            sa.literal(workflow_id, sa.Text),
-            sa.literal(function_id, sa.Integer),
-            sa.literal(name, sa.Text),
-            sa.literal(output, sa.LargeBinary),
-            sa.literal(None, sa.LargeBinary),
-            sa.literal(now_ms(), sa.BigInteger),
-        ).where(pending)
+        values = {
+            "workflow_uuid": workflow_id,
+            "function_id": function_id,
+            "function_name": name,
+            "output": output,
+            "error": None,
+            "completed_at": now_ms(),
+        }
+        # Each value typed as its column (a literal NULL has no type PostgreSQL can infer).
+        source = sa.select(*(sa.literal(v, oo.c[k].type) for k, v in values.items()))
         stmt = (
             oo.insert()
-            .from_select(
-                [
-                    oo.c.workflow_uuid,
-                    oo.c.function_id,
-                    oo.c.function_name,
-                    oo.c.output,
-                    oo.c.error,
-                    oo.c.completed_at,
-                ],
-                source,
-            )
+            .from_select([oo.c[k] for k in values], source.where(pending))
             .returning(oo.c.function_id)
         )
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... SELECT.
@@ -188,7 +181,7 @@ class MessagingDatabase:
             "message_uuid": message_uuid(),
         }
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 if workflow_id is None or function_id is None:
                     # The foreign key is the existence check: one statement.
                     conn.execute(nt.insert().values(**row))
@@ -223,7 +216,7 @@ class MessagingDatabase:
         if not self.sqlite:
             params = {"wf": workflow_id, "fid": function_id, "topic": topic, "now": now_ms()}
             try:
-                with self._sysdb._op() as conn:
+                with self._sysdb.transaction() as conn:
                     pending, output = conn.execute(_PG_CONSUME, params).one()
             except IntegrityError:
                 return Received("conflict")  # rolled back: the message stays
@@ -243,22 +236,22 @@ class MessagingDatabase:
             pass
 
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 row = conn.execute(pick).first()
                 if row is None:
                     return Received("empty")
-                conn.execute(nt.delete().where(nt.c.message_uuid == row[0]))
-                if not self._checkpoint(conn, workflow_id, function_id, "DBOS.recv", row[1]):
+                conn.execute(nt.delete().where(nt.c.message_uuid == row.message_uuid))
+                if not self._checkpoint(conn, workflow_id, function_id, "DBOS.recv", row.message):
                     raise _NotPending  # rolls the deletion back: the message stays
         except _NotPending:
             return Received("not-pending")
         except IntegrityError:
             return Received("conflict")
-        return Received("recorded", bytes(row[1]))
+        return Received("recorded", bytes(row.message))
 
     def peek(self, destination_id: str, topic: str) -> bool:
         """True when a message waits for ``destination_id`` on ``topic``."""
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             row = conn.execute(
                 sa.select(sa.literal(1))
                 .where(nt.c.destination_uuid == destination_id, nt.c.topic == topic)
@@ -272,7 +265,8 @@ class MessagingDatabase:
         self, workflow_id: str, key: str, value: bytes, *, function_id: int | None
     ) -> Outcome:
         """Upsert an event of ``workflow_id``, with its checkpoint in the same transaction."""
-        insert = self._sysdb._insert(we).values(workflow_uuid=workflow_id, key=key, value=value)
+        insert = self._sysdb.dialect_insert(we)
+        insert = insert.values(workflow_uuid=workflow_id, key=key, value=value)
         upsert = insert.on_conflict_do_update(
             index_elements=[we.c.workflow_uuid, we.c.key], set_={"value": insert.excluded.value}
         )
@@ -281,7 +275,7 @@ class MessagingDatabase:
             pass
 
         try:
-            with self._sysdb._op() as conn:
+            with self._sysdb.transaction() as conn:
                 if function_id is not None and not self._checkpoint(
                     conn, workflow_id, function_id, "DBOS.setEvent", None
                 ):
@@ -295,7 +289,7 @@ class MessagingDatabase:
 
     def get_event(self, workflow_id: str, key: str) -> bytes | None:
         """The serialized value of an event, or None when it is not set."""
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             row = conn.execute(
                 sa.select(we.c.value).where(we.c.workflow_uuid == workflow_id, we.c.key == key)
             ).first()
@@ -314,7 +308,7 @@ class MessagingDatabase:
         msg_keys, evt_keys = set(message_keys), set(event_keys)
         found_msgs: set[tuple[str, str]] = set()
         found_evts: set[tuple[str, str]] = set()
-        with self._sysdb._op(read=True) as conn:
+        with self._sysdb.transaction(read=True) as conn:
             if msg_keys:
                 dests = sorted({d for d, _ in msg_keys})
                 rows = conn.execute(

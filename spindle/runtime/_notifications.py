@@ -35,7 +35,7 @@ from spindle.diagnostics import StopEvent, ThreadKind, ThreadRecord
 from ._messaging_db import MessagingDatabase
 from ._schema import NOTIFICATIONS_CHANNEL, WORKFLOW_EVENTS_CHANNEL
 from ._supervisor import Supervised, Supervisor
-from ._sysdb import SystemDatabaseClosed
+from ._sysdb_gate import SystemDatabaseClosed
 
 logger = logging.getLogger("spindle")
 

@@ -15,7 +15,7 @@ from ._core import resolve_identity
 from ._errors import DBOSException, DBOSWorkflowConflictIDError
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
-from ._queue_db import QueueRateLimit, insert_enqueued
+from ._queue_db import RateLimit, insert_enqueued
 from ._serialization import serialize
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ R = TypeVar("R")
 
 #: Runtime's priority range: 1 (first) to 2**31 - 1; 0 means "no priority" and sorts first.
 MAX_PRIORITY = 2**31 - 1
+
+
+#: At most ``limit`` starts in any ``period`` seconds (DBOS's name for the limiter).
+QueueRateLimit = RateLimit
 
 
 def _is_int(v: object) -> bool:

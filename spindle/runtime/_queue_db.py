@@ -1,47 +1,38 @@
 """The queues' SQL: enqueue, dequeue under the queue's limits, and re-enqueue on recovery.
 
 Kept apart from ``_sysdb.py`` (one concept per module); it runs through the same close gate
-(``sysdb._op()`` and its hot path), so shutdown interrupts and drains these queries like any other.
+(``sysdb.transaction()`` and the hot path, ``sysdb.hot``), so shutdown interrupts and drains
+these queries like any other.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ._errors import DBOSQueueDeduplicatedError
+from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
 from ._schema import workflow_status as ws
-from ._sysdb import (
-    ENQUEUED,
-    PENDING,
-    SUCCESS,
-    StatusRow,
-    SystemDatabase,
-    hot_sql,
-    now_ms,
-    this_version,
-)
+from ._sysdb import SystemDatabase, this_version
+from ._sysdb_hot import HotInsert, hot_sql
 
 
-class QueueRateLimit(TypedDict):
-    """At most ``limit`` starts in any ``period`` seconds."""
+class RateLimit(TypedDict):
+    """At most ``limit`` starts in any ``period`` seconds (as ``_queue.QueueRateLimit``)."""
 
     limit: int
     period: float
 
 
 class Queue(Protocol):
-    """What a dequeue reads of a queue's declaration (``_queue.Queue`` has all of it).
-
-    A protocol rather than the class itself: the declaration imports this module to
-    enqueue, so naming the class here would make the two import each other.
-    """
+    """What the queries read of a queue: a ``_queue.Queue`` is one. A protocol, not an
+    import: the database layer imports nothing of the runtime above it."""
 
     @property
     def name(self) -> str: ...
@@ -50,7 +41,7 @@ class Queue(Protocol):
     @property
     def worker_concurrency(self) -> int | None: ...
     @property
-    def limiter(self) -> QueueRateLimit | None: ...
+    def limiter(self) -> RateLimit | None: ...
     @property
     def priority_enabled(self) -> bool: ...
     @property
@@ -62,14 +53,23 @@ _ADVISORY_CLASS = 5357495
 
 
 @dataclass(frozen=True, slots=True)
-class Dequeued:
+class Dequeued(TableRow):
     """A workflow a worker just set PENDING for this executor: what it needs to start it."""
+
+    TABLE: ClassVar[sa.Table] = ws
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "workflow_id": "workflow_uuid",
+        "deadline_epoch_ms": "workflow_deadline_epoch_ms",
+    }
 
     workflow_id: str
     name: str
     inputs: bytes | None
     deadline_epoch_ms: int | None
     recovery_attempts: int
+
+
+Dequeued.check()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,29 +85,40 @@ def advisory_key(queue_name: str) -> int:
     return zlib.crc32(queue_name.encode()) - 2**31
 
 
-_INSERT_ENQUEUED = (
-    "INSERT INTO {s}workflow_status (workflow_uuid, status, name, inputs, executor_id,"
-    " application_version, created_at, updated_at, recovery_attempts, parent_workflow_id,"
-    " workflow_timeout_ms, workflow_deadline_epoch_ms, queue_name, deduplication_id, priority,"
-    " queue_partition_key{seq_column})"
-    " VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s{seq_value})"
-    # Only an ID conflict means "already enqueued": a deduplication conflict raises.
-    " ON CONFLICT (workflow_uuid) DO NOTHING"
-)
-_NEXT_SEQ = f", nextval('{SCHEMA}.{ENQUEUE_SEQUENCE}')"
-
-
-def _insert_sql(*, is_sqlite: bool) -> str:
+def _insert_enqueued(*, is_sqlite: bool) -> HotInsert:
     # FIFO among same-millisecond enqueues: SQLite numbers rows by rowid already, and
     # PostgreSQL takes the next value of the enqueue sequence.
-    seq_column, seq_value = ("", "") if is_sqlite else (", enqueue_seq", _NEXT_SEQ)
-    template = _INSERT_ENQUEUED.replace("{seq_column}", seq_column)
-    return hot_sql(template.replace("{seq_value}", seq_value), is_sqlite=is_sqlite)
+    literals = {"status": "'ENQUEUED'", "recovery_attempts": "0"}
+    if not is_sqlite:
+        literals["enqueue_seq"] = f"nextval('{SCHEMA}.{ENQUEUE_SEQUENCE}')"
+    return HotInsert(
+        ws,
+        (
+            "workflow_uuid",
+            "name",
+            "inputs",
+            "executor_id",
+            "application_version",
+            "created_at",
+            "updated_at",
+            "parent_workflow_id",
+            "workflow_timeout_ms",
+            "workflow_deadline_epoch_ms",
+            "queue_name",
+            "deduplication_id",
+            "priority",
+            "queue_partition_key",
+        ),
+        is_sqlite=is_sqlite,
+        literals=literals,
+        # Only an ID conflict means "already enqueued": a deduplication conflict raises.
+        suffix=" ON CONFLICT (workflow_uuid) DO NOTHING",
+    )
 
 
 # Prepared once per backend: enqueue is a serial loop in many apps, and it runs on the
 # system database's hot path (on SQLite, in the group commit with the steps' checkpoints).
-_INSERTS = {flag: _insert_sql(is_sqlite=flag) for flag in (True, False)}
+_INSERTS = {flag: _insert_enqueued(is_sqlite=flag) for flag in (True, False)}
 
 
 def _enqueue_order(*, is_sqlite: bool) -> str:
@@ -137,24 +148,27 @@ def insert_enqueued(
     the queue holds ``deduplication_id`` (the partial unique index of migration v3).
     """
     now = now_ms()
-    params = (
-        workflow_id,
-        name,
-        inputs,
-        executor_id,
-        application_version,
-        now,
-        now,
-        parent_workflow_id,
-        timeout_ms,
-        deadline_epoch_ms,
-        queue_name,
-        deduplication_id,
-        priority,
-        queue_partition_key,
+    insert = _INSERTS[sysdb.sqlite]
+    params = insert.params(
+        {
+            "workflow_uuid": workflow_id,
+            "name": name,
+            "inputs": inputs,
+            "executor_id": executor_id,
+            "application_version": application_version,
+            "created_at": now,
+            "updated_at": now,
+            "parent_workflow_id": parent_workflow_id,
+            "workflow_timeout_ms": timeout_ms,
+            "workflow_deadline_epoch_ms": deadline_epoch_ms,
+            "queue_name": queue_name,
+            "deduplication_id": deduplication_id,
+            "priority": priority,
+            "queue_partition_key": queue_partition_key,
+        }
     )
     try:
-        return sysdb.insert_or_existing(_INSERTS[sysdb.sqlite], params, workflow_id)
+        return sysdb.insert_or_existing(insert.sql, params, workflow_id)
     except IntegrityError as exc:
         if deduplication_id is None:
             raise
@@ -176,9 +190,13 @@ _DEQUEUE_UNLIMITED = (
     " AND workflow_timeout_ms IS NOT NULL THEN %s{cast} + workflow_timeout_ms"
     " ELSE workflow_deadline_epoch_ms END"
     " WHERE status = 'ENQUEUED' AND workflow_uuid IN (SELECT workflow_uuid FROM picked)"
-    " RETURNING workflow_uuid, name, inputs, workflow_deadline_epoch_ms, recovery_attempts,"
-    " priority, created_at, {seq}"
+    " RETURNING {returning}"
 )
+
+
+def _sort_keys(*, is_sqlite: bool) -> tuple[str, str, str]:
+    """What the one-statement dequeue returns after a :class:`Dequeued`: its sort keys."""
+    return ("priority", "created_at", _enqueue_order(is_sqlite=is_sqlite))
 
 
 def _dequeue_sql(*, is_sqlite: bool, priority: bool) -> str:
@@ -186,7 +204,8 @@ def _dequeue_sql(*, is_sqlite: bool, priority: bool) -> str:
     order = f"created_at, {seq}, workflow_uuid"
     template = _DEQUEUE_UNLIMITED.replace("{order}", f"priority, {order}" if priority else order)
     template = template.replace("{lock}", "" if is_sqlite else " FOR UPDATE SKIP LOCKED")
-    template = template.replace("{seq}", seq)
+    returning = ", ".join((Dequeued.sql_list(), *_sort_keys(is_sqlite=is_sqlite)))
+    template = template.replace("{returning}", returning)
     return hot_sql(template, is_sqlite=is_sqlite, casts=("bigint",))
 
 
@@ -212,16 +231,21 @@ def _dequeue_unlimited(
     the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
     now = now_ms()
     params = (queue.name, application_version, max_rows, executor_id, now, now, deadline_base)
-    rows = sysdb._write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    returned = sysdb.hot.write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    # Driver rows are tuples: named once, by the list the RETURNING clause was built from.
+    sort_keys = _sort_keys(is_sqlite=sysdb.sqlite)
+    names = (*Dequeued.field_names(), *sort_keys)
+    rows = [dict(zip(names, r, strict=True)) for r in returned]
+    seq = sort_keys[-1]
 
     # RETURNING gives no order: start them in dequeue (priority, FIFO) order (a NULL
     # sequence sorts last, as in PostgreSQL's ORDER BY).
-    def fifo(r: Any) -> tuple[Any, ...]:
-        key = (r[6], r[7] is None, r[7] or 0, r[0])
-        return (r[5], *key) if queue.priority_enabled else key
+    def fifo(r: dict[str, Any]) -> tuple[Any, ...]:
+        key = (r["created_at"], r[seq] is None, r[seq] or 0, r["workflow_id"])
+        return (r["priority"], *key) if queue.priority_enabled else key
 
     rows.sort(key=fifo)
-    return DequeueResult([Dequeued(*tuple(r[:5])) for r in rows])
+    return DequeueResult([Dequeued.from_mapping(r) for r in rows])
 
 
 def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
@@ -234,7 +258,7 @@ def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: st
             this_version(application_version),
         )
     )
-    with sysdb._op(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         return bool(conn.execute(stmt).scalar())
 
 
@@ -326,7 +350,7 @@ def _partitions_with_work(
         .group_by(ws.c.queue_partition_key)
         .order_by(sa.func.min(ws.c.created_at), ws.c.queue_partition_key)
     )
-    with sysdb._op(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         return [str(r[0]) for r in conn.execute(stmt)]
 
 
@@ -348,7 +372,7 @@ def _dequeue_counted(
     if partition_key is not None:
         scope.append(ws.c.queue_partition_key == partition_key)
         lock_name = f"{queue.name}\x00{partition_key}"
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         if not sysdb.sqlite and (queue.concurrency is not None or queue.limiter is not None):
             conn.execute(
                 sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_CLASS, advisory_key(lock_name)))
@@ -422,17 +446,13 @@ def _dequeue_counted(
                 updated_at=now,
                 workflow_deadline_epoch_ms=deadline,
             )
-            .returning(
-                ws.c.workflow_uuid,
-                ws.c.name,
-                ws.c.inputs,
-                ws.c.workflow_deadline_epoch_ms,
-                ws.c.recovery_attempts,
-            )
+            .returning(*Dequeued.columns())
         ).all()
     # RETURNING gives no order: start them in dequeue (priority, FIFO) order.
     rank = {wf_id: i for i, wf_id in enumerate(ids)}
-    rows = sorted((Dequeued(*tuple(r)) for r in started), key=lambda d: rank[d.workflow_id])
+    rows = sorted(
+        (Dequeued.from_mapping(r._mapping) for r in started), key=lambda d: rank[d.workflow_id]
+    )
     return DequeueResult(rows, retry_after)
 
 
@@ -447,7 +467,7 @@ def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str
         )
         .values(status=ENQUEUED, started_at_epoch_ms=None, updated_at=now_ms())
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         return int(conn.execute(stmt).rowcount)
 
 
@@ -475,7 +495,7 @@ def requeue_pending(
             updated_at=now_ms(),
         )
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         return int(conn.execute(stmt).rowcount)
 
 
@@ -504,6 +524,6 @@ def requeue_resumed(sysdb: SystemDatabase, workflow_id: str) -> str | None:
         )
         .returning(ws.c.queue_name)
     )
-    with sysdb._op() as conn:
+    with sysdb.transaction() as conn:
         row = conn.execute(stmt).one_or_none()
     return None if row is None else str(row[0])

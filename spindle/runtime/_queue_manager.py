@@ -21,9 +21,10 @@ from ._errors import DBOSRuntimeShutdownError
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
 from ._queue_db import Dequeued, dequeue, has_enqueued, requeue
+from ._rows import ERROR
 from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
-from ._sysdb import ERROR, SystemDatabaseClosed
+from ._sysdb_gate import SystemDatabaseClosed
 from ._workflows import dispatch
 
 if TYPE_CHECKING:

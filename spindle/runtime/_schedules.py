@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import sqlalchemy as sa
 
@@ -17,10 +17,11 @@ from ._cron import check_cron, cron_body
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY
 from ._pollers import PollerGate
+from ._rows import now_ms
 from ._schema import workflow_schedules as sched
 from ._serialization import deserialize, serialize
 from ._supervisor import Supervised
-from ._sysdb import SystemDatabase, now_ms
+from ._sysdb import SystemDatabase
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -42,25 +43,14 @@ class WorkflowSchedule(TypedDict):
     context: Any
 
 
-_COLUMNS = (
-    sched.c.schedule_id,
-    sched.c.schedule_name,
-    sched.c.workflow_name,
-    sched.c.schedule,
-    sched.c.status,
-    sched.c.context,
-)
+# The columns of a WorkflowSchedule are its keys, read by name.
+_COLUMNS = tuple(sched.c[key] for key in WorkflowSchedule.__annotations__)
 
 
 def _row(r: Any) -> WorkflowSchedule:
-    return WorkflowSchedule(
-        schedule_id=r[0],
-        schedule_name=r[1],
-        workflow_name=r[2],
-        schedule=r[3],
-        status=r[4],
-        context=deserialize(r[5]),
-    )
+    row = dict(r._mapping)
+    row["context"] = deserialize(row["context"])
+    return cast(WorkflowSchedule, row)
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
@@ -73,7 +63,7 @@ class ScheduleStore:
     """The schedules table, behind the system database's close gate.
 
     The queries live here rather than in ``_sysdb.py``: they are this feature's alone, and
-    ``SystemDatabase._op`` gives them the same gate (and interruption) as every other query.
+    ``SystemDatabase.transaction`` gives them the same gate (and interruption) as every other query.
     """
 
     def __init__(self, sysdb: SystemDatabase) -> None:
@@ -83,7 +73,7 @@ class ScheduleStore:
         """Insert a schedule; False if one with this name exists."""
         now = now_ms()
         stmt = (
-            self._db._insert(sched)
+            self._db.dialect_insert(sched)
             .values(
                 schedule_id=str(uuid.uuid4()),
                 schedule_name=name,
@@ -97,7 +87,7 @@ class ScheduleStore:
             .on_conflict_do_nothing(index_elements=[sched.c.schedule_name])
             .returning(sched.c.schedule_id)
         )
-        with self._db._op() as conn:
+        with self._db.transaction() as conn:
             return len(conn.execute(stmt).all()) == 1
 
     def list(
@@ -120,19 +110,19 @@ class ScheduleStore:
             stmt = stmt.where(
                 sa.or_(*(sched.c.schedule_name.startswith(p, autoescape=True) for p in prefixes))
             )
-        with self._db._op(read=True) as conn:
+        with self._db.transaction(read=True) as conn:
             return [_row(r) for r in conn.execute(stmt)]
 
     def get(self, name: str) -> WorkflowSchedule | None:
         """One schedule by name."""
         stmt = sa.select(*_COLUMNS).where(sched.c.schedule_name == name)
-        with self._db._op(read=True) as conn:
+        with self._db.transaction(read=True) as conn:
             row = conn.execute(stmt).one_or_none()
         return _row(row) if row is not None else None
 
     def delete(self, name: str) -> None:
         """Delete a schedule (no-op if it does not exist)."""
-        with self._db._op() as conn:
+        with self._db.transaction() as conn:
             conn.execute(sched.delete().where(sched.c.schedule_name == name))
 
     def set_status(self, name: str, status: str) -> bool:
@@ -143,7 +133,7 @@ class ScheduleStore:
             .values(status=status, updated_at=now_ms())
             .returning(sched.c.schedule_id)
         )
-        with self._db._op() as conn:
+        with self._db.transaction() as conn:
             return len(conn.execute(stmt).all()) == 1
 
 

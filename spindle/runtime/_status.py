@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ._rows import StatusRow
 from ._serialization import deserialize, deserialize_exception
-from ._sysdb import StatusRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from ._errors import DBOSException, WorkflowInterrupted
 from ._functions import TransactionInfo
 from ._runtime import Runtime
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
-from ._sysdb import SystemDatabaseClosed
+from ._sysdb_gate import SystemDatabaseClosed
 
 
 def _transaction_prelude(

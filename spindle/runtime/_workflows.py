@@ -25,10 +25,10 @@ from ._errors import (
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue_db import requeue_resumed
+from ._rows import PENDING
 from ._runtime import Runtime
 from ._serialization import deserialize
 from ._status import WorkflowStatus
-from ._sysdb import PENDING
 
 logger = logging.getLogger("spindle")
 

@@ -16,8 +16,10 @@ import sqlalchemy as sa
 from spindle.diagnostics import capture_stack, waiting_on
 from spindle.diagnostics._waiting import DB_SQLITE
 from spindle.runtime._group_commit import GroupCommit, WriteRequest
+from spindle.runtime._rows import SUCCESS
 from spindle.runtime._schema import SCHEMA, operation_outputs, workflow_status
-from spindle.runtime._sysdb import SUCCESS, SystemDatabase, normalize_url
+from spindle.runtime._sysdb import SystemDatabase
+from spindle.runtime._sysdb_engine import normalize_url
 from tests.runtime.test_sysdb import _insert
 
 WAIT = 10.0
@@ -57,9 +59,9 @@ def sqlite_db(db_url: str) -> Iterator[SystemDatabase]:
 
 
 def _queued(db: SystemDatabase) -> int:
-    assert db._group is not None
-    with db._group._lock:
-        return len(db._group._queue)
+    assert db.hot.group is not None
+    with db.hot.group._lock:
+        return len(db.hot.group._queue)
 
 
 Run = tuple[threading.Thread, list[Any]]
@@ -69,7 +71,7 @@ Run = tuple[threading.Thread, list[Any]]
 def _turn_taken(db: SystemDatabase) -> Iterator[Callable[[Callable[[], Any]], Run]]:
     """Hold the write turn, as an _op writer does; yields ``queue(call)``, which starts a
     writer and returns once it has queued (so writers queue in the order started)."""
-    lock = db._write_lock
+    lock = db.gate.write_lock
     assert lock is not None
     runs: list[Run] = []
 
@@ -93,7 +95,7 @@ def test_writers_queued_meanwhile_share_one_commit_and_keep_their_outcomes(
     """Five writers queue while the write lock is taken; they commit as one batch, and the
     one whose step is already recorded gets "conflict" without failing the other four."""
     db = sqlite_db
-    group = db._group
+    group = db.hot.group
     assert group is not None
     _insert(db, "a")
     assert db.record_step("a", 0, "s", output=b"first", error=None) == "recorded"
@@ -159,7 +161,7 @@ def test_every_acknowledged_write_is_in_the_database(any_db: SystemDatabase, db_
     """Sixteen threads write 40 workflows each: every write acknowledged is there, read
     through a separate connection; on SQLite some of them shared a commit."""
     db = any_db
-    group = db._group
+    group = db.hot.group
     before = (group.batches, group.statements) if group is not None else (0, 0)
     errors: list[BaseException] = []
     start = threading.Barrier(16)

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from spindle.runtime._schema import LATEST_VERSION, schema_version, workflow_status
-from spindle.runtime._sysdb import ERROR, PENDING, SUCCESS, SystemDatabase, SystemDatabaseClosed
+from spindle.runtime._migrations import LATEST_VERSION
+from spindle.runtime._rows import ERROR, PENDING, SUCCESS
+from spindle.runtime._schema import schema_version, workflow_status
+from spindle.runtime._sysdb import SystemDatabase
+from spindle.runtime._sysdb_gate import SystemDatabaseClosed
 
 
 @pytest.fixture
@@ -94,7 +97,7 @@ def test_concurrent_writers_all_land(sysdb: SystemDatabase) -> None:
     rows = sysdb.list_workflows(status=SUCCESS)
     assert len(rows) == 8 * 15
     assert all(len(sysdb.step_outputs(r.workflow_id)) == 3 for r in rows[:10])
-    assert len(sysdb._idle) <= 2  # the hot path keeps at most pool_size connections
+    assert len(sysdb.hot.idle) <= 2  # the hot path keeps at most pool_size connections
 
 
 def test_connections_given_back_to_the_pool_are_transactional_again(db_url: str) -> None:
@@ -132,9 +135,9 @@ def test_writes_after_close_are_refused(db_url: str) -> None:
     db = SystemDatabase(db_url, pool_size=2)
     db.migrate()
     _insert(db, "a")
-    assert len(db._idle) == 1
+    assert len(db.hot.idle) == 1
     assert db.close() == 0
-    assert db._idle == []
+    assert db.hot.idle == []
     with pytest.raises(SystemDatabaseClosed):
         _insert(db, "b")
     with pytest.raises(SystemDatabaseClosed):
@@ -160,8 +163,7 @@ def _lock_waiters(db: SystemDatabase) -> int:
 
 
 def _connections_in_flight(db: SystemDatabase) -> int:
-    with db._gate:
-        return sum(c is not None for c in db._in_flight.values())
+    return db.gate.connections_in_flight()
 
 
 def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
@@ -265,7 +267,7 @@ def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> No
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with db._op() as conn:
+        with db.transaction() as conn:
             conn.execute(sa.text("UPDATE workflow_status SET updated_at = 1"))
             entered.set()
             release.wait(10)
@@ -278,7 +280,7 @@ def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> No
     )
     try:
         # Admitted at the gate (counted in flight) before interrupt(), then queued on the lock.
-        _wait_until(lambda: len(db._in_flight) == 2)
+        _wait_until(lambda: db.gate.operations_in_flight() == 2)
         assert th.is_alive()
         db.interrupt()
         with pytest.raises(SystemDatabaseClosed):
