@@ -15,22 +15,9 @@ from typing import Any
 
 from ._events import LifecycleEvent
 from ._kinds import EventType, ThreadKind
+from ._phases import SHUTDOWN_PHASES
 from ._registry import ThreadInfo, ThreadRegistry
 from ._stacks import capture_stack, frames_of
-
-#: The ten phases of ``destroy()``, in the order the design requires.
-SHUTDOWN_PHASES: tuple[str, ...] = (
-    "signal_pollers",
-    "signal_internal",
-    "wait_workflows",
-    "stop_event_loop",
-    "stop_admin_server",
-    "stop_notification_listener",
-    "shutdown_executor",
-    "interrupt_db",
-    "join_threads",
-    "close_databases",
-)
 
 SCHEMA_VERSION = 1
 
@@ -184,6 +171,7 @@ class ShutdownRecorder:
         self._lock = threading.Lock()
         self._remove_listener: Any = None
         self._begun = False
+        self._prepare_steps = 0
         # Stacks taken when the evidence happened (a DB closed under a live thread, a spawn
         # during shutdown), not at finish(), when the thread may be gone.
         self._stacks: dict[int, list[dict[str, Any]]] = {}
@@ -226,6 +214,30 @@ class ShutdownRecorder:
         for record in self._registry.live_records():
             self.timeline.threads[record.record_id] = ThreadRegistry._info(record)
         self._registry.emit(EventType.SHUTDOWN_BEGIN, None, shutdown_id=self.timeline.shutdown_id)
+
+    @contextlib.contextmanager
+    def prepare(self, name: str) -> Iterator[None]:
+        """Run one step before phase 1, recorded as ``shutdown.prepare.start``/``.end`` events.
+
+        Not a phase: the report's ``phases`` (and the rule on their order) stay the planned
+        ones. An exception is recorded in the end event's ``outcome`` and ``error``, and raised.
+        """
+        if not self._begun or self.timeline.phases:
+            raise RuntimeError("ShutdownRecorder.prepare() runs after begin(), before phase 1")
+        self._prepare_steps += 1
+        index = self._prepare_steps
+        self._registry.emit(EventType.PREPARE_START, None, step=name, index=index)
+        outcome, error = "error", None
+        try:
+            yield
+            outcome = "ok"
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._registry.emit(
+                EventType.PREPARE_END, None, step=name, index=index, outcome=outcome, error=error
+            )
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[PhaseRecord]:
