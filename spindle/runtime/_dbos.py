@@ -320,15 +320,9 @@ class DBOS(metaclass=_DBOSMeta):
         with self._state_lock:
             if not self._launched or self._destroyed:
                 return
-            if self._pollers is not None:
-                # Before phase 1: from here no poller starts a workflow or spawns a thread,
-                # and one already starting has finished (the gate waits for it).
-                self._pollers.close(self._config.thread_join_timeout_sec)
-            self._destroyed = True
-            self._stopping.set()
-        # Before phase 1: the queue manager spawns no worker once shutdown began.
-        self._queues.close()
-        timeline = _shutdown.run_shutdown(self, workflow_completion_timeout_sec)
+            # The steps before phase 1 (poller gate, _destroyed/_stopping, queues), recorded.
+            recorder = _shutdown.prepare(self)
+        timeline = _shutdown.run_shutdown(self, recorder, workflow_completion_timeout_sec)
         self._last_timeline = timeline
         if self._diag is not None:
             self._diag.record_timeline(timeline)
