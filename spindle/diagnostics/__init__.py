@@ -19,9 +19,11 @@ from ._kinds import ThreadState as ThreadState
 from ._lint import LINT_RULES as LINT_RULES
 from ._lint import Lint as Lint
 from ._lint import lint as lint
+from ._phases import SHUTDOWN_PHASES as SHUTDOWN_PHASES
 from ._pyspy import PySpyThread as PySpyThread
 from ._pyspy import parse_pyspy_json as parse_pyspy_json
 from ._pyspy import pyspy_dump as pyspy_dump
+from ._recorder import ShutdownRecorder as ShutdownRecorder
 from ._registry import RUNTIME_NAME_PREFIXES as RUNTIME_NAME_PREFIXES
 from ._registry import RegistrySnapshot as RegistrySnapshot
 from ._registry import StopEvent as StopEvent
@@ -37,9 +39,7 @@ from ._spans import SpanEmitter as SpanEmitter
 from ._spans import set_default_tracer_provider_for_tests as set_default_tracer_provider_for_tests
 from ._stacks import capture_stack as capture_stack
 from ._stacks import format_stack as format_stack
-from ._timeline import SHUTDOWN_PHASES as SHUTDOWN_PHASES
 from ._timeline import PhaseRecord as PhaseRecord
-from ._timeline import ShutdownRecorder as ShutdownRecorder
 from ._timeline import ShutdownTimeline as ShutdownTimeline
 from ._timeline import Violation as Violation
 from ._timeline import load_report as load_report

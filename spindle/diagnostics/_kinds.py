@@ -63,6 +63,9 @@ class EventType(StrEnum):
     DB_INTERRUPT = "db.interrupt"
     DB_CLOSE = "db.close"
     SHUTDOWN_BEGIN = "shutdown.begin"
+    # A step before phase 1 (closing the poller gate, the queues): on the timeline, not a phase.
+    PREPARE_START = "shutdown.prepare.start"
+    PREPARE_END = "shutdown.prepare.end"
     PHASE_START = "shutdown.phase.start"
     PHASE_END = "shutdown.phase.end"
     SHUTDOWN_END = "shutdown.end"

@@ -36,25 +36,37 @@ class StopEvent(threading.Event):
         self.name = name
         self.group = group
         self.set_mono: float | None = None
+        # Guards _callbacks and _fired together: "already set?" and "append / take the list"
+        # must be one step, or a callback added while set() runs would run twice (or never).
+        # Callbacks themselves run outside it, so one may add another or call set() again.
+        self._callbacks_lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        self._fired = False
 
     def add_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the event is set (at once if it already is).
 
         For threads that block on something other than this event (a condition, a socket,
-        an event loop): the callback wakes them.
+        an event loop): the callback wakes them. Each callback runs exactly once.
         """
-        self._callbacks.append(callback)
-        if self.is_set():
-            self._run_callback(callback)
+        with self._callbacks_lock:
+            if not self._fired:
+                self._callbacks.append(callback)
+                return
+        self._run_callback(callback)
 
     def set(self) -> None:
         """Set the event; the first set is recorded as ``stop_event.set``."""
-        first = not self.is_set()
-        super().set()
+        with self._callbacks_lock:
+            first = not self._fired
+            self._fired = True
+            callbacks, self._callbacks = self._callbacks, []
+            # Inside the lock: a callback added after this sees _fired and runs itself,
+            # by which time the flag it may check (is_set) is already true.
+            super().set()
         if first:
             self._registry._stop_event_was_set(self)
-            for callback in list(self._callbacks):
+            for callback in callbacks:
                 self._run_callback(callback)
 
     @staticmethod

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._events import LifecycleEvent
 from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind
+from ._phases import PHASES_BY_NAME, PhaseSpec
 from ._timeline import ShutdownTimeline, Violation
 
 #: Rule ids, each with the sentence a human reads when it breaks.
@@ -38,18 +41,220 @@ RULES: dict[str, str] = {
 }
 
 
-# Threads that a phase before interrupt_db stops and joins on purpose: the event loop, the
-# admin server and the notification listener (interrupted by closing its own connection).
-# Their join in their own phase is not "joining before blocking DB calls were interrupted".
-_OWN_STOP_PHASE = {
-    "stop_event_loop": ThreadKind.EVENT_LOOP,
-    "stop_admin_server": ThreadKind.ADMIN_SERVER,
-    "stop_notification_listener": ThreadKind.NOTIFICATION_LISTENER,
-}
+#: What a rule found: the event seq where it broke (``_WHOLE_RUN`` for whole-run rules, sorted
+#: last) and the violation. Sorting by seq keeps the report in the order things happened.
+_Found = tuple[int, Violation]
+_WHOLE_RUN = sys.maxsize
 
 
 def _is_runtime(kind: ThreadKind | None) -> bool:
     return kind is not None and kind is not ThreadKind.FOREIGN
+
+
+@dataclass(slots=True)
+class _Run:
+    """What every rule reads: the timeline's events in seq order and its threads."""
+
+    timeline: ShutdownTimeline
+    stacks: dict[int, list[dict[str, Any]]]
+    unset_stops: Sequence[str]
+    events: list[LifecycleEvent] = field(init=False)
+    alive_at_begin: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = sorted(self.timeline.events, key=lambda e: e.seq)
+        self.alive_at_begin = {
+            i for i, t in self.timeline.threads.items() if _is_runtime(t.kind) and t.state.alive
+        }
+
+    def phase_at(self, seq: int) -> str | None:
+        """The phase that had started last at event ``seq``."""
+        current = None
+        for e in self.events:
+            if e.seq > seq:
+                break
+            if e.type is EventType.PHASE_START:
+                current = str(e.attrs.get("phase"))
+        return current
+
+    def violation(self, rule: str, seq: int, ids: Sequence[int], extra: str = "") -> _Found:
+        """A violation of ``rule`` at event ``seq`` by these threads, with their stacks."""
+        threads = self.timeline.threads
+        names = tuple(threads[i].name if i in threads else f"#{i}" for i in ids)
+        message = RULES[rule] + (f" {extra}" if extra else "")
+        found = Violation(
+            rule=rule,
+            phase=self.phase_at(seq),
+            message=message,
+            thread_ids=tuple(ids),
+            thread_names=names,
+            stacks={str(i): self.stacks[i] for i in ids if i in self.stacks},
+        )
+        return seq, found
+
+    def whole_run(self, rule: str, extra: str) -> _Found:
+        """A violation of a rule about the whole run (no phase, no thread)."""
+        return _WHOLE_RUN, Violation(rule=rule, phase=None, message=f"{RULES[rule]} {extra}")
+
+    def runtime_spawns(self) -> Iterator[LifecycleEvent]:
+        """Spawn events of runtime threads (not foreign ones)."""
+        for e in self.events:
+            if e.type is EventType.SPAWN and e.record_id is not None and _is_runtime(e.kind):
+                yield e
+
+
+def _spawn_after_shutdown_began(run: _Run) -> list[_Found]:
+    # "Began" is phase 1: the prepare steps before it exist to stop the spawners (poller
+    # gate, queue manager), so a spawn they let finish is signalled and joined as usual.
+    out: list[_Found] = []
+    started = False
+    executor_down = False
+    for e in run.events:
+        if e.type is EventType.PHASE_START:
+            started = True
+        elif e.type is EventType.PHASE_END and _spec(e).stops_executor:
+            executor_down = True
+        elif e.type is EventType.SPAWN and e.record_id is not None and _is_runtime(e.kind):
+            # The executor grows its pool lazily while active workflows finish (phase 3):
+            # a worker made before the executor is shut down is not a spawn to flag.
+            growing_pool = e.group is ThreadGroup.EXECUTOR and not executor_down
+            if started and not growing_pool:
+                out.append(run.violation("spawn-after-shutdown-began", e.seq, [e.record_id]))
+    return out
+
+
+def _pollers_not_signalled_first(run: _Run) -> list[_Found]:
+    threads = run.timeline.threads
+    pending = {
+        i
+        for i in run.alive_at_begin
+        if threads[i].group is ThreadGroup.POLLER and threads[i].stop_event_set is False
+    }
+    early: list[LifecycleEvent] = []
+    for e in run.events:
+        if e.type is EventType.STOP_EVENT_SET:
+            group = e.attrs.get("stop_group")
+            if group == ThreadGroup.POLLER.value and e.record_id is not None:
+                pending.discard(e.record_id)
+            elif group == ThreadGroup.INTERNAL.value and pending:
+                early.append(e)
+        elif e.type is EventType.EXIT and e.record_id is not None:
+            # A poller that exited on its own no longer needs signalling first.
+            pending.discard(e.record_id)
+    if not early:
+        return []
+    ids = [e.record_id for e in early if e.record_id is not None]
+    return [(_WHOLE_RUN, run.violation("pollers-not-signalled-first", early[0].seq, ids)[1])]
+
+
+def _join_before_db_interrupt(run: _Run) -> list[_Found]:
+    early: list[LifecycleEvent] = []
+    interrupted = False
+    current: PhaseSpec | None = None
+    for e in run.events:
+        if e.type is EventType.PHASE_START:
+            current = _spec(e)
+        elif e.type is EventType.PHASE_END:
+            interrupted = interrupted or _spec(e).interrupts_db
+            current = None
+        elif e.type is EventType.DB_INTERRUPT:
+            # What happened counts, even when the runtime interrupts outside the phase.
+            interrupted = True
+        elif e.type is EventType.JOIN and e.record_id is not None:
+            # A phase that stops its own kind (event loop, admin server, listener) joins it.
+            own_phase = current is not None and e.kind in current.own_kinds
+            if not interrupted and not own_phase:
+                early.append(e)
+    if not early:
+        return []
+    ids = [e.record_id for e in early if e.record_id is not None]
+    return [(_WHOLE_RUN, run.violation("join-before-db-interrupt", early[0].seq, ids)[1])]
+
+
+def _join_timeout(run: _Run) -> list[_Found]:
+    return [
+        run.violation("join-timeout", e.seq, [e.record_id])
+        for e in run.events
+        if e.type is EventType.JOIN
+        and e.record_id is not None
+        and e.attrs.get("outcome") != JoinOutcome.JOINED.value
+    ]
+
+
+def _db_closes(run: _Run) -> Iterator[tuple[LifecycleEvent, list[int], list[int]]]:
+    """Each ``db.close`` with the runtime threads then alive and those exited but not joined."""
+    runtime_ids = {i for i, t in run.timeline.threads.items() if _is_runtime(t.kind)}
+    spawned: set[int] = set()
+    exited: set[int] = set()
+    joined: set[int] = set()
+    for e in run.events:
+        if e.type is EventType.SPAWN and e.record_id is not None and _is_runtime(e.kind):
+            spawned.add(e.record_id)
+            runtime_ids.add(e.record_id)
+        elif e.type is EventType.EXIT and e.record_id is not None:
+            exited.add(e.record_id)
+        elif e.type is EventType.JOIN and e.record_id is not None:
+            if e.attrs.get("outcome") == JoinOutcome.JOINED.value:
+                joined.add(e.record_id)
+        elif e.type is EventType.DB_CLOSE:
+            relevant = run.alive_at_begin | spawned
+            alive = sorted(i for i in relevant - exited if i in runtime_ids)
+            yield e, alive, sorted(relevant - joined - set(alive))
+
+
+def _db_closed_while_thread_alive(run: _Run) -> list[_Found]:
+    return [
+        run.violation(
+            "db-closed-while-thread-alive",
+            e.seq,
+            alive,
+            f"Database: {e.attrs.get('database', '?')}.",
+        )
+        for e, alive, _ in _db_closes(run)
+        if alive
+    ]
+
+
+def _thread_not_joined_before_db_close(run: _Run) -> list[_Found]:
+    # A thread still alive at the close is the rule above; this one is for exited threads.
+    return [
+        run.violation("thread-not-joined-before-db-close", e.seq, not_joined)
+        for e, _, not_joined in _db_closes(run)
+        if not_joined
+    ]
+
+
+def _stop_event_never_set(run: _Run) -> list[_Found]:
+    if not run.unset_stops:
+        return []
+    return [run.whole_run("stop-event-never-set", ", ".join(sorted(run.unset_stops)))]
+
+
+def _phases_out_of_order(run: _Run) -> list[_Found]:
+    ran = [str(e.attrs.get("phase")) for e in run.events if e.type is EventType.PHASE_START]
+    planned = list(run.timeline.planned_phases)
+    if ran == planned:
+        return []
+    return [run.whole_run("phases-out-of-order", f"Planned {planned}, ran {ran}.")]
+
+
+def _spec(event: LifecycleEvent) -> PhaseSpec:
+    """The spec of a phase event; a phase the specs do not know has no flags."""
+    name = str(event.attrs.get("phase"))
+    return PHASES_BY_NAME.get(name) or PhaseSpec(name, "")
+
+
+#: Every rule, in report order (ties on the same event keep this order).
+RULE_CHECKS: tuple[Callable[[_Run], list[_Found]], ...] = (
+    _spawn_after_shutdown_began,
+    _join_timeout,
+    _db_closed_while_thread_alive,
+    _thread_not_joined_before_db_close,
+    _pollers_not_signalled_first,
+    _join_before_db_interrupt,
+    _stop_event_never_set,
+    _phases_out_of_order,
+)
 
 
 def check_rules(
@@ -59,137 +264,12 @@ def check_rules(
     unset_stops: Sequence[str] = (),
 ) -> list[Violation]:
     """Every violation of the design's ordering rules in this timeline (empty when clean)."""
-    stacks = stacks or {}
-    events = sorted(timeline.events, key=lambda e: e.seq)
-    out: list[Violation] = []
-
-    def phase_at(seq: int) -> str | None:
-        current = None
-        for e in events:
-            if e.seq > seq:
-                break
-            if e.type is EventType.PHASE_START:
-                current = str(e.attrs.get("phase"))
-        return current
-
-    def violation(rule: str, seq: int | None, ids: Sequence[int], extra: str = "") -> Violation:
-        names = tuple(timeline.threads[i].name if i in timeline.threads else f"#{i}" for i in ids)
-        message = RULES[rule] + (f" {extra}" if extra else "")
-        return Violation(
-            rule=rule,
-            phase=phase_at(seq) if seq is not None else None,
-            message=message,
-            thread_ids=tuple(ids),
-            thread_names=names,
-            stacks={str(i): stacks[i] for i in ids if i in stacks},
-        )
-
-    runtime_ids = {i for i, t in timeline.threads.items() if _is_runtime(t.kind)}
-    alive_at_begin = {
-        i for i, t in timeline.threads.items() if _is_runtime(t.kind) and t.state.alive
-    }
-    exited: set[int] = set()
-    joined: set[int] = set()
-    spawned_during: set[int] = set()
-    shutdown_seq: int | None = None
-    executor_down = False
-    current_phase: str | None = None
-    early_joins: list[LifecycleEvent] = []
-    interrupted = False
-    internal_set_before_poller: list[LifecycleEvent] = []
-    pollers_pending = {
-        i
-        for i in alive_at_begin
-        if timeline.threads[i].group is ThreadGroup.POLLER
-        and timeline.threads[i].stop_event_set is False
-    }
-
-    for e in events:
-        if e.type is EventType.SHUTDOWN_BEGIN or (
-            e.type is EventType.PHASE_START and shutdown_seq is None
-        ):
-            shutdown_seq = e.seq if shutdown_seq is None else shutdown_seq
-        if e.type is EventType.PHASE_START:
-            current_phase = str(e.attrs.get("phase"))
-        elif e.type is EventType.PHASE_END:
-            if e.attrs.get("phase") == "interrupt_db":
-                interrupted = True
-            elif e.attrs.get("phase") == "shutdown_executor":
-                executor_down = True
-            current_phase = None
-        elif e.type is EventType.DB_INTERRUPT:
-            # What happened counts, even when the runtime interrupts outside the phase.
-            interrupted = True
-        elif e.type is EventType.SPAWN and e.record_id is not None:
-            if _is_runtime(e.kind):
-                spawned_during.add(e.record_id)
-                runtime_ids.add(e.record_id)
-                # The executor grows its pool lazily while active workflows finish (phase
-                # 3): a worker made before executor shutdown is not a spawn to flag.
-                growing_pool = e.group is ThreadGroup.EXECUTOR and not executor_down
-                if shutdown_seq is not None and not growing_pool:
-                    out.append(violation("spawn-after-shutdown-began", e.seq, [e.record_id]))
-        elif e.type is EventType.STOP_EVENT_SET:
-            group = e.attrs.get("stop_group")
-            if group == ThreadGroup.POLLER.value and e.record_id is not None:
-                pollers_pending.discard(e.record_id)
-            elif group == ThreadGroup.INTERNAL.value and pollers_pending:
-                internal_set_before_poller.append(e)
-        elif e.type is EventType.EXIT and e.record_id is not None:
-            exited.add(e.record_id)
-            # A poller that exited on its own no longer needs signalling first.
-            pollers_pending.discard(e.record_id)
-        elif e.type is EventType.JOIN and e.record_id is not None:
-            own_phase = current_phase is not None and _OWN_STOP_PHASE.get(current_phase) is e.kind
-            if not interrupted and not own_phase:
-                early_joins.append(e)
-            if e.attrs.get("outcome") == JoinOutcome.JOINED.value:
-                joined.add(e.record_id)
-            else:
-                out.append(violation("join-timeout", e.seq, [e.record_id]))
-        elif e.type is EventType.DB_CLOSE:
-            alive = sorted(
-                i for i in (alive_at_begin | spawned_during) - exited if i in runtime_ids
-            )
-            if alive:
-                db = e.attrs.get("database", "?")
-                out.append(
-                    violation("db-closed-while-thread-alive", e.seq, alive, f"Database: {db}.")
-                )
-            not_joined = sorted((alive_at_begin | spawned_during) - joined - set(alive))
-            if not_joined:
-                out.append(violation("thread-not-joined-before-db-close", e.seq, not_joined))
-
-    if internal_set_before_poller:
-        first = internal_set_before_poller[0]
-        ids = [e.record_id for e in internal_set_before_poller if e.record_id is not None]
-        out.append(violation("pollers-not-signalled-first", first.seq, ids))
-
-    if early_joins:
-        ids = [e.record_id for e in early_joins if e.record_id is not None]
-        out.append(violation("join-before-db-interrupt", early_joins[0].seq, ids))
-
-    if unset_stops:
-        out.append(
-            Violation(
-                rule="stop-event-never-set",
-                phase=None,
-                message=RULES["stop-event-never-set"] + " " + ", ".join(sorted(unset_stops)),
-            )
-        )
-
-    ran = [str(e.attrs.get("phase")) for e in events if e.type is EventType.PHASE_START]
-    if ran != list(timeline.planned_phases):
-        out.append(
-            Violation(
-                rule="phases-out-of-order",
-                phase=None,
-                message=RULES["phases-out-of-order"]
-                + f" Planned {list(timeline.planned_phases)}, ran {ran}.",
-            )
-        )
+    run = _Run(timeline, stacks or {}, unset_stops)
+    found = [f for check in RULE_CHECKS for f in check(run)]
+    # Stable: violations at one event keep RULE_CHECKS order; whole-run ones come last.
+    found.sort(key=lambda f: f[0])
     # A DB close with a dead set is also reported as not-joined; keep one record per thread.
-    return _dedupe(out)
+    return _dedupe([v for _, v in found])
 
 
 def _dedupe(violations: list[Violation]) -> list[Violation]:

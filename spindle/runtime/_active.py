@@ -23,6 +23,7 @@ class ActiveWorkflow:
         "_claimed",
         "_done_callbacks",
         "_lock",
+        "_settled",
         "cancelled",
         "done",
         "error",
@@ -39,6 +40,9 @@ class ActiveWorkflow:
         self.is_async = is_async
         self._lock = threading.Lock()
         self._claimed = False
+        # Set under _lock by the first outcome (result, error or cancel); later ones are
+        # ignored, so what waiters see never changes once one of them could have seen it.
+        self._settled = False
         self.runner: Callable[[], None] | None = None
         self.done = threading.Event()
         # Set on cancel or shutdown: wakes durable waits (sleep, retry back-off) at once.
@@ -102,11 +106,17 @@ class ActiveWorkflow:
         for cb in callbacks:
             cb()
 
-    def cancel(self) -> None:
-        """Mark cancelled: waiters get a cancellation error now, the body at its next step."""
-        self.cancelled = True
+    def cancel(self) -> bool:
+        """Mark cancelled unless an outcome is already published (first outcome wins).
+
+        Waiters get a cancellation error now, the body at its next step. Returns True when
+        this call decided the outcome.
+        """
+        if not self._settle(cancelled=True):
+            return False
         self._fire_wake()
         self._set_done()
+        return True
 
     def interrupt(self) -> None:
         """The runtime is shutting down: the body stops at its next durable boundary."""
@@ -115,12 +125,22 @@ class ActiveWorkflow:
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         """Publish the outcome (first outcome wins: a cancel stays a cancel)."""
+        if self._settle(result=result, error=error):
+            self._set_done()
+
+    def _settle(
+        self, *, cancelled: bool = False, result: Any = None, error: BaseException | None = None
+    ) -> bool:
+        # Decided under the lock, apart from setting ``done``: a cancel racing a finish must
+        # not overwrite an outcome whose ``done`` is about to be set (or a waiter has read).
         with self._lock:
-            if self.done.is_set():
-                return
+            if self._settled:
+                return False
+            self._settled = True
+            self.cancelled = cancelled
             self.result = result
             self.error = error
-        self._set_done()
+            return True
 
     def outcome(self) -> Any:
         """The result, or raise the workflow's error; call after ``done`` is set."""

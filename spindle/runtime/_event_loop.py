@@ -16,7 +16,10 @@ T = TypeVar("T")
 
 
 class BackgroundLoop:
-    """An event loop in a supervised thread; ``launch()`` returns once it runs."""
+    """An event loop in a supervised thread; ``launch()`` returns once it runs.
+
+    Shutdown phase 4 (``stop_event_loop``) stops it by setting its supervised stop event.
+    """
 
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
@@ -48,11 +51,6 @@ class BackgroundLoop:
             coro.close()
             raise RuntimeError("the background event loop is not running")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        """Signal the loop to stop (phase 4); it cancels its pending tasks as it ends."""
-        if self.thread is not None:
-            self.thread.stop.set()
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

@@ -154,15 +154,9 @@ def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:
     with rt.state_lock:
         if not rt.launched or rt.destroyed:
             return
-        if rt.pollers is not None:
-            # Before phase 1: from here no poller starts a workflow or spawns a thread,
-            # and one already starting has finished (the gate waits for it).
-            rt.pollers.close(rt.config.thread_join_timeout_sec)
-        rt.destroyed = True
-        rt.stopping.set()
-    # Before phase 1: the queue manager spawns no worker once shutdown began.
-    rt.queues.close()
-    timeline = _shutdown.run_shutdown(rt, workflow_completion_timeout_sec)
+        # The steps before phase 1 (poller gate, destroyed/stopping, queues), recorded.
+        recorder = _shutdown.prepare(rt)
+    timeline = _shutdown.run_shutdown(rt, recorder, workflow_completion_timeout_sec)
     rt.last_timeline = timeline
     if rt.diag is not None:
         rt.diag.record_timeline(timeline)

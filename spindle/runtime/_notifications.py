@@ -211,8 +211,12 @@ class NotificationListener:
         if self.local_wakeups:
             self.waiters.notify(key)
 
+    def interrupt(self) -> None:
+        """Shutdown phase 8: end the thread's blocking wait (by closing its connection)."""
+        self._cleanup_connections()
+
     def _cleanup_connections(self) -> None:
-        """Shutdown phase 8: interrupt the thread's blocking wait by closing its connection."""
+        """What :meth:`interrupt` does; DBOS's name, overridden by each backend."""
 
     def _set_status(self, note: str | None) -> None:
         if self._record is not None:

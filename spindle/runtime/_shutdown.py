@@ -1,4 +1,8 @@
-"""The ordered shutdown: ten phases from one explicit list, recorded as a timeline."""
+"""The ordered shutdown: an action bound to each spec of ``spindle.diagnostics._phases``.
+
+The specs (names, order, flags) live in diagnostics so the rules, the dashboard and the
+tests read the same list; this module only says what each step does to a running runtime.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spindle.diagnostics import (
-    SHUTDOWN_PHASES,
     EventType,
     ShutdownRecorder,
     ShutdownTimeline,
     ThreadGroup,
     ThreadKind,
 )
+from spindle.diagnostics import _phases as specs
+from spindle.diagnostics._phases import PhaseSpec
 
 from ._supervisor import join_and_record
 
@@ -23,12 +28,42 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("spindle")
 
-#: Internal threads with a phase of their own are not signalled in phase 2.
-_OWN_PHASE = frozenset(
-    {ThreadKind.EVENT_LOOP, ThreadKind.ADMIN_SERVER, ThreadKind.NOTIFICATION_LISTENER}
+Phase = Callable[["Runtime", float], None]
+Step = Callable[["Runtime"], None]
+
+
+# -- before phase 1 (run under DBOS's state lock, so a concurrent destroy() waits) ----------
+
+
+def _close_poller_gate(rt: Runtime) -> None:
+    if rt.pollers is not None:
+        # From here no poller starts a workflow or spawns a thread, and one already
+        # starting has finished (the gate waits for it).
+        rt.pollers.close(rt.config.thread_join_timeout_sec)
+
+
+def _mark_stopping(rt: Runtime) -> None:
+    # After the gate: a poller start still in flight must not find the runtime destroyed.
+    rt.destroyed = True
+    rt.stopping.set()
+
+
+def _close_queues(rt: Runtime) -> None:
+    # The queue manager spawns no worker once the phases run.
+    rt.queues.close()
+
+
+PREPARE: dict[PhaseSpec, Step] = specs.bind(
+    specs.PREPARE_STEPS,
+    {
+        specs.CLOSE_POLLER_GATE: _close_poller_gate,
+        specs.MARK_STOPPING: _mark_stopping,
+        specs.CLOSE_QUEUES: _close_queues,
+    },
 )
 
-Phase = Callable[["Runtime", float], None]
+
+# -- the phases -------------------------------------------------------------------------
 
 
 def _signal_pollers(rt: Runtime, _timeout: float) -> None:
@@ -39,7 +74,8 @@ def _signal_pollers(rt: Runtime, _timeout: float) -> None:
 
 
 def _signal_internal(rt: Runtime, _timeout: float) -> None:
-    rt.supervisor.signal(ThreadGroup.INTERNAL, exclude=_OWN_PHASE)
+    # Threads with a phase of their own (event loop, admin server, listener) wait for it.
+    rt.supervisor.signal(ThreadGroup.INTERNAL, exclude=specs.OWN_PHASE_KINDS)
 
 
 def _wait_workflows(rt: Runtime, timeout: float) -> None:
@@ -51,16 +87,13 @@ def _wait_workflows(rt: Runtime, timeout: float) -> None:
     rt.active.interrupt_all()
 
 
-def _stop_event_loop(rt: Runtime, _timeout: float) -> None:
-    rt.supervisor.signal(kinds=frozenset({ThreadKind.EVENT_LOOP}))
+def _signal_own_kinds(spec: PhaseSpec) -> Phase:
+    """The action of a phase that stops its own thread kinds: signal exactly those."""
 
+    def signal(rt: Runtime, _timeout: float) -> None:
+        rt.supervisor.signal(kinds=spec.own_kinds)
 
-def _stop_admin_server(rt: Runtime, _timeout: float) -> None:
-    rt.supervisor.signal(kinds=frozenset({ThreadKind.ADMIN_SERVER}))
-
-
-def _stop_notification_listener(rt: Runtime, _timeout: float) -> None:
-    rt.supervisor.signal(kinds=frozenset({ThreadKind.NOTIFICATION_LISTENER}))
+    return signal
 
 
 def _shutdown_executor(rt: Runtime, _timeout: float) -> None:
@@ -72,7 +105,7 @@ def _shutdown_executor(rt: Runtime, _timeout: float) -> None:
 def _interrupt_db(rt: Runtime, _timeout: float) -> None:
     # The listener's dedicated connection is not in the pool: close it so a wait blocked on
     # it (had phase 6's stop event not been enough) ends now.
-    rt.listener._cleanup_connections()
+    rt.listener.interrupt()
     count = rt.sysdb.interrupt()
     rt.registry.emit(EventType.DB_INTERRUPT, None, database="system", interrupted=count)
 
@@ -98,45 +131,64 @@ def _close_databases(rt: Runtime, _timeout: float) -> None:
         rt.appdb.close()
 
 
-PHASES: dict[str, Phase] = {
-    "signal_pollers": _signal_pollers,
-    "signal_internal": _signal_internal,
-    "wait_workflows": _wait_workflows,
-    "stop_event_loop": _stop_event_loop,
-    "stop_admin_server": _stop_admin_server,
-    "stop_notification_listener": _stop_notification_listener,
-    "shutdown_executor": _shutdown_executor,
-    "interrupt_db": _interrupt_db,
-    "join_threads": _join_threads,
-    "close_databases": _close_databases,
-}
-assert tuple(PHASES) == SHUTDOWN_PHASES
+PHASES: dict[PhaseSpec, Phase] = specs.bind(
+    specs.PHASE_SPECS,
+    {
+        specs.SIGNAL_POLLERS: _signal_pollers,
+        specs.SIGNAL_INTERNAL: _signal_internal,
+        specs.WAIT_WORKFLOWS: _wait_workflows,
+        specs.STOP_EVENT_LOOP: _signal_own_kinds(specs.STOP_EVENT_LOOP),
+        specs.STOP_ADMIN_SERVER: _signal_own_kinds(specs.STOP_ADMIN_SERVER),
+        specs.STOP_NOTIFICATION_LISTENER: _signal_own_kinds(specs.STOP_NOTIFICATION_LISTENER),
+        specs.SHUTDOWN_EXECUTOR: _shutdown_executor,
+        specs.INTERRUPT_DB: _interrupt_db,
+        specs.JOIN_THREADS: _join_threads,
+        specs.CLOSE_DATABASES: _close_databases,
+    },
+)
 
 
-def plan(rt: Runtime) -> list[str]:
+def plan(rt: Runtime) -> list[PhaseSpec]:
     """The phase order this shutdown runs (the design's, unless a fault is injected)."""
-    order = list(SHUTDOWN_PHASES)
+    order = list(specs.PHASE_SPECS)
     if rt.config.diagnostics_fault == "close_db_before_join":
         # Fault injection: the pre-PR-553 order, databases closed before threads are joined.
-        i, j = order.index("join_threads"), order.index("close_databases")
+        i, j = order.index(specs.JOIN_THREADS), order.index(specs.CLOSE_DATABASES)
         order[i], order[j] = order[j], order[i]
     return order
 
 
-def run_shutdown(rt: Runtime, workflow_completion_timeout_sec: float) -> ShutdownTimeline:
+def prepare(rt: Runtime) -> ShutdownRecorder:
+    """Begin recording and take the steps before phase 1; returns the recorder to go on with.
+
+    Called under DBOS's state lock. A step that raises is recorded and logged; the next
+    steps still run, so one broken part never keeps the others from stopping.
+    """
+    recorder = ShutdownRecorder(rt.registry, service=rt.config.name)
+    recorder.begin()
+    for spec, step in PREPARE.items():
+        try:
+            with recorder.prepare(spec.name):
+                step(rt)
+        except Exception:
+            logger.exception("spindle: shutdown step %s failed", spec.name)
+    return recorder
+
+
+def run_shutdown(
+    rt: Runtime, recorder: ShutdownRecorder, workflow_completion_timeout_sec: float
+) -> ShutdownTimeline:
     """Run every phase in order, record it, and return the judged timeline.
 
     A phase that raises is recorded as failed and logged; the next phases still run, so one
     broken part never leaves the others' threads or databases open.
     """
-    recorder = ShutdownRecorder(rt.registry, service=rt.config.name)
-    recorder.begin()
-    for name in plan(rt):
+    for spec in plan(rt):
         try:
-            with recorder.phase(name):
-                PHASES[name](rt, workflow_completion_timeout_sec)
+            with recorder.phase(spec.name):
+                PHASES[spec](rt, workflow_completion_timeout_sec)
         except Exception:
-            logger.exception("spindle: shutdown phase %s failed", name)
+            logger.exception("spindle: shutdown phase %s failed", spec.name)
     timeline = recorder.finish()
     release = rt.fault_release
     if release is not None:

@@ -224,7 +224,7 @@ class SystemDatabase:
             return [r[0] for r in conn.execute(stmt)]
 
     def cancel_tree(self, workflow_id: str) -> list[str]:
-        """Cancel a workflow and all its descendants that have not finished; returns their IDs."""
+        """Cancel a workflow and its unfinished descendants; returns only the IDs it cancelled."""
         tree = (
             sa.select(ws.c.workflow_uuid)
             .where(ws.c.workflow_uuid == workflow_id)
@@ -238,12 +238,15 @@ class SystemDatabase:
         )
         with self.transaction() as conn:
             ids = [r[0] for r in conn.execute(sa.select(tree.c.workflow_uuid))]
-            conn.execute(
+            # RETURNING, not the tree: a workflow that finished meanwhile keeps its outcome,
+            # and the caller cancels in memory only what this statement really cancelled.
+            changed = conn.execute(
                 ws.update()
                 .where(ws.c.workflow_uuid.in_(ids), ws.c.status.in_([PENDING, ENQUEUED]))
                 .values(status=CANCELLED, updated_at=now_ms())
+                .returning(ws.c.workflow_uuid)
             )
-        return ids
+            return [r[0] for r in changed]
 
     def cancel(self, workflow_id: str) -> bool:
         """Cancel one workflow if it has not finished; False if it had."""

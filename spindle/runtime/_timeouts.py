@@ -20,6 +20,7 @@ class TimeoutEnforcer:
 
     Deadlines live in a heap keyed by time; removal is lazy (a stale heap entry is skipped
     when it surfaces), so add and remove are O(log n) and 10,000 deadlines add no thread.
+    Shutdown phase 2 (``signal_internal``) stops it by setting its supervised stop event.
     """
 
     def __init__(
@@ -93,8 +94,3 @@ class TimeoutEnforcer:
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
-
-    def stop(self) -> None:
-        """Signal the thread (phase 2)."""
-        if self.thread is not None:
-            self.thread.stop.set()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spindle.diagnostics import EventType, JoinOutcome, ShutdownTimeline, ThreadKind
+from spindle.diagnostics._phases import PHASES_BY_NAME
 
 from ._history import Strip
 
@@ -152,6 +153,9 @@ def shutdown_drawing(timeline: ShutdownTimeline) -> Drawing:
         pend = p.end_mono if p.end_mono is not None else end
         drawing.rows.append(Row(y, f"{p.index}. {p.name}", "label " + cls))
         title = f"{p.name}: {_fmt_sec(pend - p.start_mono)} ({p.outcome})"
+        spec = PHASES_BY_NAME.get(p.name)
+        if spec is not None:
+            title += f"; stops {spec.stops}"
         if p.error:
             title += f" {p.error}"
         drawing.rects.append(

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from spindle.diagnostics import SHUTDOWN_PHASES, ThreadKind, ThreadState
+from spindle.diagnostics import ThreadKind, ThreadState
+from spindle.diagnostics._phases import PHASE_SPECS, PREPARE_STEPS
 
 from ._auth import COOKIE, token_matches
 from ._dashboard import Dashboard, ThreadDetail, parse_id, violation_stacks
@@ -136,7 +137,8 @@ async def shutdown_page(request: Request) -> Response:
         current=current,
         drawing=shutdown_drawing(current) if current else None,
         violations=violation_stacks(current) if current else [],
-        planned=SHUTDOWN_PHASES,
+        planned=PHASE_SPECS,
+        prepare_steps=PREPARE_STEPS,
     )
 
 

@@ -27,6 +27,7 @@ from spindle.diagnostics import (
     ThreadKind,
     ThreadRegistry,
 )
+from spindle.diagnostics import _phases as specs
 from spindle.runtime._supervisor import Supervisor
 from spindle.testing import check_no_leaked_threads, thread_idents
 
@@ -137,11 +138,11 @@ class ShutdownScenario:
     ) -> ShutdownTimeline:
         """Run a recorded shutdown; ``overrides`` replaces the action of named phases."""
         actions: dict[str, Callable[[], None]] = {
-            "signal_pollers": self.signal_pollers,
-            "signal_internal": self.signal_internal,
-            "interrupt_db": self.interrupt_db,
-            "join_threads": self.join_threads,
-            "close_databases": self.close_databases,
+            specs.SIGNAL_POLLERS.name: self.signal_pollers,
+            specs.SIGNAL_INTERNAL.name: self.signal_internal,
+            specs.INTERRUPT_DB.name: self.interrupt_db,
+            specs.JOIN_THREADS.name: self.join_threads,
+            specs.CLOSE_DATABASES.name: self.close_databases,
         }
         actions.update(overrides or {})
         recorder = ShutdownRecorder(self.registry, service="shop")

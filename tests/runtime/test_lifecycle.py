@@ -342,3 +342,19 @@ def test_destroy_runs_from_atexit(db_url: str, tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert [p["name"] for p in data["phases"]] == list(SHUTDOWN_PHASES)
     assert data["violations"] == []
+
+
+def test_destroy_records_the_steps_before_phase_one(dbos: type[DBOS]) -> None:
+    """The poller gate, the stopping flag and the queues close before phase 1, on the record."""
+    from spindle.diagnostics import EventType
+    from spindle.diagnostics._phases import PREPARE_STEPS
+
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    ends = [e for e in timeline.events if e.type is EventType.PREPARE_END]
+    assert [e.attrs["step"] for e in ends] == [s.name for s in PREPARE_STEPS]
+    assert all(e.attrs["outcome"] == "ok" for e in ends)
+    first_phase = next(e for e in timeline.events if e.type is EventType.PHASE_START)
+    assert all(e.seq < first_phase.seq for e in ends)
+    assert timeline.violations == []

@@ -322,3 +322,17 @@ def test_v5_adds_the_partition_key_to_a_database_made_before_it(db_url: str) -> 
         db.migrate()  # idempotent
     finally:
         db.close()
+
+
+def test_cancel_tree_returns_only_the_workflows_it_cancelled(sysdb: SystemDatabase) -> None:
+    # A deadline handler cancels in memory each id it gets back: a child whose SUCCESS is
+    # already committed must not be among them, or its waiters would be told "cancelled".
+    _insert(sysdb, "parent")
+    _insert(sysdb, "done-child", parent_workflow_id="parent")
+    _insert(sysdb, "running-child", parent_workflow_id="parent")
+    assert sysdb.finish_workflow("done-child", SUCCESS, output=b"42", error=None)
+    assert sorted(sysdb.cancel_tree("parent")) == ["parent", "running-child"]
+    row = sysdb.get_status("done-child")
+    assert row is not None
+    assert row.status == SUCCESS
+    assert sysdb.cancel_tree("parent") == []

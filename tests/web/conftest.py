@@ -26,6 +26,7 @@ from spindle.diagnostics import (
     ThreadKind,
     ThreadRegistry,
 )
+from spindle.diagnostics import _phases as specs
 from spindle.runtime._supervisor import Supervised, Supervisor
 from spindle.testing._threads import check_no_leaked_threads, thread_idents
 from spindle.web import _views, create_app
@@ -154,17 +155,17 @@ def record_shutdown(rt: Runtime, *, fault: bool) -> ShutdownTimeline:
     recorder.begin()
     for phase in SHUTDOWN_PHASES:
         with recorder.phase(phase):
-            if phase == "signal_pollers":
+            if phase == specs.SIGNAL_POLLERS.name:
                 rt.supervisor.signal(ThreadGroup.POLLER)
-            elif phase == "signal_internal":
+            elif phase == specs.SIGNAL_INTERNAL.name:
                 rt.supervisor.signal(ThreadGroup.INTERNAL)
-            elif phase == "interrupt_db":
+            elif phase == specs.INTERRUPT_DB.name:
                 rt.registry.emit(EventType.DB_INTERRUPT, None, database="system")
-            elif phase == "join_threads":
+            elif phase == specs.JOIN_THREADS.name:
                 for s in rt.supervisor.threads():
                     if s is not stuck:
                         rt.supervisor.reap(s, 5.0)
-            elif phase == "close_databases":
+            elif phase == specs.CLOSE_DATABASES.name:
                 rt.registry.emit(EventType.DB_CLOSE, None, database="system")
     timeline = recorder.finish()
     rt.session.record_timeline(timeline)

@@ -87,3 +87,19 @@ def test_violation_stacks_never_show_locals(runtime: Runtime) -> None:
     with TestClient(create_app(runtime.session)) as c:
         assert "hunter2" not in c.get("/shutdown").text
         assert "hunter2" not in c.get("/shutdown.json").text
+
+
+def test_the_page_says_what_each_phase_and_prepare_step_stops(runtime: Runtime) -> None:
+    """The dashboard reads the same phase specs as the runtime and the rules."""
+    from html import escape
+
+    from spindle.diagnostics._phases import PHASE_SPECS, PREPARE_STEPS
+
+    record_shutdown(runtime, fault=False)
+    with TestClient(create_app(runtime.session)) as c:
+        html = c.get("/shutdown").text
+    specs_list = html[html.index('id="phase-specs"') :]
+    for spec in (*PREPARE_STEPS, *PHASE_SPECS):
+        assert f"<code>{spec.name}</code>: {escape(spec.stops)}" in specs_list
+    svg = html[html.index("<svg") : html.index("</svg>")]
+    assert f"stops {escape(PHASE_SPECS[0].stops)}" in svg
