@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import functools
 import logging
 import threading
@@ -70,11 +69,12 @@ from ._schedules import (
     encode_context,
     validate_new_schedule,
 )
-from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
+from ._serialization import deserialize
 from ._status import WorkflowStatus
 from ._supervisor import Supervisor
 from ._sysdb import PENDING, SystemDatabase
 from ._timeouts import TimeoutEnforcer
+from ._transactions import run_transaction, run_transaction_async
 
 if TYPE_CHECKING:
     from ._core import _Start
@@ -491,13 +491,13 @@ class DBOS(metaclass=_DBOSMeta):
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await _run_transaction_async(_get_instance(), info, args, kwargs)
+                    return await run_transaction_async(_get_instance(), info, args, kwargs)
 
                 return cast(F, async_wrapper)
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return _run_transaction(_get_instance(), info, args, kwargs)
+                return run_transaction(_get_instance(), info, args, kwargs)
 
             return cast(F, sync_wrapper)
 
@@ -916,79 +916,3 @@ def _iso_ms(value: str | None, key: str) -> int | None:
         return int(datetime.fromisoformat(value).timestamp() * 1000)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{key} must be an ISO 8601 timestamp, got {value!r}") from exc
-
-
-def _transaction_prelude(
-    rt: DBOS, info: TransactionInfo
-) -> tuple[ApplicationDatabase, str | None, int | None, tuple[Any] | None]:
-    """Where a transaction stands: its database, its checkpoint key, and a replayed result."""
-    from ._core import _check_boundary
-
-    if rt._appdb is None:
-        raise DBOSException("@DBOS.transaction needs application_database_url in the config")
-    ctx = current_workflow.get()
-    if ctx is None or ctx.in_step:
-        return rt._appdb, None, None, None
-    wf_id, fid = ctx.workflow_id, ctx.next_id()
-    if ctx.recorded is not None:
-        done = rt._appdb.recorded(wf_id, fid)
-        if done is not None:
-            if done[1] is not None:
-                raise deserialize_exception(done[1])
-            return rt._appdb, wf_id, fid, (deserialize(done[0]),)
-    _check_boundary(rt, ctx.entry)
-    return rt._appdb, wf_id, fid, None
-
-
-def _run_transaction(
-    rt: DBOS, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    appdb, wf_id, fid, replayed = _transaction_prelude(rt, info)
-    if replayed is not None:
-        return replayed[0]
-    try:
-        with _transaction(appdb, info, wf_id, fid) as outcome:
-            outcome.value = info.func(*args, **kwargs)
-        return outcome.value
-    except Exception as exc:
-        _transaction_failed(rt, appdb, wf_id, fid, exc)
-        raise
-
-
-async def _run_transaction_async(
-    rt: DBOS, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    appdb, wf_id, fid, replayed = _transaction_prelude(rt, info)
-    if replayed is not None:
-        return replayed[0]
-    try:
-        # The session is sync: its SQL runs on the loop's thread, as a sync call would.
-        with _transaction(appdb, info, wf_id, fid) as outcome:
-            outcome.value = await info.func(*args, **kwargs)
-        return outcome.value
-    except Exception as exc:
-        _transaction_failed(rt, appdb, wf_id, fid, exc)
-        raise
-
-
-def _transaction(
-    appdb: ApplicationDatabase, info: TransactionInfo, wf_id: str | None, fid: int | None
-) -> contextlib.AbstractContextManager[Any]:
-    return appdb.transaction(
-        workflow_id=wf_id,
-        function_id=fid,
-        serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-        isolation_level=info.isolation_level,
-    )
-
-
-def _transaction_failed(
-    rt: DBOS, appdb: ApplicationDatabase, wf_id: str | None, fid: int | None, exc: Exception
-) -> None:
-    from ._errors import WorkflowInterrupted
-    from ._sysdb import SystemDatabaseClosed
-
-    if isinstance(exc, SystemDatabaseClosed):
-        raise WorkflowInterrupted() from exc
-    if wf_id is not None and fid is not None and not rt._interrupting:
-        appdb.record_error(wf_id, fid, serialize_exception(exc))
