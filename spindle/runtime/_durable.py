@@ -148,13 +148,24 @@ def drive(op: Op[T]) -> T:
         effect = next(op)
         while True:
             try:
-                value = effect.run()
+                # A call inline: it is every step's one effect, and a frame less is measurable.
+                value = (
+                    effect.func(*effect.args, **effect.kwargs)
+                    if type(effect) is Call
+                    else effect.run()
+                )
             except BaseException as exc:
-                # The operation sees the effect's exception where it yielded, as if it had
-                # made the call itself (its except and finally clauses run).
-                effect = op.throw(exc)
+                failure = exc
             else:
                 effect = op.send(value)
+                continue
+            # The operation sees the effect's exception where it yielded, as if it had made
+            # the call itself. Thrown outside the except block, so what the operation raises
+            # next is not chained to it (as when it made the call itself).
+            try:
+                effect = op.throw(failure)
+            finally:
+                del failure  # no frame <-> traceback cycle left behind
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
@@ -169,9 +180,14 @@ async def drive_async(op: Op[T]) -> T:
             try:
                 value = await effect.run_async()
             except BaseException as exc:  # a task cancelled here is thrown in, as in drive
-                effect = op.throw(exc)
+                failure = exc
             else:
                 effect = op.send(value)
+                continue
+            try:
+                effect = op.throw(failure)
+            finally:
+                del failure
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
@@ -217,8 +233,9 @@ def begin(rt: Host, ctx: WorkflowContext, ids: int = 1) -> tuple[int, StepRow | 
     """Take the operation's function ids (the first is its checkpoint): ``(fid, row)`` with
     the recorded row on a replay, else ``(fid, None)`` once the boundary check passed."""
     fid = ctx.next_id()
-    for _ in range(ids - 1):
-        ctx.next_id()  # taken in every run, recorded or not, so later ids stay aligned
+    while ids > 1:  # taken in every run, recorded or not, so later ids stay aligned
+        ctx.next_id()
+        ids -= 1
     recorded = ctx.recorded
     if recorded is not None:
         row = recorded.get(fid)
@@ -267,7 +284,7 @@ def record(
         outcome = rt._sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
     except SystemDatabaseClosed as exc:
         raise WorkflowInterrupted() from exc
-    return settle(rt, ctx, fid, outcome)
+    return None if outcome == "recorded" else settle(rt, ctx, fid, outcome)
 
 
 def write_once(rt: Host, ctx: WorkflowContext, write: Callable[[int], str]) -> bool:
