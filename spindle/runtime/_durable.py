@@ -19,7 +19,13 @@ one thing that differs, an :class:`Effect` (call the user's function, wait on an
 and :func:`drive` runs it on the calling thread while :func:`drive_async` awaits it on the
 running loop. A new durable call is usually a few lines on top of :func:`call` /
 :func:`call_async` (compute once, record the output) or :func:`write_once` (a write that
-records its own checkpoint in its transaction).
+records its own checkpoint in its transaction). For example, a ``DBOS.now()`` that every
+execution of a workflow answers with the time its first execution recorded::
+
+    def now(rt: DBOS) -> float:  # recorded once per workflow: a replay returns the same
+        return _durable.call(rt, "DBOS.now", rt._clock.now)
+
+plus the one-line classmethod on the facade that calls it.
 """
 
 from __future__ import annotations
@@ -139,6 +145,7 @@ class Wait(Effect):
         return self.waitable.wait_async(self.seconds)
 
 
+#: A durable operation: yields effects, is sent their results, returns the call's value.
 Op = Generator[Effect, Any, T]
 
 
