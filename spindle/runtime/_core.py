@@ -19,8 +19,8 @@ from ._context import (
     next_workflow_id,
     timeout_is_set,
 )
+from ._durable import Call, Op, check_boundary, drive, drive_async, sleep, step
 from ._errors import (
-    DBOSMaxStepRetriesExceeded,
     DBOSRuntimeShutdownError,
     DBOSWorkflowCancelledError,
     DBOSWorkflowConflictIDError,
@@ -28,12 +28,7 @@ from ._errors import (
 )
 from ._functions import StepInfo, WorkflowInfo
 from ._rows import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow
-from ._serialization import (
-    deserialize,
-    deserialize_exception,
-    serialize,
-    serialize_exception,
-)
+from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._sysdb_gate import SystemDatabaseClosed
 
 if TYPE_CHECKING:
@@ -252,20 +247,7 @@ def _run_workflow(
     deadline_ms: int | None,
     recorded: dict[int, StepRow] | None,
 ) -> Any:
-    tokens = _enter(rt, entry, info, deadline_ms, recorded)
-    try:
-        try:
-            _check_boundary(rt, entry)
-            result = info.func(*args, **kwargs)
-        except BaseException as exc:
-            _conclude_error(rt, entry, exc)
-        else:
-            _conclude_ok(rt, entry, info, result)
-    finally:
-        _leave(tokens)
-        rt.timeouts.remove(entry.workflow_id)
-        rt.active.release(entry)
-    return entry.outcome()
+    return drive(_workflow(rt, entry, info, args, kwargs, deadline_ms, recorded))
 
 
 async def _run_workflow_async(
@@ -279,13 +261,26 @@ async def _run_workflow_async(
 ) -> Any:
     if not entry.claim():
         return await wait_async(entry)
+    return await drive_async(_workflow(rt, entry, info, args, kwargs, deadline_ms, recorded))
+
+
+def _workflow(
+    rt: Runtime,
+    entry: ActiveWorkflow,
+    info: WorkflowInfo,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline_ms: int | None,
+    recorded: dict[int, StepRow] | None,
+) -> Op[Any]:
+    """One workflow run, sync or async: the body is the one effect, its outcome recorded."""
     tokens = _enter(rt, entry, info, deadline_ms, recorded)
     try:
         try:
-            _check_boundary(rt, entry)
-            result = await info.func(*args, **kwargs)
+            check_boundary(rt, entry)
+            result = yield Call(info.func, args, kwargs)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and rt.interrupting:
+            if info.is_async and isinstance(exc, asyncio.CancelledError) and rt.interrupting:
                 exc = WorkflowInterrupted()
             _conclude_error(rt, entry, exc)
         else:
@@ -339,107 +334,12 @@ def _conclude_error(rt: Runtime, entry: ActiveWorkflow, exc: BaseException) -> N
         entry.cancel()
 
 
-def _check_boundary(rt: Runtime, entry: ActiveWorkflow) -> None:
-    """At every durable boundary: stop here if the runtime is shutting down or we were
-    cancelled."""
-    if entry.interrupted or rt.interrupting:
-        raise WorkflowInterrupted()
-    if entry.cancelled:
-        raise DBOSWorkflowCancelledError(f"workflow {entry.workflow_id!r} was cancelled")
-
-
-def _replay(row: StepRow) -> Any:
-    if row.error is not None:
-        raise deserialize_exception(row.error)
-    return deserialize(row.output)
-
-
-def _record(
-    rt: Runtime,
-    ctx: WorkflowContext,
-    fid: int,
-    name: str,
-    *,
-    output: bytes | None,
-    error: bytes | None,
-) -> StepRow | None:
-    """Checkpoint one step; returns the row recorded by another execution on a conflict."""
-    try:
-        outcome = rt.sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
-    except SystemDatabaseClosed as exc:
-        raise WorkflowInterrupted() from exc
-    if outcome == "not-pending":
-        if rt.interrupting:
-            raise WorkflowInterrupted()
-        ctx.entry.cancel()
-        raise DBOSWorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
-    if outcome == "conflict":
-        return rt.sysdb.step_outputs(ctx.workflow_id).get(fid)
-    return None
-
-
-class _Attempts:
-    """A step's retry policy in motion: after each failure, give up or say how long to wait."""
-
-    __slots__ = ("delays", "errors", "info")
-
-    def __init__(self, info: StepInfo) -> None:
-        self.info = info
-        self.errors: list[BaseException] = []
-        self.delays = (
-            [info.interval_seconds * info.backoff_rate**i for i in range(info.max_attempts - 1)]
-            if info.retries_allowed
-            else []
-        )
-
-    def failed(self, exc: BaseException) -> tuple[BaseException | None, float]:
-        """Record a failure: ``(final error, 0)`` to give up, or ``(None, delay)`` to retry."""
-        self.errors.append(exc)
-        if len(self.errors) > len(self.delays):
-            if not self.delays:
-                return exc, 0.0
-            return DBOSMaxStepRetriesExceeded(
-                self.info.name, self.info.max_attempts, self.errors
-            ), 0.0
-        return None, self.delays[len(self.errors) - 1]
-
-
-def _step_start(rt: Runtime, ctx: WorkflowContext | None) -> tuple[int, tuple[Any] | None]:
-    """Take the step's function id; a replayed step returns its recorded outcome."""
-    assert ctx is not None
-    fid = ctx.next_id()
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return fid, (_replay(ctx.recorded[fid]),)
-    _check_boundary(rt, ctx.entry)
-    return fid, None
-
-
 def run_step(rt: Runtime, info: StepInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run a sync step inside the current workflow, exactly once across replays."""
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return info.func(*args, **kwargs)
-    fid, replayed = _step_start(rt, ctx)
-    if replayed is not None:
-        return replayed[0]
-    attempts = _Attempts(info)
-    ctx.in_step = True
-    try:
-        while True:
-            try:
-                result, error = info.func(*args, **kwargs), None
-                break
-            except Exception as exc:
-                error, delay = attempts.failed(exc)
-                if error is not None:
-                    result = None
-                    break
-                # Back off on the wake event: cancel or shutdown cut the wait short.
-                if ctx.entry.wake.wait(delay):
-                    _check_boundary(rt, ctx.entry)
-    finally:
-        ctx.in_step = False
-    return _conclude_step(rt, ctx, fid, info.name, result, error)
+    return drive(step(rt, ctx, info.name, Call(info.func, args, kwargs), info))
 
 
 async def run_step_async(
@@ -449,46 +349,7 @@ async def run_step_async(
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return await info.func(*args, **kwargs)
-    fid, replayed = _step_start(rt, ctx)
-    if replayed is not None:
-        return replayed[0]
-    attempts = _Attempts(info)
-    ctx.in_step = True
-    try:
-        while True:
-            try:
-                result, error = await info.func(*args, **kwargs), None
-                break
-            except Exception as exc:
-                error, delay = attempts.failed(exc)
-                if error is not None:
-                    result = None
-                    break
-                if await wait_wake_async(ctx.entry, delay):
-                    _check_boundary(rt, ctx.entry)
-    finally:
-        ctx.in_step = False
-    return _conclude_step(rt, ctx, fid, info.name, result, error)
-
-
-def _conclude_step(
-    rt: Runtime,
-    ctx: WorkflowContext,
-    fid: int,
-    name: str,
-    result: Any,
-    error: BaseException | None,
-) -> Any:
-    if error is not None:
-        other = _record(rt, ctx, fid, name, output=None, error=serialize_exception(error))
-        if other is not None:
-            return _replay(other)
-        raise error
-    output = serialize(result, f"the output of step {name!r}")
-    other = _record(rt, ctx, fid, name, output=output, error=None)
-    if other is not None:
-        return _replay(other)
-    return result
+    return await drive_async(step(rt, ctx, info.name, Call(info.func, args, kwargs), info))
 
 
 def durable_sleep(rt: Runtime, seconds: float) -> None:
@@ -498,10 +359,7 @@ def durable_sleep(rt: Runtime, seconds: float) -> None:
     if ctx is None:
         time.sleep(seconds)
         return
-    wake_at = _sleep_checkpoint(rt, ctx, seconds)
-    remaining = wake_at - rt.clock.now()
-    if remaining > 0 and ctx.entry.wake.wait(remaining):
-        _check_boundary(rt, ctx.entry)
+    drive(sleep(rt, ctx, seconds))
 
 
 async def durable_sleep_async(rt: Runtime, seconds: float) -> None:
@@ -510,43 +368,7 @@ async def durable_sleep_async(rt: Runtime, seconds: float) -> None:
     if ctx is None:
         await asyncio.sleep(seconds)
         return
-    wake_at = _sleep_checkpoint(rt, ctx, seconds)
-    remaining = wake_at - rt.clock.now()
-    if remaining > 0 and await wait_wake_async(ctx.entry, remaining):
-        _check_boundary(rt, ctx.entry)
-
-
-def _sleep_checkpoint(rt: Runtime, ctx: WorkflowContext, seconds: float) -> float:
-    fid = ctx.next_id()
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return float(_replay(ctx.recorded[fid]))
-    _check_boundary(rt, ctx.entry)
-    wake_at = rt.clock.now() + seconds
-    other = _record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
-    return float(_replay(other)) if other is not None else wake_at
-
-
-async def wait_wake_async(entry: ActiveWorkflow, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the entry's wake event on the running loop; True if woken."""
-    loop = asyncio.get_running_loop()
-    woken = loop.create_future()
-
-    def set_woken() -> None:
-        if not woken.done():
-            woken.set_result(None)
-
-    def wake() -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(set_woken)
-
-    remove = entry.add_wake_callback(wake)
-    try:
-        await asyncio.wait_for(asyncio.shield(woken), timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        remove()
+    await drive_async(sleep(rt, ctx, seconds))
 
 
 async def wait_async(entry: ActiveWorkflow) -> Any:

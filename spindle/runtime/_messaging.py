@@ -1,32 +1,41 @@
 """``DBOS.send`` / ``recv`` / ``set_event`` / ``get_event``: durable messages and events.
 
-Inside a workflow each call is a checkpointed step, following the pattern of durable sleep
-in ``_core``: take a function id, replay the recorded output if there is one, else check
-the boundary (cancel, shutdown), act, and record. ``recv`` and ``get_event`` take a second
-function id for their timeout, checkpointed like ``DBOS.sleep``, so a recovered workflow
-waits only for what is left of it.
+Inside a workflow each call is a durable operation of ``_durable``: take a function id,
+replay the recorded output if there is one, else check the boundary (cancel, shutdown), act,
+and record. ``send`` and ``set_event`` record their checkpoint in the write's own
+transaction. ``recv`` and ``get_event`` take a second function id for their timeout,
+checkpointed like ``DBOS.sleep``, so a recovered workflow waits only for what is left of it.
 
-The waiting loops are written once, as generators that yield ``(waiter, seconds)``; a sync
-driver blocks on the waiter's event, an async driver awaits it on the running loop.
+The waiting loops are written once, as operations that yield ``Wait(waiter, seconds)``;
+``_durable.drive`` blocks on the waiter's event, ``drive_async`` awaits it on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ._context import WorkflowContext, current_workflow
-from ._core import _check_boundary, _record, _replay
+from ._durable import (
+    Op,
+    Wait,
+    begin,
+    check_boundary,
+    deadline,
+    drive,
+    drive_async,
+    record,
+    replay,
+    settle,
+    write_once,
+)
 from ._errors import (
     DBOSException,
     DBOSRuntimeShutdownError,
-    DBOSWorkflowCancelledError,
     WorkflowInterrupted,
 )
-from ._messaging_db import NULL_TOPIC, Outcome
-from ._notifications import Waiter, event_key, message_key
-from ._rows import StepRow
+from ._messaging_db import NULL_TOPIC
+from ._notifications import event_key, message_key
 from ._serialization import deserialize, serialize
 from ._sysdb_gate import SystemDatabaseClosed
 
@@ -35,8 +44,6 @@ if TYPE_CHECKING:
 
 _NONE = serialize(None, "None")
 
-Wait = Generator[tuple[Waiter, float], None, Any]
-
 
 def _workflow_ctx() -> WorkflowContext | None:
     """The context of the calling workflow, or None outside one (and inside a step)."""
@@ -44,36 +51,11 @@ def _workflow_ctx() -> WorkflowContext | None:
     return None if ctx is None or ctx.in_step else ctx
 
 
-def _settle(rt: Runtime, ctx: WorkflowContext, fid: int, outcome: Outcome) -> StepRow | None:
-    """Act on a checkpoint's outcome as ``_core._record`` does; the other run's row on a
-    conflict."""
-    if outcome == "not-pending":
-        if rt.interrupting:
-            raise WorkflowInterrupted()
-        ctx.entry.cancel()
-        raise DBOSWorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
-    if outcome == "conflict":
-        try:
-            return rt.sysdb.step_outputs(ctx.workflow_id).get(fid)
-        except SystemDatabaseClosed as exc:
-            raise WorkflowInterrupted() from exc
-    return None
-
-
-def _deadline(rt: Runtime, ctx: WorkflowContext, fid: int, timeout: float) -> float:
-    """The epoch time a durable wait ends, checkpointed under ``fid`` (as ``DBOS.sleep``)."""
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return float(_replay(ctx.recorded[fid]))
-    wake_at = rt.clock.now() + timeout
-    other = _record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
-    return float(_replay(other)) if other is not None else wake_at
-
-
 def _check_wake(rt: Runtime, ctx: WorkflowContext | None) -> None:
     """Raise if the caller must stop waiting: its workflow was cancelled or interrupted, or
     the listener is gone (shutdown)."""
     if ctx is not None:
-        _check_boundary(rt, ctx.entry)
+        check_boundary(rt, ctx.entry)
     if rt.listener.waiters.closed:
         if ctx is not None:
             # Never an error recorded on the workflow: it stays PENDING for recovery.
@@ -92,22 +74,14 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: str | None) -> N
     ctx = _workflow_ctx()
     if ctx is None:
         rt.messaging_db.send(destination_id, topic_s, data)
-    else:
-        fid = ctx.next_id()
-        if ctx.recorded is not None and fid in ctx.recorded:
-            _replay(ctx.recorded[fid])
-            return
-        _check_boundary(rt, ctx.entry)
-        try:
-            outcome = rt.messaging_db.send(
-                destination_id, topic_s, data, workflow_id=ctx.workflow_id, function_id=fid
-            )
-        except SystemDatabaseClosed as exc:
-            raise WorkflowInterrupted() from exc
-        other = _settle(rt, ctx, fid, outcome)
-        if other is not None:
-            _replay(other)
-            return
+    elif not write_once(
+        rt,
+        ctx,
+        lambda fid: rt.messaging_db.send(
+            destination_id, topic_s, data, workflow_id=ctx.workflow_id, function_id=fid
+        ),
+    ):
+        return  # sent by an earlier execution: its commit already woke the receiver
     rt.listener.committed(message_key(destination_id, topic_s))
 
 
@@ -121,16 +95,16 @@ async def send_async(rt: Runtime, destination_id: str, message: Any, topic: str 
 
 def _recv(
     rt: Runtime, topic: str | None, timeout: float, loop: asyncio.AbstractEventLoop | None
-) -> Wait:
+) -> Op[Any]:
     ctx = _workflow_ctx()
     if ctx is None:
         raise DBOSException("DBOS.recv() must be called from within a workflow")
     rt.require_launched()
     topic_s = NULL_TOPIC if topic is None else topic
-    fid, timeout_fid = ctx.next_id(), ctx.next_id()
-    if ctx.recorded is not None and fid in ctx.recorded:
-        return _replay(ctx.recorded[fid])
-    _check_boundary(rt, ctx.entry)
+    fid, row = begin(rt, ctx, ids=2)
+    if row is not None:
+        return replay(row)
+    timeout_fid = fid + 1
     db = rt.messaging_db
     # Register before the first read: a message committed after the read wakes us.
     waiter = rt.listener.waiters.register(message_key(ctx.workflow_id, topic_s), loop)
@@ -149,32 +123,32 @@ def _recv(
             if got.outcome == "recorded":
                 return deserialize(got.message)
             if got.outcome != "empty":
-                other = _settle(rt, ctx, fid, got.outcome)
-                return _replay(other) if other is not None else None
+                other = settle(rt, ctx, fid, got.outcome)
+                return replay(other) if other is not None else None
             if wake_at is None:
                 # Checkpointed only when we must wait: a message already there costs one
                 # transaction, not two.
-                wake_at = _deadline(rt, ctx, timeout_fid, timeout)
+                wake_at = deadline(rt, ctx, timeout_fid, timeout)
             remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
-            yield waiter, remaining
+            yield Wait(waiter, remaining)
     finally:
         remove_wake()
         rt.listener.waiters.unregister(waiter)
     # Timed out (after a last read): None is the step's recorded output.
-    other = _record(rt, ctx, fid, "DBOS.recv", output=_NONE, error=None)
-    return _replay(other) if other is not None else None
+    other = record(rt, ctx, fid, "DBOS.recv", output=_NONE, error=None)
+    return replay(other) if other is not None else None
 
 
 def recv(rt: Runtime, topic: str | None, timeout_seconds: float) -> Any:
     """Receive the oldest message on ``topic``, or None after ``timeout_seconds``."""
-    return _drive(_recv(rt, topic, timeout_seconds, None))
+    return drive(_recv(rt, topic, timeout_seconds, None))
 
 
 async def recv_async(rt: Runtime, topic: str | None, timeout_seconds: float) -> Any:
     """Async :func:`recv`: waits on the loop, holding no thread."""
-    return await _drive_async(_recv(rt, topic, timeout_seconds, asyncio.get_running_loop()))
+    return await drive_async(_recv(rt, topic, timeout_seconds, asyncio.get_running_loop()))
 
 
 # -- events -------------------------------------------------------------------------------
@@ -190,20 +164,10 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     if ctx.in_step:
         # Inside a step the step is the checkpoint; the upsert is idempotent on a retry.
         rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=None)
-    else:
-        fid = ctx.next_id()
-        if ctx.recorded is not None and fid in ctx.recorded:
-            _replay(ctx.recorded[fid])
-            return
-        _check_boundary(rt, ctx.entry)
-        try:
-            outcome = rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=fid)
-        except SystemDatabaseClosed as exc:
-            raise WorkflowInterrupted() from exc
-        other = _settle(rt, ctx, fid, outcome)
-        if other is not None:
-            _replay(other)
-            return
+    elif not write_once(
+        rt, ctx, lambda fid: rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=fid)
+    ):
+        return  # set by an earlier execution, which woke its readers
     rt.listener.committed(event_key(ctx.workflow_id, key))
 
 
@@ -214,15 +178,15 @@ async def set_event_async(rt: Runtime, key: str, value: Any) -> None:
 
 def _get_event(
     rt: Runtime, workflow_id: str, key: str, timeout: float, loop: asyncio.AbstractEventLoop | None
-) -> Wait:
+) -> Op[Any]:
     rt.require_launched()
     ctx = _workflow_ctx()
     fid = timeout_fid = 0
     if ctx is not None:
-        fid, timeout_fid = ctx.next_id(), ctx.next_id()
-        if ctx.recorded is not None and fid in ctx.recorded:
-            return _replay(ctx.recorded[fid])
-        _check_boundary(rt, ctx.entry)
+        fid, row = begin(rt, ctx, ids=2)
+        if row is not None:
+            return replay(row)
+        timeout_fid = fid + 1
     db = rt.messaging_db
     waiter = rt.listener.waiters.register(event_key(workflow_id, key), loop)
     remove_wake = ctx.entry.add_wake_callback(waiter.notify) if ctx is not None else None
@@ -242,61 +206,34 @@ def _get_event(
                 break
             if wake_at is None:
                 wake_at = (
-                    _deadline(rt, ctx, timeout_fid, timeout)
+                    deadline(rt, ctx, timeout_fid, timeout)
                     if ctx is not None
                     else rt.clock.now() + timeout
                 )
             remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
-            yield waiter, remaining
+            yield Wait(waiter, remaining)
     finally:
         if remove_wake is not None:
             remove_wake()
         rt.listener.waiters.unregister(waiter)
     if ctx is not None:
         # The value as read is the step's output: a replay returns it without reading.
-        other = _record(
+        other = record(
             rt, ctx, fid, "DBOS.getEvent", output=value if value is not None else _NONE, error=None
         )
         if other is not None:
-            return _replay(other)
+            return replay(other)
     return deserialize(value)
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
     """The value of a workflow's event, waiting up to ``timeout_seconds`` for it to be set."""
-    return _drive(_get_event(rt, workflow_id, key, timeout_seconds, None))
+    return drive(_get_event(rt, workflow_id, key, timeout_seconds, None))
 
 
 async def get_event_async(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
     """Async :func:`get_event`: waits on the loop, holding no thread."""
     loop = asyncio.get_running_loop()
-    return await _drive_async(_get_event(rt, workflow_id, key, timeout_seconds, loop))
-
-
-# -- drivers ------------------------------------------------------------------------------
-
-
-def _drive(gen: Wait) -> Any:
-    try:
-        waiter, seconds = next(gen)
-        while True:
-            waiter.wait(seconds)
-            waiter, seconds = gen.send(None)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()  # an exception in the wait (KeyboardInterrupt) still unregisters
-
-
-async def _drive_async(gen: Wait) -> Any:
-    try:
-        waiter, seconds = next(gen)
-        while True:
-            await waiter.wait_async(seconds)  # a task cancelled here closes gen below
-            waiter, seconds = gen.send(None)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
+    return await drive_async(_get_event(rt, workflow_id, key, timeout_seconds, loop))
