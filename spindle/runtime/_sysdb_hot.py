@@ -202,10 +202,7 @@ class HotPath:
                 done = self.group.submit(sql, params, fetch=fetch)
                 return done.rowcount, done.rows
             finally:
-                with gate:
-                    del g.in_flight[key]
-                    if g.closing:
-                        g.cond.notify_all()
+                self._finish(key, None, broken=False)
         broken = False
         try:
             if hot is None:
@@ -221,13 +218,20 @@ class HotPath:
             broken = not isinstance(exc, self._dbapi.IntegrityError)
             raise self._db_error(sql, params, exc) from exc
         finally:
-            with gate:
+            self._finish(key, hot, broken=broken)
+
+    def _finish(self, key: int | None, hot: _HotConnection | None, *, broken: bool) -> None:
+        """A write ended: leave the gate's in-flight map (waking a close() that waits for
+        it), then park its connection for the next write or hand it back to the pool."""
+        g = self._gate
+        with g.lock:
+            if key is not None:
                 del g.in_flight[key]
-                hot = self._keep(hot, broken=broken)
-                if g.closing:
-                    g.cond.notify_all()
-            if hot is not None:
-                self._give_back(hot, broken=broken)
+            hot = self._keep(hot, broken=broken)
+            if g.closing:
+                g.cond.notify_all()
+        if hot is not None:
+            self._give_back(hot, broken=broken)
 
     def _db_error(self, sql: str, params: tuple[Any, ...], exc: Exception) -> Exception:
         """The error a hot-path writer sees for a driver error of its statement."""
@@ -276,14 +280,7 @@ class HotPath:
                 g.in_flight[key] = hot.dbapi
             broken = self._execute_batch(hot.dbapi, batch)
         finally:
-            with gate:
-                if key is not None:
-                    del g.in_flight[key]
-                hot = self._keep(hot, broken=broken)
-                if g.closing:
-                    g.cond.notify_all()
-            if hot is not None:
-                self._give_back(hot, broken=broken)
+            self._finish(key, hot, broken=broken)
             if held:  # after the connection is back: the next writer reuses it
                 lock.release()
 
