@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from spindle.cli import main
-from tests.cli.conftest import ROOT, TOKEN, RunningApp, closed_port, read_line_with, start_app
+from tests.cli.conftest import ROOT, TOKEN, RunningApp, closed_port, read_line_with
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,15 @@ def test_threads_dumps_every_thread_innermost_frame_first(
     assert "waits on: event" in out
 
     status, out, _ = run(
-        capsys, "threads", "--url", running_app.url, "--token", TOKEN, "--kind", "executor", "--json"
+        capsys,
+        "threads",
+        "--url",
+        running_app.url,
+        "--token",
+        TOKEN,
+        "--kind",
+        "executor",
+        "--json",
     )
     assert status == 0
     dumped = json.loads(out)
@@ -70,9 +78,7 @@ def test_threads_dumps_every_thread_innermost_frame_first(
     assert dumped["threads"]
     assert {t["kind"] for t in dumped["threads"]} == {"executor"}
     assert all(isinstance(t["stack"], list) for t in dumped["threads"])
-    assert any(
-        f["function"] == "wait_for_release" for t in dumped["threads"] for f in t["stack"]
-    )
+    assert any(f["function"] == "wait_for_release" for t in dumped["threads"] for f in t["stack"])
 
 
 def test_threads_and_shutdown_refuse_without_the_token(
@@ -186,7 +192,8 @@ def test_shutdown_table_from_a_report_and_from_serve(
         ["signal_pollers", "signal_internal", "wait_workflows", "stop_event_loop"], 1
     ):
         assert f"  {index:>2}  {name:<28} ok" in out
-    assert "join_threads" in out and "close_databases" in out
+    assert "join_threads" in out
+    assert "close_databases" in out
     assert "Violations: none" in out
 
     server = subprocess.Popen(
