@@ -109,6 +109,9 @@ def database_families(rt: Runtime) -> list[Family]:
     by_status = dict.fromkeys(STATUSES, 0)
     depth = {q.name: 0 for q in GLOBAL_QUEUES.all()}
     up = 1.0
+    if rt.sysdb.closed:
+        # After phase 10 (the final OTLP export): no rows to read, and nothing to warn about.
+        return _database_families({}, {}, 0.0)
     try:
         stmt = sa.select(ws.c.status, ws.c.queue_name, sa.func.count()).group_by(
             ws.c.status, ws.c.queue_name
@@ -123,6 +126,10 @@ def database_families(rt: Runtime) -> list[Family]:
         up = 0.0
         by_status, depth = {}, {}
         logger.warning("spindle: /metrics could not read the system database: %s", exc)
+    return _database_families(by_status, depth, up)
+
+
+def _database_families(by_status: dict[str, int], depth: dict[str, int], up: float) -> list[Family]:
     return [
         Family(
             "spindle_workflows_total",
