@@ -291,3 +291,26 @@ def test_demo_runs_until_interrupted(tmp_path: Path) -> None:
             demo.wait(10)
         if demo.stdout is not None:
             demo.stdout.close()
+
+
+def test_a_thread_shows_the_workflow_the_server_reports() -> None:
+    """When the server names a thread's workflow (and step), the dump shows it."""
+    from spindle.cli._threads import format_thread
+
+    row = {
+        "id": 7,
+        "name": "dbos-executor-1",
+        "kind": "executor",
+        "state": "waiting",
+        "workflow_id": "order-42",
+        "step": "charge_card",
+        "stack": [
+            {"function": "outer", "filename": "a.py", "lineno": 1},
+            {"function": "inner", "filename": "a.py", "lineno": 9, "line": "lock.acquire()"},
+        ],
+    }
+    text = format_thread(row)
+    assert "    workflow: order-42 (step charge_card)" in text
+    assert text.index("at inner (a.py:9)") < text.index("at outer (a.py:1)")
+    assert "lock.acquire()" in text
+    assert "workflow: -" in format_thread({**row, "workflow_id": None, "step": None})
