@@ -314,3 +314,19 @@ def test_a_thread_shows_the_workflow_the_server_reports() -> None:
     assert text.index("at inner (a.py:9)") < text.index("at outer (a.py:1)")
     assert "lock.acquire()" in text
     assert "workflow: -" in format_thread({**row, "workflow_id": None, "step": None})
+
+
+@pytest.mark.slow
+def test_threads_pyspy_asks_the_server_for_one_dump(
+    running_app: RunningApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--pyspy: native frames from one py-spy dump of the app, innermost first."""
+    status, out, err = run(capsys, "threads", "--url", running_app.url, "--token", TOKEN, "--pyspy")
+    if status != 0 and "py-spy" in err:
+        pytest.skip(f"py-spy cannot attach here: {err.strip()}")
+    assert status == 0, err
+    assert out.startswith(f"py-spy dump of {running_app.url}: ")
+    assert "GIL held by: " in out
+    blocked = out[out.index('"dbos-executor-') :]
+    assert "at wait_for_release (" in blocked
+    assert "[native]" in out

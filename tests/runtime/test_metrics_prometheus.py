@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,20 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def dashboard_queries() -> list[str]:
+    """The Prometheus dashboard's queries with Grafana's variables filled in."""
+    path = (
+        Path(__file__).resolve().parents[2]
+        / "dashboards/grafana/dashboards/spindle-prometheus.json"
+    )
+    panels = json.loads(path.read_text())["panels"]
+    exprs = [str(t["expr"]) for p in panels for t in p["targets"]]
+    return [
+        e.replace("$job", "spindle").replace("$instance", ".*").replace("$__rate_interval", "1m")
+        for e in exprs
+    ]
 
 
 def _query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
@@ -99,6 +114,10 @@ def test_prometheus_scrapes_spindle_threads(make_dbos: MakeDBOS, tmp_path: Path)
             assert float(up[0]["value"][1]) == 1.0
             kinds = _query(client, 'sum by (kind) (spindle_threads{job="spindle"})')
             assert {r["metric"]["kind"] for r in kinds} >= {"admin_server", "queue", "timeout"}
+            # Every query of the Grafana dashboard is PromQL this Prometheus accepts.
+            for expr in dashboard_queries():
+                response = client.get("/api/v1/query", params={"query": expr})
+                assert response.status_code == 200, (expr, response.text)
     finally:
         server.terminate()
         try:
