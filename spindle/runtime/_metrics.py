@@ -215,6 +215,9 @@ def _authorized(request: Request, token: str | None) -> bool:
 
 def metrics_route(rt: Runtime) -> Callable[[Request], Awaitable[Response]]:
     """The ``GET /metrics`` endpoint of the admin app."""
+    # Installed now (launch), not at the first scrape: a shutdown before any scrape (then a
+    # new launch) must still be counted, its joins, phases and violations.
+    thread_metrics(rt.registry)
 
     async def metrics(request: Request) -> Response:
         if not _authorized(request, rt.config.admin_token):
