@@ -115,6 +115,11 @@ def test_metrics_needs_the_admin_token(admin: httpx.Client) -> None:
 
 def test_spindle_threads_agree_with_the_registry_and_threads_json(admin: httpx.Client) -> None:
     """Live runtime threads only, by kind and state; foreign threads in their own family."""
+    # A runtime thread that has exited: still in the registry (and threads.json's counts),
+    # but not a live thread, so not in spindle_threads.
+    short = DBOS.runtime.supervisor.spawn(ThreadKind.POLLER, "dbos-test-short", lambda stop: None)
+    short.thread.join(10)
+    assert not short.thread.is_alive()
     _, samples = scrape(admin)
     snapshot = DBOS.thread_registry.snapshot(include_foreign=True)
     live = [t for t in snapshot.threads if t.state.alive and t.kind is not ThreadKind.FOREIGN]
@@ -127,6 +132,9 @@ def test_spindle_threads_agree_with_the_registry_and_threads_json(admin: httpx.C
     for t in live:
         expected[t.kind.value] += 1
     assert per_kind == expected
+    assert per_kind["poller"] == 0
+    exited = [t for t in snapshot.threads if not t.state.alive]
+    assert any(t.name == "dbos-test-short" for t in exited)
     # The test's own main thread (and the server's worker threads) are foreign: never in
     # spindle_threads, counted in their own family.
     assert sum(samples["spindle_foreign_threads"].values()) >= 1
