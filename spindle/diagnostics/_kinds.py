@@ -19,6 +19,8 @@ class ThreadKind(StrEnum):
     # Not one of the design's eight, but the admin server runs in a supervised thread too and
     # hiding it under another kind would lie about what the thread does.
     ADMIN_SERVER = "admin_server"
+    # The OTLP metrics exporter (only when an OTLP metrics endpoint is configured).
+    METRICS = "metrics"
     # A thread the runtime did not create, found through threading.enumerate().
     FOREIGN = "foreign"
 

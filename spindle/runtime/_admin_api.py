@@ -18,6 +18,7 @@ from spindle.diagnostics import ThreadGroup
 
 from . import _admin_db, _workflows
 from ._errors import DBOSException, DBOSNonExistentWorkflowError, DBOSNotLaunchedError
+from ._metrics import metrics_route
 from ._queue import GLOBAL_QUEUES
 from ._rows import now_ms
 from ._status import WorkflowStatus
@@ -245,6 +246,7 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
 
     routes: list[BaseRoute] = [
         Route("/dbos-healthz", _guard(healthz), methods=["GET"]),
+        Route("/metrics", metrics_route(rt), methods=["GET"]),
         Route("/deactivate", _guard(deactivate), methods=["GET"]),
         Route("/dbos-workflow-queues-metadata", _guard(queues_metadata), methods=["GET"]),
         Route("/dbos-workflow-recovery", _guard(recovery), methods=["POST"]),

@@ -18,6 +18,7 @@ from ._appdb import ApplicationDatabase
 from ._event_loop import BackgroundLoop
 from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
+from ._metrics_otlp import start_otlp_metrics
 from ._notifications import make_listener
 from ._poller_set import PollerSet
 from ._queue_db import requeue_pending
@@ -112,6 +113,8 @@ def launch(rt: Runtime) -> None:
         rt.admin = None
         if cfg.run_admin_server:
             _start_admin_server(rt)
+        if cfg.enable_diagnostics:
+            start_otlp_metrics(rt)  # only when an OTLP metrics endpoint is configured
         if cfg.diagnostics_fault == "ignore_stop_event":
             rt.fault_release = threading.Event()
             rt.supervisor.spawn(

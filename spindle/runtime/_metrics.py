@@ -1,0 +1,232 @@
+"""``GET /metrics``: the runtime's families in Prometheus text exposition, read at scrape time.
+
+Nothing here runs on the workflow hot path: the thread families come from the registry (see
+``spindle.diagnostics._metrics``), the workflow and queue families from one grouped query
+of the system database, the executor families from the worker threads' top frames, all when
+a scraper asks. ``prometheus_client`` only renders: its text format and escaping are the
+reference implementation's, and families without samples still get their HELP and TYPE.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from spindle.diagnostics._metrics import (
+    COUNTER,
+    GAUGE,
+    Family,
+    Sample,
+    thread_metrics,
+)
+
+from ._queue import GLOBAL_QUEUES
+from ._rows import CANCELLED, ENQUEUED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, SUCCESS
+from ._schema import workflow_status as ws
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+logger = logging.getLogger("spindle")
+
+#: Text format 0.0.4: every Prometheus server reads it (the names here need no UTF-8 escaping,
+#: so the body is the same in both formats prometheus_client can write).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+STATUSES = (PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
+
+_EXECUTOR_MODULE = "concurrent/futures/thread.py"
+_WAIT_MODULES = ("/queue.py", "/threading.py")
+
+
+def _idle_worker(frame: FrameType | None) -> bool:
+    """True when a pool worker's stack is its loop waiting for the next work item.
+
+    The innermost frames of an idle ``ThreadPoolExecutor`` worker are ``Queue.get`` (and the
+    ``threading`` waits under it) called straight from ``_worker``; a worker running a
+    workflow has the workflow's frames between those waits and ``_worker``.
+    """
+    while frame is not None and frame.f_code.co_filename.endswith(_WAIT_MODULES):
+        frame = frame.f_back
+    return (
+        frame is not None
+        and frame.f_code.co_name == "_worker"
+        and frame.f_code.co_filename.replace("\\", "/").endswith(_EXECUTOR_MODULE)
+    )
+
+
+def executor_families(rt: Runtime) -> list[Family]:
+    """``spindle_executor_size`` (its bound) and ``spindle_executor_busy`` (workers in a task)."""
+    size = rt.config.max_executor_threads
+    busy = 0
+    executor = getattr(rt, "executor", None)
+    if executor is not None:
+        frames = sys._current_frames()
+        for thread, _record in executor.worker_records():
+            if thread.ident is not None and thread.is_alive():
+                frame = frames.get(thread.ident)
+                if frame is not None and not _idle_worker(frame):
+                    busy += 1
+    return [
+        Family(
+            "spindle_executor_size",
+            GAUGE,
+            "Bound of the workflow executor (max_executor_threads).",
+            samples=(Sample((), float(size)),),
+        ),
+        Family(
+            "spindle_executor_busy",
+            GAUGE,
+            "Executor workers running a workflow now (idle workers wait for work).",
+            samples=(Sample((), float(busy)),),
+        ),
+    ]
+
+
+def database_families(rt: Runtime) -> list[Family]:
+    """Workflows by status and queue depths: one grouped query of the system database.
+
+    A failing database is a scrape without those samples and ``spindle_system_database_up 0``,
+    never a failed scrape: the thread families matter most when the database is in trouble.
+    """
+    by_status = dict.fromkeys(STATUSES, 0)
+    depth = {q.name: 0 for q in GLOBAL_QUEUES.all()}
+    up = 1.0
+    if rt.sysdb.closed:
+        # After phase 10 (the final OTLP export): no rows to read, and nothing to warn about.
+        return _database_families({}, {}, 0.0)
+    try:
+        stmt = sa.select(ws.c.status, ws.c.queue_name, sa.func.count()).group_by(
+            ws.c.status, ws.c.queue_name
+        )
+        with rt.sysdb.transaction(read=True) as conn:
+            rows = list(conn.execute(stmt))
+        for status, queue_name, count in rows:
+            by_status[status] = by_status.get(status, 0) + int(count)
+            if status == ENQUEUED and queue_name is not None:
+                depth[queue_name] = depth.get(queue_name, 0) + int(count)
+    except Exception as exc:
+        up = 0.0
+        by_status, depth = {}, {}
+        logger.warning("spindle: /metrics could not read the system database: %s", exc)
+    return _database_families(by_status, depth, up)
+
+
+def _database_families(by_status: dict[str, int], depth: dict[str, int], up: float) -> list[Family]:
+    return [
+        Family(
+            "spindle_workflows_total",
+            GAUGE,
+            "Workflows in the system database, by status (a gauge: rows change status).",
+            ("status",),
+            tuple(Sample((s,), float(n)) for s, n in by_status.items()),
+        ),
+        Family(
+            "spindle_queue_depth",
+            GAUGE,
+            "Workflows waiting in each queue (ENQUEUED, not yet started).",
+            ("queue",),
+            tuple(Sample((q,), float(n)) for q, n in sorted(depth.items())),
+        ),
+        Family(
+            "spindle_system_database_up",
+            GAUGE,
+            "1 when the last scrape could read the system database, else 0.",
+            samples=(Sample((), up),),
+        ),
+    ]
+
+
+def runtime_families(rt: Runtime) -> list[Family]:
+    """Every family ``/metrics`` exposes, read now (blocking: call it off the event loop)."""
+    return [
+        *thread_metrics(rt.registry).families(),
+        *executor_families(rt),
+        *database_families(rt),
+    ]
+
+
+def _to_prometheus(family: Family) -> Metric:
+    labels = list(family.label_names)
+    if family.type == GAUGE:
+        gauge = GaugeMetricFamily(family.name, family.help, labels=labels)
+        for s in family.samples:
+            gauge.add_metric(list(s.labels), s.value)
+        return gauge
+    if family.type == COUNTER:
+        counter = CounterMetricFamily(family.name, family.help, labels=labels)
+        for s in family.samples:
+            counter.add_metric(list(s.labels), s.value)
+        return counter
+    histogram = HistogramMetricFamily(family.name, family.help, labels=labels)
+    for h in family.histograms:
+        buckets: list[tuple[str, float]] = [(repr(le), float(n)) for le, n in h.buckets]
+        buckets.append(("+Inf", float(h.count)))
+        histogram.add_metric(list(h.labels), buckets, h.sum)
+    return histogram
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield _to_prometheus(family)
+
+    def describe(self) -> list[Metric]:
+        # Nothing to check at registration: the registry below lives for one scrape.
+        return []
+
+
+def exposition(families: list[Family]) -> bytes:
+    """Families as Prometheus text exposition format 0.0.4."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
+def _authorized(request: Request, token: str | None) -> bool:
+    # The admin app's one authentication layer covers this route; this check keeps
+    # /metrics closed on its own too, with the same bearer token and constant-time compare.
+    if token is None:
+        return True
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    given = value.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def metrics_route(rt: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    """The ``GET /metrics`` endpoint of the admin app."""
+    # Installed now (launch), not at the first scrape: a shutdown before any scrape (then a
+    # new launch) must still be counted, its joins, phases and violations.
+    thread_metrics(rt.registry)
+
+    async def metrics(request: Request) -> Response:
+        if not _authorized(request, rt.config.admin_token):
+            return JSONResponse(
+                {"error": "admin token required: send 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="spindle"'},
+            )
+        body = await run_in_threadpool(lambda: exposition(runtime_families(rt)))
+        return Response(body, media_type=CONTENT_TYPE)
+
+    return metrics
