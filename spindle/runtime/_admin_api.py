@@ -144,8 +144,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _database_unavailable(request: Request, exc: BaseException) -> Response:
-    key = f"{request.url.path}:{type(exc).__name__}"
+def _database_unavailable(route: str, request: Request, exc: BaseException) -> Response:
+    # Keyed by route template, not path: the dict stays as small as the route table.
+    key = f"{route}:{type(exc).__name__}"
     now = time.monotonic()
     if now - _last_logged.get(key, -LOG_REPEAT_SEC) >= LOG_REPEAT_SEC:
         _last_logged[key] = now
@@ -191,7 +192,7 @@ def _edge(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response
         except (DBOSNotLaunchedError, DBOSRuntimeShutdownError) as exc:
             return _error(503, str(exc), {"Retry-After": str(RETRY_AFTER_SEC)})
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            return _database_unavailable(request, exc)
+            return _database_unavailable(path, request, exc)
         except (DBOSException, ValueError) as exc:
             return _error(400, str(exc))
 

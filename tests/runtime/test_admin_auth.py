@@ -77,7 +77,11 @@ def test_every_served_route_needs_the_token(secured: httpx.Client) -> None:
     try:
         for method, template in routes:
             path = template.replace("{workflow_id}", wf).replace("{id}", "1")
-            for headers in ({}, {"Authorization": "Bearer nope"}, {"Cookie": "spindle_admin_token=x"}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer nope"},
+                {"Cookie": "spindle_admin_token=x"},
+            ):
                 r = secured.request(method, path, headers=headers, json={})
                 if template in open_paths:
                     assert r.status_code == 200, (method, path)

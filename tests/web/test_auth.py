@@ -91,7 +91,9 @@ def test_login_is_a_post_that_sets_a_strict_httponly_cookie(runtime: Runtime) ->
 def test_login_goes_back_to_a_local_page_only(runtime: Runtime) -> None:
     """``next`` returns to the page that was asked for, never to another host."""
     with TestClient(create_app(runtime.session, admin_token="s3cret")) as c:
-        back = c.post("/login", data={"token": "s3cret", "next": "/history"}, follow_redirects=False)
+        back = c.post(
+            "/login", data={"token": "s3cret", "next": "/history"}, follow_redirects=False
+        )
         assert back.headers["location"] == "/history"
         for evil in ["//evil.example/x", "https://evil.example/", "/\\evil", "threads"]:
             r = c.post("/login", data={"token": "s3cret", "next": evil}, follow_redirects=False)
