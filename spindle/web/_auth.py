@@ -173,33 +173,40 @@ class AdminAuth:
         headers = Headers(scope=scope)
         path = route_path(scope)
         method: str = scope["method"]
+        if path == self.css_path and method in ("GET", "HEAD"):
+            # The login page must look like the rest, and a stylesheet holds no secret.
+            return FileResponse(CSS, media_type="text/css")
+        changes_state = method not in SAFE_METHODS or path in self.unsafe_gets
+        if self.token is not None:
+            # The token comes first: without it every route answers 401, whatever else is
+            # wrong with the request, so an anonymous client learns nothing about the API.
+            at_login = path in (self.login_path, self.logout_path)
+            if at_login and changes_state and cross_site(headers):
+                return self._error(scope, 403, "cross-site request refused")
+            if path == self.login_path:
+                return await self._login_route(scope, receive, method)
+            if path == self.logout_path and method == "POST":
+                response = RedirectResponse(self._url(scope, self.login_path), status_code=303)
+                response.delete_cookie(COOKIE, path=self._cookie_path(scope))
+                return response
+            if path not in self.public and not authenticated(headers, self.token):
+                return self._unauthorized(scope, headers, path)
+        if changes_state and cross_site(headers):
+            return self._error(scope, 403, "cross-site request refused")
         if "\x00" in path:
             return self._error(scope, 400, "the path contains a NUL character")
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return self._error(scope, 413, f"the body is larger than {self.max_body_bytes} bytes")
-        if path == self.css_path and method in ("GET", "HEAD"):
-            # The login page must look like the rest, and a stylesheet holds no secret.
-            return FileResponse(CSS, media_type="text/css")
-        changes_state = method not in SAFE_METHODS or path in self.unsafe_gets
-        if changes_state and cross_site(headers):
-            return self._error(scope, 403, "cross-site request refused")
-        if self.token is None:
-            return None
-        if path == self.login_path:
-            if method == "POST":
-                return await self._login(scope, receive)
-            if method in ("GET", "HEAD"):
-                nxt = _local_next(scope, parse_qs(scope.get("query_string", b"").decode("latin-1")))
-                return self._page(scope, 200, nxt=nxt, message=None)
-            return self._error(scope, 405, "the login takes GET (the form) or POST")
-        if path == self.logout_path and method == "POST":
-            response = RedirectResponse(self._url(scope, self.login_path), status_code=303)
-            response.delete_cookie(COOKIE, path=self._cookie_path(scope))
-            return response
-        if path in self.public or authenticated(headers, self.token):
-            return None
-        return self._unauthorized(scope, headers, path)
+        return None
+
+    async def _login_route(self, scope: Scope, receive: Receive, method: str) -> Response:
+        if method == "POST":
+            return await self._login(scope, receive)
+        if method in ("GET", "HEAD"):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            return self._page(scope, 200, nxt=_local_next(scope, query), message=None)
+        return self._error(scope, 405, "the login takes GET (the form) or POST")
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A websocket route served here later is behind the same token; browsers send the
