@@ -143,3 +143,32 @@ def test_empty_token_is_refused_at_construction(runtime: Runtime) -> None:
     """admin_token="" would mean "no auth" by accident: it is a ValueError."""
     with pytest.raises(ValueError, match="admin_token"):
         create_app(runtime.session, admin_token="")
+
+
+def test_websockets_are_behind_the_same_token() -> None:
+    """A websocket route added to a protected app needs the token too (closed with 1008)."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from spindle.web._auth import AdminAuth
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("hi")
+        await ws.close()
+
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", echo)],
+        middleware=[Middleware(AdminAuth, token="s3cret")],
+    )
+    with TestClient(app) as c:
+        with pytest.raises(WebSocketDisconnect) as refused, c.websocket_connect("/ws"):
+            pass
+        assert refused.value.code == 1008
+        with c.websocket_connect("/ws", headers={"Authorization": "Bearer s3cret"}) as ws:
+            assert ws.receive_text() == "hi"
+        cross = {"Authorization": "Bearer s3cret", "Origin": "https://evil.example"}
+        with pytest.raises(WebSocketDisconnect), c.websocket_connect("/ws", headers=cross):
+            pass
