@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from spindle.diagnostics import ThreadGroup
-from spindle.web._auth import AdminAuth
+from spindle.web._auth import LOOPBACK_HOSTS, AdminAuth, is_loopback
 
 from . import _admin_db, _workflows
 from ._admin_input import (
@@ -360,6 +360,7 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
         Route(path, _edge(path, handler), methods=[method]) for method, path, handler in table
     ]
     public = [HEALTHZ] if rt.config.admin_healthz_public else []
+    host = rt.config.admin_host.lower()
     middleware = [
         Middleware(
             AdminAuth,
@@ -368,6 +369,9 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
             public=public,
             unsafe_gets=["/deactivate"],
             home="/threads" if dashboard is not None else None,
+            # Bound to loopback: only loopback names in Host (DNS rebinding). Bound to a
+            # wider address: any name, since proxies and DNS names lead to it.
+            hosts=LOOPBACK_HOSTS | {host} if is_loopback(host) else None,
         )
     ]
     if dashboard is None:

@@ -120,6 +120,23 @@ def cross_site(headers: Headers) -> bool:
         return True
 
 
+#: Names a client on this machine uses for a server bound to loopback.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def host_name(headers: Headers) -> str | None:
+    """The ``Host`` header's name, without port and brackets, lowercased."""
+    try:
+        return urlsplit("//" + headers.get("host", "")).hostname
+    except ValueError:
+        return None
+
+
 class AdminAuth:
     """Token check, login, logout and cross-site refusal in front of ``app``.
 
@@ -128,7 +145,9 @@ class AdminAuth:
     the token (the admin server's health probe); ``unsafe_gets`` are GET routes that change
     state (DBOS's ``GET /deactivate``), refused cross-site like a POST (an ``<img>`` on any
     page could call them otherwise). With ``token=None`` only the cross-site and size checks
-    apply.
+    apply. ``hosts``: the only names accepted in the ``Host`` header (None: any); a server
+    on loopback takes only loopback names, so a page whose DNS name is rebound to 127.0.0.1
+    (same-origin to the browser) still cannot reach it.
     """
 
     def __init__(
@@ -141,6 +160,7 @@ class AdminAuth:
         unsafe_gets: Iterable[str] = (),
         home: str | None = "/threads",
         max_body_bytes: int = MAX_BODY_BYTES,
+        hosts: Iterable[str] | None = None,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError("admin_token must be a non-empty string or None")
@@ -151,6 +171,7 @@ class AdminAuth:
         self.unsafe_gets = frozenset(unsafe_gets)
         self.home = home
         self.max_body_bytes = max_body_bytes
+        self.hosts = frozenset(hosts) if hosts is not None else None
         self.login_path = f"{self.prefix}/login"
         self.logout_path = f"{self.prefix}/logout"
         self.css_path = f"{self.prefix}/static/dashboard.css"
@@ -191,6 +212,9 @@ class AdminAuth:
                 return response
             if path not in self.public and not authenticated(headers, self.token):
                 return self._unauthorized(scope, headers, path)
+        if self.hosts is not None and host_name(headers) not in self.hosts:
+            host = headers.get("host", "")
+            return self._error(scope, 400, f"Host {host!r} is not a name of this server")
         if changes_state and cross_site(headers):
             return self._error(scope, 403, "cross-site request refused")
         if "\x00" in path:
@@ -212,10 +236,15 @@ class AdminAuth:
         # A websocket route served here later is behind the same token; browsers send the
         # cookie and Origin on the upgrade, so the cross-site rule holds too.
         headers = Headers(scope=scope)
-        refused = cross_site(headers) or (
-            self.token is not None
-            and route_path(scope) not in self.public
-            and not authenticated(headers, self.token)
+        wrong_host = self.hosts is not None and host_name(headers) not in self.hosts
+        refused = (
+            wrong_host
+            or cross_site(headers)
+            or (
+                self.token is not None
+                and route_path(scope) not in self.public
+                and not authenticated(headers, self.token)
+            )
         )
         if refused:
             await send({"type": "websocket.close", "code": 1008})

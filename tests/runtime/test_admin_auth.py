@@ -172,3 +172,13 @@ def test_cross_site_requests_are_refused_even_without_a_token(make_dbos: MakeDBO
         assert len(DBOS.list_workflows()) == 1
         assert c.post(f"/workflows/{wf}/restart").status_code == 200
         assert c.post(f"/workflows/{wf}/restart", headers={"Origin": url}).status_code == 200
+        # DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1 is
+        # same-origin to the browser, but its Host header names it, and is refused.
+        port = url.rsplit(":", 1)[1]
+        rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        r = c.post(f"/workflows/{wf}/cancel", headers=rebound)
+        assert r.status_code == 400
+        assert "evil.example" in r.json()["error"]
+        assert c.get("/workflows/" + wf, headers={"Host": "evil.example"}).status_code == 400
+        assert c.get(f"/workflows/{wf}", headers={"Host": f"localhost:{port}"}).status_code == 200
+        assert DBOS.get_workflow_status(wf).status == "SUCCESS"  # type: ignore[union-attr]

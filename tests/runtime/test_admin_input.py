@@ -189,7 +189,7 @@ def test_after_destroy_the_api_answers_503(make_dbos: MakeDBOS) -> None:
     app = build_admin_app(DBOS.runtime)
     rt = DBOS.runtime
     DBOS.destroy()
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         r = c.post("/workflows", json={})
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
