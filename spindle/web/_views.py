@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from spindle.diagnostics import ThreadKind, ThreadState
 from spindle.diagnostics._phases import PHASE_SPECS, PREPARE_STEPS
 
+from ._auth import COOKIE
 from ._dashboard import Dashboard, ThreadDetail, parse_id, violation_stacks
 from ._svg import shutdown_drawing, strips_drawing
 from ._threads import KINDS, STATES, BadQuery, Filters
@@ -61,6 +62,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         kinds=KINDS,
         states=STATES,
         home=request.app.state.home,
+        # Logged in through the login form (not a bearer header): offer to log out.
+        logged_in=COOKIE in request.cookies,
     )
     html = ENV.get_template(template).render(context)
     return HTMLResponse(html, status_code=status)

@@ -33,7 +33,7 @@ def test_login_flow_posts_the_form_sets_the_cookie_and_renders_styled(
 ) -> None:
     """A protected page is a styled 401 with the form; a wrong token is refused; the right
     one is POSTed (never in a URL), sets a Strict HttpOnly cookie on /dbos and lands back
-    on the page asked for, rendered with its stylesheet."""
+    on the page asked for, rendered with its stylesheet; "Log out" clears the cookie."""
     make_dbos(
         run_admin_server=True, admin_port=0, enable_diagnostics=True, admin_token=TOKEN
     ).launch()
@@ -54,6 +54,7 @@ def test_login_flow_posts_the_form_sets_the_cookie_and_renders_styled(
     with page.expect_navigation():
         page.click("button[type=submit]")
     assert page.inner_text("p.error") == "wrong token"
+    page.screenshot(path=str(artifacts / f"login-wrong-{backend}.png"), full_page=True)
     assert page.context.cookies() == []
 
     page.fill("input[name=token]", TOKEN)
@@ -75,3 +76,9 @@ def test_login_flow_posts_the_form_sets_the_cookie_and_renders_styled(
     assert not [u for _, u in requests if TOKEN in u]
     # The cookie keeps the session: other pages open without logging in again.
     assert page.goto(f"{url}/dbos/shutdown").status == 200
+    # Log out (a POST from the header) ends it.
+    with page.expect_navigation():
+        page.click("form.logout button")
+    assert page.url == f"{url}/dbos/login"
+    assert page.context.cookies() == []
+    assert page.goto(f"{url}/dbos/threads").status == 401
