@@ -1,23 +1,50 @@
-"""The DBOS 2.x admin endpoints, as a Starlette app (bad input is a 4xx, never a 500)."""
+"""The DBOS 2.x admin endpoints, as a Starlette app behind one auth layer (bad input is a
+4xx, a database failure a 503, never a 500)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from spindle.diagnostics import ThreadGroup
+from spindle.web._auth import LOOPBACK_HOSTS, AdminAuth, is_loopback
 
 from . import _admin_db, _workflows
-from ._errors import DBOSException, DBOSNonExistentWorkflowError, DBOSNotLaunchedError
+from ._admin_input import (
+    BOOL,
+    ID,
+    IDS,
+    INT32_MAX,
+    INT64,
+    MAX_BODY_BYTES,
+    NON_NEGATIVE,
+    TEXT,
+    TEXT_OR_TEXTS,
+    Body,
+    Field,
+    InputError,
+    check_id,
+)
+from ._errors import (
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    DBOSNotLaunchedError,
+    DBOSRuntimeShutdownError,
+    DBOSWorkflowConflictIDError,
+    DBOSWorkflowFunctionNotFoundError,
+)
 from ._metrics import metrics_route
 from ._queue import GLOBAL_QUEUES
 from ._rows import now_ms
@@ -28,11 +55,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("spindle")
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BadRequest(Exception):
-    """A request whose body or parameters are not what the endpoint takes."""
+HEALTHZ = "/dbos-healthz"
+#: Where the dashboard is mounted, and where the login form lives.
+DASHBOARD_PREFIX = "/dbos"
 
 
 def workflow_json(s: WorkflowStatus) -> dict[str, Any]:
@@ -56,57 +81,141 @@ def workflow_json(s: WorkflowStatus) -> dict[str, Any]:
     }
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request that passed the edge: its workflow ID (if the path has one) and its body."""
+
+    request: Request
+    workflow_id: str
+    body: Any
 
 
-def _field(body: Any, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) and kind is not bool:
-        raise BadRequest(f"{key!r} must be {kind}")
-    if not isinstance(value, kind):
-        raise BadRequest(f"{key!r} has the wrong type")
-    return value
+Handler = Callable[[Call], Awaitable[Response]]
+
+#: What each route's body may hold, in one table (unknown fields are ignored, as DBOS does).
+BODIES: dict[str, Body] = {
+    "/dbos-workflow-recovery": Body(id_list=True),
+    "/workflows": Body(
+        {
+            "workflow_uuids": IDS,
+            "status": TEXT_OR_TEXTS,
+            "workflow_name": TEXT,
+            "start_time": TEXT,
+            "end_time": TEXT,
+            "limit": NON_NEGATIVE,
+            "offset": NON_NEGATIVE,
+            "sort_desc": BOOL,
+        }
+    ),
+    "/queues": Body({"queue_name": TEXT, "workflow_name": TEXT, "limit": NON_NEGATIVE}),
+    "/dbos-garbage-collect": Body(
+        {"cutoff_epoch_timestamp_ms": INT64, "rows_threshold": NON_NEGATIVE}
+    ),
+    "/dbos-global-timeout": Body({"cutoff_epoch_timestamp_ms": INT64}),
+    "/workflows/{workflow_id}/fork": Body(
+        {
+            "start_step": Field("int", minimum=1, maximum=INT32_MAX),
+            "new_workflow_id": ID,
+            "application_version": TEXT,
+        }
+    ),
+}
+
+#: Seconds a client is told to wait after a 503 (the database was unreachable).
+RETRY_AFTER_SEC = 1
+#: A repeated database error is logged again only after this long (a polling client would
+#: otherwise write one line per request while the database is down).
+LOG_REPEAT_SEC = 30.0
+_last_logged: dict[str, float] = {}
 
 
-def _guard(handler: Handler) -> Handler:
-    async def wrapped(request: Request) -> Response:
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` (chunked bodies too)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _database_unavailable(route: str, request: Request, exc: BaseException) -> Response:
+    # Keyed by route template, not path: the dict stays as small as the route table.
+    key = f"{route}:{type(exc).__name__}"
+    now = time.monotonic()
+    if now - _last_logged.get(key, -LOG_REPEAT_SEC) >= LOG_REPEAT_SEC:
+        _last_logged[key] = now
+        # One line, no traceback: the request was valid and the cause is the database.
+        logger.warning(
+            "spindle: admin %s %s answered 503, the system database failed: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+    return _error(
+        503,
+        "the system database is unavailable; retry later",
+        {"Retry-After": str(RETRY_AFTER_SEC)},
+    )
+
+
+def _edge(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Validate the path ID and the body as declared in BODIES, then map errors to statuses.
+
+    The mapping is the one place an exception becomes an HTTP status: input 400/413,
+    missing workflow 404, an ID taken 409, a database failure on a valid request 503.
+    """
+    body_spec = BODIES.get(path)
+    has_id = "{workflow_id}" in path
+
+    async def endpoint(request: Request) -> Response:
         try:
-            return await handler(request)
-        except BadRequest as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            wf_id = check_id(request.path_params["workflow_id"]) if has_id else ""
+            body = body_spec.parse(await read_body(request)) if body_spec is not None else None
+            return await handler(Call(request, wf_id, body))
+        except InputError as exc:
+            return _error(exc.status, exc.message)
         except DBOSNonExistentWorkflowError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        except DBOSNotLaunchedError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+            return _error(404, str(exc))
+        except (DBOSWorkflowConflictIDError, sa.exc.IntegrityError) as exc:
+            # IntegrityError: another request took the same new ID between check and insert.
+            message = str(exc) if isinstance(exc, DBOSException) else "the workflow ID is taken"
+            return _error(409, message)
+        except DBOSWorkflowFunctionNotFoundError as exc:
+            return _error(409, str(exc))
+        except (DBOSNotLaunchedError, DBOSRuntimeShutdownError) as exc:
+            return _error(503, str(exc), {"Retry-After": str(RETRY_AFTER_SEC)})
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            return _database_unavailable(path, request, exc)
         except (DBOSException, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return _error(400, str(exc))
 
-    return wrapped
+    return endpoint
 
 
 def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlette:
-    """The admin app, with the thread dashboard mounted under ``/dbos`` when given."""
+    """The admin app, with the thread dashboard mounted under ``/dbos`` when given.
 
-    async def healthz(_: Request) -> Response:
+    Everything it serves, now or added later, sits behind one :class:`AdminAuth` layer
+    (``admin_token``; ``/dbos-healthz`` stays open while ``admin_healthz_public``).
+    """
+
+    async def healthz(_: Call) -> Response:
         return JSONResponse({"status": "healthy"})
 
-    async def deactivate(_: Request) -> Response:
+    async def deactivate(_: Call) -> Response:
         # Stop creating work here (pollers), keep finishing what runs: a drain before deploy.
         rt.supervisor.signal(ThreadGroup.POLLER)
         return PlainTextResponse("deactivated")
 
-    async def queues_metadata(_: Request) -> Response:
+    async def queues_metadata(_: Call) -> Response:
         return JSONResponse(
             [
                 {
@@ -121,87 +230,78 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
             ]
         )
 
-    async def recovery(request: Request) -> Response:
-        body = await _body(request)
-        if not isinstance(body, list) or not all(isinstance(x, str) for x in body):
-            raise BadRequest("the body must be a JSON list of executor ids")
-        handles = await run_in_threadpool(_workflows.recover_pending, rt, body)
+    async def recovery(call: Call) -> Response:
+        handles = await run_in_threadpool(_workflows.recover_pending, rt, call.body)
         return JSONResponse([h.workflow_id for h in handles])
 
-    async def list_workflows(request: Request) -> Response:
-        body = await _body(request)
-        limit = _field(body, "limit", int)
-        offset = _field(body, "offset", int)
-        if (limit is not None and limit < 0) or (offset is not None and offset < 0):
-            raise BadRequest("limit and offset must be >= 0")
+    async def list_workflows(call: Call) -> Response:
+        b = call.body
         statuses = await run_in_threadpool(
             lambda: _workflows.list_workflows(
                 rt,
-                workflow_ids=_field(body, "workflow_uuids", list),
-                status=_field(body, "status", (str, list)),
-                name=_field(body, "workflow_name", str),
-                start_time=_field(body, "start_time", str),
-                end_time=_field(body, "end_time", str),
-                limit=limit,
-                offset=offset,
-                sort_desc=bool(_field(body, "sort_desc", bool, False)),
+                workflow_ids=b.get("workflow_uuids"),
+                status=b.get("status"),
+                name=b.get("workflow_name"),
+                start_time=b.get("start_time"),
+                end_time=b.get("end_time"),
+                limit=b.get("limit"),
+                offset=b.get("offset"),
+                sort_desc=b.get("sort_desc", False),
             )
         )
         return JSONResponse([workflow_json(s) for s in statuses])
 
-    async def list_queued(request: Request) -> Response:
-        body = await _body(request)
-        queue_name = _field(body, "queue_name", str)
-        name = _field(body, "workflow_name", str)
-        limit = _field(body, "limit", int)
+    async def list_queued(call: Call) -> Response:
+        b = call.body
         # Filtered in SQL, so the limit counts queued workflows of that queue only.
         queued = await run_in_threadpool(
             lambda: _workflows.list_workflows(
-                rt, queue_name=queue_name, name=name, limit=limit, queues_only=True
+                rt,
+                queue_name=b.get("queue_name"),
+                name=b.get("workflow_name"),
+                limit=b.get("limit"),
+                queues_only=True,
             )
         )
         return JSONResponse([workflow_json(s) for s in queued])
 
-    async def get_workflow(request: Request) -> Response:
-        wf_id = request.path_params["workflow_id"]
-        status = await run_in_threadpool(_workflows.get_workflow_status, rt, wf_id)
+    async def get_workflow(call: Call) -> Response:
+        status = await run_in_threadpool(_workflows.get_workflow_status, rt, call.workflow_id)
         if status is None:
-            raise DBOSNonExistentWorkflowError(wf_id)
+            raise DBOSNonExistentWorkflowError(call.workflow_id)
         return JSONResponse(workflow_json(status))
 
-    async def get_steps(request: Request) -> Response:
-        wf_id = request.path_params["workflow_id"]
-        if await run_in_threadpool(rt.sysdb.get_status, wf_id) is None:
-            raise DBOSNonExistentWorkflowError(wf_id)
-        return JSONResponse(await run_in_threadpool(_admin_db.list_steps, rt.sysdb, wf_id))
+    async def get_steps(call: Call) -> Response:
+        if await run_in_threadpool(rt.sysdb.get_status, call.workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(call.workflow_id)
+        steps = await run_in_threadpool(_admin_db.list_steps, rt.sysdb, call.workflow_id)
+        return JSONResponse(steps)
 
-    async def cancel(request: Request) -> Response:
-        await run_in_threadpool(_workflows.cancel_workflow, rt, request.path_params["workflow_id"])
+    async def cancel(call: Call) -> Response:
+        await run_in_threadpool(_workflows.cancel_workflow, rt, call.workflow_id)
         return Response(status_code=204)
 
-    async def resume(request: Request) -> Response:
-        await run_in_threadpool(_workflows.resume_workflow, rt, request.path_params["workflow_id"])
+    async def resume(call: Call) -> Response:
+        await run_in_threadpool(_workflows.resume_workflow, rt, call.workflow_id)
         return Response(status_code=204)
 
-    async def fork(request: Request) -> Response:
-        body = await _body(request)
-        start_step = _field(body, "start_step", int, 1)
-        if start_step < 1:
-            raise BadRequest("start_step must be >= 1")
+    async def fork(call: Call) -> Response:
+        b = call.body
         new_id = await _fork(
-            request.path_params["workflow_id"],
-            start_step,
-            _field(body, "new_workflow_id", str),
-            _field(body, "application_version", str),
+            call.workflow_id,
+            b.get("start_step", 1),
+            b.get("new_workflow_id"),
+            b.get("application_version"),
         )
         return JSONResponse({"workflow_id": new_id})
 
-    async def restart(request: Request) -> Response:
-        new_id = await _fork(request.path_params["workflow_id"], 1, None, None)
+    async def restart(call: Call) -> Response:
+        new_id = await _fork(call.workflow_id, 1, None, None)
         return JSONResponse({"workflow_id": new_id})
 
     async def _fork(wf_id: str, start: int, new_id: str | None, version: str | None) -> str:
         def work() -> str:
+            rt.require_launched()
             forked = _admin_db.fork_workflow(
                 rt.sysdb,
                 wf_id,
@@ -217,22 +317,19 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
 
         return await run_in_threadpool(work)
 
-    async def garbage_collect(request: Request) -> Response:
-        body = await _body(request)
-        cutoff = _field(body, "cutoff_epoch_timestamp_ms", int)
-        threshold = _field(body, "rows_threshold", int)
-        if threshold is not None and threshold < 0:
-            raise BadRequest("rows_threshold must be >= 0")
+    async def garbage_collect(call: Call) -> Response:
+        b = call.body
         deleted = await run_in_threadpool(
             lambda: _admin_db.garbage_collect(
-                rt.sysdb, cutoff_epoch_ms=cutoff, rows_threshold=threshold
+                rt.sysdb,
+                cutoff_epoch_ms=b.get("cutoff_epoch_timestamp_ms"),
+                rows_threshold=b.get("rows_threshold"),
             )
         )
         return JSONResponse({"deleted": deleted})
 
-    async def global_timeout(request: Request) -> Response:
-        body = await _body(request)
-        cutoff = _field(body, "cutoff_epoch_timestamp_ms", int, now_ms())
+    async def global_timeout(call: Call) -> Response:
+        cutoff = call.body.get("cutoff_epoch_timestamp_ms", now_ms())
 
         def work() -> list[str]:
             ids = _admin_db.global_timeout(rt.sysdb, cutoff)
@@ -244,26 +341,44 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
 
         return JSONResponse({"cancelled": await run_in_threadpool(work)})
 
+    table: list[tuple[str, str, Handler]] = [
+        ("GET", "/dbos-healthz", healthz),
+        ("GET", "/deactivate", deactivate),
+        ("GET", "/dbos-workflow-queues-metadata", queues_metadata),
+        ("POST", "/dbos-workflow-recovery", recovery),
+        ("POST", "/workflows", list_workflows),
+        ("POST", "/queues", list_queued),
+        ("POST", "/dbos-garbage-collect", garbage_collect),
+        ("POST", "/dbos-global-timeout", global_timeout),
+        ("GET", "/workflows/{workflow_id}", get_workflow),
+        ("GET", "/workflows/{workflow_id}/steps", get_steps),
+        ("POST", "/workflows/{workflow_id}/cancel", cancel),
+        ("POST", "/workflows/{workflow_id}/resume", resume),
+        ("POST", "/workflows/{workflow_id}/restart", restart),
+        ("POST", "/workflows/{workflow_id}/fork", fork),
+    ]
     routes: list[BaseRoute] = [
-        Route("/dbos-healthz", _guard(healthz), methods=["GET"]),
-        Route("/metrics", metrics_route(rt), methods=["GET"]),
-        Route("/deactivate", _guard(deactivate), methods=["GET"]),
-        Route("/dbos-workflow-queues-metadata", _guard(queues_metadata), methods=["GET"]),
-        Route("/dbos-workflow-recovery", _guard(recovery), methods=["POST"]),
-        Route("/workflows", _guard(list_workflows), methods=["POST"]),
-        Route("/queues", _guard(list_queued), methods=["POST"]),
-        Route("/dbos-garbage-collect", _guard(garbage_collect), methods=["POST"]),
-        Route("/dbos-global-timeout", _guard(global_timeout), methods=["POST"]),
-        Route("/workflows/{workflow_id}", _guard(get_workflow), methods=["GET"]),
-        Route("/workflows/{workflow_id}/steps", _guard(get_steps), methods=["GET"]),
-        Route("/workflows/{workflow_id}/cancel", _guard(cancel), methods=["POST"]),
-        Route("/workflows/{workflow_id}/resume", _guard(resume), methods=["POST"]),
-        Route("/workflows/{workflow_id}/restart", _guard(restart), methods=["POST"]),
-        Route("/workflows/{workflow_id}/fork", _guard(fork), methods=["POST"]),
+        Route(path, _edge(path, handler), methods=[method]) for method, path, handler in table
+    ]
+    routes.append(Route("/metrics", metrics_route(rt), methods=["GET"]))
+    public = [HEALTHZ] if rt.config.admin_healthz_public else []
+    host = rt.config.admin_host.lower()
+    middleware = [
+        Middleware(
+            AdminAuth,
+            token=rt.config.admin_token,
+            prefix=DASHBOARD_PREFIX,
+            public=public,
+            unsafe_gets=["/deactivate"],
+            home="/threads" if dashboard is not None else None,
+            # Bound to loopback: only loopback names in Host (DNS rebinding). Bound to a
+            # wider address: any name, since proxies and DNS names lead to it.
+            hosts=LOOPBACK_HOSTS | {host} if is_loopback(host) else None,
+        )
     ]
     if dashboard is None:
-        return Starlette(routes=routes)
-    routes.append(Mount("/dbos", app=dashboard))
+        return Starlette(routes=routes, middleware=middleware)
+    routes.append(Mount(DASHBOARD_PREFIX, app=dashboard))
 
     # Starlette runs no lifespan of a mounted app: forward it, so the dashboard's registry
     # listeners are installed at startup and removed when the server stops (phase 5).
@@ -272,4 +387,4 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
         async with dashboard.router.lifespan_context(dashboard):
             yield
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

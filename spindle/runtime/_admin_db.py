@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._errors import DBOSWorkflowConflictIDError
 from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
@@ -53,7 +54,8 @@ def fork_workflow(
     application_version: str | None = None,
 ) -> str | None:
     """Copy a workflow under a new ID, keeping the steps before ``start_step``; the copy is
-    PENDING so it starts from that step. Returns the new ID, or None if the source is unknown."""
+    PENDING so it starts from that step. Returns the new ID, or None if the source is unknown;
+    raises DBOSWorkflowConflictIDError when ``new_workflow_id`` is taken."""
     new_id = new_workflow_id or str(uuid.uuid4())
     now = now_ms()
     with sysdb.transaction() as conn:
@@ -64,6 +66,13 @@ def fork_workflow(
         ).one_or_none()
         if src is None:
             return None
+        taken = conn.execute(
+            sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == new_id)
+        ).one_or_none()
+        if taken is not None:
+            # Checked here so the caller gets a clear conflict, not the database's
+            # IntegrityError; a racing insert still raises that (the admin API maps it to 409).
+            raise DBOSWorkflowConflictIDError(f"workflow {new_id!r} already exists")
         conn.execute(
             ws.insert().values(
                 workflow_uuid=new_id,

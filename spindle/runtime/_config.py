@@ -26,6 +26,7 @@ class DBOSConfig(TypedDict, total=False):
     admin_port: int
     admin_host: str
     admin_token: str | None
+    admin_healthz_public: bool
     otlp_traces_endpoints: list[str]
     shutdown_report_path: str | None
     sqlite_synchronous: str
@@ -62,6 +63,8 @@ class Config:
     admin_port: int = 3001
     admin_host: str = "127.0.0.1"
     admin_token: str | None = None
+    #: GET /dbos-healthz answers without the token (for load-balancer probes).
+    admin_healthz_public: bool = True
     otlp_traces_endpoints: tuple[str, ...] = field(default_factory=tuple)
     shutdown_report_path: str | None = None
     sqlite_synchronous: str = "FULL"
@@ -129,6 +132,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (isinstance(v, str) and v != ""),
         "a non-empty string or None",
     ),
+    "admin_healthz_public": (_is_bool, "True or False"),
     "otlp_traces_endpoints": (_is_str_list, "a list of URLs"),
     "shutdown_report_path": (_is_opt_str, "a file path or None"),
     "sqlite_synchronous": (

@@ -144,7 +144,8 @@ def _start_admin_server(rt: Runtime) -> None:
         # The one place the runtime reaches into the web layer: it serves the dashboard.
         from spindle.web import create_app
 
-        dashboard = create_app(rt.diag, admin_token=cfg.admin_token)
+        # No token here: build_admin_app's one auth layer already guards all it serves.
+        dashboard = create_app(rt.diag)
     server = AdminServer(
         rt.supervisor, build_admin_app(rt, dashboard), cfg.admin_host, cfg.admin_port
     )

@@ -9,7 +9,6 @@ reference implementation's, and families without samples still get their HELP an
 
 from __future__ import annotations
 
-import hmac
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,7 +26,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from spindle.diagnostics._metrics import (
     COUNTER,
@@ -203,29 +202,14 @@ def exposition(families: list[Family]) -> bytes:
     return generate_latest(registry)
 
 
-def _authorized(request: Request, token: str | None) -> bool:
-    # The admin app's one authentication layer covers this route; this check keeps
-    # /metrics closed on its own too, with the same bearer token and constant-time compare.
-    if token is None:
-        return True
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    given = value.strip() if scheme.lower() == "bearer" else ""
-    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
-
-
 def metrics_route(rt: Runtime) -> Callable[[Request], Awaitable[Response]]:
     """The ``GET /metrics`` endpoint of the admin app."""
     # Installed now (launch), not at the first scrape: a shutdown before any scrape (then a
     # new launch) must still be counted, its joins, phases and violations.
     thread_metrics(rt.registry)
 
-    async def metrics(request: Request) -> Response:
-        if not _authorized(request, rt.config.admin_token):
-            return JSONResponse(
-                {"error": "admin token required: send 'Authorization: Bearer <token>'"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="spindle"'},
-            )
+    # Behind the admin app's one authentication layer (AdminAuth), like every route there.
+    async def metrics(_request: Request) -> Response:
         body = await run_in_threadpool(lambda: exposition(runtime_families(rt)))
         return Response(body, media_type=CONTENT_TYPE)
 

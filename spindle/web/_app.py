@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spindle.diagnostics import DiagnosticsSession
 
 from . import _api, _views
-from ._auth import TokenAuthMiddleware, route_path
+from ._auth import AdminAuth, route_path
 from ._dashboard import Dashboard
 from ._source import DashboardSource, as_source
 
@@ -62,7 +62,6 @@ def build_app(
 
     routes = [
         Route("/", _views.home, name="home"),
-        Route("/login", _views.login, name="login"),
         Route("/threads", _views.threads_page, name="threads"),
         Route("/threads.json", _api.threads_json, name="threads_json"),
         Route("/threads/fragment", _views.threads_fragment, name="threads_fragment"),
@@ -85,7 +84,9 @@ def build_app(
     ]
     middleware = [Middleware(ServerTiming)]
     if admin_token:
-        middleware.append(Middleware(TokenAuthMiddleware, token=admin_token))
+        # Mounted in a user's app, the dashboard guards itself; the admin server passes no
+        # token here because its own AdminAuth already wraps everything it serves.
+        middleware.append(Middleware(AdminAuth, token=admin_token, prefix="", home=f"/{home}"))
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from spindle.diagnostics import ThreadKind, ThreadState
 from spindle.diagnostics._phases import PHASE_SPECS, PREPARE_STEPS
 
-from ._auth import COOKIE, token_matches
+from ._auth import COOKIE
 from ._dashboard import Dashboard, ThreadDetail, parse_id, violation_stacks
 from ._svg import shutdown_drawing, strips_drawing
 from ._threads import KINDS, STATES, BadQuery, Filters
@@ -62,6 +62,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         kinds=KINDS,
         states=STATES,
         home=request.app.state.home,
+        # Logged in through the login form (not a bearer header): offer to log out.
+        logged_in=COOKIE in request.cookies,
     )
     html = ENV.get_template(template).render(context)
     return HTMLResponse(html, status_code=status)
@@ -157,26 +159,6 @@ async def history_page(request: Request) -> Response:
         window=dash.history.window_sec,
         state_values=[s.value for s in ThreadState],
     )
-
-
-async def login(request: Request) -> Response:
-    """``/login``: a form; ``?token=`` checks the token and sets the cookie."""
-    expected: str | None = request.app.state.admin_token
-    token = request.query_params.get("token")
-    if token is None:
-        return render(request, "login.html", error=None)
-    if expected is None or not token_matches(token, expected):
-        return render(request, "login.html", status=401, error="wrong token")
-    response = RedirectResponse(f"{base_path(request)}/threads", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        path=base_path(request) or "/",
-        secure=request.url.scheme == "https",
-    )
-    return response
 
 
 def kind_label(kind: ThreadKind) -> str:

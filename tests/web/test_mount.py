@@ -56,11 +56,22 @@ def test_mounted_at_dbos_serves_every_route_with_prefixed_links(runtime: Runtime
 
 
 def test_mounted_with_token_login_cookie_is_scoped_to_the_mount(runtime: Runtime) -> None:
-    """The login cookie's path is the mount point and the redirect stays under it."""
-    parent = Starlette(routes=[Mount("/dbos", create_app(runtime.session, admin_token="t"))])
+    """The login cookie's path is the mount point, the form posts under it and the
+    redirect stays under it; the user's own routes are not behind the dashboard's token."""
+
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("app")
+
+    dashboard = create_app(runtime.session, admin_token="t")
+    parent = Starlette(routes=[Route("/", hello), Mount("/dbos", dashboard)])
     with TestClient(parent) as c:
-        assert c.get("/dbos/threads").status_code == 401
-        r = c.get("/dbos/login?token=t", follow_redirects=False)
+        assert c.get("/").text == "app"
+        denied = c.get("/dbos/threads", headers={"Accept": "text/html"})
+        assert denied.status_code == 401
+        assert 'action="/dbos/login"' in denied.text
+        assert 'href="/dbos/static/dashboard.css"' in denied.text
+        assert c.get("/dbos/static/dashboard.css").status_code == 200
+        r = c.post("/dbos/login", data={"token": "t"}, follow_redirects=False)
         assert r.headers["location"] == "/dbos/threads"
         assert "Path=/dbos" in r.headers["set-cookie"]
         assert c.get("/dbos/threads").status_code == 200
