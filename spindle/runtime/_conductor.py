@@ -218,8 +218,10 @@ def final_report(rt: Runtime) -> dict[str, Any]:
             partial.violations = check_rules(partial)
             report = partial.to_dict()
             report["in_progress"] = True
+    snap = rt.registry.snapshot(include_foreign=True)
     return {
         "report": report,
         "final": True,
+        "threads": [t.to_dict() for t in snap.threads if t.state.alive],
         "stacks": [s.to_dict() for s in dump_stacks(rt.registry)],
     }
