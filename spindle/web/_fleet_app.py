@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -115,6 +115,28 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
+MAX_FORM_BYTES = 8192
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """A urlencoded form's fields (first value each); None when too big or not urlencoded.
+
+    Parsed here rather than with ``request.form()``, which needs python-multipart for a form
+    this small and this simple.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind not in ("", "application/x-www-form-urlencoded"):
+        return None
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return None
+    try:
+        pairs = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {k: v[0] for k, v in pairs.items()}
+
+
 def create_conductor_app(
     *, token: str | None = None, fleet: Fleet | None = None, poll_interval: float = 2.0
 ) -> Starlette:
@@ -172,7 +194,9 @@ def create_conductor_app(
         ex = fleet.get(request.path_params["session_id"])
         if ex is None:
             return _answer(wants_json, 404, "no such executor")
-        form = await request.form()
+        form = await _form(request)
+        if form is None:
+            return _answer(wants_json, 400, "the body must be a small urlencoded form")
         name = str(form.get("action", ""))
         wf_id = str(form.get("workflow_id", "")).strip()
         if name not in ACTIONS:
@@ -214,7 +238,7 @@ def create_conductor_app(
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return _page("fleet_login.html", error=None, note=None)
-        form = await request.form()
+        form = await _form(request) or {}
         given = str(form.get("token", ""))
         if token is not None and not _matches(given, token):
             return _page("fleet_login.html", 401, error="wrong token", note=None)
