@@ -107,15 +107,20 @@ def second_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
         engine.dispose()
 
 
+@pytest.fixture
+def conductor_served() -> Iterator[Served]:
+    """The conductor app served by uvicorn on a free loopback port (polls every 0.3 s)."""
+    yield from serve(create_conductor_app(token=TOKEN, poll_interval=0.3))
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
-    browser: Any, artifacts: Path, db_url: str, second_db_url: str
+    browser: Any, artifacts: Path, db_url: str, second_db_url: str, conductor_served: Served
 ) -> None:
     """Two app processes on the page with identity and threads by kind; cancel from the page
     cancels the workflow; one app's shutdown (with a violation) appears as it leaves."""
-    served_gen = serve(create_conductor_app(token=TOKEN, poll_interval=0.3))
-    served: Served = next(served_gen)
+    served = conductor_served
     ws_url = served.url.replace("http://", "ws://")
     apps: list[App] = []
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, extra_http_headers=AUTH)
@@ -177,7 +182,6 @@ def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
         context.close()
         for app in apps:
             app.stop()
-        served_gen.close()
 
 
 # -- the server, without a browser: an app played by the test over a TestClient websocket --
