@@ -115,8 +115,11 @@ def _list(rt: Runtime, b: dict[str, Any], *, queues_only: bool) -> Fields:
     offset = field(b, "offset", int, None)
     if (limit is not None and limit < 0) or (offset is not None and offset < 0):
         raise BadField("fields 'limit' and 'offset' must be >= 0")
+    ids = field(b, "workflow_uuids", list, None)
+    if ids is not None and not all(isinstance(x, str) for x in ids):
+        raise BadField("field 'workflow_uuids' must be a list of strings")
     rows = rt.sysdb.list_workflows(
-        workflow_ids=field(b, "workflow_uuids", list, None),
+        workflow_ids=ids,
         status=_str_or_list(b, "status"),
         name=name,
         start_time_ms=_iso_ms(b.get("start_time"), "start_time"),

@@ -157,7 +157,16 @@ def create_conductor_app(
         code: int | None = None
         try:
             while True:
-                fleet.on_frame(ex, await ws.receive_text())
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code")
+                    break
+                # The protocol is text frames; a binary one is decoded rather than fatal.
+                data = message.get("text")
+                if data is None and message.get("bytes") is not None:
+                    data = message["bytes"].decode("utf-8", "replace")
+                if data is not None:
+                    fleet.on_frame(ex, data)
         except WebSocketDisconnect as exc:
             code = exc.code
         finally:

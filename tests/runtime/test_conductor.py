@@ -113,6 +113,9 @@ def test_connects_at_the_websocket_path_and_answers_dbos_requests(
     unsupported = session.request("export_workflow", workflow_id=handle.workflow_id)
     assert "does not support" in unsupported["error_message"]
 
+    # A frame that is no request cannot be answered (no request_id), and costs nothing.
+    session.conn.send("not json")
+    session.conn.send(b'{"type": "executor_info"}')
     # Still the same connection: the errors cost nothing.
     dump = session.request("thread_dump")
     assert dump["error_message"] is None

@@ -231,6 +231,9 @@ def test_conductor_server_speaks_the_protocol_and_guards_every_route() -> None:
         listed = {"output": [{"WorkflowUUID": "wf-1", "Status": "PENDING", "WorkflowName": "w"}]}
         with client.websocket_connect(f"/websocket/shop/{TOKEN}") as ws:
             seen = _answer_requests(ws, {"executor_info": info, "list_workflows": listed}, 2)
+            # Frames that are no reply (binary, not JSON) are logged, never fatal.
+            ws.send_bytes(b"\xff not json")
+            ws.send_text("[]")
             # A DBOS app gets DBOS's types only: no thread_dump, no shutdown_report watch.
             assert seen == ["executor_info", "list_workflows"]
             [ex] = fleet.executors()
