@@ -63,7 +63,7 @@ class ConductorClient:
         *,
         ping_interval: float = 20.0,
         pong_timeout: float = 15.0,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.2,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         open_timeout: float = 5.0,
