@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from spindle import DBOS, DBOSConfigError
+from spindle import DBOS, DBOSConfigError, Queue
 from spindle.diagnostics import JoinOutcome, ThreadKind
 from spindle.runtime._conductor import (
     ConductorClient,
@@ -17,6 +18,7 @@ from spindle.runtime._conductor import (
     conductor_websocket_url,
 )
 from spindle.runtime._config import load_config
+from spindle.runtime._queue import GLOBAL_QUEUES
 from tests.conftest import MakeDBOS
 from tests.runtime.conductor_server import LoopbackConductor, SilentConductor
 
@@ -54,6 +56,17 @@ def double(x: int) -> int:
 @DBOS.workflow()
 def doubling(x: int) -> int:
     return double(x)
+
+
+@DBOS.workflow()
+def eventful() -> str:
+    DBOS.set_event("color", "blue")
+    return "set"
+
+
+@DBOS.workflow()
+def conductor_tick(scheduled_time: datetime, context: Any) -> None:
+    pass
 
 
 @pytest.fixture
@@ -154,6 +167,102 @@ def test_cancel_over_the_conductor_cancels_a_blocked_workflow(
     assert handle.get_status().status == "CANCELLED"
     queued = session.request("list_queued_workflows", body={})
     assert queued["output"] == []
+
+
+def test_every_other_answered_type_has_its_effect_and_shape(
+    make_dbos: MakeDBOS, conductor: LoopbackConductor
+) -> None:
+    """fork, restart, resume, delete, exist_pending, retention, get_metrics, schedules,
+    queues, events and notifications: each does what DBOS's does, in DBOS's reply fields."""
+    if GLOBAL_QUEUES.get("conductor-q") is None:
+        Queue("conductor-q", concurrency=3, limiter={"limit": 5, "period": 2.0})
+    make_dbos(conductor_url=conductor.url, conductor_key="k").launch()
+    s = conductor.next_session()
+
+    done = DBOS.start_workflow(doubling, 1)
+    assert done.get_result() == 2
+    forked = s.request("fork_workflow", body={"workflow_id": done.workflow_id, "start_step": 1})
+    assert forked["error_message"] is None
+    assert DBOS.retrieve_workflow(forked["new_workflow_id"]).get_result() == 2
+    assert s.request("restart", workflow_id=done.workflow_id)["success"] is True
+    unknown = s.request("fork_workflow", body={"workflow_id": "nope", "start_step": 1})
+    assert unknown["new_workflow_id"] is None
+    assert "nope" in unknown["error_message"]
+
+    held = DBOS.start_workflow(blocked)
+    assert entered.wait(10)
+    pending = s.request("exist_pending_workflows", executor_id="local", application_version="0")
+    assert pending["exist"] is True
+    other = s.request("exist_pending_workflows", executor_id="other", application_version="0")
+    assert other["exist"] is False
+    refused = s.request("delete", workflow_id=held.workflow_id, delete_children=False)
+    assert refused["success"] is False
+    assert "PENDING" in refused["error_message"]
+    assert s.request("cancel", workflow_id=held.workflow_id)["success"] is True
+    release.set()
+    assert s.request("resume", workflow_id=held.workflow_id)["success"] is True
+    assert DBOS.retrieve_workflow(held.workflow_id).get_result() == "releasedreleased"
+
+    assert s.request("delete", workflow_id=done.workflow_id, delete_children=True)["success"]
+    assert s.request("get_workflow", workflow_id=done.workflow_id)["output"] is None
+
+    retention = s.request(
+        "retention",
+        body={"gc_cutoff_epoch_ms": None, "gc_rows_threshold": 100, "timeout_cutoff_epoch_ms": 1},
+    )
+    assert retention["success"] is True
+
+    now = datetime.now(UTC)
+    window = {
+        "start_time": (now - timedelta(hours=1)).isoformat(),
+        "end_time": (now + timedelta(hours=1)).isoformat(),
+    }
+    metrics = s.request("get_metrics", metric_class="workflow_step_count", **window)["metrics"]
+    by_key = {(m["metric_type"], m["metric_name"].rsplit(".", 1)[-1]): m["value"] for m in metrics}
+    assert by_key[("workflow_count", "doubling")] >= 2  # the fork and the restart
+    assert by_key[("step_count", "double")] >= 2
+    bad = s.request("get_metrics", metric_class="cpu", **window)
+    assert (bad["metrics"], bad["error_message"]) == ([], "Unexpected metric class: cpu")
+
+    with_event = DBOS.start_workflow(eventful)
+    assert with_event.get_result() == "set"
+    DBOS.send(with_event.workflow_id, "hello", topic="greeting")
+    events = s.request("get_workflow_events", workflow_id=with_event.workflow_id)
+    assert events["events"] == [{"key": "color", "value": "blue"}]
+    notes = s.request("get_workflow_notifications", workflow_id=with_event.workflow_id)
+    [note] = notes["notifications"]
+    assert (note["topic"], note["message"], note["consumed"]) == ("greeting", "hello", False)
+
+    queues = s.request("list_queues")["output"]
+    [q] = [q for q in queues if q["name"] == "conductor-q"]
+    assert (q["concurrency"], q["rate_limit_max"], q["rate_limit_period_sec"]) == (3, 5, 2.0)
+    assert s.request("get_queue", name="conductor-q")["output"] == q
+    assert s.request("get_queue", name="missing")["output"] is None
+
+    DBOS.create_schedule(
+        schedule_name="yearly", workflow_fn=conductor_tick, schedule="0 0 1 1 *", context=7
+    )
+    [listed] = s.request("list_schedules", body={})["output"]
+    assert (listed["schedule_name"], listed["status"], listed["context"]) == (
+        "yearly",
+        "ACTIVE",
+        "7",
+    )
+    assert s.request("pause_schedule", schedule_name="yearly")["success"] is True
+    got = s.request("get_schedule", schedule_name="yearly")["output"]
+    assert got["status"] == "PAUSED"
+    assert s.request("resume_schedule", schedule_name="yearly")["success"] is True
+    triggered = s.request("trigger_schedule", schedule_name="yearly")["workflow_id"]
+    assert triggered.startswith("sched-yearly-trigger-")
+    none = s.request(
+        "backfill_schedule",
+        schedule_name="yearly",
+        **{"start": (now - timedelta(minutes=5)).isoformat(), "end": now.isoformat()},
+    )
+    assert none["workflow_ids"] == []
+    missing = s.request("pause_schedule", schedule_name="missing")
+    assert missing["success"] is False
+    assert "does not exist" in missing["error_message"]
 
 
 def test_reconnects_within_10s_after_the_server_closes(
