@@ -213,15 +213,14 @@ def test_every_other_answered_type_has_its_effect_and_shape(
     assert retention["success"] is True
 
     now = datetime.now(UTC)
-    window = {
-        "start_time": (now - timedelta(hours=1)).isoformat(),
-        "end_time": (now + timedelta(hours=1)).isoformat(),
-    }
-    metrics = s.request("get_metrics", metric_class="workflow_step_count", **window)["metrics"]
+    start, end = (now - timedelta(hours=1)).isoformat(), (now + timedelta(hours=1)).isoformat()
+    metrics = s.request(
+        "get_metrics", metric_class="workflow_step_count", start_time=start, end_time=end
+    )["metrics"]
     by_key = {(m["metric_type"], m["metric_name"].rsplit(".", 1)[-1]): m["value"] for m in metrics}
     assert by_key[("workflow_count", "doubling")] >= 2  # the fork and the restart
     assert by_key[("step_count", "double")] >= 2
-    bad = s.request("get_metrics", metric_class="cpu", **window)
+    bad = s.request("get_metrics", metric_class="cpu", start_time=start, end_time=end)
     assert (bad["metrics"], bad["error_message"]) == ([], "Unexpected metric class: cpu")
 
     with_event = DBOS.start_workflow(eventful)
@@ -257,7 +256,8 @@ def test_every_other_answered_type_has_its_effect_and_shape(
     none = s.request(
         "backfill_schedule",
         schedule_name="yearly",
-        **{"start": (now - timedelta(minutes=5)).isoformat(), "end": now.isoformat()},
+        start=(now - timedelta(minutes=5)).isoformat(),
+        end=now.isoformat(),
     )
     assert none["workflow_ids"] == []
     missing = s.request("pause_schedule", schedule_name="missing")
