@@ -119,7 +119,8 @@ def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
     browser: Any, artifacts: Path, db_url: str, second_db_url: str, conductor_served: Served
 ) -> None:
     """Two app processes on the page with identity and threads by kind; cancel from the page
-    cancels the workflow; one app's shutdown (with a violation) appears as it leaves."""
+    cancels the workflow; one app's shutdown (with a violation) appears as it leaves; the
+    other, killed -9, shows as disconnected, not shut down."""
     served = conductor_served
     ws_url = served.url.replace("http://", "ws://")
     apps: list[App] = []
@@ -178,6 +179,15 @@ def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
         shop_section = page.locator("section.executor[data-app=shop]")
         assert shop_section.get_attribute("data-state") == "connected"
         page.screenshot(path=str(artifacts / "fleet-shutdown.png"), full_page=True)
+
+        # shop is killed -9: it just disappears, without a report. Not "shut down".
+        shop.proc.kill()
+        poll_until(lambda: _fleet(served.url)["shop"]["state"] == "disconnected")
+        page.goto(f"{served.url}/dbos/fleet")
+        assert page.inner_text("#summary").startswith("0 executors connected, 2 gone")
+        shop_section = page.locator("section.executor[data-app=shop]")
+        assert shop_section.get_attribute("data-state") == "disconnected"
+        assert "none reported yet" in shop_section.inner_text()
     finally:
         context.close()
         for app in apps:
