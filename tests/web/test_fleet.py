@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from spindle.web import Fleet, create_conductor_app
+from spindle.web._views import htmx_available
 from tests.conftest import _pg_admin
 
 from .conftest import Served, serve
@@ -167,6 +168,9 @@ def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
         assert billing.stop() == 0
         gone = poll_until(lambda: _fleet(served.url)["billing"]["state"] == "shut down")
         assert gone
+        if htmx_available():
+            # htmx swaps the new state in without a reload (every 2 s).
+            page.wait_for_selector("section[data-app=billing][data-state='shut down']")
         page.goto(f"{served.url}/dbos/fleet")
         section = page.locator("section.executor[data-app=billing]")
         assert section.get_attribute("data-state") == "shut down"
