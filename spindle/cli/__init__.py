@@ -14,11 +14,11 @@ import sys
 from types import ModuleType
 from typing import NoReturn
 
-from . import _database, _serve, _shutdown, _threads, _workflow
+from . import _conductor, _database, _serve, _shutdown, _threads, _workflow
 from ._errors import CliError
 
 #: The command modules, in the order ``spindle --help`` lists them.
-COMMANDS: list[ModuleType] = [_threads, _shutdown, _serve, _workflow, _database]
+COMMANDS: list[ModuleType] = [_threads, _shutdown, _serve, _workflow, _database, _conductor]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,6 +38,11 @@ SIGNAL_INTERNAL = PhaseSpec(
 WAIT_WORKFLOWS = PhaseSpec(
     "wait_workflows", "active workflows (waited for, then interrupted at their next boundary)"
 )
+STOP_CONDUCTOR = PhaseSpec(
+    "stop_conductor",
+    "the conductor connection (after the drain, so a conductor sees the last workflows end)",
+    own_kinds=frozenset({ThreadKind.CONDUCTOR}),
+)
 STOP_EVENT_LOOP = PhaseSpec(
     "stop_event_loop",
     "the background asyncio event loop",
@@ -60,11 +65,12 @@ INTERRUPT_DB = PhaseSpec(
 JOIN_THREADS = PhaseSpec("join_threads", "every thread (joined, with a timeout each)")
 CLOSE_DATABASES = PhaseSpec("close_databases", "the system and application databases")
 
-#: The ten phases of ``destroy()``, in the order the design requires.
+#: The eleven phases of ``destroy()``, in the order the design requires.
 PHASE_SPECS: tuple[PhaseSpec, ...] = (
     SIGNAL_POLLERS,
     SIGNAL_INTERNAL,
     WAIT_WORKFLOWS,
+    STOP_CONDUCTOR,
     STOP_EVENT_LOOP,
     STOP_ADMIN_SERVER,
     STOP_NOTIFICATION_LISTENER,

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._events import LifecycleEvent
 from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind
-from ._phases import PHASES_BY_NAME, PhaseSpec
+from ._phases import PHASES_BY_NAME, WAIT_WORKFLOWS, PhaseSpec
 from ._timeline import ShutdownTimeline, Violation
 
 #: Rule ids, each with the sentence a human reads when it breaks.
@@ -38,6 +38,10 @@ RULES: dict[str, str] = {
         "see its stack."
     ),
     "phases-out-of-order": "Shutdown phases did not run once each, in the planned order.",
+    "conductor-stopped-before-drain": (
+        "The conductor connection was stopped before the workflow drain ended: a conductor "
+        "no longer sees the last workflows finish (DBOS issue #824)."
+    ),
 }
 
 
@@ -230,6 +234,25 @@ def _stop_event_never_set(run: _Run) -> list[_Found]:
     return [run.whole_run("stop-event-never-set", ", ".join(sorted(run.unset_stops)))]
 
 
+def _conductor_stopped_before_drain(run: _Run) -> list[_Found]:
+    # Only judged when the drain is part of the plan: a shutdown without one has no "after".
+    if WAIT_WORKFLOWS.name not in run.timeline.planned_phases:
+        return []
+    out: list[_Found] = []
+    drained = False
+    for e in run.events:
+        if e.type is EventType.PHASE_END and e.attrs.get("phase") == WAIT_WORKFLOWS.name:
+            drained = True
+        elif (
+            e.type is EventType.STOP_EVENT_SET
+            and e.kind is ThreadKind.CONDUCTOR
+            and e.record_id is not None
+            and not drained
+        ):
+            out.append(run.violation("conductor-stopped-before-drain", e.seq, [e.record_id]))
+    return out
+
+
 def _phases_out_of_order(run: _Run) -> list[_Found]:
     ran = [str(e.attrs.get("phase")) for e in run.events if e.type is EventType.PHASE_START]
     planned = list(run.timeline.planned_phases)
@@ -252,6 +275,7 @@ RULE_CHECKS: tuple[Callable[[_Run], list[_Found]], ...] = (
     _thread_not_joined_before_db_close,
     _pollers_not_signalled_first,
     _join_before_db_interrupt,
+    _conductor_stopped_before_drain,
     _stop_event_never_set,
     _phases_out_of_order,
 )

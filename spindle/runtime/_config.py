@@ -37,12 +37,17 @@ class DBOSConfig(TypedDict, total=False):
     diagnostics_stuck_grace_sec: float
     diagnostics_fault: str | None
     log_level: str
+    conductor_url: str | None
+    conductor_key: str | None
 
 
 #: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
 #: Spindle avoids those by running an unstarted child inline in the waiting parent's thread,
 #: so the pool can stay bounded.
 DEFAULT_MAX_EXECUTOR_THREADS = 64
+
+#: Where DBOS apps connect when only ``conductor_key`` is given: DBOS's hosted conductor.
+DEFAULT_CONDUCTOR_URL = "wss://cloud.dbos.dev/conductor/v1alpha1"
 
 FAULTS = ("close_db_before_join", "ignore_stop_event", "spawn_after_shutdown")
 
@@ -75,6 +80,8 @@ class Config:
     diagnostics_stuck_grace_sec: float = 5.0
     diagnostics_fault: str | None = None
     log_level: str = "INFO"
+    conductor_url: str | None = None
+    conductor_key: str | None = None
 
 
 def _is_str(v: Any) -> bool:
@@ -152,13 +159,26 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         "a logging level name",
     ),
+    "conductor_url": (
+        lambda v: v is None or (isinstance(v, str) and re.match(r"^wss?://[^/\s]+", v) is not None),
+        "a ws:// or wss:// URL, or None",
+    ),
+    "conductor_key": (
+        lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[^/\s]+", v) is not None),
+        "a non-empty key without '/' or spaces, or None",
+    ),
 }
 
 
-def load_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a user's config mapping; raises :class:`DBOSConfigError` naming the bad key."""
+def load_config(raw: Mapping[str, Any], **overrides: Any) -> Config:
+    """Validate a user's config mapping; raises :class:`DBOSConfigError` naming the bad key.
+
+    ``overrides`` not None replace config keys (``DBOS(conductor_key=...)`` wins, as in DBOS).
+    """
     if not isinstance(raw, Mapping):
         raise DBOSConfigError("config", "must be a mapping of config keys")
+    if any(v is not None for v in overrides.values()):
+        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     for key in raw:
         if key not in _CHECKS:
             raise DBOSConfigError(str(key), f"unknown key; known keys: {sorted(_CHECKS)}")
@@ -174,9 +194,25 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         values["system_database_url"] = default_sqlite_url(values["name"])
     if "executor_id" not in values and os.environ.get("DBOS__VMID"):
         values["executor_id"] = os.environ["DBOS__VMID"]
+    _conductor_from_env(values)
     return Config(**values)
 
 
 def default_sqlite_url(name: str) -> str:
     """The embedded default: a SQLite file named after the app, in the working directory."""
     return f"sqlite:///{name}.sqlite"
+
+
+def _conductor_from_env(values: dict[str, Any]) -> None:
+    """``DBOS__CONDUCTOR_URL``/``DBOS__CONDUCTOR_KEY`` fill what the config left unset,
+    checked like config values (a bad one names the variable)."""
+    for key, var in (
+        ("conductor_url", "DBOS__CONDUCTOR_URL"),
+        ("conductor_key", "DBOS__CONDUCTOR_KEY"),
+    ):
+        env = os.environ.get(var)
+        if values.get(key) is None and env:
+            check, expected = _CHECKS[key]
+            if not check(env):
+                raise DBOSConfigError(var, f"must be {expected}, got {env!r}")
+            values[key] = env

@@ -95,9 +95,17 @@ class _DBOSMeta(type):
 class DBOS(metaclass=_DBOSMeta):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
-    def __init__(self, *, config: DBOSConfig, clock: Clock | None = None) -> None:
-        # Validate before anything else: a bad config must leave the current instance alone.
-        self._runtime = Runtime(load_config(config), clock)
+    def __init__(
+        self,
+        *,
+        config: DBOSConfig,
+        clock: Clock | None = None,
+        conductor_url: str | None = None,
+        conductor_key: str | None = None,
+    ) -> None:
+        # Validate first (a bad config leaves the current instance alone); arguments win.
+        cfg = load_config(config, conductor_url=conductor_url, conductor_key=conductor_key)
+        self._runtime = Runtime(cfg, clock)
         logging.getLogger("spindle").setLevel(self._runtime.config.log_level)
         _current.install(self._runtime)
 

@@ -7,6 +7,7 @@ The one module that knows every part, and the one place the runtime imports ``sp
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 
 from spindle.diagnostics import DiagnosticsSession, ThreadGroup, ThreadKind
@@ -15,6 +16,8 @@ from . import _current, _shutdown
 from ._active import ActiveWorkflows
 from ._admin import AdminServer
 from ._appdb import ApplicationDatabase
+from ._conductor import ConductorClient
+from ._config import DEFAULT_CONDUCTOR_URL
 from ._event_loop import BackgroundLoop
 from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
@@ -28,6 +31,8 @@ from ._supervisor import Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
 from ._workflows import on_deadline, recover_pending
+
+logger = logging.getLogger("spindle")
 
 _atexit_registered = False
 
@@ -128,6 +133,7 @@ def launch(rt: Runtime) -> None:
         pollers = PollerSet(rt)
         rt.pollers = pollers
         pollers.start()
+        _start_conductor(rt)
         _register_exit_hooks()
     recover_pending(rt, [cfg.executor_id])
     # After recovery: a row a worker just dequeued is PENDING here and must not be
@@ -151,6 +157,18 @@ def _start_admin_server(rt: Runtime) -> None:
     )
     if server.start():
         rt.admin = server
+
+
+def _start_conductor(rt: Runtime) -> None:
+    cfg = rt.config
+    rt.conductor = None
+    if cfg.conductor_key is None:
+        if cfg.conductor_url is not None:
+            logger.warning("spindle: conductor_url is set but conductor_key is not: not connecting")
+        return
+    client = ConductorClient(rt, cfg.conductor_url or DEFAULT_CONDUCTOR_URL, cfg.conductor_key)
+    rt.conductor = client
+    client.start()
 
 
 def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:

@@ -65,6 +65,15 @@ class PollerService(Protocol):
         """Re-read the schedules table now (a change made by this process)."""
 
 
+class ConductorService(Protocol):
+    """What the rest of the runtime asks of the conductor client."""
+
+    url: str
+
+    def start(self) -> None:
+        """Spawn the ``dbos-conductor`` thread."""
+
+
 class Runtime:
     """The parts of one running app. Attributes set at launch exist only after it."""
 
@@ -97,6 +106,9 @@ class Runtime:
         self.active = ActiveWorkflows()
         self.pollers: PollerService | None = None
         self.admin: AdminServer | None = None
+        self.conductor: ConductorService | None = None
+        # The timeline of the shutdown under way (live: phases are appended as they run).
+        self.shutdown_timeline: ShutdownTimeline | None = None
         # Tasks of async workflows started on the caller's loop: held so they are not
         # garbage-collected mid-run (asyncio keeps only weak references to tasks).
         self.background_tasks: set[asyncio.Task[Any]] = set()

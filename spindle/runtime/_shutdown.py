@@ -96,6 +96,16 @@ def _signal_own_kinds(spec: PhaseSpec) -> Phase:
     return signal
 
 
+def _stop_conductor(rt: Runtime, _timeout: float) -> None:
+    # After the drain: the conductor saw the last workflows end. Joined here, so the
+    # timeline it sends a watching conductor ends at this phase, and the executor and the
+    # databases it reads are still up while it says goodbye.
+    rt.supervisor.signal(kinds=specs.STOP_CONDUCTOR.own_kinds)
+    for s in rt.supervisor.threads():
+        if s.record.kind in specs.STOP_CONDUCTOR.own_kinds and s.record.join_outcome is None:
+            rt.supervisor.reap(s, rt.config.thread_join_timeout_sec)
+
+
 def _shutdown_executor(rt: Runtime, _timeout: float) -> None:
     # Queued workflows never start (they stay PENDING for recovery); running ones stop at
     # their next boundary. Waiting here would block on user code; phase 9 joins instead.
@@ -137,6 +147,7 @@ PHASES: dict[PhaseSpec, Phase] = specs.bind(
         specs.SIGNAL_POLLERS: _signal_pollers,
         specs.SIGNAL_INTERNAL: _signal_internal,
         specs.WAIT_WORKFLOWS: _wait_workflows,
+        specs.STOP_CONDUCTOR: _stop_conductor,
         specs.STOP_EVENT_LOOP: _signal_own_kinds(specs.STOP_EVENT_LOOP),
         specs.STOP_ADMIN_SERVER: _signal_own_kinds(specs.STOP_ADMIN_SERVER),
         specs.STOP_NOTIFICATION_LISTENER: _signal_own_kinds(specs.STOP_NOTIFICATION_LISTENER),
@@ -166,6 +177,7 @@ def prepare(rt: Runtime) -> ShutdownRecorder:
     """
     recorder = ShutdownRecorder(rt.registry, service=rt.config.name)
     recorder.begin()
+    rt.shutdown_timeline = recorder.timeline
     for spec, step in PREPARE.items():
         try:
             with recorder.prepare(spec.name):

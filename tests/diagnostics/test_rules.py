@@ -21,7 +21,7 @@ from spindle.diagnostics import (
 )
 from spindle.runtime._supervisor import Supervisor
 
-from .conftest import ShutdownScenario
+from .conftest import ShutdownScenario, _wait_for_stop
 
 
 def wait_for_stop(stop: StopEvent) -> None:
@@ -86,7 +86,12 @@ def test_thread_that_ignores_its_stop_event_is_a_join_timeout(
     finally:
         release.set()
         stubborn.thread.join(10)
-    assert rules_fired(timeline) == {"join-timeout", "db-closed-while-thread-alive"}
+    # The scenario signals every internal thread in phase 2, the conductor too: early.
+    assert rules_fired(timeline) == {
+        "join-timeout",
+        "db-closed-while-thread-alive",
+        "conductor-stopped-before-drain",
+    }
     v = next(v for v in timeline.violations if v.rule == "join-timeout")
     assert v.thread_names == ("dbos-conductor",)
     assert v.phase == "join_threads"
@@ -256,7 +261,42 @@ def test_every_rule_has_a_message() -> None:
         "stop-event-never-set",
         "join-timeout",
         "phases-out-of-order",
+        "conductor-stopped-before-drain",
     }
+
+
+def test_conductor_is_judged_against_the_drain(
+    supervisor: Supervisor, scenario: ShutdownScenario
+) -> None:
+    """Signalled in its own phase after the drain: clean. Signalled with the internal
+    threads in phase 2: the conductor would miss the last workflows (DBOS #824)."""
+    conductor = supervisor.spawn(ThreadKind.CONDUCTOR, "dbos-conductor", _wait_for_stop)
+
+    def signal_internal_but_conductor() -> None:
+        supervisor.signal(ThreadGroup.INTERNAL, exclude=frozenset({ThreadKind.CONDUCTOR}))
+
+    def stop_conductor() -> None:
+        supervisor.signal(kinds=frozenset({ThreadKind.CONDUCTOR}))
+
+    scenario.db_released.set()
+    timeline = scenario.run(
+        overrides={
+            "signal_internal": signal_internal_but_conductor,
+            "stop_conductor": stop_conductor,
+        }
+    )
+    assert timeline.violations == []
+    assert conductor.record.join_outcome is not None
+
+    early = supervisor.spawn(ThreadKind.CONDUCTOR, "dbos-conductor", _wait_for_stop)
+    late = ShutdownScenario(scenario.registry, supervisor)
+    late.db_released.set()
+    timeline = late.run()
+    assert rules_fired(timeline) == {"conductor-stopped-before-drain"}
+    [v] = timeline.violations
+    assert v.thread_names == ("dbos-conductor",)
+    assert v.phase == "signal_internal"
+    assert early.record.join_outcome is not None
 
 
 # -- the report --------------------------------------------------------------------------------

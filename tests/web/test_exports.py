@@ -11,10 +11,12 @@ def test_exported_names_are_pinned() -> None:
     """Adding or removing a public name is a deliberate change to this list."""
     assert sorted(spindle.web.__all__) == [
         "DashboardSource",
+        "Fleet",
         "ReportSource",
         "SessionSource",
         "ThreadHistory",
         "create_app",
+        "create_conductor_app",
     ]
     for name in spindle.web.__all__:
         assert getattr(spindle.web, name) is not None

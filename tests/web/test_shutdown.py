@@ -29,7 +29,7 @@ def test_clean_shutdown_draws_phases_and_thread_marks(runtime: Runtime) -> None:
     with TestClient(create_app(runtime.session)) as c:
         html = c.get("/shutdown").text
     svg = html[html.index("<svg") : html.index("</svg>")]
-    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 10
+    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 11
     assert len(re.findall(r'class="mark signal"', svg)) == 8
     assert len(re.findall(r'class="mark exit exited-ok"', svg)) == 8
     assert len(re.findall(r'class="mark join"', svg)) == 8
