@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._events import LifecycleEvent
-from ._registry import ThreadInfo
+from ._info import ThreadInfo
 
 SCHEMA_VERSION = 1
 
