@@ -326,7 +326,14 @@ class ThreadRegistry:
             record.join_duration = duration
             if outcome is JoinOutcome.TIMEOUT and record.alive:
                 record.state = ThreadState.LEAKED
-        self.emit(EventType.JOIN, record, outcome=outcome.value, duration=duration)
+            work = record.work
+        # A leaked executor names the workflow and step it is stuck in (report, rules, spans).
+        extra: dict[str, Any] = {}
+        if work is not None:
+            extra.update(workflow_id=work[0], workflow_name=work[1])
+        if work is not None and work[3] is not None:
+            extra.update(step_id=work[2], step_name=work[3])
+        self.emit(EventType.JOIN, record, outcome=outcome.value, duration=duration, **extra)
 
     def set_status(self, record: ThreadRecord, note: str | None) -> None:
         """A thread's own word on what it is doing (e.g. ``reconnecting``); None clears it."""

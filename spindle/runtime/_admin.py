@@ -1,4 +1,8 @@
-"""The admin server: uvicorn serving the admin app from a supervised thread (phase 5)."""
+"""The admin server: uvicorn serving the admin app from a supervised thread.
+
+Its DBOS management routes close in phase 5 (``stop_admin_server``); the server itself, with
+the dashboard, stops in ``stop_dashboard``, after every other thread was joined.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import socket
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spindle.diagnostics import StopEvent, ThreadKind
 
@@ -41,15 +46,71 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: Paths the dashboard serves (under its mount): they stay up after phase 5.
+DASHBOARD_PREFIX = "/dbos/"
+
+SHUTTING_DOWN = b'{"error": "the admin server is shutting down: management routes are closed"}'
+
+
+class ManagementGate:
+    """The admin app, with its DBOS management routes closable while the dashboard serves.
+
+    Once closed (phase 5), every path outside the dashboard mount answers 503 with a JSON
+    reason, as a server going down would; the dashboard and its JSON API keep answering
+    until the server stops (``stop_dashboard``), so a hung shutdown can be watched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.closed = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.closed and scope["type"] == "http":
+            path = str(scope.get("path", ""))
+            if not (path.startswith(DASHBOARD_PREFIX) or path == DASHBOARD_PREFIX.rstrip("/")):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"retry-after", b"5"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": SHUTTING_DOWN})
+                return
+        await self.app(scope, receive, send)
+
+
 class AdminServer:
     """Runs ``app`` on ``host:port`` in the ``dbos-admin-server`` thread."""
 
-    def __init__(self, supervisor: Supervisor, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        app: Starlette,
+        host: str,
+        port: int,
+        *,
+        serves_dashboard: bool = False,
+    ) -> None:
         self._supervisor = supervisor
+        self._gate = ManagementGate(app)
         self._app = app
         self.host = host
         self.port = port
+        self.serves_dashboard = serves_dashboard
         self.thread: Supervised | None = None
+
+    def close_management(self) -> None:
+        """Phase 5: the DBOS management routes answer 503 from now on."""
+        self._gate.closed = True
+
+    @property
+    def management_closed(self) -> bool:
+        """True once :meth:`close_management` ran."""
+        return self._gate.closed
 
     def start(self) -> bool:
         """Bind and start; on a taken port log one clear error and return False."""
@@ -64,7 +125,7 @@ class AdminServer:
             return False
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app,
+            self._gate,
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,

@@ -143,7 +143,11 @@ def _start_admin_server(rt: Runtime) -> None:
 
         dashboard = create_app(rt.diag, admin_token=cfg.admin_token)
     server = AdminServer(
-        rt.supervisor, build_admin_app(rt, dashboard), cfg.admin_host, cfg.admin_port
+        rt.supervisor,
+        build_admin_app(rt, dashboard),
+        cfg.admin_host,
+        cfg.admin_port,
+        serves_dashboard=dashboard is not None,
     )
     if server.start():
         rt.admin = server

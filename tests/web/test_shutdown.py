@@ -23,13 +23,13 @@ def test_no_shutdown_yet_is_a_page_not_an_error() -> None:
 
 
 def test_clean_shutdown_draws_phases_and_thread_marks(runtime: Runtime) -> None:
-    """A clean run: ten phase bars, one row per thread with signal/exit/join marks."""
+    """A clean run: eleven phase bars, one row per thread with signal/exit/join marks."""
     timeline = record_shutdown(runtime, fault=False)
     assert timeline.violations == []
     with TestClient(create_app(runtime.session)) as c:
         html = c.get("/shutdown").text
     svg = html[html.index("<svg") : html.index("</svg>")]
-    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 10
+    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 11
     assert len(re.findall(r'class="mark signal"', svg)) == 8
     assert len(re.findall(r'class="mark exit exited-ok"', svg)) == 8
     assert len(re.findall(r'class="mark join"', svg)) == 8
