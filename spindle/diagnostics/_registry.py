@@ -299,6 +299,12 @@ class ThreadRegistry:
         """The calling thread's record, if it is registered (lock-free: for hot paths)."""
         return getattr(self._local, "record", None)
 
+    def work_state(self) -> tuple[object, ...]:
+        """What every live pool thread runs now: changes without an event, so a cached
+        snapshot must compare this too (cheap: no ThreadInfo is built)."""
+        with self._lock:
+            return tuple(r.work for r in self._live.values() if r.pooled)
+
     def set_joining(self, record: ThreadRecord | None, timeout: float = 0.0) -> None:
         """Say which thread a shutdown join is waiting on now (None: no join in progress)."""
         self.joining = None if record is None else (record, self._clock(), timeout)

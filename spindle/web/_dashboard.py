@@ -112,7 +112,10 @@ class Dashboard:
         self._versions = itertools.count(1)
         self._version = 0
         self._remove_listener: Callable[[], None] | None = None
-        self._cached: tuple[int, tuple[tuple[int | None, str], ...], RegistrySnapshot] | None = None
+        self._cached: (
+            tuple[int, tuple[tuple[int | None, str], ...], RegistrySnapshot, tuple[object, ...]]
+            | None
+        ) = None
         # One py-spy at a time: each dump pauses the whole process, so a second click while
         # one runs is refused instead of queued.
         self._pyspy_lock = threading.Lock()
@@ -154,17 +157,20 @@ class Dashboard:
         # so the next call does not trust this snapshot.
         version = self._version
         threads = tuple((t.ident, t.name) for t in threading.enumerate())
+        # Pool threads change workflow and step without an event: part of the key.
+        work = registry.work_state()
         cached = self._cached
         if (
             cached is not None
             and self._remove_listener is not None
             and cached[0] == version
             and cached[1] == threads
+            and cached[3] == work
         ):
             return cached[2]
         snapshot = registry.snapshot(include_foreign=True, with_waiting=False)
         if self._remove_listener is not None:
-            self._cached = (version, threads, snapshot)
+            self._cached = (version, threads, snapshot, work)
         return snapshot
 
     def snapshot(self) -> tuple[RegistrySnapshot, dict[int, str]]:

@@ -111,7 +111,9 @@ def test_every_lifecycle_event_becomes_a_span_with_thread_attributes(
         key=lambda s: s.start_time or 0,
     )
     assert [s.name for s in phases] == [f"spindle.shutdown.{p}" for p in SHUTDOWN_PHASES]
-    assert [(s.attributes or {})["spindle.phase.index"] for s in phases] == list(range(1, len(SHUTDOWN_PHASES) + 1))
+    assert [(s.attributes or {})["spindle.phase.index"] for s in phases] == list(
+        range(1, len(SHUTDOWN_PHASES) + 1)
+    )
     assert all((s.attributes or {})["spindle.phase.outcome"] == "ok" for s in phases)
     # Events during shutdown are children of the phase they happened in.
     join_phase = next(s for s in phases if s.name == "spindle.shutdown.join_threads")

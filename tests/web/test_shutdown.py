@@ -48,7 +48,7 @@ def test_ordering_fault_is_drawn_in_red_with_the_rule_and_stacks(runtime: Runtim
         html = c.get("/shutdown").text
     assert 'class="verdict bad"' in html
     assert '<article class="violation" data-rule="db-closed-while-thread-alive">' in html
-    assert "the PR #553 bug" in html
+    assert "next query fails or hangs" in html
     assert "dbos-stuck-listener" in html
     assert "stack of dbos-stuck-listener" in html
     assert "release.wait(30.0)" in html  # the stuck thread's own line in its stack
