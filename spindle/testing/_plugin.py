@@ -15,7 +15,6 @@ from spindle.diagnostics import set_default_tracer_provider_for_tests as _set_te
 from ._clock import FakeClock
 from ._threads import DEFAULT_GRACE_SEC, check_no_leaked_threads, thread_idents
 
-
 GRACE_INI = "spindle_leaked_thread_grace_sec"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 #: How long a test's threads get to finish exiting before they count as leaked. Short: a
 #: thread that lives on for seconds after its test is a leak worth seeing, not noise.
 DEFAULT_GRACE_SEC = 1.0
