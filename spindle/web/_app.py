@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ def build_app(
     admin_token: str | None = None,
     allow_pyspy: bool = True,
     home: str = "threads",
+    sample_every_sec: float = 1.0,
 ) -> Starlette:
     """:func:`create_app` with the home page chosen (the offline viewer's is ``shutdown``)."""
     if admin_token is not None and not admin_token:
@@ -55,9 +57,15 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dash.start()
+        # Samples thread states for the history on the server's own loop (no thread of
+        # its own), only while the dashboard serves: diagnostics off costs nothing.
+        sampler = asyncio.ensure_future(_sample_forever(dash, sample_every_sec))
         try:
             yield
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             dash.stop()
 
     routes = [
@@ -96,6 +104,12 @@ def build_app(
     app.state.admin_token = admin_token
     app.state.home = home
     return app
+
+
+async def _sample_forever(dash: Dashboard, every: float) -> None:
+    while True:
+        dash.sample_history()
+        await asyncio.sleep(every)
 
 
 class ServerTiming:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from ._threads import Filters, ThreadTable, build_table, effective_state
 from ._waits import WaitClassifier
 
 _ID = re.compile(r"[0-9]{1,18}")
+
+logger = logging.getLogger("spindle.diagnostics")
 
 
 def parse_id(text: str) -> int | None:
@@ -120,14 +123,31 @@ class Dashboard:
         # one runs is refused instead of queued.
         self._pyspy_lock = threading.Lock()
         self._listen_lock = threading.Lock()
+        self._replayed = False
 
     @property
     def service_name(self) -> str:
         """The app's name."""
         return self.source.service_name
 
+    @property
+    def live(self) -> bool:
+        """False for a saved report (no live threads: no live stacks, no sampling)."""
+        return bool(getattr(self.source, "live", True))
+
     def start(self) -> None:
         """Install the registry listeners (state history, snapshot version); idempotent."""
+        replay = getattr(self.source, "history_events", None)
+        if replay is not None and not self.history.running and not self._replayed:
+            # A saved report: its history is its threads as the shutdown began, then its
+            # own events, replayed once.
+            self._replayed = True
+            for timeline in self.source.timelines()[-1:]:
+                for info in timeline.threads.values():
+                    self.history.observe(
+                        info.record_id, info.name, info.kind, info.state, timeline.started_mono
+                    )
+            self.history.replay(replay())
         self.history.start()
         with self._listen_lock:
             if self._remove_listener is None:
@@ -183,6 +203,26 @@ class Dashboard:
         idents = [t.ident for t in snapshot.threads if t.ident is not None and t.state.alive]
         return snapshot, self.waits.classify(idents)
 
+    def sample_history(self) -> None:
+        """Record every live thread's state now (waiting, running, idle; foreign threads
+        too): what the lifecycle events cannot tell. Called about once a second while the
+        app serves, and before the history is shown. Never raises."""
+        if not self.live:
+            return  # a saved report: its history is its events
+        try:
+            snapshot, waits = self.snapshot()
+            now = self.source.registry.now()
+            live: set[int] = set()
+            for info in snapshot.threads:
+                if not info.state.alive:
+                    continue
+                live.add(info.record_id)
+                state, _wait = effective_state(info, waits)
+                self.history.observe(info.record_id, info.name, info.kind, state, now)
+            self.history.forget_missing(live, now)
+        except Exception:
+            logger.exception("spindle: history sample failed")
+
     def table(self, filters: Filters) -> ThreadTable:
         """The thread table for these filters."""
         snapshot, waits = self.snapshot()
@@ -204,7 +244,7 @@ class Dashboard:
         state, wait = effective_state(info, self.waits.classify([info.ident] if info.ident else []))
         stack: list[dict[str, Any]] = []
         source = "none"
-        if info.state.alive and info.ident is not None:
+        if self.live and info.state.alive and info.ident is not None:
             live = capture_stack(info.ident)
             if live is not None:
                 stack, source = clean_frames(live), "live"

@@ -146,6 +146,7 @@ async def history_page(request: Request) -> Response:
     """``/history``: per-thread state over the last minutes (VisualVM's thread timeline)."""
     filters = filters_of(request)
     dash = dashboard(request)
+    dash.sample_history()
     now = dash.source.registry.now()
     start, strips = dash.history.strips(now)
     strips = [s for s in strips if not filters.kinds or s.kind in filters.kinds]
