@@ -20,7 +20,7 @@ from ._kinds import EventType, JoinOutcome, ThreadKind
 from ._phases import SHUTDOWN_PHASES
 from ._registry import ThreadRegistry
 from ._rules import check_rules
-from ._stacks import capture_stack, frames_of
+from ._stacks import capture_stack, frames_of, trim_bookkeeping
 from ._timeline import PhaseRecord, ShutdownTimeline
 
 
@@ -43,6 +43,8 @@ class ShutdownRecorder:
         # Stacks taken when the evidence happened (a DB closed under a live thread, a spawn
         # during shutdown), not at finish(), when the thread may be gone.
         self._stacks: dict[int, list[dict[str, Any]]] = {}
+        # When each of those stacks was captured (epoch s): a stack says when it was taken.
+        self._stack_walls: dict[int, float] = {}
         # The phase running now and the joins it made (for its outcome and its threads).
         self._phase: PhaseRecord | None = None
         self._joins: list[dict[str, Any]] = []
@@ -64,7 +66,10 @@ class ShutdownRecorder:
                 if record is not None:
                     self.timeline.threads[record.record_id] = ThreadRegistry._info(record)
                 # Runs in the spawning thread: its stack shows who spawned during shutdown.
-                self._stacks.setdefault(event.record_id, frames_of(sys._getframe(1)))
+                spawner = trim_bookkeeping(frames_of(sys._getframe(1)))
+                if event.record_id not in self._stacks:
+                    self._stacks[event.record_id] = spawner
+                    self._stack_walls[event.record_id] = event.wall_time
             elif event.type is EventType.DB_CLOSE:
                 for record in self._registry.live_records():
                     if record.kind is ThreadKind.FOREIGN or record.ident is None:
@@ -73,10 +78,12 @@ class ShutdownRecorder:
                         frames = capture_stack(record.ident)
                         if frames is not None:
                             self._stacks[record.record_id] = frames
+                            self._stack_walls[record.record_id] = event.wall_time
             elif event.type is EventType.STACK_CAPTURED and event.record_id is not None:
                 record = self._registry.get(event.record_id)
                 if record is not None and record.captured_stack:
                     self._stacks[record.record_id] = list(record.captured_stack)
+                    self._stack_walls[record.record_id] = event.wall_time
 
     def begin(self) -> None:
         """Start recording: every event from now on belongs to this timeline."""
@@ -204,12 +211,15 @@ class ShutdownRecorder:
         self.timeline.ended_mono = self._registry.now()
         with self._lock:
             stacks = dict(self._stacks)
+            walls = dict(self._stack_walls)
         for record in self._registry.live_records():
             if record.kind is not ThreadKind.FOREIGN and record.ident is not None:
                 frames = capture_stack(record.ident)
-                if frames is not None:
+                if frames is not None and record.record_id not in stacks:
                     # A stack from the moment of the evidence beats one taken now.
-                    stacks.setdefault(record.record_id, frames)
+                    stacks[record.record_id] = frames
+                    walls[record.record_id] = time.time()
+        self.timeline.stacks_captured_wall = {str(k): v for k, v in walls.items()}
         # A stop event counts only if its thread was alive when shutdown began (or it has no
         # thread): a thread that finished its work and exited before had nothing to stop.
         unset = [

@@ -79,6 +79,11 @@ class _Run:
         threads = self.timeline.threads
         names = tuple(threads[i].name if i in threads else f"#{i}" for i in ids)
         message = RULES[rule] + (f" {extra}" if extra else "")
+        if rule != "join-timeout":  # that one names the workflow as of the join itself
+            for i in ids:
+                info = threads.get(i)
+                if info is not None and info.workflow_id is not None:
+                    message += f" {info.name} was running {info.work_text()}."
         found = Violation(
             rule=rule,
             phase=self.phase_at(seq),

@@ -121,6 +121,8 @@ class ShutdownTimeline:
     #: Only on a live view of a shutdown still running: what it waits on now (see
     #: ``ShutdownRecorder.live``); None in a finished timeline.
     progress: dict[str, Any] | None = None
+    #: When each violation stack was captured: record id (string) -> epoch seconds.
+    stacks_captured_wall: dict[str, float] = field(default_factory=dict)
 
     @property
     def current_phase(self) -> str | None:
@@ -147,6 +149,7 @@ class ShutdownTimeline:
             "events": [e.to_dict() for e in self.events],
             "threads": {str(k): v.to_dict() for k, v in self.threads.items()},
             "violations": [v.to_dict() for v in self.violations],
+            "stacks_captured_wall": dict(self.stacks_captured_wall),
         }
 
     @classmethod
@@ -167,6 +170,9 @@ class ShutdownTimeline:
             threads={int(k): ThreadInfo.from_dict(v) for k, v in (d.get("threads") or {}).items()},
             violations=[Violation.from_dict(v) for v in d.get("violations") or ()],
             progress=d.get("progress"),
+            stacks_captured_wall={
+                str(k): float(v) for k, v in (d.get("stacks_captured_wall") or {}).items()
+            },
         )
 
     @property

@@ -88,6 +88,7 @@ def build_app(
         Route("/history.json", _api.history_json, name="history_json"),
         Route("/shutdown", _views.shutdown_page, name="shutdown"),
         Route("/shutdown.json", _api.shutdown_json, name="shutdown_json"),
+        Route("/rules", _views.rules_page, name="rules"),
         Route("/lints.json", _api.lints_json, name="lints_json"),
         Mount("/static", StaticFiles(directory=_views.STATIC), name="static"),
     ]

@@ -6,18 +6,19 @@ import itertools
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from spindle.diagnostics import (
+    EventType,
     PySpyError,
     RegistrySnapshot,
     ShutdownTimeline,
     ThreadInfo,
     ThreadState,
     capture_stack,
-    format_stack,
     lint,
     pyspy_dump,
 )
@@ -54,6 +55,9 @@ class ThreadDetail:
     lints: list[dict[str, Any]]
     parent_name: str | None
     children: list[tuple[int, str]]
+    #: When the stack shown was taken (epoch s): now for a live one, the capture's time
+    #: for a kept one; so a live stack and a py-spy dump can be told apart.
+    stack_captured_wall: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (no locals)."""
@@ -63,6 +67,7 @@ class ThreadDetail:
         data["state"] = self.state.value
         data["stack"] = self.stack
         data["stack_source"] = self.stack_source
+        data["stack_captured_wall"] = self.stack_captured_wall
         data["waits_on"] = self.waits_on
         data["lints"] = self.lints
         data["parent_name"] = self.parent_name
@@ -244,12 +249,18 @@ class Dashboard:
         state, wait = effective_state(info, self.waits.classify([info.ident] if info.ident else []))
         stack: list[dict[str, Any]] = []
         source = "none"
+        taken: float | None = None
         if self.live and info.state.alive and info.ident is not None:
+            taken = time.time()
             live = capture_stack(info.ident)
             if live is not None:
                 stack, source = clean_frames(live), "live"
         if not stack and info.captured_stack:
             stack, source = clean_frames(info.captured_stack), "captured"
+            captures = [e for e in info.events if e.type is EventType.STACK_CAPTURED]
+            taken = captures[-1].wall_time if captures else None
+        if not stack:
+            taken = None
         names = {t.record_id: t.name for t in snapshot.threads}
         children = [(t.record_id, t.name) for t in snapshot.threads if t.parent_id == record_id]
         lints = [item for item in self.lints() if record_id in item.get("thread_ids", ())]
@@ -262,6 +273,7 @@ class Dashboard:
             lints=lints,
             parent_name=names.get(info.parent_id) if info.parent_id is not None else None,
             children=children,
+            stack_captured_wall=taken,
         )
 
     def pyspy(self, info: ThreadInfo) -> PySpyResult:
@@ -304,21 +316,3 @@ class Dashboard:
     def timelines(self) -> list[ShutdownTimeline]:
         """Kept shutdown timelines, newest first."""
         return list(reversed(self.source.timelines()))
-
-
-def violation_stacks(timeline: ShutdownTimeline) -> list[dict[str, Any]]:
-    """Each violation with its stacks formatted as text, for display."""
-    out = []
-    for v in timeline.violations:
-        stacks = []
-        for tid, frames in v.stacks.items():
-            rid = parse_id(str(tid))
-            info = timeline.threads.get(rid) if rid is not None else None
-            stacks.append(
-                {
-                    "thread": info.name if info else f"#{tid}",
-                    "text": format_stack(clean_frames(frames)),
-                }
-            )
-        out.append({"violation": v, "stacks": stacks})
-    return out

@@ -32,7 +32,7 @@ def test_clean_shutdown_draws_phases_and_thread_marks(runtime: Runtime) -> None:
     assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 11
     assert len(re.findall(r'class="mark signal"', svg)) == 8
     assert len(re.findall(r'class="mark exit exited-ok"', svg)) == 8
-    assert len(re.findall(r'class="mark join"', svg)) == 8
+    assert len(re.findall(r'class="mark join(?: quick)?"', svg)) == 8
     assert 'class="vline dbclose"' in svg  # DB close marked, not red
     assert 'class="vline dbinterrupt"' in svg
     assert "Every ordering rule held." in html
