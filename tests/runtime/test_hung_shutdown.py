@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from spindle import DBOS
 from spindle.diagnostics import ThreadKind, load_report
+from spindle.runtime import _supervisor
 from tests.conftest import MakeDBOS
 
 release = threading.Event()
@@ -165,12 +167,21 @@ def test_dashboard_answers_while_destroy_joins_a_blocked_step(
 
 
 def test_join_timeout_makes_the_phase_timeout_and_the_report_names_the_workflow(
-    make_dbos: MakeDBOS, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_dbos: MakeDBOS,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    spindle_span_exporter: InMemorySpanExporter,
 ) -> None:
     """A join that timed out: join_threads ends `timeout`, naming the thread and workflow;
-    the report and the violation name the leaked executor's workflow and step."""
+    the report, the violation, the log and the join span name the leaked executor's
+    workflow and step; while it waits the log says so."""
+    # Progress lines every 0.1 s instead of 3 s, so a 0.35 s join logs some.
+    monkeypatch.setattr(_supervisor, "PROGRESS_EVERY_SEC", 0.1)
     report = tmp_path / "report.json"
-    make_dbos(thread_join_timeout_sec=0.3, shutdown_report_path=str(report)).launch()
+    make_dbos(
+        thread_join_timeout_sec=0.35, shutdown_report_path=str(report), enable_diagnostics=True
+    ).launch()
     handle = DBOS.start_workflow(stuck_wf)
     assert in_step.wait(10)
     with caplog.at_level(logging.WARNING, logger="spindle"):
@@ -203,4 +214,22 @@ def test_join_timeout_makes_the_phase_timeout_and_the_report_names_the_workflow(
     assert timed_out.attrs["step_name"] == "slow_call"
     assert "still alive after" in caplog.text
     assert handle.workflow_id in caplog.text
+    progress = [
+        r.getMessage() for r in caplog.records if "waiting on dbos-executor" in r.getMessage()
+    ]
+    assert progress, caplog.text
+    assert f"(workflow stuck_wf {handle.workflow_id[:8]}…, step slow_call)" in progress[0]
+    assert progress[0].endswith("s of 0.35 s")
+    spans = spindle_span_exporter.get_finished_spans()
+    [join_span] = [
+        sp
+        for sp in spans
+        if sp.name == "spindle.thread.join"
+        and (sp.attributes or {}).get("spindle.join.outcome") == "timeout"
+    ]
+    attrs = join_span.attributes or {}
+    assert attrs["spindle.workflow.id"] == handle.workflow_id
+    assert attrs["spindle.step.name"] == "slow_call"
+    [phase_span] = [sp for sp in spans if sp.name == "spindle.shutdown.join_threads"]
+    assert (phase_span.attributes or {})["spindle.phase.outcome"] == "timeout"
     release.set()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from spindle import DBOS
 from spindle.diagnostics import DiagnosticsSession, ThreadRegistry
 from spindle.web import create_app
+from tests.conftest import MakeDBOS
 
 from .conftest import Runtime, record_shutdown
 
@@ -103,3 +106,34 @@ def test_the_page_says_what_each_phase_and_prepare_step_stops(runtime: Runtime) 
         assert f"<code>{spec.name}</code>: {escape(spec.stops)}" in specs_list
     svg = html[html.index("<svg") : html.index("</svg>")]
     assert f"stops {escape(PHASE_SPECS[0].stops)}" in svg
+
+
+def test_a_late_spawn_shows_the_spawners_stack_under_that_name(make_dbos: MakeDBOS) -> None:
+    """spawn_after_shutdown: the stack is labelled as the spawner's, not the late thread's,
+    and the rule links to its explanation."""
+    make_dbos(diagnostics_fault="spawn_after_shutdown", enable_diagnostics=True).launch()
+    DBOS.destroy()
+    session = DBOS.runtime.diag
+    assert session is not None
+    with TestClient(create_app(session)) as c:
+        html = c.get("/shutdown").text
+        assert "stack of the code that spawned dbos-late-spawn" in html
+        assert "stack of dbos-late-spawn<" not in html
+        assert 'href="/rules#spawn-after-shutdown-began"' in html
+        rules = c.get("/rules").text
+    assert 'id="spawn-after-shutdown-began"' in rules
+    assert "The stack shown is the spawner" in rules
+
+
+def test_the_rules_page_and_docs_say_the_same() -> None:
+    """docs/shutdown-rules.md explains every rule with the text /rules serves."""
+    from spindle.diagnostics import RULES
+    from spindle.diagnostics._rule_docs import RULE_DOCS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "shutdown-rules.md").read_text()
+    assert set(RULE_DOCS) == set(RULES)
+    for rule, text in RULE_DOCS.items():
+        assert f"## {rule}\n" in doc
+        assert text.why in doc
+        assert text.fix in doc
+        assert RULES[rule] in doc

@@ -115,7 +115,8 @@ def test_phase_table_names_the_timed_out_join(
         assert "dbos-executor-" in text
         assert "stuck_wf" in text
         assert "join timed out" in text
-        assert "UTC" in text and "+" in text
+        assert "UTC" in text
+        assert "+" in text
         assert row.evaluate("e => getComputedStyle(e.cells[5]).color") == "rgb(198, 40, 40)"
         # Each stack once, however many violations name its thread.
         blocks = page.locator("#stacks figure.stack-block")
