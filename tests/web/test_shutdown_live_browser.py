@@ -88,6 +88,12 @@ def test_shutdown_page_shows_a_hung_join_live(
         assert "running for" in row.inner_text()
         backend = "postgres" if db_url.startswith("postgres") else "sqlite"
         page.screenshot(path=str(artifacts / f"shutdown-live-{backend}.png"), full_page=True)
+        # The threads page answers too, and names the stuck worker's workflow and step.
+        page.goto(f"{url}/dbos/threads?kind=executor,admin_server")
+        worker = page.locator(f'tr.thread:has-text("{joining_name(page, url)}")')
+        assert "stuck_wf" in worker.inner_text()
+        assert "slow_call" in worker.inner_text()
+        page.screenshot(path=str(artifacts / f"threads-during-join-{backend}.png"), full_page=True)
     finally:
         release.set()
         destroyer.join(30)
@@ -140,3 +146,9 @@ def test_phase_table_names_the_timed_out_join(
         page.click("a.rule-doc >> nth=0")
         page.wait_for_selector("section.rule#join-timeout")
     release.set()
+
+
+def joining_name(page: Any, url: str) -> str:
+    """The name of the thread the live shutdown is joining, from its JSON."""
+    data = page.request.get(f"{url}/dbos/shutdown.json").json()
+    return str(data["timelines"][0]["progress"]["joining"]["name"])
