@@ -23,15 +23,15 @@ in_step = threading.Event()
 
 
 @DBOS.step()
-def slow_call() -> str:
+def slow_page_call() -> str:
     in_step.set()
     release.wait(60)
     return "done"
 
 
 @DBOS.workflow()
-def stuck_wf() -> str:
-    return slow_call()
+def stuck_page_wf() -> str:
+    return slow_page_call()
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def test_shutdown_page_shows_a_hung_join_live(
         thread_join_timeout_sec=30.0,
     ).launch()
     url = DBOS.runtime.admin_url
-    handle = DBOS.start_workflow(stuck_wf)
+    handle = DBOS.start_workflow(stuck_page_wf)
     assert in_step.wait(10)
     destroyer = threading.Thread(target=DBOS.destroy, name="test-destroyer")
     destroyer.start()
@@ -75,13 +75,13 @@ def test_shutdown_page_shows_a_hung_join_live(
         page.wait_for_selector("#joining")
         live = page.inner_text("#live")
         assert "In progress: join_threads" in live
-        assert "stuck_wf" in live
+        assert "stuck_page_wf" in live
         assert handle.workflow_id in live
-        assert "slow_call" in live
+        assert "slow_page_call" in live
         frames = page.locator("#live-stack ol.stack li").all_inner_texts()
         # Innermost first: the wait inside the step on top, the step just below it.
         assert "Condition.wait" in frames[0]
-        assert next(i for i, f in enumerate(frames) if "slow_call" in f) <= 3
+        assert next(i for i, f in enumerate(frames) if "slow_page_call" in f) <= 3
         assert "captured" in page.inner_text("#live-stack figcaption")
         row = page.locator('#phases tr[data-phase="join_threads"]')
         assert row.get_attribute("data-outcome") == "running"
@@ -91,8 +91,8 @@ def test_shutdown_page_shows_a_hung_join_live(
         # The threads page answers too, and names the stuck worker's workflow and step.
         page.goto(f"{url}/dbos/threads?kind=executor,admin_server")
         worker = page.locator(f'tr.thread:has-text("{joining_name(page, url)}")')
-        assert "stuck_wf" in worker.inner_text()
-        assert "slow_call" in worker.inner_text()
+        assert "stuck_page_wf" in worker.inner_text()
+        assert "slow_page_call" in worker.inner_text()
         page.screenshot(path=str(artifacts / f"threads-during-join-{backend}.png"), full_page=True)
     finally:
         release.set()
@@ -106,7 +106,7 @@ def test_phase_table_names_the_timed_out_join(
     """The phase table: wall-clock start, offset, duration, outcome `timeout` in red for
     join_threads with the executor and its workflow; one stack per thread, with a toggle."""
     make_dbos(thread_join_timeout_sec=0.3, enable_diagnostics=True).launch()
-    handle = DBOS.start_workflow(stuck_wf)
+    handle = DBOS.start_workflow(stuck_page_wf)
     assert in_step.wait(10)
     DBOS.destroy()
     session = DBOS.runtime.diag
@@ -119,7 +119,7 @@ def test_phase_table_names_the_timed_out_join(
         assert row.get_attribute("data-outcome") == "timeout"
         text = row.inner_text()
         assert "dbos-executor-" in text
-        assert "stuck_wf" in text
+        assert "stuck_page_wf" in text
         assert "join timed out" in text
         assert "UTC" in text
         assert "+" in text
