@@ -84,10 +84,13 @@ class PySpyResult:
     thread: dict[str, Any] | None = None
     gil_holders: list[str] = field(default_factory=list)
     threads: list[dict[str, Any]] = field(default_factory=list)
+    #: When the dump was taken (epoch s): compare with the page's live stack.
+    taken_wall: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {
+            "taken_wall": self.taken_wall,
             "ok": self.ok,
             "reason": self.reason,
             "thread": self.thread,
@@ -284,6 +287,7 @@ class Dashboard:
             return PySpyResult(False, f"thread {info.name!r} is not running ({info.state.value})")
         if not self._pyspy_lock.acquire(blocking=False):
             return PySpyResult(False, "another py-spy dump is running; try again when it ends")
+        taken = time.time()
         try:
             dumped = pyspy_dump(
                 None, native=True, timeout=self.pyspy_timeout, registry=self.source.registry
@@ -311,7 +315,7 @@ class Dashboard:
                 holders,
                 threads,
             )
-        return PySpyResult(True, None, mine, holders, threads)
+        return PySpyResult(True, None, mine, holders, threads, taken_wall=taken)
 
     def timelines(self) -> list[ShutdownTimeline]:
         """Kept shutdown timelines, newest first."""

@@ -81,6 +81,10 @@ def test_executor_row_names_its_workflow_and_step_and_idle_workers_are_idle(
                 break
         assert rows
         assert all(r["state"] == "idle" and r["workflow_id"] is None for r in rows)
+        idle = client.get(f"/dbos/threads/{rows[0]['id']}.json").json()
+        assert idle["state"] == "idle"
+        assert idle["workflow_id"] is None
+        assert "idle" in client.get(f"/dbos/threads/{rows[0]['id']}").text
         counts = client.get("/dbos/threads.json").json()["counts"]["executor"]
         assert counts.get("idle") == len(rows)
         assert "running" not in counts

@@ -65,6 +65,7 @@ def test_shutdown_page_shows_a_hung_join_live(
         thread_join_timeout_sec=30.0,
     ).launch()
     url = DBOS.runtime.admin_url
+    assert url is not None
     handle = DBOS.start_workflow(stuck_page_wf)
     assert in_step.wait(10)
     destroyer = threading.Thread(target=DBOS.destroy, name="test-destroyer")
