@@ -125,10 +125,13 @@ def _axis(t0: float, span: float, y: float, *, relative_to_end: bool = False) ->
     ticks = []
     k = 0
     while k * step <= span + 1e-12 and k < 50:
-        t = k * step
         if relative_to_end:
-            label = "now" if span - t < step / 2 else _fmt_tick(-(span - t), step)
+            # Round offsets back from "now" (-2s, -1s, now), not from an arbitrary start.
+            ago = k * step
+            t = span - ago
+            label = "now" if k == 0 else _fmt_tick(-ago, step)
         else:
+            t = k * step
             label = _fmt_tick(t, step)
         ticks.append(Tick(LABEL_W + t / span * CHART_W, label))
         k += 1

@@ -165,6 +165,7 @@ async def history_page(request: Request) -> Response:
         drawing=strips_drawing(start, now, strips),
         filters=filters,
         window=dash.history.window_sec,
+        shown_sec=now - start,
         state_values=[s.value for s in ThreadState],
     )
 
