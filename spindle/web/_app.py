@@ -107,10 +107,17 @@ def build_app(
     return app
 
 
+#: The sampler may use at most this share of the server's loop: with thousands of threads
+#: a sample costs milliseconds, and pages must not wait behind it.
+SAMPLER_LOOP_SHARE = 0.05
+
+
 async def _sample_forever(dash: Dashboard, every: float) -> None:
     while True:
+        start = time.perf_counter()
         dash.sample_history()
-        await asyncio.sleep(every)
+        spent = time.perf_counter() - start
+        await asyncio.sleep(max(every, spent / SAMPLER_LOOP_SHARE))
 
 
 class ServerTiming:

@@ -221,12 +221,14 @@ class Dashboard:
             snapshot, waits = self.snapshot()
             now = self.source.registry.now()
             live: set[int] = set()
+            samples = []
             for info in snapshot.threads:
                 if not info.state.alive:
                     continue
                 live.add(info.record_id)
                 state, _wait = effective_state(info, waits)
-                self.history.observe(info.record_id, info.name, info.kind, state, now)
+                samples.append((info.record_id, info.name, info.kind, state))
+            self.history.observe_many(samples, now)
             self.history.forget_missing(live, now)
         except Exception:
             logger.exception("spindle: history sample failed")

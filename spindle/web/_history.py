@@ -130,13 +130,31 @@ class ThreadHistory:
 
         Threads the registry does not own (foreign) get their track from samples alone.
         """
+        self.observe_many([(record_id, name, kind, state)], at)
+
+    def observe_many(
+        self, samples: list[tuple[int, str, ThreadKind, ThreadState]], at: float
+    ) -> None:
+        """:meth:`observe` for a whole sample, under one lock.
+
+        A sample never evicts: a thread without a track gets one only while there is room,
+        so a process with more live threads than ``max_threads`` does not churn its tracks
+        (and pay an eviction scan per thread) every second.
+        """
         with self._lock:
-            track = self._track(record_id, name, kind)
-            if track.exited_mono is not None:
-                return
-            if not track.changes or track.changes[-1][1] is not state:
-                track.changes.append((at, state))
-            if self._origin is None or at < self._origin:
+            tracks = self._tracks
+            for record_id, name, kind, state in samples:
+                track = tracks.get(record_id)
+                if track is None:
+                    if len(tracks) >= self._max_threads:
+                        continue
+                    track = self._track(record_id, name, kind)
+                if track.exited_mono is not None:
+                    continue
+                changes = track.changes
+                if not changes or changes[-1][1] is not state:
+                    changes.append((at, state))
+            if samples and (self._origin is None or at < self._origin):
                 self._origin = at
 
     def forget_missing(self, live_ids: set[int], at: float) -> None:
