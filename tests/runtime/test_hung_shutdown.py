@@ -146,7 +146,7 @@ def test_dashboard_answers_while_destroy_joins_a_blocked_step(
             assert joining["name"] in page.text
             # DBOS's management routes closed in phase 5.
             assert client.get("/dbos-healthz").status_code == 503
-            for _ in range(50):  # the figure for the note: N of N polls answered
+            for _ in range(25):  # the figure for the note: N of N polls answered
                 for path in ("/dbos/threads.json", "/dbos/shutdown.json"):
                     polls += 1
                     answered += client.get(path).status_code == 200
