@@ -3,8 +3,10 @@ which thread (and which workflow and step) the shutdown waits on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from spindle import DBOS
 from spindle.diagnostics import ThreadKind, load_report
 from spindle.runtime import _supervisor
+from spindle.runtime._admin import bind_socket
 from tests.conftest import MakeDBOS
 
 release = threading.Event()
@@ -237,3 +240,28 @@ def test_join_timeout_makes_the_phase_timeout_and_the_report_names_the_workflow(
     [phase_span] = [sp for sp in spans if sp.name == "spindle.shutdown.join_threads"]
     assert (phase_span.attributes or {})["spindle.phase.outcome"] == "timeout"
     release.set()
+
+
+def test_the_admin_socket_lets_asyncio_disable_nagle() -> None:
+    """The listening socket says IPPROTO_TCP, so asyncio sets TCP_NODELAY on each accepted
+    connection (with proto 0 it does not: keep-alive responses waited ~40 ms on a delayed
+    ACK). Checked on a connection asyncio itself accepts from it."""
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    seen: list[int] = []
+
+    async def main() -> None:
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            raw = writer.get_extra_info("socket")
+            seen.append(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        async with server:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _reader.read()  # the server closes after looking at its socket
+            writer.close()
+
+    asyncio.run(main())
+    assert sock.proto == socket.IPPROTO_TCP
+    assert seen == [1]
