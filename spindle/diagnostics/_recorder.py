@@ -185,7 +185,7 @@ class ShutdownRecorder:
         joining = self._registry.joining
         if joining is not None and phase is not None:
             record, since, timeout = joining
-            info = ThreadRegistry._info(record)
+            info = self._registry.info(record)
             frames = capture_stack(record.ident) if record.ident is not None else None
             progress["joining"] = {
                 "record_id": info.record_id,

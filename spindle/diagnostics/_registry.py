@@ -299,6 +299,11 @@ class ThreadRegistry:
         """The calling thread's record, if it is registered (lock-free: for hot paths)."""
         return getattr(self._local, "record", None)
 
+    def info(self, record: ThreadRecord) -> ThreadInfo:
+        """An immutable view of one record now (its workflow and step, ``idle``...)."""
+        with self._lock:
+            return self._info(record)
+
     def work_state(self) -> tuple[object, ...]:
         """What every live pool thread runs now: changes without an event, so a cached
         snapshot must compare this too (cheap: no ThreadInfo is built)."""

@@ -135,7 +135,7 @@ def join_progress(
     registry: ThreadRegistry, record: ThreadRecord, waited: float, timeout: float
 ) -> str:
     """``waiting on dbos-executor-1 (workflow stuck_wf 4f3…, step slow_call) 3.0 s of 10 s``."""
-    info = registry._info(record)
+    info = registry.info(record)
     what = ""
     if info.workflow_id is not None:
         what = f"workflow {info.workflow_name} {info.workflow_id[:8]}…"
@@ -181,7 +181,7 @@ def join_and_record(
         if frames:
             registry.attach_stack(record, frames, "join-timeout")
         registry.mark_joined(record, JoinOutcome.TIMEOUT, duration)
-        work = registry._info(record).work_text()
+        work = registry.info(record).work_text()
         logger.warning(
             "spindle: thread %s (%s%s) still alive after a %.1fs join timeout:\n%s",
             thread.name,
