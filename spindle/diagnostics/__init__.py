@@ -11,6 +11,9 @@ from ._errors import DiagnosticsError as DiagnosticsError
 from ._errors import PySpyError as PySpyError
 from ._errors import SpanExportConfigError as SpanExportConfigError
 from ._events import LifecycleEvent as LifecycleEvent
+from ._info import RegistrySnapshot as RegistrySnapshot
+from ._info import StopEventInfo as StopEventInfo
+from ._info import ThreadInfo as ThreadInfo
 from ._kinds import EventType as EventType
 from ._kinds import JoinOutcome as JoinOutcome
 from ._kinds import ThreadGroup as ThreadGroup
@@ -25,10 +28,7 @@ from ._pyspy import parse_pyspy_json as parse_pyspy_json
 from ._pyspy import pyspy_dump as pyspy_dump
 from ._recorder import ShutdownRecorder as ShutdownRecorder
 from ._registry import RUNTIME_NAME_PREFIXES as RUNTIME_NAME_PREFIXES
-from ._registry import RegistrySnapshot as RegistrySnapshot
 from ._registry import StopEvent as StopEvent
-from ._registry import StopEventInfo as StopEventInfo
-from ._registry import ThreadInfo as ThreadInfo
 from ._registry import ThreadRecord as ThreadRecord
 from ._registry import ThreadRegistry as ThreadRegistry
 from ._rules import RULES as RULES

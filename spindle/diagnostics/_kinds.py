@@ -40,6 +40,9 @@ class ThreadState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
     WAITING = "waiting"
+    # A pool thread waiting for work (an executor worker between workflows): alive, but
+    # neither running nor blocked inside work, so it is counted apart from both.
+    IDLE = "idle"
     STOPPING = "stopping"
     EXITED_OK = "exited-ok"
     EXITED_ERROR = "exited-error"

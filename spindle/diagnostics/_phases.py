@@ -49,7 +49,9 @@ STOP_EVENT_LOOP = PhaseSpec(
     own_kinds=frozenset({ThreadKind.EVENT_LOOP}),
 )
 STOP_ADMIN_SERVER = PhaseSpec(
-    "stop_admin_server", "the admin server", own_kinds=frozenset({ThreadKind.ADMIN_SERVER})
+    "stop_admin_server",
+    "the DBOS management routes of the admin server (they answer 503 from here on); the "
+    "dashboard keeps serving so a hung shutdown can be watched",
 )
 STOP_NOTIFICATION_LISTENER = PhaseSpec(
     "stop_notification_listener",
@@ -63,9 +65,14 @@ INTERRUPT_DB = PhaseSpec(
     "interrupt_db", "blocking database calls and background DB work", interrupts_db=True
 )
 JOIN_THREADS = PhaseSpec("join_threads", "every thread (joined, with a timeout each)")
+STOP_DASHBOARD = PhaseSpec(
+    "stop_dashboard",
+    "the admin server itself, with the dashboard and its JSON API (its thread joined here)",
+    own_kinds=frozenset({ThreadKind.ADMIN_SERVER}),
+)
 CLOSE_DATABASES = PhaseSpec("close_databases", "the system and application databases")
 
-#: The eleven phases of ``destroy()``, in the order the design requires.
+#: The twelve phases of ``destroy()``, in the order the design requires.
 PHASE_SPECS: tuple[PhaseSpec, ...] = (
     SIGNAL_POLLERS,
     SIGNAL_INTERNAL,
@@ -77,6 +84,7 @@ PHASE_SPECS: tuple[PhaseSpec, ...] = (
     SHUTDOWN_EXECUTOR,
     INTERRUPT_DB,
     JOIN_THREADS,
+    STOP_DASHBOARD,
     CLOSE_DATABASES,
 )
 
@@ -90,7 +98,7 @@ PHASES_BY_NAME: Mapping[str, PhaseSpec] = {s.name: s for s in PHASE_SPECS}
 OWN_PHASE_KINDS: frozenset[ThreadKind] = frozenset().union(*(s.own_kinds for s in PHASE_SPECS))
 
 # The steps before phase 1, recorded as ``shutdown.prepare.*`` events (not phases, so the
-# report's ``phases`` stay the ten above). They stop whatever could start work or spawn a
+# report's ``phases`` stay the twelve above). They stop whatever could start work or spawn a
 # thread once the phases run.
 CLOSE_POLLER_GATE = PhaseSpec(
     "close_poller_gate", "pollers starting workflows (one already starting is waited for)"

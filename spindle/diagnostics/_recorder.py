@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._events import LifecycleEvent
-from ._kinds import EventType, ThreadKind
+from ._kinds import EventType, JoinOutcome, ThreadKind
 from ._phases import SHUTDOWN_PHASES
 from ._registry import ThreadRegistry
 from ._rules import check_rules
-from ._stacks import capture_stack, frames_of
+from ._stacks import capture_stack, frames_of, trim_bookkeeping
 from ._timeline import PhaseRecord, ShutdownTimeline
 
 
@@ -43,6 +43,11 @@ class ShutdownRecorder:
         # Stacks taken when the evidence happened (a DB closed under a live thread, a spawn
         # during shutdown), not at finish(), when the thread may be gone.
         self._stacks: dict[int, list[dict[str, Any]]] = {}
+        # When each of those stacks was captured (epoch s): a stack says when it was taken.
+        self._stack_walls: dict[int, float] = {}
+        # The phase running now and the joins it made (for its outcome and its threads).
+        self._phase: PhaseRecord | None = None
+        self._joins: list[dict[str, Any]] = []
         self.timeline = ShutdownTimeline(
             shutdown_id=uuid.uuid4().hex,
             service=service,
@@ -54,12 +59,17 @@ class ShutdownRecorder:
     def _on_event(self, event: LifecycleEvent) -> None:
         with self._lock:
             self.timeline.events.append(event)
+            if event.type is EventType.JOIN and event.record_id is not None:
+                self._joins.append(_join_entry(event))
             if event.record_id is not None and event.type is EventType.SPAWN:
                 record = self._registry.get(event.record_id)
                 if record is not None:
                     self.timeline.threads[record.record_id] = ThreadRegistry._info(record)
                 # Runs in the spawning thread: its stack shows who spawned during shutdown.
-                self._stacks.setdefault(event.record_id, frames_of(sys._getframe(1)))
+                spawner = trim_bookkeeping(frames_of(sys._getframe(1)))
+                if event.record_id not in self._stacks:
+                    self._stacks[event.record_id] = spawner
+                    self._stack_walls[event.record_id] = event.wall_time
             elif event.type is EventType.DB_CLOSE:
                 for record in self._registry.live_records():
                     if record.kind is ThreadKind.FOREIGN or record.ident is None:
@@ -68,10 +78,12 @@ class ShutdownRecorder:
                         frames = capture_stack(record.ident)
                         if frames is not None:
                             self._stacks[record.record_id] = frames
+                            self._stack_walls[record.record_id] = event.wall_time
             elif event.type is EventType.STACK_CAPTURED and event.record_id is not None:
                 record = self._registry.get(event.record_id)
                 if record is not None and record.captured_stack:
                     self._stacks[record.record_id] = list(record.captured_stack)
+                    self._stack_walls[record.record_id] = event.wall_time
 
     def begin(self) -> None:
         """Start recording: every event from now on belongs to this timeline."""
@@ -112,7 +124,9 @@ class ShutdownRecorder:
         """Run one phase: records start, end and outcome; an exception is recorded, not hidden."""
         index = len(self.timeline.phases) + 1
         rec = PhaseRecord(index, name, time.time(), self._registry.now())
-        self.timeline.phases.append(rec)
+        with self._lock:
+            self.timeline.phases.append(rec)
+            self._phase, self._joins = rec, []
         self._registry.emit(EventType.PHASE_START, None, phase=name, index=index)
         try:
             yield rec
@@ -120,14 +134,74 @@ class ShutdownRecorder:
             rec.outcome = "error"
             rec.error = f"{type(exc).__name__}: {exc}"
             raise
-        else:
-            if rec.outcome == "running":
-                rec.outcome = "ok"
         finally:
-            rec.end_mono = self._registry.now()
+            with self._lock:
+                joins, self._phase, self._joins = self._joins, None, []
+                timed_out = [j for j in joins if j["outcome"] != JoinOutcome.JOINED.value]
+                # Who the phase waited on: every join that timed out, else its longest one.
+                longest = max(joins, key=lambda j: float(j["duration"] or 0.0), default=None)
+                rec.threads = timed_out or ([longest] if longest is not None else [])
+                if rec.outcome == "running":
+                    rec.outcome = "timeout" if timed_out else "ok"
+                rec.end_mono = self._registry.now()
             self._registry.emit(
                 EventType.PHASE_END, None, phase=name, index=index, outcome=rec.outcome
             )
+
+    def live(self) -> ShutdownTimeline:
+        """A consistent copy of the timeline so far, for a dashboard to show while it runs.
+
+        ``progress`` says what the shutdown waits on now: the phase, and during a join the
+        thread (its workflow and step, for an executor), how long so far, and its stack
+        with the moment it was captured. Never raises.
+        """
+        with self._lock:
+            t = self.timeline
+            view = ShutdownTimeline(
+                shutdown_id=t.shutdown_id,
+                service=t.service,
+                planned_phases=t.planned_phases,
+                started_wall=t.started_wall,
+                started_mono=t.started_mono,
+                ended_mono=t.ended_mono,
+                phases=[p.copy() for p in t.phases],
+                events=list(t.events),
+                threads=dict(t.threads),
+                violations=list(t.violations),
+            )
+        if view.ended_mono is None:
+            view.progress = self._progress(view)
+        return view
+
+    def _progress(self, view: ShutdownTimeline) -> dict[str, Any]:
+        now = self._registry.now()
+        phase = next((p for p in reversed(view.phases) if p.end_mono is None), None)
+        progress: dict[str, Any] = {
+            "phase": phase.name if phase else None,
+            "phase_elapsed_sec": now - phase.start_mono if phase else None,
+            "elapsed_sec": now - view.started_mono,
+            "joining": None,
+        }
+        joining = self._registry.joining
+        if joining is not None and phase is not None:
+            record, since, timeout = joining
+            info = self._registry.info(record)
+            frames = capture_stack(record.ident) if record.ident is not None else None
+            progress["joining"] = {
+                "record_id": info.record_id,
+                "name": info.name,
+                "kind": info.kind.value,
+                "state": info.state.value,
+                "waited_sec": max(0.0, now - since),
+                "timeout_sec": timeout,
+                "workflow_id": info.workflow_id,
+                "workflow_name": info.workflow_name,
+                "step_id": info.step_id,
+                "step_name": info.step_name,
+                "stack": frames,
+                "stack_captured_wall": time.time(),
+            }
+        return progress
 
     def finish(self) -> ShutdownTimeline:
         """Stop recording, run the rules and return the finished timeline."""
@@ -137,12 +211,15 @@ class ShutdownRecorder:
         self.timeline.ended_mono = self._registry.now()
         with self._lock:
             stacks = dict(self._stacks)
+            walls = dict(self._stack_walls)
         for record in self._registry.live_records():
             if record.kind is not ThreadKind.FOREIGN and record.ident is not None:
                 frames = capture_stack(record.ident)
-                if frames is not None:
+                if frames is not None and record.record_id not in stacks:
                     # A stack from the moment of the evidence beats one taken now.
-                    stacks.setdefault(record.record_id, frames)
+                    stacks[record.record_id] = frames
+                    walls[record.record_id] = time.time()
+        self.timeline.stacks_captured_wall = {str(k): v for k, v in walls.items()}
         # A stop event counts only if its thread was alive when shutdown began (or it has no
         # thread): a thread that finished its work and exited before had nothing to stop.
         unset = [
@@ -156,3 +233,18 @@ class ShutdownRecorder:
         ]
         self.timeline.violations = check_rules(self.timeline, stacks=stacks, unset_stops=unset)
         return self.timeline
+
+
+def _join_entry(event: LifecycleEvent) -> dict[str, Any]:
+    """One join of a phase, as its ``threads`` entry."""
+    a = event.attrs
+    return {
+        "record_id": event.record_id,
+        "name": event.thread_name,
+        "kind": event.kind.value if event.kind else None,
+        "outcome": a.get("outcome"),
+        "duration": a.get("duration"),
+        "workflow_id": a.get("workflow_id"),
+        "workflow_name": a.get("workflow_name"),
+        "step_name": a.get("step_name"),
+    }

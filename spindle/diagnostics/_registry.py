@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._events import LifecycleEvent
+from ._info import RegistrySnapshot, StopEventInfo, ThreadInfo
 from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind, ThreadState
 from ._stacks import top_frames
 from ._waiting import RUNNING, waiting_on
@@ -117,145 +118,17 @@ class ThreadRecord:
     # Set by lint() the first time it reports this thread stuck, so it warns once, not on
     # every dashboard refresh.
     stuck_reported: bool = False
+    #: What a pool thread is running now: (workflow id, workflow name, step function id,
+    #: step name), the step half None between steps; None while it waits for work. One
+    #: tuple assigned at once (by the thread itself), so a reader never sees half of it.
+    work: tuple[str, str, int | None, str | None] | None = None
+    #: True for a pool thread (executor worker): with no ``work`` it is ``idle``.
+    pooled: bool = False
 
     @property
     def alive(self) -> bool:
         """True until the thread body has returned."""
         return self.state.alive
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadInfo:
-    """A consistent, immutable view of one thread at snapshot time."""
-
-    record_id: int
-    name: str
-    kind: ThreadKind
-    group: ThreadGroup | None
-    parent_id: int | None
-    state: ThreadState
-    ident: int | None
-    native_id: int | None
-    daemon: bool | None
-    stop_event_set: bool | None
-    created_wall: float
-    created_mono: float
-    started_mono: float | None
-    stopped_mono: float | None
-    joined_mono: float | None
-    join_outcome: JoinOutcome | None
-    join_duration: float | None
-    exception: str | None
-    status_note: str | None
-    captured_stack: list[dict[str, Any]] | None
-    events: tuple[LifecycleEvent, ...]
-    #: What the thread was blocked on when the snapshot was taken (see ``waiting_on()``);
-    #: None when not computed or the thread was not running.
-    waiting_on: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return {
-            "record_id": self.record_id,
-            "name": self.name,
-            "kind": self.kind.value,
-            "group": self.group.value if self.group else None,
-            "parent_id": self.parent_id,
-            "state": self.state.value,
-            "ident": self.ident,
-            "native_id": self.native_id,
-            "daemon": self.daemon,
-            "stop_event_set": self.stop_event_set,
-            "created_wall": self.created_wall,
-            "created_mono": self.created_mono,
-            "started_mono": self.started_mono,
-            "stopped_mono": self.stopped_mono,
-            "joined_mono": self.joined_mono,
-            "join_outcome": self.join_outcome.value if self.join_outcome else None,
-            "join_duration": self.join_duration,
-            "exception": self.exception,
-            "status_note": self.status_note,
-            "captured_stack": self.captured_stack,
-            "events": [e.to_dict() for e in self.events],
-            "waiting_on": self.waiting_on,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ThreadInfo:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            record_id=int(d["record_id"]),
-            name=str(d["name"]),
-            kind=ThreadKind(d["kind"]),
-            group=ThreadGroup(d["group"]) if d.get("group") else None,
-            parent_id=d.get("parent_id"),
-            state=ThreadState(d["state"]),
-            ident=d.get("ident"),
-            native_id=d.get("native_id"),
-            daemon=d.get("daemon"),
-            stop_event_set=d.get("stop_event_set"),
-            created_wall=float(d["created_wall"]),
-            created_mono=float(d["created_mono"]),
-            started_mono=d.get("started_mono"),
-            stopped_mono=d.get("stopped_mono"),
-            joined_mono=d.get("joined_mono"),
-            join_outcome=JoinOutcome(d["join_outcome"]) if d.get("join_outcome") else None,
-            join_duration=d.get("join_duration"),
-            exception=d.get("exception"),
-            status_note=d.get("status_note"),
-            captured_stack=d.get("captured_stack"),
-            events=tuple(LifecycleEvent.from_dict(e) for e in d.get("events") or ()),
-            waiting_on=d.get("waiting_on"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StopEventInfo:
-    """An immutable view of one registered stop event."""
-
-    stop_id: int
-    name: str
-    group: ThreadGroup
-    is_set: bool
-    set_mono: float | None
-    thread_record_id: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return {
-            "stop_id": self.stop_id,
-            "name": self.name,
-            "group": self.group.value,
-            "is_set": self.is_set,
-            "set_mono": self.set_mono,
-            "thread_record_id": self.thread_record_id,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySnapshot:
-    """Everything the registry knows at one instant, as plain immutable data."""
-
-    taken_wall: float
-    taken_mono: float
-    threads: tuple[ThreadInfo, ...]
-    stop_events: tuple[StopEventInfo, ...]
-
-    def by_id(self, record_id: int) -> ThreadInfo | None:
-        """The thread with this registry id, if the snapshot holds it."""
-        for info in self.threads:
-            if info.record_id == record_id:
-                return info
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return {
-            "taken_wall": self.taken_wall,
-            "taken_mono": self.taken_mono,
-            "threads": [t.to_dict() for t in self.threads],
-            "stop_events": [s.to_dict() for s in self.stop_events],
-        }
 
 
 class ThreadRegistry:
@@ -290,6 +163,12 @@ class ThreadRegistry:
         # Foreign threads get ids from the same counter, stable across snapshots while the
         # thread lives: key (ident, native_id) because idents are reused after a thread dies.
         self._foreign: dict[tuple[int, int | None], tuple[int, float, float]] = {}
+        # Each registered thread finds its own record here without the lock: the hot path
+        # (a workflow or step starting on an executor worker) reads it, nothing else.
+        self._local = threading.local()
+        #: The join shutdown is waiting on now: (record, start mono, timeout), or None.
+        #: Read by the live shutdown view; written by the one thread that joins.
+        self.joining: tuple[ThreadRecord, float, float] | None = None
 
     @property
     def max_exited(self) -> int:
@@ -413,7 +292,27 @@ class ThreadRegistry:
             record.started_mono = self._clock()
             record.state = ThreadState.RUNNING
             self._by_ident[record.ident] = record
+        self._local.record = record
         self.emit(EventType.START, record, native_id=record.native_id)
+
+    def own_record(self) -> ThreadRecord | None:
+        """The calling thread's record, if it is registered (lock-free: for hot paths)."""
+        return getattr(self._local, "record", None)
+
+    def info(self, record: ThreadRecord) -> ThreadInfo:
+        """An immutable view of one record now (its workflow and step, ``idle``...)."""
+        with self._lock:
+            return self._info(record)
+
+    def work_state(self) -> tuple[object, ...]:
+        """What every live pool thread runs now: changes without an event, so a cached
+        snapshot must compare this too (cheap: no ThreadInfo is built)."""
+        with self._lock:
+            return tuple(r.work for r in self._live.values() if r.pooled)
+
+    def set_joining(self, record: ThreadRecord | None, timeout: float = 0.0) -> None:
+        """Say which thread a shutdown join is waiting on now (None: no join in progress)."""
+        self.joining = None if record is None else (record, self._clock(), timeout)
 
     def mark_exited(self, record: ThreadRecord, error: BaseException | None = None) -> None:
         """Called from inside the thread as its body ends, with the exception if it died."""
@@ -438,7 +337,14 @@ class ThreadRegistry:
             record.join_duration = duration
             if outcome is JoinOutcome.TIMEOUT and record.alive:
                 record.state = ThreadState.LEAKED
-        self.emit(EventType.JOIN, record, outcome=outcome.value, duration=duration)
+            work = record.work
+        # A leaked executor names the workflow and step it is stuck in (report, rules, spans).
+        extra: dict[str, Any] = {}
+        if work is not None:
+            extra.update(workflow_id=work[0], workflow_name=work[1])
+        if work is not None and work[3] is not None:
+            extra.update(step_id=work[2], step_name=work[3])
+        self.emit(EventType.JOIN, record, outcome=outcome.value, duration=duration, **extra)
 
     def set_status(self, record: ThreadRecord, note: str | None) -> None:
         """A thread's own word on what it is doing (e.g. ``reconnecting``); None clears it."""
@@ -650,6 +556,9 @@ class ThreadRegistry:
     def _info(r: ThreadRecord, frame: Any = None, with_waiting: bool = False) -> ThreadInfo:
         wait = None
         state = r.state
+        work = r.work  # read once: the thread may replace it meanwhile
+        if r.pooled and work is None and state is ThreadState.RUNNING:
+            state = ThreadState.IDLE
         if with_waiting and frame is not None and r.alive:
             wait = waiting_on(top_frames(frame, 8))
             # Only a running thread becomes "waiting": stopping and join-timeout say more.
@@ -678,4 +587,8 @@ class ThreadRegistry:
             captured_stack=list(r.captured_stack) if r.captured_stack else None,
             events=tuple(r.events),
             waiting_on=wait,
+            workflow_id=work[0] if work else None,
+            workflow_name=work[1] if work else None,
+            step_id=work[2] if work else None,
+            step_name=work[3] if work else None,
         )

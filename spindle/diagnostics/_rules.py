@@ -15,8 +15,8 @@ from ._timeline import ShutdownTimeline, Violation
 #: Rule ids, each with the sentence a human reads when it breaks.
 RULES: dict[str, str] = {
     "db-closed-while-thread-alive": (
-        "A database was closed while a runtime thread that may use it was still alive "
-        "(the PR #553 bug: that thread's next query fails or hangs)."
+        "A database was closed while a runtime thread that may use it was still alive: "
+        "that thread's next query fails or hangs."
     ),
     "pollers-not-signalled-first": (
         "An internal thread was signalled before every poller was: a poller may start a "
@@ -33,10 +33,7 @@ RULES: dict[str, str] = {
         "A thread had no join outcome when the databases closed."
     ),
     "stop-event-never-set": "A registered stop event was never set during shutdown.",
-    "join-timeout": (
-        "A thread outlived its join timeout: it ignored its stop event or is blocked; "
-        "see its stack."
-    ),
+    "join-timeout": "A thread outlived its join timeout; see its stack.",
     "phases-out-of-order": "Shutdown phases did not run once each, in the planned order.",
     "conductor-stopped-before-drain": (
         "The conductor connection was stopped before the workflow drain ended: a conductor "
@@ -86,6 +83,11 @@ class _Run:
         threads = self.timeline.threads
         names = tuple(threads[i].name if i in threads else f"#{i}" for i in ids)
         message = RULES[rule] + (f" {extra}" if extra else "")
+        if rule != "join-timeout":  # that one names the workflow as of the join itself
+            for i in ids:
+                info = threads.get(i)
+                if info is not None and info.workflow_id is not None:
+                    message += f" {info.name} was running {info.work_text()}."
         found = Violation(
             rule=rule,
             phase=self.phase_at(seq),
@@ -177,12 +179,30 @@ def _join_before_db_interrupt(run: _Run) -> list[_Found]:
 
 def _join_timeout(run: _Run) -> list[_Found]:
     return [
-        run.violation("join-timeout", e.seq, [e.record_id])
+        run.violation("join-timeout", e.seq, [e.record_id], _why_not_joined(e))
         for e in run.events
         if e.type is EventType.JOIN
         and e.record_id is not None
         and e.attrs.get("outcome") != JoinOutcome.JOINED.value
     ]
+
+
+def _why_not_joined(e: LifecycleEvent) -> str:
+    """Per kind: an executor worker has no stop event, it runs user code to its end."""
+    a = e.attrs
+    if e.kind is ThreadKind.EXECUTOR:
+        if a.get("workflow_id") is None:
+            return "The executor worker was running no workflow: see its stack."
+        where = f"workflow {a.get('workflow_name')} ({a.get('workflow_id')})"
+        if a.get("step_name") is not None:
+            where += f", step {a.get('step_name')} (function id {a.get('step_id')})"
+        return (
+            f"The executor worker is still in {where}: a worker has no stop event, the "
+            "workflow stops at its next durable boundary, and this call has not returned."
+        )
+    if e.kind is ThreadKind.FOREIGN or e.kind is None:
+        return "It is not a runtime thread."
+    return "It ignored its stop event, or is blocked in a call its stop event cannot wake."
 
 
 def _db_closes(run: _Run) -> Iterator[tuple[LifecycleEvent, list[int], list[int]]]:

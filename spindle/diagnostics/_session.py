@@ -12,6 +12,7 @@ from pathlib import Path
 from opentelemetry import trace
 
 from ._lint import Lint, lint
+from ._recorder import ShutdownRecorder
 from ._registry import ThreadRegistry
 from ._spans import SpanExport
 from ._timeline import ShutdownTimeline
@@ -60,6 +61,8 @@ class DiagnosticsSession:
         self.report_path = report_path
         self.stuck_grace_sec = stuck_grace_sec
         self._timelines: deque[ShutdownTimeline] = deque(maxlen=max_timelines)
+        # The shutdown being recorded now, shown live until record_timeline() keeps it.
+        self._recording: ShutdownRecorder | None = None
         self._lock = threading.Lock()
         self._closed = False
         # Disabled means nothing at all: no provider, no exporter thread, no listener.
@@ -81,9 +84,22 @@ class DiagnosticsSession:
 
     @property
     def timelines(self) -> list[ShutdownTimeline]:
-        """The latest shutdown timelines, oldest first."""
+        """The latest shutdown timelines, oldest first; a shutdown still running is last,
+        as a live copy (``ended_mono`` None, ``current_phase`` and ``progress`` set)."""
         with self._lock:
-            return list(self._timelines)
+            kept = list(self._timelines)
+            recording = self._recording
+        if recording is not None:
+            try:
+                kept.append(recording.live())
+            except Exception:  # observability never breaks the page that shows it
+                logger.exception("spindle: could not read the shutdown in progress")
+        return kept
+
+    def recording(self, recorder: ShutdownRecorder) -> None:
+        """Show ``recorder``'s shutdown live until :meth:`record_timeline` keeps it."""
+        with self._lock:
+            self._recording = recorder
 
     def lint(self, *, now: float | None = None) -> list[Lint]:
         """:func:`spindle.diagnostics.lint` over this session's registry and grace period."""
@@ -97,6 +113,7 @@ class DiagnosticsSession:
         """
         with self._lock:
             self._timelines.append(timeline)
+            self._recording = None
         for v in timeline.violations:
             logger.warning(
                 "spindle shutdown ordering violation [%s] in phase %s: %s threads=%s",

@@ -105,6 +105,13 @@ def _event_attrs(event: LifecycleEvent) -> dict[str, Any]:
     elif t is EventType.JOIN:
         out["spindle.join.outcome"] = str(a.get("outcome", ""))
         out["spindle.join.duration_s"] = float(a.get("duration") or 0.0)
+        # An executor joined while it runs a workflow (a leaked one) names it.
+        if a.get("workflow_id") is not None:
+            out["spindle.workflow.id"] = str(a["workflow_id"])
+            out["spindle.workflow.name"] = str(a.get("workflow_name", ""))
+        if a.get("step_name") is not None:
+            out["spindle.step.function_id"] = int(a.get("step_id") or 0)
+            out["spindle.step.name"] = str(a["step_name"])
     elif t in (EventType.DB_CLOSE, EventType.DB_INTERRUPT):
         out["spindle.db.name"] = str(a.get("database", ""))
         alive = a.get("alive_threads")
@@ -170,8 +177,8 @@ class SpanEmitter:
             if self._phase_span is not None:
                 outcome = str(event.attrs.get("outcome", ""))
                 self._phase_span.set_attribute("spindle.phase.outcome", outcome)
-                if outcome == "error":
-                    self._phase_span.set_status(Status(StatusCode.ERROR))
+                if outcome in ("error", "timeout"):
+                    self._phase_span.set_status(Status(StatusCode.ERROR, f"phase {outcome}"))
                 self._phase_span.end(end_time=at)
                 self._phase_span = None
         elif t is EventType.SHUTDOWN_END:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import traceback
 from types import FrameType
 from typing import Any
@@ -71,11 +73,39 @@ def top_frames(frame: FrameType | None, depth: int) -> list[dict[str, Any]]:
 
 
 def capture_stack(ident: int, *, with_locals: bool = False) -> list[dict[str, Any]] | None:
-    """The current stack of the thread with this ident, or None if it is not running."""
+    """The current stack of the thread with this ident, or None if it is not running.
+
+    Without the diagnostics' own bookkeeping at its innermost end (see
+    :func:`trim_bookkeeping`).
+    """
     frame = sys._current_frames().get(ident)
     if frame is None:
         return None
-    return frames_of(frame, with_locals=with_locals)
+    return trim_bookkeeping(frames_of(frame, with_locals=with_locals))
+
+
+_DIAGNOSTICS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_THREADING_FILE = os.path.abspath(threading.__file__)
+
+
+def trim_bookkeeping(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``frames`` without the innermost frames that are Spindle recording the thread.
+
+    A thread caught while the registry records its exit (``mark_exited -> emit ->
+    _on_event: with self._lock``) shows the recorder's lock, which reads like a lock
+    problem of the thread. The innermost run of diagnostics frames (and the ``threading``
+    frames they called) is cut; the thread's own frame that called into them stays
+    innermost. A stack made only of such frames is kept whole.
+    """
+    i = len(frames)
+    while i > 0 and os.path.abspath(frames[i - 1]["filename"]) == _THREADING_FILE:
+        i -= 1
+    j = i
+    while j > 0 and os.path.abspath(frames[j - 1]["filename"]).startswith(_DIAGNOSTICS_DIR):
+        j -= 1
+    if j == i or j == 0:
+        return frames  # no bookkeeping at the end (or nothing but it): as captured
+    return frames[:j]
 
 
 def format_stack(frames: list[dict[str, Any]]) -> str:

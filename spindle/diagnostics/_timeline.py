@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._events import LifecycleEvent
-from ._registry import ThreadInfo
+from ._info import ThreadInfo
 
 SCHEMA_VERSION = 1
 
@@ -22,8 +22,23 @@ class PhaseRecord:
     start_wall: float
     start_mono: float
     end_mono: float | None = None
+    #: ``running`` until it ends; then ``ok``, ``timeout`` (a join in it timed out) or
+    #: ``error`` (it raised).
     outcome: str = "running"
     error: str | None = None
+    #: The thread(s) the phase waited on: every join that timed out, else its longest join.
+    #: Each ``{record_id, name, kind, outcome, duration, workflow_id, workflow_name,
+    #: step_name}``.
+    threads: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it took; None while it runs."""
+        return None if self.end_mono is None else self.end_mono - self.start_mono
+
+    def copy(self) -> PhaseRecord:
+        """An independent copy (the live view hands these out while the phase runs)."""
+        return replace(self, threads=[dict(t) for t in self.threads])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -33,8 +48,10 @@ class PhaseRecord:
             "start_wall": self.start_wall,
             "start_mono": self.start_mono,
             "end_mono": self.end_mono,
+            "duration": self.duration,
             "outcome": self.outcome,
             "error": self.error,
+            "threads": [dict(t) for t in self.threads],
         }
 
     @classmethod
@@ -48,6 +65,7 @@ class PhaseRecord:
             end_mono=d.get("end_mono"),
             outcome=str(d.get("outcome", "ok")),
             error=d.get("error"),
+            threads=[dict(t) for t in d.get("threads") or ()],
         )
 
 
@@ -100,6 +118,19 @@ class ShutdownTimeline:
     events: list[LifecycleEvent] = field(default_factory=list)
     threads: dict[int, ThreadInfo] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
+    #: Only on a live view of a shutdown still running: what it waits on now (see
+    #: ``ShutdownRecorder.live``); None in a finished timeline.
+    progress: dict[str, Any] | None = None
+    #: When each violation stack was captured: record id (string) -> epoch seconds.
+    stacks_captured_wall: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def current_phase(self) -> str | None:
+        """The phase running now (None once the shutdown finished or between phases)."""
+        if self.ended_mono is not None:
+            return None
+        running = [p for p in self.phases if p.end_mono is None]
+        return running[-1].name if running else None
 
     def to_dict(self) -> dict[str, Any]:
         """The report's JSON form (schema documented in ``docs/shutdown-report.md``)."""
@@ -111,10 +142,14 @@ class ShutdownTimeline:
             "started_wall": self.started_wall,
             "started_mono": self.started_mono,
             "ended_mono": self.ended_mono,
+            "in_progress": self.ended_mono is None,
+            "current_phase": self.current_phase,
+            "progress": self.progress,
             "phases": [p.to_dict() for p in self.phases],
             "events": [e.to_dict() for e in self.events],
             "threads": {str(k): v.to_dict() for k, v in self.threads.items()},
             "violations": [v.to_dict() for v in self.violations],
+            "stacks_captured_wall": dict(self.stacks_captured_wall),
         }
 
     @classmethod
@@ -134,6 +169,10 @@ class ShutdownTimeline:
             events=[LifecycleEvent.from_dict(e) for e in d.get("events") or ()],
             threads={int(k): ThreadInfo.from_dict(v) for k, v in (d.get("threads") or {}).items()},
             violations=[Violation.from_dict(v) for v in d.get("violations") or ()],
+            progress=d.get("progress"),
+            stacks_captured_wall={
+                str(k): float(v) for k, v in (d.get("stacks_captured_wall") or {}).items()
+            },
         )
 
     @property

@@ -22,6 +22,7 @@ from spindle.diagnostics import ThreadGroup
 from spindle.web._auth import LOOPBACK_HOSTS, AdminAuth, is_loopback
 
 from . import _admin_db, _workflows
+from ._admin import ManagementGate
 from ._admin_input import (
     BOOL,
     ID,
@@ -374,7 +375,13 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
             # Bound to loopback: only loopback names in Host (DNS rebinding). Bound to a
             # wider address: any name, since proxies and DNS names lead to it.
             hosts=LOOPBACK_HOSTS | {host} if is_loopback(host) else None,
-        )
+        ),
+        # Inside the authentication layer: after phase 5 the management routes answer 503,
+        # but only to a caller the layer let through.
+        Middleware(
+            ManagementGate,
+            is_closed=lambda: rt.admin is not None and rt.admin.management_closed,
+        ),
     ]
     if dashboard is None:
         return Starlette(routes=routes, middleware=middleware)

@@ -8,6 +8,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
+    from spindle.diagnostics import ThreadRecord
+
     from ._active import ActiveWorkflow
     from ._rows import StepRow
 
@@ -26,6 +28,9 @@ class WorkflowContext:
     next_function_id: int = 0
     in_step: bool = False
     step_attempts: dict[int, int] = field(default_factory=dict)
+    # The registry record of the thread running this (sync) workflow, to show its current
+    # step there; None for async workflows (many share the event loop's thread).
+    record: ThreadRecord | None = None
 
     def next_id(self) -> int:
         """The next function id: each step, child or durable wait takes one, in order."""

@@ -221,21 +221,33 @@ def _enter(
     info: WorkflowInfo,
     deadline_ms: int | None,
     recorded: dict[int, StepRow] | None,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
     ctx = WorkflowContext(entry.workflow_id, info.name, entry, deadline_ms, recorded)
+    record = None if info.is_async else rt.registry.own_record()
+    outer = None
+    if record is not None:
+        # The thread's record says which workflow it runs (dashboard, shutdown report); a
+        # child run inline puts its parent's back on leaving. One attribute store: cheap.
+        ctx.record = record
+        outer = record.work
+        record.work = (entry.workflow_id, info.name, None, None)
     # The body starts with a clean slate: a SetWorkflowID/Timeout around the *call* must not
     # leak into the children the body starts (they inherit the deadline instead).
     return (
         current_workflow.set(ctx),
         next_workflow_id.set(None),
         next_timeout.set(_UNSET),
+        (record, outer),
     )
 
 
-def _leave(tokens: tuple[Any, Any, Any]) -> None:
+def _leave(tokens: tuple[Any, Any, Any, Any]) -> None:
     current_workflow.reset(tokens[0])
     next_workflow_id.reset(tokens[1])
     next_timeout.reset(tokens[2])
+    record, outer = tokens[3]
+    if record is not None:
+        record.work = outer
 
 
 def _run_workflow(

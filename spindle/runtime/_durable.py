@@ -34,6 +34,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ._clock_wait import is_real, wait_on_clock
 from ._context import WorkflowContext, current_workflow
 from ._errors import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError, WorkflowInterrupted
 from ._rows import StepRow
@@ -100,17 +101,26 @@ class Call(Effect):
 
 
 class WaitWake(Effect):
-    """Wait up to ``seconds`` on a workflow's wake event (cancel, shutdown); True if woken."""
+    """Wait up to ``seconds`` on a workflow's wake event (cancel, shutdown); True if woken.
 
-    __slots__ = ("entry", "seconds")
+    ``seconds`` are the runtime clock's: an injected (fake) clock moves the wait.
+    """
 
-    def __init__(self, entry: ActiveWorkflow, seconds: float) -> None:
+    __slots__ = ("clock", "entry", "seconds")
+
+    def __init__(self, entry: ActiveWorkflow, seconds: float, clock: Clock | None = None) -> None:
         self.entry = entry
         self.seconds = seconds
+        self.clock = clock
 
     def run(self) -> bool:
         """Block on the event."""
-        return self.entry.wake.wait(self.seconds)
+        clock = self.clock
+        if is_real(clock):
+            return self.entry.wake.wait(self.seconds)
+        assert clock is not None
+        entry = self.entry
+        return wait_on_clock(clock, entry.wake.is_set, entry.add_wake_callback, self.seconds)
 
     def run_async(self) -> Awaitable[bool]:
         """Await the event on the running loop."""
@@ -128,19 +138,27 @@ class Waitable(Protocol):
         """Await up to ``timeout``; True if woken."""
         ...
 
+    def wait_clock(self, clock: Clock, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds of ``clock`` (a test's fake clock); True if woken."""
+        ...
+
 
 class Wait(Effect):
-    """Wait up to ``seconds`` on a :class:`Waitable`; True if woken."""
+    """Wait up to ``seconds`` (of ``clock``, when one is injected) on a :class:`Waitable`."""
 
-    __slots__ = ("seconds", "waitable")
+    __slots__ = ("clock", "seconds", "waitable")
 
-    def __init__(self, waitable: Waitable, seconds: float) -> None:
+    def __init__(self, waitable: Waitable, seconds: float, clock: Clock | None = None) -> None:
         self.waitable = waitable
         self.seconds = seconds
+        self.clock = clock
 
     def run(self) -> bool:
         """Block on it."""
-        return self.waitable.wait(self.seconds)
+        if is_real(self.clock):
+            return self.waitable.wait(self.seconds)
+        assert self.clock is not None
+        return self.waitable.wait_clock(self.clock, self.seconds)
 
     def run_async(self) -> Awaitable[bool]:
         """Await it."""
@@ -389,6 +407,9 @@ def step(
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
     error: BaseException | None
     ctx.in_step = True  # durable calls inside run plainly: this operation is the checkpoint
+    record = ctx.record
+    if record is not None:
+        record.work = (ctx.workflow_id, ctx.name, fid, name)  # shown while the step runs
     try:
         while True:
             try:
@@ -405,10 +426,12 @@ def step(
                     result = None
                     break
                 # Back off on the wake event: cancel or shutdown cut the wait short.
-                if (yield WaitWake(ctx.entry, delay)):
+                if (yield WaitWake(ctx.entry, delay, rt.clock)):
                     check_boundary(rt, ctx.entry)
     finally:
         ctx.in_step = False
+        if record is not None:
+            record.work = (ctx.workflow_id, ctx.name, None, None)
     return conclude(rt, ctx, fid, name, result, error)
 
 
@@ -418,8 +441,17 @@ def sleep(rt: Host, ctx: WorkflowContext, seconds: float) -> Op[None]:
     fid, row = begin(rt, ctx)
     wake_at = float(replay(row)) if row is not None else deadline(rt, ctx, fid, seconds)
     remaining = wake_at - rt.clock.now()
-    if remaining > 0 and (yield WaitWake(ctx.entry, remaining)):
-        check_boundary(rt, ctx.entry)
+    if remaining <= 0:
+        return
+    record = ctx.record
+    if record is not None:
+        record.work = (ctx.workflow_id, ctx.name, fid, "DBOS.sleep")
+    try:
+        if (yield WaitWake(ctx.entry, remaining, rt.clock)):
+            check_boundary(rt, ctx.entry)
+    finally:
+        if record is not None:
+            record.work = (ctx.workflow_id, ctx.name, None, None)
 
 
 def _calling_workflow() -> WorkflowContext | None:

@@ -32,6 +32,8 @@ class DBOSExecutor(ThreadPoolExecutor):
         record = self._registry.adopt_current_thread(
             kind=ThreadKind.EXECUTOR, group=ThreadGroup.EXECUTOR
         )
+        # A pool thread: between workflows (no ``work`` on its record) it shows as idle.
+        record.pooled = True
         with self._records_lock:
             self.records.append((thread, record))
 

@@ -153,7 +153,11 @@ def _start_admin_server(rt: Runtime) -> None:
         # No token here: build_admin_app's one auth layer already guards all it serves.
         dashboard = create_app(rt.diag)
     server = AdminServer(
-        rt.supervisor, build_admin_app(rt, dashboard), cfg.admin_host, cfg.admin_port
+        rt.supervisor,
+        build_admin_app(rt, dashboard),
+        cfg.admin_host,
+        cfg.admin_port,
+        serves_dashboard=dashboard is not None,
     )
     if server.start():
         rt.admin = server

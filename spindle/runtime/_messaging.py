@@ -132,7 +132,7 @@ def _recv(
             remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
-            yield Wait(waiter, remaining)
+            yield Wait(waiter, remaining, rt.clock)
     finally:
         remove_wake()
         rt.listener.waiters.unregister(waiter)
@@ -213,7 +213,7 @@ def _get_event(
             remaining = wake_at - rt.clock.now()
             if remaining <= 0:
                 break
-            yield Wait(waiter, remaining)
+            yield Wait(waiter, remaining, rt.clock)
     finally:
         if remove_wake is not None:
             remove_wake()

@@ -30,8 +30,9 @@ import psycopg
 from psycopg.pq import ConnStatus
 from sqlalchemy.engine import make_url
 
-from spindle.diagnostics import StopEvent, ThreadKind, ThreadRecord
+from spindle.diagnostics import Clock, StopEvent, ThreadKind, ThreadRecord
 
+from ._clock_wait import wait_on_clock
 from ._messaging_db import MessagingDatabase
 from ._schema import NOTIFICATIONS_CHANNEL, WORKFLOW_EVENTS_CHANNEL
 from ._supervisor import Supervised, Supervisor
@@ -61,7 +62,7 @@ def event_key(workflow_id: str, key: str) -> Key:
 class Waiter:
     """One caller waiting for one key: wakes a thread, or an awaiting coroutine on its loop."""
 
-    __slots__ = ("_async_event", "_event", "_loop", "_owner", "key")
+    __slots__ = ("_async_event", "_event", "_hook", "_loop", "_owner", "key")
 
     def __init__(
         self, owner: Waiters, key: Key, loop: asyncio.AbstractEventLoop | None = None
@@ -71,10 +72,15 @@ class Waiter:
         self._event = threading.Event()
         self._loop = loop
         self._async_event = asyncio.Event() if loop is not None else None
+        # Called on notify while a wait on an injected clock is blocked (tests' FakeClock).
+        self._hook: Callable[[], None] | None = None
 
     def notify(self) -> None:
         """Wake the caller (from any thread)."""
         self._event.set()
+        hook = self._hook
+        if hook is not None:
+            hook()
         if self._loop is not None and self._async_event is not None:
             try:
                 self._loop.call_soon_threadsafe(self._async_event.set)
@@ -92,6 +98,25 @@ class Waiter:
         self._owner._parked(self, True)
         try:
             return self._event.wait(timeout)
+        finally:
+            self._owner._parked(self, False)
+
+    def wait_clock(self, clock: Clock, timeout: float) -> bool:
+        """:meth:`wait`, ``timeout`` measured in ``clock`` time (a test's fake clock)."""
+
+        def subscribe(callback: Callable[[], None]) -> Callable[[], None]:
+            self._hook = callback
+            if self._event.is_set():
+                callback()
+
+            def remove() -> None:
+                self._hook = None
+
+            return remove
+
+        self._owner._parked(self, True)
+        try:
+            return wait_on_clock(clock, self._event.is_set, subscribe, timeout)
         finally:
             self._owner._parked(self, False)
 

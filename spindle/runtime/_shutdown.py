@@ -96,14 +96,33 @@ def _signal_own_kinds(spec: PhaseSpec) -> Phase:
     return signal
 
 
-def _stop_conductor(rt: Runtime, _timeout: float) -> None:
-    # After the drain: the conductor saw the last workflows end. Joined here, so the
-    # timeline it sends a watching conductor ends at this phase, and the executor and the
-    # databases it reads are still up while it says goodbye.
-    rt.supervisor.signal(kinds=specs.STOP_CONDUCTOR.own_kinds)
-    for s in rt.supervisor.threads():
-        if s.record.kind in specs.STOP_CONDUCTOR.own_kinds and s.record.join_outcome is None:
-            rt.supervisor.reap(s, rt.config.thread_join_timeout_sec)
+def _stop_and_join_own_kinds(spec: PhaseSpec) -> Phase:
+    """The action of a phase that stops its own thread kinds and joins them before going on.
+
+    stop_conductor: after the drain, so the conductor saw the last workflows end; joined
+    there, so the timeline it sends a watching conductor ends at that phase while the
+    executor and the databases it reads are still up. stop_dashboard: after join_threads, so
+    a hung join can be watched; joined before the databases close.
+    """
+
+    def stop(rt: Runtime, _timeout: float) -> None:
+        rt.supervisor.signal(kinds=spec.own_kinds)
+        for s in rt.supervisor.threads():
+            if s.record.kind in spec.own_kinds and s.record.join_outcome is None:
+                rt.supervisor.reap(s, rt.config.thread_join_timeout_sec)
+
+    return stop
+
+
+def _stop_admin_server(rt: Runtime, _timeout: float) -> None:
+    if rt.admin is None:
+        return
+    # DBOS's management routes stop here, as DBOS orders; the dashboard keeps serving until
+    # stop_dashboard, so a hung join below can be watched. Without a dashboard there is
+    # nothing to watch: the server stops now (it is joined in stop_dashboard).
+    rt.admin.close_management()
+    if not rt.admin.serves_dashboard:
+        rt.supervisor.signal(kinds=frozenset({ThreadKind.ADMIN_SERVER}))
 
 
 def _shutdown_executor(rt: Runtime, _timeout: float) -> None:
@@ -122,8 +141,12 @@ def _interrupt_db(rt: Runtime, _timeout: float) -> None:
 
 def _join_threads(rt: Runtime, timeout: float) -> None:
     join_timeout = rt.config.thread_join_timeout_sec
+    order = plan(rt)
+    # Threads a later phase stops itself (the admin server, serving the dashboard through
+    # these joins) are joined there.
+    later = frozenset().union(*(s.own_kinds for s in order[order.index(specs.JOIN_THREADS) + 1 :]))
     for s in rt.supervisor.threads():
-        if s.record.join_outcome is None:
+        if s.record.join_outcome is None and s.record.kind not in later:
             rt.supervisor.reap(s, join_timeout)
     for thread, record in rt.executor.worker_records():
         if record.join_outcome is None:
@@ -147,13 +170,14 @@ PHASES: dict[PhaseSpec, Phase] = specs.bind(
         specs.SIGNAL_POLLERS: _signal_pollers,
         specs.SIGNAL_INTERNAL: _signal_internal,
         specs.WAIT_WORKFLOWS: _wait_workflows,
-        specs.STOP_CONDUCTOR: _stop_conductor,
+        specs.STOP_CONDUCTOR: _stop_and_join_own_kinds(specs.STOP_CONDUCTOR),
         specs.STOP_EVENT_LOOP: _signal_own_kinds(specs.STOP_EVENT_LOOP),
-        specs.STOP_ADMIN_SERVER: _signal_own_kinds(specs.STOP_ADMIN_SERVER),
+        specs.STOP_ADMIN_SERVER: _stop_admin_server,
         specs.STOP_NOTIFICATION_LISTENER: _signal_own_kinds(specs.STOP_NOTIFICATION_LISTENER),
         specs.SHUTDOWN_EXECUTOR: _shutdown_executor,
         specs.INTERRUPT_DB: _interrupt_db,
         specs.JOIN_THREADS: _join_threads,
+        specs.STOP_DASHBOARD: _stop_and_join_own_kinds(specs.STOP_DASHBOARD),
         specs.CLOSE_DATABASES: _close_databases,
     },
 )
@@ -178,6 +202,9 @@ def prepare(rt: Runtime) -> ShutdownRecorder:
     recorder = ShutdownRecorder(rt.registry, service=rt.config.name)
     recorder.begin()
     rt.shutdown_timeline = recorder.timeline
+    if rt.diag is not None:
+        # From here the dashboard shows this shutdown live, phase by phase.
+        rt.diag.recording(recorder)
     for spec, step in PREPARE.items():
         try:
             with recorder.prepare(spec.name):

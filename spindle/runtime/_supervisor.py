@@ -127,6 +127,24 @@ class Supervisor:
         return join_and_record(self.registry, supervised.thread, supervised.record, timeout)
 
 
+#: How often a join still waiting logs what it waits on.
+PROGRESS_EVERY_SEC = 3.0
+
+
+def join_progress(
+    registry: ThreadRegistry, record: ThreadRecord, waited: float, timeout: float
+) -> str:
+    """``waiting on dbos-executor-1 (workflow stuck_wf 4f3…, step slow_call) 3.0 s of 10 s``."""
+    info = registry.info(record)
+    what = ""
+    if info.workflow_id is not None:
+        what = f"workflow {info.workflow_name} {info.workflow_id[:8]}…"
+        if info.step_name is not None:
+            what += f", step {info.step_name}"
+        what = f" ({what})"
+    return f"waiting on {record.name}{what} {waited:.1f} s of {timeout:g} s"
+
+
 def join_and_record(
     registry: ThreadRegistry,
     thread: threading.Thread,
@@ -142,17 +160,33 @@ def join_and_record(
         registry.mark_joined(record, JoinOutcome.JOINED, 0.0)
         return True
     start = time.monotonic()
-    thread.join(timeout)
+    registry.set_joining(record, timeout)
+    try:
+        # In slices, so a long join says in the log what it waits on while it waits.
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                break
+            thread.join(min(left, PROGRESS_EVERY_SEC))
+            if not thread.is_alive():
+                break
+            waited = time.monotonic() - start
+            if waited < timeout:
+                logger.warning("spindle: %s", join_progress(registry, record, waited, timeout))
+    finally:
+        registry.set_joining(None)
     duration = time.monotonic() - start
     if thread.is_alive():
         frames = capture_stack(thread.ident) if thread.ident is not None else None
         if frames:
             registry.attach_stack(record, frames, "join-timeout")
         registry.mark_joined(record, JoinOutcome.TIMEOUT, duration)
+        work = registry.info(record).work_text()
         logger.warning(
-            "spindle: thread %s (%s) still alive after a %.1fs join timeout:\n%s",
+            "spindle: thread %s (%s%s) still alive after a %.1fs join timeout:\n%s",
             thread.name,
             record.kind.value,
+            f", {work}" if work else "",
             timeout,
             format_stack(frames) if frames else "  (no stack)",
         )

@@ -13,15 +13,41 @@ from spindle.diagnostics import ShutdownTimeline, add_timeline_listener
 from spindle.diagnostics import set_default_tracer_provider_for_tests as _set_test_provider
 
 from ._clock import FakeClock
-from ._threads import check_no_leaked_threads, thread_idents
+from ._threads import DEFAULT_GRACE_SEC, check_no_leaked_threads, thread_idents
+
+GRACE_INI = "spindle_leaked_thread_grace_sec"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ini option: how long threads get to exit before they count as leaked."""
+    parser.addini(
+        GRACE_INI,
+        help="seconds a test's threads get to exit before spindle_no_leaked_threads "
+        f"fails it (default {DEFAULT_GRACE_SEC})",
+        default=str(DEFAULT_GRACE_SEC),
+    )
+
+
+def leaked_thread_grace(config: pytest.Config) -> float:
+    """The configured grace, or a clear error naming the ini key."""
+    raw = config.getini(GRACE_INI)
+    try:
+        grace = float(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{GRACE_INI} must be a number of seconds, not {raw!r}") from None
+    if grace < 0:
+        raise pytest.UsageError(f"{GRACE_INI} must be >= 0, not {raw!r}")
+    return grace
 
 
 @pytest.fixture
-def spindle_no_leaked_threads() -> Iterator[None]:
-    """Fail the test if a thread it started is still alive when it ends (after a grace)."""
+def spindle_no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if a thread it started is still alive when it ends (after a grace:
+    ini ``spindle_leaked_thread_grace_sec``, default 1 s)."""
+    grace = leaked_thread_grace(request.config)
     before = thread_idents()
     yield
-    check_no_leaked_threads(before)
+    check_no_leaked_threads(before, grace=grace)
 
 
 def format_violations(timelines: list[ShutdownTimeline]) -> str:

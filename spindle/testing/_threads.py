@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+#: How long a test's threads get to finish exiting before they count as leaked. Short: a
+#: thread that lives on for seconds after its test is a leak worth seeing, not noise.
+DEFAULT_GRACE_SEC = 1.0
+
 
 class LeakedThreadsError(AssertionError):
     """Threads that a test started are still alive after it ended."""
@@ -22,7 +26,7 @@ def runtime_threads(before: set[int] | None = None) -> list[threading.Thread]:
     return out
 
 
-def check_no_leaked_threads(before: set[int], *, grace: float = 5.0) -> None:
+def check_no_leaked_threads(before: set[int], *, grace: float = DEFAULT_GRACE_SEC) -> None:
     """Raise :class:`LeakedThreadsError` if a thread started after ``before`` is still alive.
 
     Threads get ``grace`` seconds (joined, never slept on) to finish exiting: a thread that

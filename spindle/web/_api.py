@@ -71,6 +71,7 @@ async def history_json(request: Request) -> Response:
     """``/history.json``: per-thread state segments over the window."""
     filters = filters_of(request)
     dash = dashboard(request)
+    dash.sample_history()
     now = dash.source.registry.now()
     start, strips = dash.history.strips(now)
     return JSONResponse(

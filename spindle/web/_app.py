@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ def build_app(
     admin_token: str | None = None,
     allow_pyspy: bool = True,
     home: str = "threads",
+    sample_every_sec: float = 1.0,
 ) -> Starlette:
     """:func:`create_app` with the home page chosen (the offline viewer's is ``shutdown``)."""
     if admin_token is not None and not admin_token:
@@ -55,9 +57,15 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dash.start()
+        # Samples thread states for the history on the server's own loop (no thread of
+        # its own), only while the dashboard serves: diagnostics off costs nothing.
+        sampler = asyncio.ensure_future(_sample_forever(dash, sample_every_sec))
         try:
             yield
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             dash.stop()
 
     routes = [
@@ -79,6 +87,7 @@ def build_app(
         Route("/history.json", _api.history_json, name="history_json"),
         Route("/shutdown", _views.shutdown_page, name="shutdown"),
         Route("/shutdown.json", _api.shutdown_json, name="shutdown_json"),
+        Route("/rules", _views.rules_page, name="rules"),
         Route("/lints.json", _api.lints_json, name="lints_json"),
         Mount("/static", StaticFiles(directory=_views.STATIC), name="static"),
     ]
@@ -97,6 +106,19 @@ def build_app(
     app.state.admin_token = admin_token
     app.state.home = home
     return app
+
+
+#: The sampler may use at most this share of the server's loop: with thousands of threads
+#: a sample costs milliseconds, and pages must not wait behind it.
+SAMPLER_LOOP_SHARE = 0.05
+
+
+async def _sample_forever(dash: Dashboard, every: float) -> None:
+    while True:
+        start = time.perf_counter()
+        dash.sample_history()
+        spent = time.perf_counter() - start
+        await asyncio.sleep(max(every, spent / SAMPLER_LOOP_SHARE))
 
 
 class ServerTiming:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from spindle.diagnostics import (
+    EventType,
     PySpyError,
     RegistrySnapshot,
     ShutdownTimeline,
     ThreadInfo,
     ThreadState,
     capture_stack,
-    format_stack,
     lint,
     pyspy_dump,
 )
@@ -27,6 +29,8 @@ from ._threads import Filters, ThreadTable, build_table, effective_state
 from ._waits import WaitClassifier
 
 _ID = re.compile(r"[0-9]{1,18}")
+
+logger = logging.getLogger("spindle.diagnostics")
 
 
 def parse_id(text: str) -> int | None:
@@ -51,6 +55,9 @@ class ThreadDetail:
     lints: list[dict[str, Any]]
     parent_name: str | None
     children: list[tuple[int, str]]
+    #: When the stack shown was taken (epoch s): now for a live one, the capture's time
+    #: for a kept one; so a live stack and a py-spy dump can be told apart.
+    stack_captured_wall: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (no locals)."""
@@ -60,6 +67,7 @@ class ThreadDetail:
         data["state"] = self.state.value
         data["stack"] = self.stack
         data["stack_source"] = self.stack_source
+        data["stack_captured_wall"] = self.stack_captured_wall
         data["waits_on"] = self.waits_on
         data["lints"] = self.lints
         data["parent_name"] = self.parent_name
@@ -76,10 +84,13 @@ class PySpyResult:
     thread: dict[str, Any] | None = None
     gil_holders: list[str] = field(default_factory=list)
     threads: list[dict[str, Any]] = field(default_factory=list)
+    #: When the dump was taken (epoch s): compare with the page's live stack.
+    taken_wall: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {
+            "taken_wall": self.taken_wall,
             "ok": self.ok,
             "reason": self.reason,
             "thread": self.thread,
@@ -112,19 +123,39 @@ class Dashboard:
         self._versions = itertools.count(1)
         self._version = 0
         self._remove_listener: Callable[[], None] | None = None
-        self._cached: tuple[int, tuple[tuple[int | None, str], ...], RegistrySnapshot] | None = None
+        self._cached: (
+            tuple[int, tuple[tuple[int | None, str], ...], RegistrySnapshot, tuple[object, ...]]
+            | None
+        ) = None
         # One py-spy at a time: each dump pauses the whole process, so a second click while
         # one runs is refused instead of queued.
         self._pyspy_lock = threading.Lock()
         self._listen_lock = threading.Lock()
+        self._replayed = False
 
     @property
     def service_name(self) -> str:
         """The app's name."""
         return self.source.service_name
 
+    @property
+    def live(self) -> bool:
+        """False for a saved report (no live threads: no live stacks, no sampling)."""
+        return bool(getattr(self.source, "live", True))
+
     def start(self) -> None:
         """Install the registry listeners (state history, snapshot version); idempotent."""
+        replay = getattr(self.source, "history_events", None)
+        if replay is not None and not self.history.running and not self._replayed:
+            # A saved report: its history is its threads as the shutdown began, then its
+            # own events, replayed once.
+            self._replayed = True
+            for timeline in self.source.timelines()[-1:]:
+                for info in timeline.threads.values():
+                    self.history.observe(
+                        info.record_id, info.name, info.kind, info.state, timeline.started_mono
+                    )
+            self.history.replay(replay())
         self.history.start()
         with self._listen_lock:
             if self._remove_listener is None:
@@ -154,17 +185,20 @@ class Dashboard:
         # so the next call does not trust this snapshot.
         version = self._version
         threads = tuple((t.ident, t.name) for t in threading.enumerate())
+        # Pool threads change workflow and step without an event: part of the key.
+        work = registry.work_state()
         cached = self._cached
         if (
             cached is not None
             and self._remove_listener is not None
             and cached[0] == version
             and cached[1] == threads
+            and cached[3] == work
         ):
             return cached[2]
         snapshot = registry.snapshot(include_foreign=True, with_waiting=False)
         if self._remove_listener is not None:
-            self._cached = (version, threads, snapshot)
+            self._cached = (version, threads, snapshot, work)
         return snapshot
 
     def snapshot(self) -> tuple[RegistrySnapshot, dict[int, str]]:
@@ -176,6 +210,28 @@ class Dashboard:
         snapshot = self._registry_snapshot()
         idents = [t.ident for t in snapshot.threads if t.ident is not None and t.state.alive]
         return snapshot, self.waits.classify(idents)
+
+    def sample_history(self) -> None:
+        """Record every live thread's state now (waiting, running, idle; foreign threads
+        too): what the lifecycle events cannot tell. Called about once a second while the
+        app serves, and before the history is shown. Never raises."""
+        if not self.live:
+            return  # a saved report: its history is its events
+        try:
+            snapshot, waits = self.snapshot()
+            now = self.source.registry.now()
+            live: set[int] = set()
+            samples = []
+            for info in snapshot.threads:
+                if not info.state.alive:
+                    continue
+                live.add(info.record_id)
+                state, _wait = effective_state(info, waits)
+                samples.append((info.record_id, info.name, info.kind, state))
+            self.history.observe_many(samples, now)
+            self.history.forget_missing(live, now)
+        except Exception:
+            logger.exception("spindle: history sample failed")
 
     def table(self, filters: Filters) -> ThreadTable:
         """The thread table for these filters."""
@@ -198,12 +254,18 @@ class Dashboard:
         state, wait = effective_state(info, self.waits.classify([info.ident] if info.ident else []))
         stack: list[dict[str, Any]] = []
         source = "none"
-        if info.state.alive and info.ident is not None:
+        taken: float | None = None
+        if self.live and info.state.alive and info.ident is not None:
+            taken = time.time()
             live = capture_stack(info.ident)
             if live is not None:
                 stack, source = clean_frames(live), "live"
         if not stack and info.captured_stack:
             stack, source = clean_frames(info.captured_stack), "captured"
+            captures = [e for e in info.events if e.type is EventType.STACK_CAPTURED]
+            taken = captures[-1].wall_time if captures else None
+        if not stack:
+            taken = None
         names = {t.record_id: t.name for t in snapshot.threads}
         children = [(t.record_id, t.name) for t in snapshot.threads if t.parent_id == record_id]
         lints = [item for item in self.lints() if record_id in item.get("thread_ids", ())]
@@ -216,6 +278,7 @@ class Dashboard:
             lints=lints,
             parent_name=names.get(info.parent_id) if info.parent_id is not None else None,
             children=children,
+            stack_captured_wall=taken,
         )
 
     def pyspy(self, info: ThreadInfo) -> PySpyResult:
@@ -226,6 +289,7 @@ class Dashboard:
             return PySpyResult(False, f"thread {info.name!r} is not running ({info.state.value})")
         if not self._pyspy_lock.acquire(blocking=False):
             return PySpyResult(False, "another py-spy dump is running; try again when it ends")
+        taken = time.time()
         try:
             dumped = pyspy_dump(
                 None, native=True, timeout=self.pyspy_timeout, registry=self.source.registry
@@ -253,26 +317,8 @@ class Dashboard:
                 holders,
                 threads,
             )
-        return PySpyResult(True, None, mine, holders, threads)
+        return PySpyResult(True, None, mine, holders, threads, taken_wall=taken)
 
     def timelines(self) -> list[ShutdownTimeline]:
         """Kept shutdown timelines, newest first."""
         return list(reversed(self.source.timelines()))
-
-
-def violation_stacks(timeline: ShutdownTimeline) -> list[dict[str, Any]]:
-    """Each violation with its stacks formatted as text, for display."""
-    out = []
-    for v in timeline.violations:
-        stacks = []
-        for tid, frames in v.stacks.items():
-            rid = parse_id(str(tid))
-            info = timeline.threads.get(rid) if rid is not None else None
-            stacks.append(
-                {
-                    "thread": info.name if info else f"#{tid}",
-                    "text": format_stack(clean_frames(frames)),
-                }
-            )
-        out.append({"violation": v, "stacks": stacks})
-    return out

@@ -87,6 +87,9 @@ class ThreadHistory:
         self._lock = threading.Lock()
         self._tracks: OrderedDict[int, Track] = OrderedDict()
         self._remove: Callable[[], None] | None = None
+        # The earliest moment the history knows of: the axis starts there on a young app,
+        # not a whole window back.
+        self._origin: float | None = None
 
     @property
     def running(self) -> bool:
@@ -106,10 +109,65 @@ class ThreadHistory:
             with self._lock:
                 if record.record_id not in self._tracks:
                     track = self._track(record.record_id, record.name, record.kind)
-                    since = record.started_mono or record.created_mono
-                    track.changes.append((min(since, now), record.state))
+                    since = min(record.started_mono or record.created_mono, now)
+                    track.changes.append((since, record.state))
+                    self._origin = since if self._origin is None else min(self._origin, since)
                     if not record.state.alive:
                         track.exited_mono = record.stopped_mono
+        with self._lock:
+            if self._origin is None:
+                self._origin = now
+
+    def replay(self, events: list[LifecycleEvent]) -> None:
+        """Feed recorded events (a saved report's) as if they had just happened."""
+        for event in sorted(events, key=lambda e: e.seq):
+            self._on_event(event)
+
+    def observe(
+        self, record_id: int, name: str, kind: ThreadKind, state: ThreadState, at: float
+    ) -> None:
+        """A sampled state (waiting, running, idle: states no lifecycle event announces).
+
+        Threads the registry does not own (foreign) get their track from samples alone.
+        """
+        self.observe_many([(record_id, name, kind, state)], at)
+
+    def observe_many(
+        self, samples: list[tuple[int, str, ThreadKind, ThreadState]], at: float
+    ) -> None:
+        """:meth:`observe` for a whole sample, under one lock.
+
+        A sample never evicts: a thread without a track gets one only while there is room,
+        so a process with more live threads than ``max_threads`` does not churn its tracks
+        (and pay an eviction scan per thread) every second.
+        """
+        with self._lock:
+            tracks = self._tracks
+            for record_id, name, kind, state in samples:
+                track = tracks.get(record_id)
+                if track is None:
+                    if len(tracks) >= self._max_threads:
+                        continue
+                    track = self._track(record_id, name, kind)
+                if track.exited_mono is not None:
+                    continue
+                changes = track.changes
+                if not changes or changes[-1][1] is not state:
+                    changes.append((at, state))
+            if samples and (self._origin is None or at < self._origin):
+                self._origin = at
+
+    def forget_missing(self, live_ids: set[int], at: float) -> None:
+        """Tracks of foreign threads no longer seen end here (they have no exit event)."""
+        with self._lock:
+            for track in self._tracks.values():
+                if (
+                    track.kind is ThreadKind.FOREIGN
+                    and track.exited_mono is None
+                    and track.record_id not in live_ids
+                ):
+                    track.changes.append((at, ThreadState.EXITED_OK))
+                    track.exited_mono = at
 
     def stop(self) -> None:
         """Remove the listener; idempotent. The recorded history stays readable."""
@@ -147,6 +205,8 @@ class ThreadHistory:
             return
         with self._lock:
             track = self._track(event.record_id, event.thread_name or "?", event.kind)
+            if self._origin is None or event.mono < self._origin:
+                self._origin = event.mono
             if track.exited_mono is not None and state.alive:
                 return  # a late stop/join event after the exit does not revive the thread
             if not track.changes or track.changes[-1][1] is not state:
@@ -159,6 +219,10 @@ class ThreadHistory:
         now = self.registry.now() if now is None else now
         start = now - self.window_sec
         with self._lock:
+            if self._origin is not None and self._origin > start:
+                # A young app: the axis spans its age, with a little room before the start.
+                age = max(now - self._origin, 1.0)
+                start = max(start, self._origin - 0.05 * age)
             # Forget threads that exited before the window: they have nothing left to show.
             gone = [r for r, t in self._tracks.items() if _exited_before(t, start)]
             for rid in gone:

@@ -6,6 +6,7 @@ goes through Jinja's autoescape.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ RIGHT_PAD = 20
 ROW_H = 20
 AXIS_H = 28
 CHART_W = WIDTH - LABEL_W - RIGHT_PAD
+#: Vertical-line labels closer than this (px) are stacked.
+LABEL_GAP = 110.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class VLine:
     y2: float
     cls: str
     label: str
+    label_dy: float = 0.0  # pushed down a line when another label is too close
 
 
 @dataclass(slots=True)
@@ -121,13 +125,64 @@ def _axis(t0: float, span: float, y: float, *, relative_to_end: bool = False) ->
     ticks = []
     k = 0
     while k * step <= span + 1e-12 and k < 50:
-        t = k * step
         if relative_to_end:
-            label = "now" if span - t < step / 2 else _fmt_tick(-(span - t), step)
+            # Round offsets back from "now" (-2s, -1s, now), not from an arbitrary start.
+            ago = k * step
+            t = span - ago
+            label = "now" if k == 0 else _fmt_tick(-ago, step)
         else:
+            t = k * step
             label = _fmt_tick(t, step)
         ticks.append(Tick(LABEL_W + t / span * CHART_W, label))
         k += 1
+    return ticks
+
+
+class PhaseScale:
+    """Time to x, piecewise: every phase (and the stretch before phase 1) gets at least a
+    readable width, the rest of the chart shared by duration. A 2 s join no longer squashes
+    eight 1 ms phases into one pixel; the axis is labelled at phase starts instead."""
+
+    def __init__(self, t0: float, end: float, cuts: list[float]) -> None:
+        points = sorted({t0, end, *(c for c in cuts if t0 < c < end)})
+        pieces = [(a, b) for a, b in itertools.pairwise(points) if b > a]
+        span = max(end - t0, 1e-9)
+        min_w = min(MIN_PHASE_W, CHART_W / max(1, 2 * len(pieces)))
+        share = CHART_W - min_w * len(pieces)
+        self._pieces: list[tuple[float, float, float, float]] = []  # t_a, t_b, x_a, x_b
+        x = float(LABEL_W)
+        for a, b in pieces:
+            w = min_w + share * (b - a) / span
+            self._pieces.append((a, b, x, x + w))
+            x += w
+        self.t0, self.end = t0, end
+
+    def __call__(self, t: float) -> float:
+        if not self._pieces or t <= self.t0:
+            return float(LABEL_W)
+        for a, b, xa, xb in self._pieces:
+            if t <= b:
+                return xa + (xb - xa) * (t - a) / (b - a)
+        return float(LABEL_W + CHART_W)
+
+
+#: The narrowest a phase is drawn (px), however short it was.
+MIN_PHASE_W = 28.0
+#: Closer tick labels than this (px) would overprint: the later one is dropped.
+MIN_TICK_GAP = 46.0
+
+
+def _phase_ticks(x: PhaseScale, starts: list[float], t0: float, end: float) -> list[Tick]:
+    ticks: list[Tick] = []
+    for t in [*starts, end]:
+        pos = x(t)
+        if ticks and pos - ticks[-1].x < MIN_TICK_GAP:
+            if t == end and len(ticks) > 1:
+                ticks.pop()  # the end label wins over the phase start just before it
+            else:
+                continue
+        step = max(t - t0, 1e-3)
+        ticks.append(Tick(pos, "0" if t == t0 else "+" + _fmt_tick(t - t0, step / 10)))
     return ticks
 
 
@@ -137,18 +192,18 @@ def shutdown_drawing(timeline: ShutdownTimeline) -> Drawing:
     monos = [e.mono for e in timeline.events]
     monos += [p.end_mono for p in timeline.phases if p.end_mono is not None]
     end = max([timeline.ended_mono or t0, *monos])
+    cuts = [p.start_mono for p in timeline.phases]
+    cuts += [p.end_mono for p in timeline.phases if p.end_mono is not None]
+    x = PhaseScale(t0, max(end, t0 + 1e-3), cuts)
     span = max(end - t0, 1e-3)
-
-    def x(t: float) -> float:
-        return LABEL_W + max(0.0, min(1.0, (t - t0) / span)) * CHART_W
 
     violating = {i for v in timeline.violations for i in v.thread_ids}
     violating_phases = {v.phase for v in timeline.violations if v.phase}
     drawing = Drawing(WIDTH, 0, LABEL_W, AXIS_H - 8)
-    drawing.ticks = _axis(t0, span, AXIS_H - 8)
+    drawing.ticks = _phase_ticks(x, [p.start_mono for p in timeline.phases], t0, end)
     y = float(AXIS_H)
     for p in timeline.phases:
-        bad = p.outcome == "error" or p.name in violating_phases
+        bad = p.outcome in ("error", "timeout") or p.name in violating_phases
         cls = "phase violation" if bad else "phase"
         pend = p.end_mono if p.end_mono is not None else end
         drawing.rows.append(Row(y, f"{p.index}. {p.name}", "label " + cls))
@@ -184,12 +239,19 @@ def shutdown_drawing(timeline: ShutdownTimeline) -> Drawing:
             elif e.type is EventType.JOIN:
                 outcome = str(e.attrs.get("outcome", "?"))
                 bad = outcome != JoinOutcome.JOINED.value
+                waited = float(e.attrs.get("duration") or 0)
+                # A join that waited for nothing came when its turn came (after a slow
+                # one, perhaps): drawn hollow, so it does not read as slow itself.
+                quick = not bad and waited < max(0.001, span / 1000)
+                title = f"join {outcome} at +{_fmt_sec(e.mono - t0)}, waited {_fmt_sec(waited)}"
+                if quick:
+                    title += " (the thread had already exited; it was joined in its turn)"
                 mark = Mark(
                     x(e.mono),
                     y + ROW_H / 2,
                     "join",
-                    "join violation" if bad else "join",
-                    f"join {outcome} after {_fmt_sec(float(e.attrs.get('duration') or 0))}",
+                    "join violation" if bad else "join quick" if quick else "join",
+                    title,
                 )
             if mark is not None:
                 drawing.marks.append(mark)
@@ -200,6 +262,7 @@ def shutdown_drawing(timeline: ShutdownTimeline) -> Drawing:
         drawing.rows.append(row)
         y += ROW_H
     bottom = y
+    last_label_x: list[float] = []
     for v_event in timeline.events:
         if v_event.type in (EventType.DB_CLOSE, EventType.DB_INTERRUPT):
             db = str(v_event.attrs.get("database", "database"))
@@ -208,16 +271,22 @@ def shutdown_drawing(timeline: ShutdownTimeline) -> Drawing:
                 v.rule in ("db-closed-while-thread-alive", "thread-not-joined-before-db-close")
                 for v in timeline.violations
             )
+            vx = x(v_event.mono)
+            # Labels of lines close together go on successive lines, never on each other.
+            stacked = sum(1 for lx in last_label_x if abs(lx - vx) < LABEL_GAP)
+            last_label_x.append(vx)
             drawing.vlines.append(
                 VLine(
-                    x(v_event.mono),
+                    vx,
                     AXIS_H - 4,
                     bottom,
                     ("dbclose" if closing else "dbinterrupt") + (" violation" if bad else ""),
                     ("close " if closing else "interrupt ") + db,
+                    label_dy=12.0 * stacked,
                 )
             )
-    drawing.height = int(bottom + ROW_H)
+    extra = max((v.label_dy for v in drawing.vlines), default=0.0)
+    drawing.height = int(bottom + ROW_H + extra)
     return drawing
 
 

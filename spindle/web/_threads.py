@@ -155,6 +155,10 @@ class Row:
             "status_note": info.status_note,
             "exception": info.exception,
             "join_outcome": info.join_outcome.value if info.join_outcome else None,
+            "workflow_id": info.workflow_id,
+            "workflow_name": info.workflow_name,
+            "step_id": info.step_id,
+            "step_name": info.step_name,
             "lints": self.lints,
         }
 

@@ -11,11 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from spindle.diagnostics import ThreadKind, ThreadState
+from spindle.diagnostics import RULES, ThreadKind, ThreadState
 from spindle.diagnostics._phases import PHASE_SPECS, PREPARE_STEPS
+from spindle.diagnostics._rule_docs import RULE_DOCS
 
 from ._auth import COOKIE
-from ._dashboard import Dashboard, ThreadDetail, parse_id, violation_stacks
+from ._dashboard import Dashboard, ThreadDetail, parse_id
+from ._shutdown_view import build_view, fmt_date, fmt_wall
 from ._svg import shutdown_drawing, strips_drawing
 from ._threads import KINDS, STATES, BadQuery, Filters
 
@@ -132,22 +134,30 @@ async def shutdown_page(request: Request) -> Response:
         current = next((t for t in timelines if t.shutdown_id == wanted), None)
         if current is None:
             raise HTTPException(404, f"no shutdown timeline with id {wanted!r}")
+    stops = {s.name: s.stops for s in PHASE_SPECS}
     return render(
         request,
         "shutdown.html",
         timelines=timelines,
         current=current,
+        view=build_view(current, stops) if current else None,
         drawing=shutdown_drawing(current) if current else None,
-        violations=violation_stacks(current) if current else [],
         planned=PHASE_SPECS,
         prepare_steps=PREPARE_STEPS,
     )
+
+
+async def rules_page(request: Request) -> Response:
+    """``/rules``: what each ordering rule protects against, and what to do (one anchor
+    per rule: the shutdown page's violations link here)."""
+    return render(request, "rules.html", rules=RULES, docs=RULE_DOCS)
 
 
 async def history_page(request: Request) -> Response:
     """``/history``: per-thread state over the last minutes (VisualVM's thread timeline)."""
     filters = filters_of(request)
     dash = dashboard(request)
+    dash.sample_history()
     now = dash.source.registry.now()
     start, strips = dash.history.strips(now)
     strips = [s for s in strips if not filters.kinds or s.kind in filters.kinds]
@@ -157,6 +167,7 @@ async def history_page(request: Request) -> Response:
         drawing=strips_drawing(start, now, strips),
         filters=filters,
         window=dash.history.window_sec,
+        shown_sec=now - start,
         state_values=[s.value for s in ThreadState],
     )
 
@@ -167,3 +178,5 @@ def kind_label(kind: ThreadKind) -> str:
 
 
 ENV.filters["kind_label"] = kind_label
+ENV.filters["wall"] = fmt_wall
+ENV.filters["date"] = fmt_date

@@ -89,7 +89,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 class ShutdownScenario:
-    """A real registry + supervisor + recorder running the ten phases, with hooks to break them.
+    """A real registry + supervisor + recorder running the phases, with hooks to break them.
 
     Threads: a poller and an internal thread that stop on their stop event, and a "DB user"
     that, once stopped, finishes an in-flight query (waits for ``db_released``) before exiting.

@@ -20,7 +20,7 @@ from spindle.runtime._supervisor import Supervisor
 
 def test_the_timeline_phases_are_the_spec_names() -> None:
     assert tuple(s.name for s in specs.PHASE_SPECS) == SHUTDOWN_PHASES
-    assert len(set(SHUTDOWN_PHASES)) == len(SHUTDOWN_PHASES) == 11
+    assert len(set(SHUTDOWN_PHASES)) == len(SHUTDOWN_PHASES) == 12
     assert {
         ThreadKind.CONDUCTOR,
         ThreadKind.EVENT_LOOP,

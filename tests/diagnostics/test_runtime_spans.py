@@ -20,7 +20,7 @@ def span_workflow(x: int) -> int:
 
 def test_app_spans_reach_the_receiver(make_dbos: MakeDBOS, otlp_receiver: OtlpReceiver) -> None:
     """launch, workflows on the executor, destroy: every lifecycle span arrives, the shutdown
-    span's children are the ten phases in order, and the exporter flushed after the DB close."""
+    span's children are the phases in order, and the exporter flushed after the DB close."""
     make_dbos(
         name="shop", enable_diagnostics=True, otlp_traces_endpoints=[otlp_receiver.url]
     ).launch()

@@ -20,7 +20,8 @@ from spindle.diagnostics import (
     ThreadRegistry,
     add_timeline_listener,
 )
-from spindle.testing import FakeClock
+from spindle.testing import FakeClock, LeakedThreadsError, check_no_leaked_threads, thread_idents
+from spindle.testing._threads import DEFAULT_GRACE_SEC
 
 from .conftest import ShutdownScenario
 
@@ -176,6 +177,11 @@ INNER_TESTS = textwrap.dedent(
         threading.Thread(target=RELEASE.wait, name="leaky", daemon=True).start()
 
 
+    def test_slow_exit_past_the_configured_grace_fails(spindle_no_leaked_threads):
+        # Lives ~0.6 s after the test; the ini grace below is 0.2 s.
+        threading.Thread(target=threading.Event().wait, args=(0.6,), name="slow-exit").start()
+
+
     def test_no_leak_passes(spindle_no_leaked_threads):
         t = threading.Thread(target=lambda: None, name="tidy")
         t.start()
@@ -203,6 +209,7 @@ INNER_TESTS = textwrap.dedent(
 @pytest.mark.slow
 def test_plugin_fixtures_fail_and_pass_the_right_tests(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(INNER_TESTS)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nspindle_leaked_thread_grace_sec = 0.2\n")
     installed = any(ep.name == "spindle" for ep in entry_points(group="pytest11"))
     plugin = "spindle" if installed else "spindle.testing._plugin"
     out = subprocess.run(
@@ -215,8 +222,24 @@ def test_plugin_fixtures_fail_and_pass_the_right_tests(tmp_path: Path) -> None:
     )
     text = out.stdout + out.stderr
     # The fixtures judge in teardown, which pytest reports as an error of that test.
-    assert "6 passed, 2 errors" in text, text
+    assert "7 passed, 3 errors" in text, text
+    assert "threads leaked by this test: slow-exit" in text
     assert "ERROR test_inner.py::test_broken_shutdown_fails" in text
     assert "[phases-out-of-order] service='inner'" in text
     assert "ERROR test_inner.py::test_leak_fails" in text
     assert "threads leaked by this test: leaky" in text
+
+
+def test_the_default_leaked_thread_grace_is_at_most_one_second() -> None:
+    """A thread living seconds past its test is a leak, not noise."""
+    assert DEFAULT_GRACE_SEC <= 1.0
+    release = threading.Event()
+    before = thread_idents()
+    lingering = threading.Thread(target=release.wait, name="lingering")
+    lingering.start()
+    try:
+        with pytest.raises(LeakedThreadsError, match="lingering"):
+            check_no_leaked_threads(before, grace=0.05)
+    finally:
+        release.set()
+        lingering.join()

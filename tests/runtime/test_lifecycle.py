@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+import spindle.diagnostics as diagnostics_module
 from spindle import (
     DBOS,
     DBOSAwaitedWorkflowCancelledError,
@@ -358,3 +360,17 @@ def test_destroy_records_the_steps_before_phase_one(dbos: type[DBOS]) -> None:
     first_phase = next(e for e in timeline.events if e.type is EventType.PHASE_START)
     assert all(e.seq < first_phase.seq for e in ends)
     assert timeline.violations == []
+
+
+def test_fault_stacks_never_end_in_spindle_bookkeeping(make_dbos: MakeDBOS) -> None:
+    """close_db_before_join: the violation stacks end in the threads' own frames, not in the
+    registry recording their exit (which read like a lock problem)."""
+    make_dbos(diagnostics_fault="close_db_before_join").launch()
+    DBOS.destroy()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    diag = os.path.dirname(diagnostics_module.__file__) + os.sep
+    for v in timeline.violations:
+        for frames in v.stacks.values():
+            assert frames
+            assert not frames[-1]["filename"].startswith(diag), frames[-1]

@@ -145,7 +145,7 @@ def runtime() -> Iterator[Runtime]:
 
 
 def record_shutdown(rt: Runtime, *, fault: bool) -> ShutdownTimeline:
-    """Run the ten phases over ``rt`` with a ShutdownRecorder and keep the timeline.
+    """Run the phases over ``rt`` with a ShutdownRecorder and keep the timeline.
 
     With ``fault``, a stubborn thread is still alive when ``close_databases`` emits
     ``db.close``: the PR #553 ordering bug the rules must catch.

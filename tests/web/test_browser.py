@@ -111,7 +111,7 @@ def test_shutdown_view_shows_the_ordering_violation_in_red(
         page.goto(f"{served.url}/shutdown")
         violation = page.locator('article.violation[data-rule="db-closed-while-thread-alive"]')
         assert violation.count() == 1
-        assert "the PR #553 bug" in violation.inner_text()
+        assert "next query fails or hangs" in violation.inner_text()
         assert violation.evaluate("e => getComputedStyle(e).color") == RED
         label = page.locator("svg text.label.thread.violation")
         assert label.count() == 1

@@ -78,9 +78,23 @@ def test_history_page_and_json(client: TestClient, runtime: Runtime) -> None:
     """/history draws one strip per thread; /history.json gives the segments."""
     html = client.get("/history").text
     assert '<svg id="history-svg"' in html
-    assert html.count('class="state state-running"') == 8
+    # The eight supervised threads, each blocked in stop.wait: sampled as waiting.
+    assert html.count('class="state state-waiting"') >= 8
     data = client.get("/history.json?kind=queue").json()
     assert {t["kind"] for t in data["threads"]} == {"queue"}
     assert len(data["threads"]) == 3
     assert data["threads"][0]["segments"][0]["state"] == "running"
     assert data["window_sec"] == 300.0
+
+
+def test_history_has_waiting_segments_foreign_threads_and_fits_the_app_age(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Sampled states: a thread in stop.wait has a waiting segment; threads the runtime did
+    not make are there too; a young app's axis spans its age, not a five-minute window."""
+    data = client.get("/history.json").json()
+    by_name = {t["name"]: t for t in data["threads"]}
+    deadlines = [s["state"] for s in by_name["dbos-deadlines"]["segments"]]
+    assert "waiting" in deadlines
+    assert any(t["kind"] == "foreign" for t in data["threads"])  # e.g. the test's own thread
+    assert data["now_mono"] - data["window_start_mono"] < 60

@@ -47,8 +47,19 @@ def test_report_app_serves_the_same_shutdown_view(report: Path) -> None:
         data = c.get("/shutdown.json").json()
         assert data["service"] == "shop"
         assert len(data["timelines"]) == 1
-        # No live runtime behind it: the thread table is empty but still a page.
-        assert c.get("/threads.json").json()["total"] == 0
+        # The threads are the report's (not the viewer's own), as the shutdown left them.
+        loaded = load_report(report)
+        threads = c.get("/threads.json").json()
+        assert threads["total"] == len(loaded.threads) > 0
+        assert {t["name"] for t in threads["threads"]} == {t.name for t in loaded.threads.values()}
+        assert "dbos-stuck-listener" in c.get("/threads").text
+        assert not any(t["kind"] == "foreign" for t in threads["threads"])
+        history = c.get("/history.json").json()
+        assert {s["name"] for s in history["threads"]} >= {"dbos-stuck-listener"}
+        assert all(s["segments"] for s in history["threads"])
+        one = threads["threads"][0]
+        detail = c.get(f"/threads/{one['id']}.json").json()
+        assert detail["stack_source"] in ("captured", "none")  # never the viewer's live stack
 
 
 def test_main_refuses_a_missing_or_broken_report(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from spindle import DBOS
 from spindle.diagnostics import DiagnosticsSession, ThreadRegistry
+from spindle.diagnostics._phases import SHUTDOWN_PHASES
 from spindle.web import create_app
+from tests.conftest import MakeDBOS
 
 from .conftest import Runtime, record_shutdown
 
@@ -23,16 +27,16 @@ def test_no_shutdown_yet_is_a_page_not_an_error() -> None:
 
 
 def test_clean_shutdown_draws_phases_and_thread_marks(runtime: Runtime) -> None:
-    """A clean run: ten phase bars, one row per thread with signal/exit/join marks."""
+    """A clean run: one bar per planned phase, one row per thread with signal/exit/join marks."""
     timeline = record_shutdown(runtime, fault=False)
     assert timeline.violations == []
     with TestClient(create_app(runtime.session)) as c:
         html = c.get("/shutdown").text
     svg = html[html.index("<svg") : html.index("</svg>")]
-    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == 11
+    assert len(re.findall(r'<rect [^>]*class="phase"', svg)) == len(SHUTDOWN_PHASES)
     assert len(re.findall(r'class="mark signal"', svg)) == 8
     assert len(re.findall(r'class="mark exit exited-ok"', svg)) == 8
-    assert len(re.findall(r'class="mark join"', svg)) == 8
+    assert len(re.findall(r'class="mark join(?: quick)?"', svg)) == 8
     assert 'class="vline dbclose"' in svg  # DB close marked, not red
     assert 'class="vline dbinterrupt"' in svg
     assert "Every ordering rule held." in html
@@ -48,7 +52,7 @@ def test_ordering_fault_is_drawn_in_red_with_the_rule_and_stacks(runtime: Runtim
         html = c.get("/shutdown").text
     assert 'class="verdict bad"' in html
     assert '<article class="violation" data-rule="db-closed-while-thread-alive">' in html
-    assert "the PR #553 bug" in html
+    assert "next query fails or hangs" in html
     assert "dbos-stuck-listener" in html
     assert "stack of dbos-stuck-listener" in html
     assert "release.wait(30.0)" in html  # the stuck thread's own line in its stack
@@ -103,3 +107,34 @@ def test_the_page_says_what_each_phase_and_prepare_step_stops(runtime: Runtime) 
         assert f"<code>{spec.name}</code>: {escape(spec.stops)}" in specs_list
     svg = html[html.index("<svg") : html.index("</svg>")]
     assert f"stops {escape(PHASE_SPECS[0].stops)}" in svg
+
+
+def test_a_late_spawn_shows_the_spawners_stack_under_that_name(make_dbos: MakeDBOS) -> None:
+    """spawn_after_shutdown: the stack is labelled as the spawner's, not the late thread's,
+    and the rule links to its explanation."""
+    make_dbos(diagnostics_fault="spawn_after_shutdown", enable_diagnostics=True).launch()
+    DBOS.destroy()
+    session = DBOS.runtime.diag
+    assert session is not None
+    with TestClient(create_app(session)) as c:
+        html = c.get("/shutdown").text
+        assert "stack of the code that spawned dbos-late-spawn" in html
+        assert "stack of dbos-late-spawn<" not in html
+        assert 'href="/rules#spawn-after-shutdown-began"' in html
+        rules = c.get("/rules").text
+    assert 'id="spawn-after-shutdown-began"' in rules
+    assert "The stack shown is the spawner" in rules
+
+
+def test_the_rules_page_and_docs_say_the_same() -> None:
+    """docs/shutdown-rules.md explains every rule with the text /rules serves."""
+    from spindle.diagnostics import RULES
+    from spindle.diagnostics._rule_docs import RULE_DOCS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "shutdown-rules.md").read_text()
+    assert set(RULE_DOCS) == set(RULES)
+    for rule, text in RULE_DOCS.items():
+        assert f"## {rule}\n" in doc
+        assert text.why in doc
+        assert text.fix in doc
+        assert RULES[rule] in doc
