@@ -100,6 +100,8 @@ class ShutdownTimeline:
     events: list[LifecycleEvent] = field(default_factory=list)
     threads: dict[int, ThreadInfo] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
+    #: Seconds from destroy() returning to the process exiting (set at exit, by atexit).
+    exit_after_destroy_sec: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report's JSON form (schema documented in ``docs/shutdown-report.md``)."""
@@ -115,6 +117,7 @@ class ShutdownTimeline:
             "events": [e.to_dict() for e in self.events],
             "threads": {str(k): v.to_dict() for k, v in self.threads.items()},
             "violations": [v.to_dict() for v in self.violations],
+            "exit_after_destroy_sec": self.exit_after_destroy_sec,
         }
 
     @classmethod
@@ -134,6 +137,7 @@ class ShutdownTimeline:
             events=[LifecycleEvent.from_dict(e) for e in d.get("events") or ()],
             threads={int(k): ThreadInfo.from_dict(v) for k, v in (d.get("threads") or {}).items()},
             violations=[Violation.from_dict(v) for v in d.get("violations") or ()],
+            exit_after_destroy_sec=d.get("exit_after_destroy_sec"),
         )
 
     @property

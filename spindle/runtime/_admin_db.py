@@ -7,12 +7,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._db_retry import retried
 from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase
 
 
+@retried
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
     """A workflow's recorded steps, in order, as plain data."""
     from ._serialization import deserialize, deserialize_exception
@@ -43,6 +45,7 @@ def _text(fn: Any, data: bytes | None) -> str | None:
         return f"<cannot deserialize: {type(exc).__name__}>"
 
 
+@retried
 def fork_workflow(
     sysdb: SystemDatabase,
     workflow_id: str,
@@ -91,6 +94,7 @@ def fork_workflow(
     return new_id
 
 
+@retried
 def garbage_collect(
     sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
 ) -> int:
@@ -120,6 +124,7 @@ def garbage_collect(
         )
 
 
+@retried
 def global_timeout(sysdb: SystemDatabase, cutoff_epoch_ms: int) -> list[str]:
     """Cancel every PENDING or ENQUEUED workflow created before the cutoff; returns their IDs."""
     with sysdb.transaction() as conn:

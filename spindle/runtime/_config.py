@@ -36,6 +36,8 @@ class DBOSConfig(TypedDict, total=False):
     diagnostics_stuck_grace_sec: float
     diagnostics_fault: str | None
     log_level: str
+    handle_signals: bool
+    sys_db_client_retries: int
 
 
 #: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
@@ -72,6 +74,10 @@ class Config:
     diagnostics_stuck_grace_sec: float = 5.0
     diagnostics_fault: str | None = None
     log_level: str = "INFO"
+    #: Install a SIGTERM handler at launch() that runs the ordered shutdown (if the app has none).
+    handle_signals: bool = True
+    #: Retries of a transient system-database error a client call makes before it raises.
+    sys_db_client_retries: int = 10
 
 
 def _is_str(v: Any) -> bool:
@@ -147,6 +153,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_level": (
         lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         "a logging level name",
+    ),
+    "handle_signals": (_is_bool, "True or False"),
+    "sys_db_client_retries": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "a non-negative integer",
     ),
 }
 

@@ -91,6 +91,10 @@ class DBOSRuntimeShutdownError(DBOSException):
     """The runtime shut down while the caller was waiting; the workflow stays PENDING."""
 
 
+class DBOSDestroyInWorkflowError(DBOSException, RuntimeError):
+    """``DBOS.destroy()`` was called from inside a workflow or a step (it did nothing)."""
+
+
 class WorkflowInterrupted(BaseException):
     """Unwinds a workflow at its next durable boundary when the runtime shuts down.
 

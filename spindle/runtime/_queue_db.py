@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypedDict
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
 from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
@@ -248,6 +249,7 @@ def _dequeue_unlimited(
     return DequeueResult([Dequeued.from_mapping(r) for r in rows])
 
 
+@retried
 def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
     """A cheap read: does the queue hold an ENQUEUED workflow this process may start?
     (Idle polls take no lock.)"""
@@ -335,6 +337,7 @@ def dequeue(
     return DequeueResult(rows, retry_after)
 
 
+@retried
 def _partitions_with_work(
     sysdb: SystemDatabase, queue_name: str, application_version: str
 ) -> list[str]:
@@ -354,6 +357,7 @@ def _partitions_with_work(
         return [str(r[0]) for r in conn.execute(stmt)]
 
 
+@retried
 def _dequeue_counted(
     sysdb: SystemDatabase,
     queue: Queue,
@@ -456,6 +460,7 @@ def _dequeue_counted(
     return DequeueResult(rows, retry_after)
 
 
+@retried
 def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str) -> int:
     """Put dequeued workflows this executor could not start back in their queue."""
     stmt = (
@@ -471,6 +476,7 @@ def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str
         return int(conn.execute(stmt).rowcount)
 
 
+@retried
 def requeue_pending(
     sysdb: SystemDatabase, executor_ids: Sequence[str], application_version: str
 ) -> int:
@@ -499,6 +505,7 @@ def requeue_pending(
         return int(conn.execute(stmt).rowcount)
 
 
+@retried
 def requeue_resumed(sysdb: SystemDatabase, workflow_id: str) -> str | None:
     """Resume a queued workflow as DBOS does: back in its queue, ENQUEUED.
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import DEFAULT_CLIENT_RETRIES, Retrier, retried
 from ._migrations import migrate
 from ._rows import (
     CANCELLED,
@@ -55,13 +56,27 @@ class SystemDatabase:
     first cancels those blocked in the database) and only then disposes the engine.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "FULL"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        sqlite_synchronous: str = "FULL",
+        max_connections: int | None = None,
+        client_retries: int = DEFAULT_CLIENT_RETRIES,
+    ):
         self.url = normalize_url(url)
         self.sqlite = is_sqlite(self.url)
         if not self.sqlite:
             ensure_postgres_database(self.url)
         #: The engine and the close gate every operation goes through.
-        self.gate = Gate(self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
+        self.gate = Gate(
+            self.url,
+            pool_size=pool_size,
+            sqlite_synchronous=sqlite_synchronous,
+            max_connections=max_connections,
+            client_retries=client_retries,
+        )
         self.engine = self.gate.engine
         #: The hot path: one prepared driver statement per write (:mod:`._sysdb_hot`).
         self.hot = HotPath(self.gate, max_idle=pool_size)
@@ -84,6 +99,11 @@ class SystemDatabase:
         """The backend's ``INSERT`` of ``table``, which has ``on_conflict_do_nothing`` and
         ``on_conflict_do_update`` on both SQLite and PostgreSQL."""
         return self._insert(table)
+
+    @property
+    def retrier(self) -> Retrier:
+        """Retries the transient errors of every operation (:mod:`._db_retry`)."""
+        return self.gate.retrier
 
     @property
     def closed(self) -> bool:
@@ -166,6 +186,7 @@ class SystemDatabase:
                 return row
             # Garbage-collected between the two statements: the ID is free again.
 
+    @retried
     def get_status(self, workflow_id: str) -> StatusRow | None:
         """The status row of one workflow, or None."""
         with self.transaction(read=True) as conn:
@@ -179,8 +200,20 @@ class SystemDatabase:
     ) -> bool:
         """Record a PENDING workflow's end; False if it was no longer PENDING (cancelled)."""
         params = (status, output, error, now_ms(), workflow_id)
-        return self.hot.write(self._sql.finish_workflow, params) == 1
+        if self.hot.write(self._sql.finish_workflow, params) == 1:
+            return True
+        # Not PENDING any more: cancelled, or this very update committed on a connection
+        # that died before answering and its retry found its own work done. Only the
+        # first is a False (a cancel): the outcome recorded must reach the caller.
+        row = self.get_status(workflow_id)
+        return (
+            row is not None
+            and row.status == status
+            and row.output == output
+            and (row.error == error)
+        )
 
+    @retried
     def claim_for_recovery(self, workflow_id: str, executor_id: str) -> bool:
         """Count a recovery attempt on a PENDING workflow; False if it is not PENDING."""
         stmt = (
@@ -195,6 +228,7 @@ class SystemDatabase:
         with self.transaction() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    @retried
     def exceed_recovery(self, workflow_id: str) -> bool:
         """Move a PENDING workflow to MAX_RECOVERY_ATTEMPTS_EXCEEDED (a dead letter)."""
         stmt = (
@@ -205,6 +239,7 @@ class SystemDatabase:
         with self.transaction() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    @retried
     def pending_workflow_ids(
         self, executor_ids: Sequence[str], application_version: str
     ) -> list[str]:
@@ -223,6 +258,7 @@ class SystemDatabase:
         with self.transaction(read=True) as conn:
             return [r[0] for r in conn.execute(stmt)]
 
+    @retried
     def cancel_tree(self, workflow_id: str) -> list[str]:
         """Cancel a workflow and its unfinished descendants; returns only the IDs it cancelled."""
         tree = (
@@ -248,6 +284,7 @@ class SystemDatabase:
             )
             return [r[0] for r in changed]
 
+    @retried
     def cancel(self, workflow_id: str) -> bool:
         """Cancel one workflow if it has not finished; False if it had."""
         with self.transaction() as conn:
@@ -260,6 +297,7 @@ class SystemDatabase:
                 == 1
             )
 
+    @retried
     def resume(self, workflow_id: str, executor_id: str) -> StatusRow | None:
         """Set a cancelled or failed workflow back to PENDING on this executor."""
         with self.transaction() as conn:
@@ -279,6 +317,7 @@ class SystemDatabase:
             ).one_or_none()
         return StatusRow.from_mapping(row._mapping) if row else None
 
+    @retried
     def list_workflows(
         self,
         *,
@@ -329,6 +368,7 @@ class SystemDatabase:
 
     # -- steps ---------------------------------------------------------------------------
 
+    @retried
     def step_outputs(self, workflow_id: str) -> dict[int, StepRow]:
         """Every recorded step of a workflow, by function id."""
         stmt = sa.select(*StepRow.columns()).where(oo.c.workflow_uuid == workflow_id)
