@@ -147,11 +147,12 @@ class Retrier:
         self._closed = closed
         self._wakeup = threading.Event()
         self._lock = threading.Lock()
+        self._counted = threading.Condition(self._lock)
         #: When the current outage began (monotonic), None while the database answers.
         self.outage_since: float | None = None
-        #: Outages seen and retries made so far (tests and diagnostics read them).
+        #: Outages seen and transient failures met so far (tests and diagnostics read them).
         self.outages = 0
-        self.retries = 0
+        self.failures = 0
 
     def wake(self) -> None:
         """End every backoff now (the database is closing)."""
@@ -202,9 +203,15 @@ class Retrier:
             self._recovered()
             return result
 
+    def wait_for_failures(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` transient failures were met in all (or ``timeout``)."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.failures >= count, timeout)
+
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
-            self.retries += 1
+            self.failures += 1
+            self._counted.notify_all()
             if self.outage_since is not None:
                 return
             self.outage_since = time.monotonic()
