@@ -63,8 +63,9 @@ def _atexit_record_exit() -> None:
     if timeline is None:
         return
     timeline.exit_after_destroy_sec = elapsed
+    # The join phase recorded each thread that outlived its join as a violation.
     leaked = sorted(
-        info.name for info in timeline.threads.values() if info.join_outcome == "timeout"
+        {name for v in timeline.violations if v.rule == "join-timeout" for name in v.thread_names}
     )
     if leaked:
         logger.warning(
