@@ -26,6 +26,8 @@ def test_public_names_are_pinned() -> None:
         "DBOSNotLaunchedError",
         "DBOSQueueDeduplicatedError",
         "DBOSRuntimeShutdownError",
+        "DBOSSystemDatabaseUnavailableError",
+        "DBOSDestroyInWorkflowError",
         "DBOSSerializationError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import sqlalchemy as sa
 
 from ._context import current_workflow
-from ._errors import DBOSException
+from ._errors import DBOSSystemDatabaseUnavailableError
 
 logger = logging.getLogger("spindle")
 
@@ -58,19 +58,6 @@ _SQLITE_TRANSIENT = {
 # PostgreSQL SQLSTATE classes and codes that a retry can cure.
 _PG_TRANSIENT_CLASSES = ("08", "40", "53", "58")  # connection, rollback, resources, I/O
 _PG_TRANSIENT_CODES = {"57P01", "57P02", "57P03", "57P05"}  # admin/crash shutdown, starting
-
-
-class DBOSSystemDatabaseUnavailableError(DBOSException):
-    """A client call gave up on the system database after retrying a transient error."""
-
-    def __init__(self, operation: str, attempts: int, seconds: float, cause: BaseException):
-        self.operation = operation
-        self.attempts = attempts
-        self.cause = cause
-        super().__init__(
-            f"the system database did not answer {operation} after {attempts} attempts"
-            f" over {seconds:.1f} s: {describe(cause)}"
-        )
 
 
 def describe(exc: BaseException) -> str:
@@ -185,7 +172,7 @@ class Retrier:
             self._failed(exc)
             if bounded and attempt > self.client_retries:
                 raise DBOSSystemDatabaseUnavailableError(
-                    operation, attempt, time.monotonic() - started, exc
+                    operation, attempt, time.monotonic() - started, describe(exc)
                 ) from exc
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt - 1, 16))
             # Full jitter over the upper half: many waiters woken by one reconnect do not

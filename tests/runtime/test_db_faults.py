@@ -23,12 +23,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from spindle import DBOS, SetWorkflowID
-from spindle.runtime._db_retry import (
-    DBOSSystemDatabaseUnavailableError,
-    Retrier,
-    is_transient,
-)
+from spindle import DBOS, DBOSSystemDatabaseUnavailableError, SetWorkflowID
+from spindle.runtime._db_retry import Retrier, is_transient
 from spindle.runtime._schema import notifications
 from spindle.runtime._sysdb_engine import ensure_postgres_database, normalize_url
 from tests.conftest import _pg_admin, new_postgres_url

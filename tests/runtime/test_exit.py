@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from spindle import DBOS
+from spindle import DBOS, DBOSDestroyInWorkflowError
 from spindle.diagnostics import ShutdownTimeline
-from spindle.runtime._errors import DBOSDestroyInWorkflowError
 from tests.conftest import MakeDBOS
 from tests.runtime import exit_app
 
