@@ -33,7 +33,6 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from ._context import current_workflow
 from ._errors import DBOSSystemDatabaseUnavailableError
 
 logger = logging.getLogger("spindle")
@@ -104,13 +103,8 @@ def _driver_transient(exc: BaseException) -> bool:
     return state in _PG_TRANSIENT_CODES or state[:2] in _PG_TRANSIENT_CLASSES
 
 
-def bounded_here() -> bool:
-    """True when the caller is the application's own thread outside a workflow (a client
-    call): it gets a limited number of retries, everything else retries until the database
-    answers."""
-    if current_workflow.get() is not None:
-        return False
-    return not threading.current_thread().name.startswith("dbos-")
+def _never() -> bool:
+    return False
 
 
 class Retrier:
@@ -140,6 +134,17 @@ class Retrier:
         #: Outages seen and transient failures met so far (tests and diagnostics read them).
         self.outages = 0
         self.failures = 0
+        #: True while the caller runs inside a workflow (set by the runtime, which knows
+        #: its context; this layer does not import it).
+        self.in_workflow: Callable[[], bool] = _never
+
+    def bounded_here(self) -> bool:
+        """True when the caller is the application's own thread outside a workflow (a
+        client call): it gets ``client_retries`` retries; inside a workflow and on the
+        runtime's threads (named ``dbos-...``) retries go on until the database answers."""
+        if self.in_workflow():
+            return False
+        return not threading.current_thread().name.startswith("dbos-")
 
     def wake(self) -> None:
         """End every backoff now (the database is closing)."""
@@ -163,7 +168,7 @@ class Retrier:
         """
         if not is_transient(exc):
             raise exc
-        bounded = bounded_here()
+        bounded = self.bounded_here()
         started = time.monotonic()
         attempt = 1
         while True:

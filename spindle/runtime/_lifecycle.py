@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 
@@ -73,7 +74,9 @@ def _atexit_record_exit() -> None:
             elapsed,
             ", ".join(leaked),
         )
-    if rt.diag is not None:
+    report = rt.config.shutdown_report_path
+    # Only a report still there: a test's temporary folder may be gone by now.
+    if rt.diag is not None and report and os.path.exists(report):
         rt.diag.rewrite_report(timeline)
 
 
@@ -120,6 +123,8 @@ def launch(rt: Runtime) -> None:
             max_connections=cfg.max_executor_threads + POOL_HEADROOM,
             client_retries=cfg.sys_db_client_retries,
         )
+        # A workflow's database calls retry until the database answers, never giving up.
+        rt.sysdb.retrier.in_workflow = lambda: current_workflow.get() is not None
         rt.sysdb.migrate()
         if cfg.application_database_url:
             rt.appdb = ApplicationDatabase(
