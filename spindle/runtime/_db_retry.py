@@ -103,6 +103,14 @@ def _driver_transient(exc: BaseException) -> bool:
     return state in _PG_TRANSIENT_CODES or state[:2] in _PG_TRANSIENT_CLASSES
 
 
+def backoff(attempt: int) -> float:
+    """How long to wait before retry number ``attempt`` (1, 2, ...): doubling from
+    :data:`BACKOFF_FIRST` up to :data:`BACKOFF_MAX`, jittered over its upper half so many
+    waiters failed by one outage do not all come back in the same millisecond."""
+    delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt - 1, 16))
+    return random.uniform(delay / 2, delay)
+
+
 def _never() -> bool:
     return False
 
@@ -179,10 +187,7 @@ class Retrier:
                 raise DBOSSystemDatabaseUnavailableError(
                     operation, attempt, time.monotonic() - started, describe(exc)
                 ) from exc
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt - 1, 16))
-            # Full jitter over the upper half: many waiters woken by one reconnect do not
-            # all come back in the same millisecond.
-            if self._wakeup.wait(random.uniform(delay / 2, delay)) or self._is_closing():
+            if self._wakeup.wait(backoff(attempt)) or self._is_closing():
                 raise self._closed(exc) from exc
             attempt += 1
             try:
@@ -199,6 +204,16 @@ class Retrier:
         """Block until at least ``count`` transient failures were met in all (or ``timeout``)."""
         with self._counted:
             return self._counted.wait_for(lambda: self.failures >= count, timeout)
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Count a transient failure retried by its caller's own loop (and log an outage's
+        start once)."""
+        self._failed(exc)
+
+    def note_recovered(self) -> None:
+        """The database answered again after failures noted by :meth:`note_failure`."""
+        if self.outage_since is not None:
+            self._recovered()
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:

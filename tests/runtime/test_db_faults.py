@@ -427,3 +427,111 @@ def test_disk_full_then_freed_every_workflow_completes(small_disk: Path) -> None
             assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         DBOS.destroy()
+
+
+# -- the application database: @DBOS.transaction --------------------------------------------
+
+
+TX_ATTEMPTS: list[int] = []
+TX_HELD = threading.Event()
+
+
+@DBOS.transaction()
+def fault_tx(value: str) -> int:
+    TX_ATTEMPTS.append(1)
+    session = DBOS.sql_session
+    session.execute(sa.text("INSERT INTO items(value) VALUES (:v)"), {"v": value})
+    if len(TX_ATTEMPTS) == 1:
+        TX_HELD.set()
+        GATES["tx"].wait(WAIT)  # the test kills this transaction's connection meanwhile
+    return int(session.execute(sa.text("SELECT count(*) FROM items")).scalar_one())
+
+
+@DBOS.workflow()
+def fault_tx_workflow(value: str) -> int:
+    return fault_tx(value)
+
+
+@pytest.mark.postgres_only
+def test_transaction_on_a_killed_connection_runs_again(pg_url: str) -> None:
+    """A transaction whose connection is terminated mid-way rolled back: it runs again
+    (not recorded as an error), commits once, and its workflow ends SUCCESS."""
+    app_urls = new_postgres_url()
+    app_url = next(app_urls)
+    try:
+        DBOS(
+            config={
+                "name": "txfault",
+                "system_database_url": pg_url,
+                "application_database_url": app_url,
+                "run_admin_server": False,
+                "sys_db_pool_size": 2,
+            }
+        )
+        DBOS.launch()
+        engine = sa.create_engine(normalize_url(app_url))
+        admin = _pg_admin()
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE items (value TEXT)")
+            TX_ATTEMPTS.clear()
+            TX_HELD.clear()
+            GATES["tx"] = threading.Event()
+            handle = DBOS.start_workflow(fault_tx_workflow, "a")
+            assert TX_HELD.wait(WAIT)
+            database = make_url(app_url).database
+            assert database is not None
+            assert _terminate_all(admin, database) >= 1
+            GATES["tx"].set()
+            assert handle.get_result() == 1
+            assert handle.get_status().status == "SUCCESS"
+            assert len(TX_ATTEMPTS) == 2  # the rolled-back attempt, then the one that counts
+            engine.dispose()  # its pooled connection was terminated with the others
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one() == 1
+            assert DBOS.runtime.appdb is not None
+            assert DBOS.runtime.appdb.retrier.failures >= 1
+        finally:
+            engine.dispose()
+            admin.dispose()
+            DBOS.destroy()
+    finally:
+        next(app_urls, None)  # drops the application database
+
+
+def test_transaction_on_a_full_disk_runs_again_once_freed(small_disk: Path) -> None:
+    """SQLite: a transaction whose commit meets a full disk rolled back; it runs again
+    until space is freed, commits once, and its workflow ends SUCCESS."""
+    app = small_disk / "app.sqlite"
+    DBOS(
+        config={
+            "name": "txdisk",
+            "system_database_url": f"sqlite:///{small_disk / 'sys.sqlite'}",
+            "application_database_url": f"sqlite:///{app}",
+            "run_admin_server": False,
+        }
+    )
+    try:
+        DBOS.launch()
+        with sqlite3.connect(app) as conn:
+            conn.execute("CREATE TABLE items (value TEXT)")
+        conn.close()
+        TX_ATTEMPTS.clear()
+        TX_HELD.clear()
+        GATES["tx"] = threading.Event()
+        handle = DBOS.start_workflow(fault_tx_workflow, "v" * 500_000)
+        assert TX_HELD.wait(WAIT)
+        filler = small_disk / "filler"
+        _fill(filler)
+        GATES["tx"].set()  # its commit now needs pages the disk does not have
+        assert DBOS.runtime.appdb is not None
+        assert DBOS.runtime.appdb.retrier.wait_for_failures(3, WAIT)
+        filler.unlink()
+        assert handle.get_result() == 1
+        assert handle.get_status().status == "SUCCESS"
+        assert len(TX_ATTEMPTS) >= 2
+        with sqlite3.connect(app) as check:
+            assert check.execute("SELECT count(*) FROM items").fetchone() == (1,)
+        check.close()
+    finally:
+        DBOS.destroy()
