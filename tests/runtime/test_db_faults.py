@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from spindle import DBOS, DBOSSystemDatabaseUnavailableError, SetWorkflowID
+from spindle.diagnostics import capture_stack, waiting_on
 from spindle.runtime._db_retry import Retrier, is_transient
 from spindle.runtime._schema import notifications
 from spindle.runtime._sysdb_engine import ensure_postgres_database, normalize_url
@@ -535,3 +537,67 @@ def test_transaction_on_a_full_disk_runs_again_once_freed(small_disk: Path) -> N
         check.close()
     finally:
         DBOS.destroy()
+
+
+# -- what the registry shows: a thread waiting on a failing database ----------------------------
+
+
+def _waiting_on(thread: threading.Thread, expected: str) -> str:
+    """Spin (yielding the CPU) until ``thread``'s stack reads ``expected``, or give up."""
+    assert thread.ident is not None
+    deadline = time.monotonic() + 10.0
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = waiting_on(capture_stack(thread.ident) or [])
+        if seen == expected:
+            break
+        os.sched_yield()
+    return seen
+
+
+def test_a_thread_backing_off_shows_as_a_database_retry() -> None:
+    """A thread between retries of a failing database shows ``db:retry``, not ``event``."""
+    stop = threading.Event()
+    retrier = Retrier(
+        "system",
+        is_closing=stop.is_set,
+        closed=lambda exc: RuntimeError("closed"),
+        client_retries=10_000,
+    )
+
+    def always_busy() -> None:
+        raise _busy()
+
+    def body() -> None:
+        with contextlib.suppress(RuntimeError):
+            retrier.call("op", always_busy)
+
+    t = threading.Thread(target=body, name="test-retrying")
+    t.start()
+    try:
+        assert retrier.wait_for_failures(8, WAIT)  # backoffs of 1 s from here on
+        assert _waiting_on(t, "db:retry") == "db:retry"
+    finally:
+        stop.set()
+        retrier.wake()
+        t.join()
+
+
+def test_a_thread_waiting_for_a_pool_connection_shows_as_a_pool_wait(tmp_path: Path) -> None:
+    """A thread waiting for a connection from a full pool shows ``db:pool``."""
+    engine = sa.create_engine(
+        f"sqlite:///{tmp_path / 'pool.sqlite'}",
+        poolclass=sa.pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=30,
+    )
+    held = engine.connect()
+    t = threading.Thread(target=lambda: engine.connect().close(), name="test-pool-wait")
+    t.start()
+    try:
+        assert _waiting_on(t, "db:pool") == "db:pool"
+    finally:
+        held.close()
+        t.join()
+        engine.dispose()
