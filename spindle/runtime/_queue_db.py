@@ -150,26 +150,24 @@ def insert_enqueued(
     """
     now = now_ms()
     insert = _INSERTS[sysdb.sqlite]
-    params = insert.params(
-        {
-            "workflow_uuid": workflow_id,
-            "name": name,
-            "inputs": inputs,
-            "executor_id": executor_id,
-            "application_version": application_version,
-            "created_at": now,
-            "updated_at": now,
-            "parent_workflow_id": parent_workflow_id,
-            "workflow_timeout_ms": timeout_ms,
-            "workflow_deadline_epoch_ms": deadline_epoch_ms,
-            "queue_name": queue_name,
-            "deduplication_id": deduplication_id,
-            "priority": priority,
-            "queue_partition_key": queue_partition_key,
-        }
-    )
+    values: dict[str, Any] = {
+        "workflow_uuid": workflow_id,
+        "name": name,
+        "inputs": inputs,
+        "executor_id": executor_id,
+        "application_version": application_version,
+        "created_at": now,
+        "updated_at": now,
+        "parent_workflow_id": parent_workflow_id,
+        "workflow_timeout_ms": timeout_ms,
+        "workflow_deadline_epoch_ms": deadline_epoch_ms,
+        "queue_name": queue_name,
+        "deduplication_id": deduplication_id,
+        "priority": priority,
+        "queue_partition_key": queue_partition_key,
+    }
     try:
-        return sysdb.insert_or_existing(insert.sql, params, workflow_id)
+        return sysdb.insert_or_existing(insert.sql, insert.params(values), values)
     except IntegrityError as exc:
         if deduplication_id is None:
             raise

@@ -11,7 +11,7 @@ through the same gate (:meth:`SystemDatabase.transaction`) and hot path
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +46,16 @@ def this_version(application_version: str) -> sa.ColumnElement[bool]:
     """
     return sa.or_(
         ws.c.application_version == application_version, ws.c.application_version.is_(None)
+    )
+
+
+def _is_this_insert(row: StatusRow, values: Mapping[str, Any]) -> bool:
+    """True when ``row`` is the one ``values`` inserted (same creator, millisecond, inputs)."""
+    return bool(
+        row.created_at == values["created_at"]
+        and row.executor_id == values["executor_id"]
+        and row.name == values["name"]
+        and row.inputs == values["inputs"]
     )
 
 
@@ -153,35 +163,39 @@ class SystemDatabase:
         """Insert a new workflow; returns None when inserted, or the existing row."""
         now = now_ms()
         insert = self._sql.insert_workflow
-        params = insert.params(
-            {
-                "workflow_uuid": workflow_id,
-                "status": status,
-                "name": name,
-                "inputs": inputs,
-                "executor_id": executor_id,
-                "application_version": application_version,
-                "created_at": now,
-                "updated_at": now,
-                "parent_workflow_id": parent_workflow_id,
-                "workflow_timeout_ms": timeout_ms,
-                "workflow_deadline_epoch_ms": deadline_epoch_ms,
-                "queue_name": queue_name,
-                "started_at_epoch_ms": now if status == PENDING else None,
-            }
-        )
-        return self.insert_or_existing(insert.sql, params, workflow_id)
+        values: dict[str, Any] = {
+            "workflow_uuid": workflow_id,
+            "status": status,
+            "name": name,
+            "inputs": inputs,
+            "executor_id": executor_id,
+            "application_version": application_version,
+            "created_at": now,
+            "updated_at": now,
+            "parent_workflow_id": parent_workflow_id,
+            "workflow_timeout_ms": timeout_ms,
+            "workflow_deadline_epoch_ms": deadline_epoch_ms,
+            "queue_name": queue_name,
+            "started_at_epoch_ms": now if status == PENDING else None,
+        }
+        return self.insert_or_existing(insert.sql, insert.params(values), values)
 
     def insert_or_existing(
-        self, sql: str, params: tuple[Any, ...], workflow_id: str
+        self, sql: str, params: tuple[Any, ...], values: Mapping[str, Any]
     ) -> StatusRow | None:
         """Run a hot-path ``INSERT ... ON CONFLICT (workflow_uuid) DO NOTHING`` of one
-        workflow; None when it inserted, else the row already under that ID."""
+        workflow (``values``: its columns by name); None when it inserted, else the row
+        already under that ID."""
+        workflow_id = values["workflow_uuid"]
         while True:
             # The driver's rowcount of the one statement: 1 inserted, 0 the ID was taken.
             if self.hot.write(sql, params) == 1:
                 return None
             row = self.get_status(workflow_id)
+            if row is not None and _is_this_insert(row, values):
+                # A retry of this very insert, whose first commit landed but whose answer
+                # was lost with its connection: it is ours to run, not someone else's.
+                return None
             if row is not None:
                 return row
             # Garbage-collected between the two statements: the ID is free again.

@@ -28,7 +28,9 @@ from spindle import DBOS, DBOSSystemDatabaseUnavailableError, SetWorkflowID
 from spindle.diagnostics import capture_stack, waiting_on
 from spindle.runtime._db_retry import Retrier, is_transient
 from spindle.runtime._schema import notifications
+from spindle.runtime._sysdb import SystemDatabase
 from spindle.runtime._sysdb_engine import ensure_postgres_database, normalize_url
+from spindle.runtime._sysdb_hot import HotStatements
 from tests.conftest import _pg_admin, new_postgres_url
 
 WAIT = 120.0  # seconds a test waits for what should take a few
@@ -601,3 +603,37 @@ def test_a_thread_waiting_for_a_pool_connection_shows_as_a_pool_wait(tmp_path: P
         held.close()
         t.join()
         engine.dispose()
+
+
+def test_a_retried_insert_that_had_landed_is_ours(db_url: str) -> None:
+    """An insert whose commit landed but whose answer was lost is run again by the retry;
+    finding its own row (same creator, millisecond and inputs) it reports "inserted", so
+    the caller runs the workflow rather than taking it for someone else's."""
+    db = SystemDatabase(db_url, pool_size=1)
+    try:
+        db.migrate()
+        insert = HotStatements(db.sqlite).insert_workflow
+        values: dict[str, Any] = {
+            "workflow_uuid": "wf-ambiguous",
+            "status": "PENDING",
+            "name": "w",
+            "inputs": b"in",
+            "executor_id": "local",
+            "application_version": "0",
+            "created_at": 1000,
+            "updated_at": 1000,
+            "parent_workflow_id": None,
+            "workflow_timeout_ms": None,
+            "workflow_deadline_epoch_ms": None,
+            "queue_name": None,
+            "started_at_epoch_ms": 1000,
+        }
+        assert db.insert_or_existing(insert.sql, insert.params(values), values) is None
+        # The retry of the same statement: its row is there, and it is this insert's.
+        assert db.insert_or_existing(insert.sql, insert.params(values), values) is None
+        other = dict(values, executor_id="another-process", created_at=1001)
+        row = db.insert_or_existing(insert.sql, insert.params(other), other)
+        assert row is not None
+        assert row.executor_id == "local"
+    finally:
+        db.close()
