@@ -230,7 +230,15 @@ def _dequeue_unlimited(
     the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
     now = now_ms()
     params = (queue.name, application_version, max_rows, executor_id, now, now, deadline_base)
+    failures = sysdb.retrier.failures
     returned = sysdb.hot.write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    if sysdb.retrier.failures != failures:
+        # A transient failure met meanwhile, maybe this dequeue's: an attempt whose commit
+        # landed but whose answer was lost set rows PENDING that the retry did not return.
+        # They carry this dequeue's executor and start time; without this they would wait
+        # for the next launch's recovery. (Starting one twice is harmless: the in-flight
+        # table lets one start run it.)
+        returned = _with_landed(sysdb, queue.name, executor_id, now, returned)
     # Driver rows are tuples: named once, by the list the RETURNING clause was built from.
     sort_keys = _sort_keys(is_sqlite=sysdb.sqlite)
     names = (*Dequeued.field_names(), *sort_keys)
@@ -245,6 +253,30 @@ def _dequeue_unlimited(
 
     rows.sort(key=fifo)
     return DequeueResult([Dequeued.from_mapping(r) for r in rows])
+
+
+_LANDED = {
+    flag: hot_sql(
+        "SELECT "
+        + ", ".join((Dequeued.sql_list(), *_sort_keys(is_sqlite=flag)))
+        + " FROM {s}workflow_status WHERE queue_name = %s AND status = 'PENDING'"
+        " AND executor_id = %s AND started_at_epoch_ms = %s",
+        is_sqlite=flag,
+    )
+    for flag in (True, False)
+}
+
+
+@retried
+def _with_landed(
+    sysdb: SystemDatabase, queue_name: str, executor_id: str, now: int, returned: list[Any]
+) -> list[Any]:
+    """``returned`` plus the rows a lost attempt of the same dequeue took (see the caller)."""
+    with sysdb.transaction(read=True) as conn:
+        landed = conn.exec_driver_sql(_LANDED[sysdb.sqlite], (queue_name, executor_id, now))
+        rows = [tuple(r) for r in landed]
+    seen = {r[0] for r in returned}
+    return list(returned) + [r for r in rows if r[0] not in seen]
 
 
 @retried

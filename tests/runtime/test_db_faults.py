@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from spindle import DBOS, DBOSSystemDatabaseUnavailableError, SetWorkflowID
 from spindle.diagnostics import capture_stack, waiting_on
 from spindle.runtime._db_retry import Retrier, is_transient
+from spindle.runtime._queue_db import _DEQUEUES, _with_landed, insert_enqueued
 from spindle.runtime._schema import notifications
 from spindle.runtime._sysdb import SystemDatabase
 from spindle.runtime._sysdb_engine import ensure_postgres_database, normalize_url
@@ -635,5 +636,41 @@ def test_a_retried_insert_that_had_landed_is_ours(db_url: str) -> None:
         row = db.insert_or_existing(insert.sql, insert.params(other), other)
         assert row is not None
         assert row.executor_id == "local"
+    finally:
+        db.close()
+
+
+def test_rows_a_lost_dequeue_took_are_found_again(db_url: str) -> None:
+    """A dequeue whose commit landed but whose answer was lost set rows PENDING; the retry's
+    look-up by executor and start time finds them, so they start in this process."""
+    db = SystemDatabase(db_url, pool_size=1)
+    try:
+        db.migrate()
+        for i in range(3):
+            insert_enqueued(
+                db,
+                workflow_id=f"q-{i}",
+                name="w",
+                inputs=b"in",
+                queue_name="q",
+                executor_id="local",
+                application_version="0",
+                parent_workflow_id=None,
+                timeout_ms=None,
+                deadline_epoch_ms=None,
+                deduplication_id=None,
+                priority=0,
+            )
+        now = 5_000
+        lost = db.hot.write_returning(
+            _DEQUEUES[db.sqlite, False], ("q", "0", 2, "local", now, now, now)
+        )
+        assert len(lost) == 2  # committed; the caller never saw these rows
+        found = _with_landed(db, "q", "local", now, [])
+        assert sorted(r[0] for r in found) == sorted(r[0] for r in lost)
+        assert _with_landed(db, "q", "local", now, lost[:1]) == lost[:1] + [
+            r for r in found if r[0] != lost[0][0]
+        ]
+        assert _with_landed(db, "q", "local", now + 1, []) == []
     finally:
         db.close()
