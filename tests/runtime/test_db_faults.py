@@ -674,3 +674,52 @@ def test_rows_a_lost_dequeue_took_are_found_again(db_url: str) -> None:
         assert _with_landed(db, "q", "local", now + 1, []) == []
     finally:
         db.close()
+
+
+@pytest.mark.postgres_only
+def test_shutdown_during_an_outage_ends_the_retries(pg_url: str) -> None:
+    """destroy() while the database refuses connections: the workflow retrying its
+    checkpoint is interrupted (it stays PENDING, no error recorded), no thread outlives
+    its join, and after the database is back a relaunch completes the workflow."""
+    config: Any = {
+        "name": "outage-stop",
+        "system_database_url": pg_url,
+        "run_admin_server": False,
+        "max_executor_threads": 4,
+        "sys_db_pool_size": 2,
+        "thread_join_timeout_sec": 5.0,
+    }
+    DBOS(config=config)
+    DBOS.launch()
+    database = make_url(pg_url).database
+    assert database is not None
+    admin = _pg_admin()
+    GATES["stop"] = threading.Event()
+    RUNS["stop"] = 0
+    with SetWorkflowID("outage-stop-wf"):
+        DBOS.start_workflow(gated_workflow, "stop")
+    retrier = DBOS.runtime.sysdb.retrier
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+        _terminate_all(admin, database)
+        failures = retrier.failures
+        GATES["stop"].set()
+        assert retrier.wait_for_failures(failures + 3, WAIT)  # the checkpoint is retrying
+        started = time.monotonic()
+        DBOS.destroy()
+        took = time.monotonic() - started
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert [v.rule for v in timeline.violations if v.rule == "join-timeout"] == []
+    assert took < 5.0, f"destroy() took {took:.2f} s"
+    DBOS(config=config)
+    DBOS.launch()  # recovery: the step's checkpoint never landed, so the step runs again
+    handle = DBOS.retrieve_workflow("outage-stop-wf")
+    assert handle.get_result() == "stepped+done"
+    assert handle.get_status().status == "SUCCESS"
+    assert RUNS["stop"] == 2
