@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spindle import DBOS, DBOSDestroyInWorkflowError
+from spindle import DBOS, DBOSConfigError, DBOSDestroyInWorkflowError
 from spindle.diagnostics import ShutdownTimeline
 from tests.conftest import MakeDBOS
 from tests.runtime import exit_app
@@ -205,3 +205,13 @@ def test_destroy_inside_a_workflow_or_step_raises(dbos: type[DBOS]) -> None:
     assert outcome[1].startswith("step: DBOS.destroy() must not be called from inside")
     assert DBOS.last_shutdown_timeline is None
     assert len(DBOS.start_workflow(destroying_workflow).get_result()) == 2  # still running
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("handle_signals", "yes"), ("sys_db_client_retries", -1), ("sys_db_client_retries", True)],
+)
+def test_bad_fault_config_values_name_their_key(key: str, value: object) -> None:
+    """A bad ``handle_signals`` or ``sys_db_client_retries`` raises at construction, naming it."""
+    with pytest.raises(DBOSConfigError, match=key):
+        DBOS(config={"name": "bad", key: value})  # type: ignore[misc]
