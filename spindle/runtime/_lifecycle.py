@@ -28,7 +28,7 @@ from ._poller_set import PollerSet
 from ._queue_db import requeue_pending
 from ._queue_manager import QueueManager
 from ._runtime import Runtime
-from ._signals import SigtermHandler, install_sigterm_handler
+from ._signals import install_sigterm_handler
 from ._supervisor import Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
@@ -43,7 +43,6 @@ POOL_HEADROOM = 16
 _atexit_registered = False
 #: The runtime whose destroy() returned last, and when (monotonic): atexit measures from it.
 _last_destroy: tuple[Runtime, float] | None = None
-_sigterm: SigtermHandler | None = None
 
 
 def _atexit_destroy() -> None:
@@ -203,15 +202,7 @@ def _start_admin_server(rt: Runtime) -> None:
 
 
 def _install_signal_handler(rt: Runtime) -> None:
-    global _sigterm
-
-    def shutdown() -> bool:
-        if rt.shutdown_thread == threading.get_ident():
-            return False  # the signal interrupted this thread's own destroy(): after it
-        destroy(rt, 0.0)
-        return True
-
-    _sigterm = install_sigterm_handler(shutdown) or _sigterm
+    install_sigterm_handler(lambda: destroy(rt, 0.0))
 
 
 def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:
@@ -259,6 +250,3 @@ def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:
         finished = rt.shutdown_done
         if finished is not None:
             finished.set()
-    handler = _sigterm
-    if handler is not None and threading.current_thread() is threading.main_thread():
-        handler.after_shutdown()  # a SIGTERM that arrived during this destroy()

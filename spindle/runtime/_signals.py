@@ -6,6 +6,13 @@ that runs ``destroy()`` and then does what would have happened without Spindle: 
 the application's own handler if it had one (it is chained, not replaced), else it takes
 the default action, so the process still dies of SIGTERM (exit status 143). An application
 that ignores SIGTERM (``SIG_IGN``) keeps ignoring it.
+
+The shutdown does not run inside the handler. A Python signal handler runs on the main
+thread between two of its bytecodes, possibly while that thread holds one of the runtime's
+locks (a hot-path write's admission, a registry update): a shutdown run there would wait
+for that lock forever. So the handler hands the shutdown to a helper thread and returns;
+the main thread goes on (and lets go of what it held), and when the shutdown has finished
+the helper sends SIGTERM again. The handler, back on the main thread, then chains.
 """
 
 from __future__ import annotations
@@ -18,42 +25,50 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-logger = logging.getLogger("spindle")
+from ._supervisor import start_helper
 
-Handler = Callable[[int, FrameType | None], Any]
+logger = logging.getLogger("spindle")
 
 
 class SigtermHandler:
-    """The installed handler: ``shutdown()`` first, then the previous handler or the default.
+    """The installed handler: the shutdown first (on a helper), then the previous handler
+    or the default action (on the main thread)."""
 
-    ``shutdown`` returns False when it could not run the shutdown now because this very
-    thread is in the middle of it (the signal arrived during ``destroy()`` on the main
-    thread): :meth:`after_shutdown` then finishes the job once that ``destroy()`` returns.
-    """
-
-    def __init__(self, shutdown: Callable[[], bool], previous: Any) -> None:
-        self._shutdown = shutdown
+    def __init__(self, shutdown: Callable[[], None], previous: Any) -> None:
+        self.shutdown = shutdown
         self.previous = previous
-        #: A SIGTERM arrived while this thread ran destroy(): act on it when that returns.
-        self.deferred: tuple[int, FrameType | None] | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        #: Set once the shutdown a SIGTERM started has finished: the next SIGTERM chains.
+        self.done = threading.Event()
+
+    def rearm(self, shutdown: Callable[[], None]) -> None:
+        """A new launch: the next SIGTERM shuts the new runtime down first."""
+        with self._lock:
+            self.shutdown = shutdown
+            self._started = False
+            self.done.clear()
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.done.is_set():
+            self._chain(signum, frame)
+            return
+        with self._lock:
+            started, self._started = self._started, True
+        if started:
+            return  # another SIGTERM during the shutdown: the helper's own re-send chains
         logger.warning("spindle: SIGTERM received; running the ordered shutdown")
+        start_helper("dbos-sigterm-shutdown", self._run, (signum,))
+
+    def _run(self, signum: int) -> None:
         try:
-            done = self._shutdown()
+            self.shutdown()
         except Exception:
             logger.exception("spindle: the shutdown on SIGTERM failed")
-            done = True
-        if not done:
-            self.deferred = (signum, frame)
-            return
-        self._chain(signum, frame)
-
-    def after_shutdown(self) -> None:
-        """Act on a SIGTERM deferred while destroy() ran on this thread (main thread only)."""
-        deferred, self.deferred = self.deferred, None
-        if deferred is not None:
-            self._chain(*deferred)
+        finally:
+            self.done.set()
+            # Back to the main thread: its handler now chains (only the main thread may).
+            os.kill(os.getpid(), signum)
 
     def _chain(self, signum: int, frame: FrameType | None) -> None:
         previous = self.previous
@@ -66,11 +81,11 @@ class SigtermHandler:
         os.kill(os.getpid(), signum)
 
 
-def install_sigterm_handler(shutdown: Callable[[], bool]) -> SigtermHandler | None:
+def install_sigterm_handler(shutdown: Callable[[], None]) -> SigtermHandler | None:
     """Install the SIGTERM handler if this is the main thread and SIGTERM is not ignored.
 
-    Returns the handler, or None when nothing was installed. Installing twice (a second
-    launch) keeps the first handler's chain.
+    Returns the handler, or None when nothing was installed. Installing again (a second
+    launch) keeps the first handler's chain and rearms it for the new runtime.
     """
     if threading.current_thread() is not threading.main_thread():
         return None  # signal.signal works only there; the app's signals are its own then
@@ -81,7 +96,7 @@ def install_sigterm_handler(shutdown: Callable[[], bool]) -> SigtermHandler | No
     if previous is signal.SIG_IGN:
         return None
     if isinstance(previous, SigtermHandler):
-        previous._shutdown = shutdown  # a relaunch: the same chain, the new runtime
+        previous.rearm(shutdown)
         return previous
     handler = SigtermHandler(shutdown, previous)
     signal.signal(signal.SIGTERM, handler)

@@ -176,3 +176,9 @@ def start_pool_worker(
     thread = threading.Thread(name=name, target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+def start_helper(name: str, target: Callable[..., object], args: tuple[object, ...]) -> None:
+    """Start a short-lived daemon helper that is no part of the runtime's thread set (the
+    SIGTERM shutdown runner: it runs ``destroy()``, so the shutdown must not join it)."""
+    threading.Thread(name=name, target=target, args=args, daemon=True).start()

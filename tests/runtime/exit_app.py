@@ -6,6 +6,8 @@
   exits; prints ``DESTROYED <seconds destroy took> <wall time it returned>``.
 * ``sigterm``: a workflow waits in ``recv``; prints READY and waits to be signalled.
 * ``chained``: as ``sigterm``, with the app's own SIGTERM handler installed before launch.
+* ``busy``: the main thread starts workflows in a loop (taking the runtime's locks many
+  times a millisecond) when SIGTERM arrives.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def exit_blocking_step() -> None:
 @DBOS.workflow()
 def exit_stuck_workflow() -> None:
     exit_blocking_step()
+
+
+@DBOS.workflow()
+def exit_quick_workflow(i: int) -> int:
+    return i
 
 
 @DBOS.step()
@@ -77,6 +84,14 @@ def main() -> None:
         DBOS.start_workflow(exit_waiting_workflow)
     _entered.wait()
     print("READY", flush=True)
+    if mode == "busy":
+        i = 0
+        while True:  # a busy main thread, as a server's: SIGTERM lands anywhere in here
+            i += 1
+            try:
+                DBOS.start_workflow(exit_quick_workflow, i)
+            except Exception:  # after the shutdown: not launched any more
+                threading.Event().wait(0.001)
     threading.Event().wait()  # until SIGTERM
 
 

@@ -97,6 +97,28 @@ def test_sigterm_mid_workflow_runs_the_shutdown(
 
 
 @pytest.mark.slow
+def test_sigterm_to_a_busy_main_thread(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM while the main thread starts workflows in a loop (holding the runtime's locks
+    for moments): the shutdown runs off the handler, completes, and the process dies of it."""
+    report = tmp_path / "report.json"
+    child = _child("busy", db_url, report)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "READY"
+        child.send_signal(signal.SIGTERM)
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        _out, err = child.communicate()
+    assert child.returncode == -signal.SIGTERM, err
+    data = json.loads(report.read_text())
+    assert len(data["phases"]) == 10
+    assert data["violations"] == []
+
+
+@pytest.mark.slow
 def test_sigterm_chains_to_the_apps_own_handler(db_url: str, tmp_path: Path) -> None:
     """An app with its own SIGTERM handler keeps it: the shutdown runs first, then it."""
     report = tmp_path / "report.json"
