@@ -23,8 +23,9 @@ from spindle.diagnostics import ThreadGroup, ThreadKind, ThreadRecord, ThreadReg
 from ._supervisor import start_pool_worker
 
 #: The standard library's worker loop, when its signature is the one this module knows
-#: (``_worker(executor_ref, work_queue, initializer, initargs)``, 3.11 to 3.13); otherwise
-#: the pool makes its own (non-daemon) workers, as before.
+#: (``_worker(executor_reference, work_queue, initializer, initargs)``, CPython 3.11's);
+#: otherwise the pool makes the standard (non-daemon) workers, as before (and a stuck step
+#: holds the exit again: tests/runtime/test_exit.py fails then).
 _WORKER: Any = getattr(_futures_thread, "_worker", None)
 if _WORKER is not None and list(inspect.signature(_WORKER).parameters) != [
     "executor_reference",

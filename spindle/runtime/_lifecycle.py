@@ -117,8 +117,8 @@ def launch(rt: Runtime) -> None:
             cfg.system_database_url,
             pool_size=cfg.sys_db_pool_size,
             sqlite_synchronous=cfg.sqlite_synchronous,
-            # One connection per executor worker and some: a workflow never waits for a
-            # connection that a full pool cannot give (the pool opens them on demand).
+            # One connection per executor worker and some, so workers do not starve for
+            # connections (the pool opens them on demand; a pool timeout is retried).
             max_connections=cfg.max_executor_threads + POOL_HEADROOM,
             client_retries=cfg.sys_db_client_retries,
         )
@@ -224,7 +224,8 @@ def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:
         done = rt.shutdown_done
         if rt.destroyed:
             # Another caller runs it (or ran it): wait for its end, unless that caller is
-            # this very thread (destroy() -> a signal handler -> destroy()).
+            # this very thread (re-entered from code the shutdown itself runs): waiting
+            # there would wait for ourselves.
             if done is None or rt.shutdown_thread == threading.get_ident():
                 return
         else:
