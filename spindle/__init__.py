@@ -4,6 +4,7 @@ from .runtime import DBOS as DBOS
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
+from .runtime import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
 from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
@@ -12,6 +13,7 @@ from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
 from .runtime import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
+from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from .runtime import Event as Event
@@ -31,6 +33,7 @@ __all__ = [
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",
     "DBOSMaxStepRetriesExceeded",
@@ -39,6 +42,7 @@ __all__ = [
     "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
+    "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
     "Event",

@@ -134,6 +134,11 @@ class DiagnosticsSession:
                 listener(timeline)
             except Exception:
                 logger.exception("spindle: timeline listener %r failed", listener)
+        self.rewrite_report(timeline)
+
+    def rewrite_report(self, timeline: ShutdownTimeline) -> None:
+        """Write ``timeline`` as the JSON report when configured (again, once it learnt
+        more: the time to process exit). Never raises."""
         if self.report_path:
             try:
                 path = Path(self.report_path)

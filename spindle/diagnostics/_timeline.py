@@ -132,6 +132,9 @@ class ShutdownTimeline:
         running = [p for p in self.phases if p.end_mono is None]
         return running[-1].name if running else None
 
+    #: Seconds from destroy() returning to the process exiting (set at exit, by atexit).
+    exit_after_destroy_sec: float | None = None
+
     def to_dict(self) -> dict[str, Any]:
         """The report's JSON form (schema documented in ``docs/shutdown-report.md``)."""
         return {
@@ -150,6 +153,7 @@ class ShutdownTimeline:
             "threads": {str(k): v.to_dict() for k, v in self.threads.items()},
             "violations": [v.to_dict() for v in self.violations],
             "stacks_captured_wall": dict(self.stacks_captured_wall),
+            "exit_after_destroy_sec": self.exit_after_destroy_sec,
         }
 
     @classmethod
@@ -173,6 +177,7 @@ class ShutdownTimeline:
             stacks_captured_wall={
                 str(k): float(v) for k, v in (d.get("stacks_captured_wall") or {}).items()
             },
+            exit_after_destroy_sec=d.get("exit_after_destroy_sec"),
         )
 
     @property

@@ -21,6 +21,10 @@ THREAD_JOIN = "join"
 DB_SQLITE = "db:sqlite3"
 DB_PSYCOPG = "db:psycopg"
 DB_OTHER = "db"
+#: Backing off between retries of a transient database error (the database is down).
+DB_RETRY = "db:retry"
+#: Waiting for a connection from a full pool.
+DB_POOL = "db:pool"
 SOCKET_READ = "socket"
 SELECT = "select"
 SLEEP = "sleep"
@@ -37,6 +41,8 @@ WAITING_ON_VALUES = (
     DB_SQLITE,
     DB_PSYCOPG,
     DB_OTHER,
+    DB_RETRY,
+    DB_POOL,
     SOCKET_READ,
     SELECT,
     SLEEP,
@@ -73,11 +79,19 @@ def _stdlib(frame: Mapping[str, Any], module: str) -> bool:
     return path.endswith("/" + module) and "site-packages" not in path
 
 
+# The runtime module whose waits are backoffs between database retries (by path, as above).
+_DB_RETRY_FILE = "/spindle/runtime/_db_retry.py"
+
+
 def _classify_one(frame: Mapping[str, Any]) -> str | None:
     name = _name(frame)
     func = name.rsplit(".", 1)[-1]
     path = _file(frame)
     line = _line(frame)
+    if path.endswith(_DB_RETRY_FILE):
+        return DB_RETRY
+    if "/sqlalchemy/pool/" in path or "/sqlalchemy/util/queue.py" in path:
+        return DB_POOL
     if "/psycopg/" in path or "/psycopg_c/" in path or "/psycopg2/" in path:
         return DB_PSYCOPG
     if "/sqlite3/" in path and "site-packages" not in path:
@@ -155,7 +169,8 @@ def waiting_on(frames: Sequence[Mapping[str, Any]]) -> str:
     """What the thread whose stack this is waits on; frames are innermost *last*.
 
     One of :data:`WAITING_ON_VALUES`: ``event``, ``condition``, ``lock``, ``queue``,
-    ``join``, ``db:sqlite3``, ``db:psycopg``, ``db``, ``socket``, ``select``, ``sleep``,
+    ``join``, ``db:sqlite3``, ``db:psycopg``, ``db``, ``db:retry`` (backing off while the
+    database fails), ``db:pool`` (waiting for a connection), ``socket``, ``select``, ``sleep``,
     ``future``, or ``running`` when the top frames show no known blocking call.
     """
     # Native frames from py-spy --native are skipped: the Python frames name the wait.

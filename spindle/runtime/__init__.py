@@ -6,6 +6,7 @@ from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._dbos import DBOS as DBOS
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
+from ._errors import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from ._errors import DBOSException as DBOSException
 from ._errors import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
 from ._errors import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
@@ -14,6 +15,7 @@ from ._errors import DBOSNotLaunchedError as DBOSNotLaunchedError
 from ._errors import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from ._errors import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from ._errors import DBOSSerializationError as DBOSSerializationError
+from ._errors import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._handles import WorkflowHandle as WorkflowHandle
@@ -31,6 +33,7 @@ __all__ = [
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",
     "DBOSMaxStepRetriesExceeded",
@@ -39,6 +42,7 @@ __all__ = [
     "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
+    "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
     "Event",

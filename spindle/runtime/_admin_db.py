@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._db_retry import retried
 from ._errors import DBOSWorkflowConflictIDError
 from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
 from ._schema import operation_outputs as oo
@@ -14,6 +15,7 @@ from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase
 
 
+@retried
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
     """A workflow's recorded steps, in order, as plain data."""
     from ._serialization import deserialize, deserialize_exception
@@ -44,6 +46,7 @@ def _text(fn: Any, data: bytes | None) -> str | None:
         return f"<cannot deserialize: {type(exc).__name__}>"
 
 
+@retried
 def fork_workflow(
     sysdb: SystemDatabase,
     workflow_id: str,
@@ -100,6 +103,7 @@ def fork_workflow(
     return new_id
 
 
+@retried
 def garbage_collect(
     sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
 ) -> int:
@@ -129,6 +133,7 @@ def garbage_collect(
         )
 
 
+@retried
 def global_timeout(sysdb: SystemDatabase, cutoff_epoch_ms: int) -> list[str]:
     """Cancel every PENDING or ENQUEUED workflow created before the cutoff; returns their IDs."""
     with sysdb.transaction() as conn:

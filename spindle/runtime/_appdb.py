@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ._db_retry import Retrier
 from ._rows import now_ms
 from ._schema import SCHEMA
 from ._sysdb_engine import ensure_postgres_database, make_engine
@@ -53,6 +54,12 @@ class ApplicationDatabase:
         self.engine = make_engine(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
         self.sqlite = url.startswith("sqlite")
         self._closed = False
+        #: Counts and logs the transient failures transactions retry (once per outage).
+        self.retrier = Retrier(
+            "application",
+            is_closing=lambda: self._closed,
+            closed=lambda exc: SystemDatabaseClosed("the application database is closed"),
+        )
 
     def migrate(self) -> None:
         """Create the checkpoint table."""

@@ -39,6 +39,8 @@ class DBOSConfig(TypedDict, total=False):
     log_level: str
     conductor_url: str | None
     conductor_key: str | None
+    handle_signals: bool
+    sys_db_client_retries: int
 
 
 #: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
@@ -82,6 +84,10 @@ class Config:
     log_level: str = "INFO"
     conductor_url: str | None = None
     conductor_key: str | None = None
+    #: Install a SIGTERM handler at launch() that runs the ordered shutdown (if the app has none).
+    handle_signals: bool = True
+    #: Retries of a transient system-database error a client call makes before it raises.
+    sys_db_client_retries: int = 10
 
 
 def _is_str(v: Any) -> bool:
@@ -166,6 +172,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "conductor_key": (
         lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[^/\s]+", v) is not None),
         "a non-empty key without '/' or spaces, or None",
+    ),
+    "handle_signals": (_is_bool, "True or False"),
+    "sys_db_client_retries": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "a non-negative integer",
     ),
 }
 

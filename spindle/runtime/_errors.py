@@ -91,6 +91,24 @@ class DBOSRuntimeShutdownError(DBOSException):
     """The runtime shut down while the caller was waiting; the workflow stays PENDING."""
 
 
+class DBOSSystemDatabaseUnavailableError(DBOSException):
+    """A client call gave up on the system database after retrying a transient error."""
+
+    def __init__(self, operation: str, attempts: int, seconds: float, cause: str):
+        self.operation = operation
+        self.attempts = attempts
+        #: The last error, named (its driver class and message); also ``__cause__``.
+        self.cause = cause
+        super().__init__(
+            f"the system database did not answer {operation} after {attempts} attempts"
+            f" over {seconds:.1f} s: {cause}"
+        )
+
+
+class DBOSDestroyInWorkflowError(DBOSException, RuntimeError):
+    """``DBOS.destroy()`` was called from inside a workflow or a step (it did nothing)."""
+
+
 class WorkflowInterrupted(BaseException):
     """Unwinds a workflow at its next durable boundary when the runtime shuts down.
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import time
 
 from spindle.diagnostics import DiagnosticsSession, ThreadGroup, ThreadKind
 
@@ -18,6 +20,8 @@ from ._admin import AdminServer
 from ._appdb import ApplicationDatabase
 from ._conductor import ConductorClient
 from ._config import DEFAULT_CONDUCTOR_URL
+from ._context import current_workflow
+from ._errors import DBOSDestroyInWorkflowError
 from ._event_loop import BackgroundLoop
 from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
@@ -27,6 +31,7 @@ from ._poller_set import PollerSet
 from ._queue_db import requeue_pending
 from ._queue_manager import QueueManager
 from ._runtime import Runtime
+from ._signals import install_sigterm_handler
 from ._supervisor import Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
@@ -34,7 +39,13 @@ from ._workflows import on_deadline, recover_pending
 
 logger = logging.getLogger("spindle")
 
+#: Extra system-database connections beyond one per executor worker: the runtime's own
+#: threads (queue workers, listener, pollers) and the application's client threads.
+POOL_HEADROOM = 16
+
 _atexit_registered = False
+#: The runtime whose destroy() returned last, and when (monotonic): atexit measures from it.
+_last_destroy: tuple[Runtime, float] | None = None
 
 
 def _atexit_destroy() -> None:
@@ -43,10 +54,40 @@ def _atexit_destroy() -> None:
         destroy(rt, 0.0)
 
 
+def _atexit_record_exit() -> None:
+    """At the very end of the interpreter (after every join of its exit): how long after
+    destroy() returned the process exits, on the timeline, in the log and in the report."""
+    last = _last_destroy
+    if last is None:
+        return
+    rt, returned = last
+    timeline = rt.last_timeline
+    elapsed = time.monotonic() - returned
+    if timeline is None:
+        return
+    timeline.exit_after_destroy_sec = elapsed
+    # The join phase recorded each thread that outlived its join as a violation.
+    leaked = sorted(
+        {name for v in timeline.violations if v.rule == "join-timeout" for name in v.thread_names}
+    )
+    if leaked:
+        logger.warning(
+            "spindle: process exits %.3f s after destroy() returned, leaving leaked threads: %s",
+            elapsed,
+            ", ".join(leaked),
+        )
+    report = rt.config.shutdown_report_path
+    # Only a report still there: a test's temporary folder may be gone by now.
+    if rt.diag is not None and report and os.path.exists(report):
+        rt.diag.rewrite_report(timeline)
+
+
 def _register_exit_hooks() -> None:
     global _atexit_registered
     if _atexit_registered:
         return
+    # atexit runs its handlers newest first: the exit time is recorded after the destroy.
+    atexit.register(_atexit_record_exit)
     atexit.register(_atexit_destroy)
     # Interpreter exit joins executor workers (threading._shutdown) *before* atexit
     # handlers run, so a worker in a durable sleep would hold the exit for the whole sleep.
@@ -79,7 +120,13 @@ def launch(rt: Runtime) -> None:
             cfg.system_database_url,
             pool_size=cfg.sys_db_pool_size,
             sqlite_synchronous=cfg.sqlite_synchronous,
+            # One connection per executor worker and some, so workers do not starve for
+            # connections (the pool opens them on demand; a pool timeout is retried).
+            max_connections=cfg.max_executor_threads + POOL_HEADROOM,
+            client_retries=cfg.sys_db_client_retries,
         )
+        # A workflow's database calls retry until the database answers, never giving up.
+        rt.sysdb.retrier.in_workflow = lambda: current_workflow.get() is not None
         rt.sysdb.migrate()
         if cfg.application_database_url:
             rt.appdb = ApplicationDatabase(
@@ -135,6 +182,8 @@ def launch(rt: Runtime) -> None:
         pollers.start()
         _start_conductor(rt)
         _register_exit_hooks()
+        if cfg.handle_signals:
+            _install_signal_handler(rt)
     recover_pending(rt, [cfg.executor_id])
     # After recovery: a row a worker just dequeued is PENDING here and must not be
     # mistaken for one to recover.
@@ -175,16 +224,53 @@ def _start_conductor(rt: Runtime) -> None:
     client.start()
 
 
+def _install_signal_handler(rt: Runtime) -> None:
+    install_sigterm_handler(lambda: destroy(rt, 0.0))
+
+
 def destroy(rt: Runtime, workflow_completion_timeout_sec: float) -> None:
-    """The ordered shutdown (idempotent, from any thread, also from ``atexit``)."""
+    """The ordered shutdown (idempotent, from any thread, also from ``atexit``).
+
+    Every concurrent caller returns once the one shutdown has finished. Raises
+    :class:`DBOSDestroyInWorkflowError` (and does nothing) inside a workflow or a step.
+    """
+    ctx = current_workflow.get()
+    if ctx is not None:
+        # A workflow that destroyed its runtime would do it again at every recovery.
+        raise DBOSDestroyInWorkflowError(
+            f"DBOS.destroy() must not be called from inside a workflow or step"
+            f" (workflow {ctx.workflow_id!r}); nothing was shut down"
+        )
     with rt.state_lock:
-        if not rt.launched or rt.destroyed:
+        if not rt.launched:
             return
-        # The steps before phase 1 (poller gate, destroyed/stopping, queues), recorded.
-        recorder = _shutdown.prepare(rt)
-    timeline = _shutdown.run_shutdown(rt, recorder, workflow_completion_timeout_sec)
-    rt.last_timeline = timeline
-    if rt.diag is not None:
-        rt.diag.record_timeline(timeline)
-        # Last of all, so no span of the shutdown itself is lost.
-        rt.diag.shutdown()
+        done = rt.shutdown_done
+        if rt.destroyed:
+            # Another caller runs it (or ran it): wait for its end, unless that caller is
+            # this very thread (re-entered from code the shutdown itself runs): waiting
+            # there would wait for ourselves.
+            if done is None or rt.shutdown_thread == threading.get_ident():
+                return
+        else:
+            done = None
+            rt.shutdown_done = threading.Event()
+            rt.shutdown_thread = threading.get_ident()
+            # The steps before phase 1 (poller gate, destroyed/stopping, queues), recorded.
+            recorder = _shutdown.prepare(rt)
+    if done is not None:
+        done.wait()
+        return
+    try:
+        timeline = _shutdown.run_shutdown(rt, recorder, workflow_completion_timeout_sec)
+        rt.last_timeline = timeline
+        if rt.diag is not None:
+            rt.diag.record_timeline(timeline)
+            # Last of all, so no span of the shutdown itself is lost.
+            rt.diag.shutdown()
+    finally:
+        global _last_destroy
+        _last_destroy = (rt, time.monotonic())
+        rt.shutdown_thread = None
+        finished = rt.shutdown_done
+        if finished is not None:
+            finished.set()

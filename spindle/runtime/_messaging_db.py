@@ -16,12 +16,13 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import Retrier, retried
 from ._errors import DBOSNonExistentWorkflowError
 from ._rows import PENDING, now_ms
 from ._schema import notifications as nt
@@ -123,6 +124,11 @@ class MessagingDatabase:
         self._sysdb = sysdb
         self.sqlite = sysdb.sqlite
 
+    @property
+    def retrier(self) -> Retrier:
+        """The system database's retry of transient errors (:mod:`._db_retry`)."""
+        return self._sysdb.retrier
+
     # -- checkpoints ---------------------------------------------------------------------
 
     @staticmethod
@@ -180,6 +186,20 @@ class MessagingDatabase:
             "created_at_epoch_ms": now_ms(),
             "message_uuid": message_uuid(),
         }
+        # The row (and its ID) is made once: a retry of a send whose commit did land then
+        # conflicts on the ID instead of sending the message twice.
+        return self._send_row(row, destination_id, workflow_id, function_id, step_name)
+
+    @retried
+    def _send_row(
+        self,
+        row: dict[str, Any],
+        destination_id: str,
+        workflow_id: str | None,
+        function_id: int | None,
+        step_name: str,
+    ) -> Outcome:
+        topic, message = row["topic"], row["message"]
         try:
             with self._sysdb.transaction() as conn:
                 if workflow_id is None or function_id is None:
@@ -205,9 +225,12 @@ class MessagingDatabase:
         except IntegrityError as exc:
             if _is_foreign_key_violation(exc):
                 raise DBOSNonExistentWorkflowError(destination_id) from exc
+            if workflow_id is None or function_id is None:
+                return "recorded"  # our own message ID: an earlier attempt's commit landed
             return "conflict"
         return "recorded"
 
+    @retried
     def consume(self, workflow_id: str, function_id: int, topic: str) -> Received:
         """Take the oldest message on ``topic`` and record it as the recv step's output.
 
@@ -249,6 +272,7 @@ class MessagingDatabase:
             return Received("conflict")
         return Received("recorded", bytes(row.message))
 
+    @retried
     def peek(self, destination_id: str, topic: str) -> bool:
         """True when a message waits for ``destination_id`` on ``topic``."""
         with self._sysdb.transaction(read=True) as conn:
@@ -261,6 +285,7 @@ class MessagingDatabase:
 
     # -- events --------------------------------------------------------------------------
 
+    @retried
     def set_event(
         self, workflow_id: str, key: str, value: bytes, *, function_id: int | None
     ) -> Outcome:
@@ -287,6 +312,7 @@ class MessagingDatabase:
             return "conflict"
         return "recorded"
 
+    @retried
     def get_event(self, workflow_id: str, key: str) -> bytes | None:
         """The serialized value of an event, or None when it is not set."""
         with self._sysdb.transaction(read=True) as conn:
@@ -297,6 +323,7 @@ class MessagingDatabase:
 
     # -- polling (SQLite) ------------------------------------------------------------------
 
+    @retried
     def ready_keys(
         self, message_keys: Iterable[tuple[str, str]], event_keys: Iterable[tuple[str, str]]
     ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypedDict
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
 from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
@@ -149,26 +150,24 @@ def insert_enqueued(
     """
     now = now_ms()
     insert = _INSERTS[sysdb.sqlite]
-    params = insert.params(
-        {
-            "workflow_uuid": workflow_id,
-            "name": name,
-            "inputs": inputs,
-            "executor_id": executor_id,
-            "application_version": application_version,
-            "created_at": now,
-            "updated_at": now,
-            "parent_workflow_id": parent_workflow_id,
-            "workflow_timeout_ms": timeout_ms,
-            "workflow_deadline_epoch_ms": deadline_epoch_ms,
-            "queue_name": queue_name,
-            "deduplication_id": deduplication_id,
-            "priority": priority,
-            "queue_partition_key": queue_partition_key,
-        }
-    )
+    values: dict[str, Any] = {
+        "workflow_uuid": workflow_id,
+        "name": name,
+        "inputs": inputs,
+        "executor_id": executor_id,
+        "application_version": application_version,
+        "created_at": now,
+        "updated_at": now,
+        "parent_workflow_id": parent_workflow_id,
+        "workflow_timeout_ms": timeout_ms,
+        "workflow_deadline_epoch_ms": deadline_epoch_ms,
+        "queue_name": queue_name,
+        "deduplication_id": deduplication_id,
+        "priority": priority,
+        "queue_partition_key": queue_partition_key,
+    }
     try:
-        return sysdb.insert_or_existing(insert.sql, params, workflow_id)
+        return sysdb.insert_or_existing(insert.sql, insert.params(values), values)
     except IntegrityError as exc:
         if deduplication_id is None:
             raise
@@ -231,7 +230,15 @@ def _dequeue_unlimited(
     the candidates taken ``FOR UPDATE SKIP LOCKED`` in the subquery)."""
     now = now_ms()
     params = (queue.name, application_version, max_rows, executor_id, now, now, deadline_base)
+    failures = sysdb.retrier.failures
     returned = sysdb.hot.write_returning(_DEQUEUES[sysdb.sqlite, queue.priority_enabled], params)
+    if sysdb.retrier.failures != failures:
+        # A transient failure met meanwhile, maybe this dequeue's: an attempt whose commit
+        # landed but whose answer was lost set rows PENDING that the retry did not return.
+        # They carry this dequeue's executor and start time; without this they would wait
+        # for the next launch's recovery. (Starting one twice is harmless: the in-flight
+        # table lets one start run it.)
+        returned = _with_landed(sysdb, queue.name, executor_id, now, returned)
     # Driver rows are tuples: named once, by the list the RETURNING clause was built from.
     sort_keys = _sort_keys(is_sqlite=sysdb.sqlite)
     names = (*Dequeued.field_names(), *sort_keys)
@@ -248,6 +255,31 @@ def _dequeue_unlimited(
     return DequeueResult([Dequeued.from_mapping(r) for r in rows])
 
 
+_LANDED = {
+    flag: hot_sql(
+        "SELECT "
+        + ", ".join((Dequeued.sql_list(), *_sort_keys(is_sqlite=flag)))
+        + " FROM {s}workflow_status WHERE queue_name = %s AND status = 'PENDING'"
+        " AND executor_id = %s AND started_at_epoch_ms = %s",
+        is_sqlite=flag,
+    )
+    for flag in (True, False)
+}
+
+
+@retried
+def _with_landed(
+    sysdb: SystemDatabase, queue_name: str, executor_id: str, now: int, returned: list[Any]
+) -> list[Any]:
+    """``returned`` plus the rows a lost attempt of the same dequeue took (see the caller)."""
+    with sysdb.transaction(read=True) as conn:
+        landed = conn.exec_driver_sql(_LANDED[sysdb.sqlite], (queue_name, executor_id, now))
+        rows = [tuple(r) for r in landed]
+    seen = {r[0] for r in returned}
+    return list(returned) + [r for r in rows if r[0] not in seen]
+
+
+@retried
 def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
     """A cheap read: does the queue hold an ENQUEUED workflow this process may start?
     (Idle polls take no lock.)"""
@@ -335,6 +367,7 @@ def dequeue(
     return DequeueResult(rows, retry_after)
 
 
+@retried
 def _partitions_with_work(
     sysdb: SystemDatabase, queue_name: str, application_version: str
 ) -> list[str]:
@@ -354,6 +387,7 @@ def _partitions_with_work(
         return [str(r[0]) for r in conn.execute(stmt)]
 
 
+@retried
 def _dequeue_counted(
     sysdb: SystemDatabase,
     queue: Queue,
@@ -456,6 +490,7 @@ def _dequeue_counted(
     return DequeueResult(rows, retry_after)
 
 
+@retried
 def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str) -> int:
     """Put dequeued workflows this executor could not start back in their queue."""
     stmt = (
@@ -471,6 +506,7 @@ def requeue(sysdb: SystemDatabase, workflow_ids: Sequence[str], executor_id: str
         return int(conn.execute(stmt).rowcount)
 
 
+@retried
 def requeue_pending(
     sysdb: SystemDatabase, executor_ids: Sequence[str], application_version: str
 ) -> int:
@@ -499,6 +535,7 @@ def requeue_pending(
         return int(conn.execute(stmt).rowcount)
 
 
+@retried
 def requeue_resumed(sysdb: SystemDatabase, workflow_id: str) -> str | None:
     """Resume a queued workflow as DBOS does: back in its queue, ENQUEUED.
 

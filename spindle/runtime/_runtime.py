@@ -101,6 +101,10 @@ class Runtime:
         self.stopping = threading.Event()
         self.diag: DiagnosticsSession | None = None
         self.last_timeline: ShutdownTimeline | None = None
+        # Set when the running destroy() finished: concurrent callers wait on it. The ident
+        # of the thread running it, which must not wait on itself (a signal handler).
+        self.shutdown_done: threading.Event | None = None
+        self.shutdown_thread: int | None = None
         self.fault_release: threading.Event | None = None
         self.appdb: ApplicationDatabase | None = None
         self.active = ActiveWorkflows()

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from spindle.diagnostics import StopEvent, ThreadGroup, ThreadKind
 
 from ._cron import check_cron, cron_body
+from ._db_retry import Retrier, retried
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY
 from ._pollers import PollerGate
@@ -69,6 +70,12 @@ class ScheduleStore:
     def __init__(self, sysdb: SystemDatabase) -> None:
         self._db = sysdb
 
+    @property
+    def retrier(self) -> Retrier:
+        """The system database's retry of transient errors (:mod:`._db_retry`)."""
+        return self._db.retrier
+
+    @retried
     def create(self, name: str, workflow_name: str, cron: str, context: bytes) -> bool:
         """Insert a schedule; False if one with this name exists."""
         now = now_ms()
@@ -90,6 +97,7 @@ class ScheduleStore:
         with self._db.transaction() as conn:
             return len(conn.execute(stmt).all()) == 1
 
+    @retried
     def list(
         self,
         *,
@@ -113,6 +121,7 @@ class ScheduleStore:
         with self._db.transaction(read=True) as conn:
             return [_row(r) for r in conn.execute(stmt)]
 
+    @retried
     def get(self, name: str) -> WorkflowSchedule | None:
         """One schedule by name."""
         stmt = sa.select(*_COLUMNS).where(sched.c.schedule_name == name)
@@ -120,11 +129,13 @@ class ScheduleStore:
             row = conn.execute(stmt).one_or_none()
         return _row(row) if row is not None else None
 
+    @retried
     def delete(self, name: str) -> None:
         """Delete a schedule (no-op if it does not exist)."""
         with self._db.transaction() as conn:
             conn.execute(sched.delete().where(sched.c.schedule_name == name))
 
+    @retried
     def set_status(self, name: str, status: str) -> bool:
         """Pause or resume; False if no such schedule."""
         stmt = (

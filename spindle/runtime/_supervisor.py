@@ -196,3 +196,23 @@ def join_and_record(
         registry.mark_exited(record, None)
     registry.mark_joined(record, JoinOutcome.JOINED, duration)
     return True
+
+
+def start_pool_worker(
+    name: str, target: Callable[..., object], args: tuple[object, ...]
+) -> threading.Thread:
+    """Start an executor pool's worker: a daemon thread, as every runtime thread.
+
+    The executor registers it itself (its initializer); it has no stop event of its own: it
+    stops when the pool's queue hands it ``None``. Daemon so that a worker stuck in a user's
+    step, which ``destroy()`` already reported as leaked, never holds the interpreter's exit.
+    """
+    thread = threading.Thread(name=name, target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_helper(name: str, target: Callable[..., object], args: tuple[object, ...]) -> None:
+    """Start a short-lived daemon helper that is no part of the runtime's thread set (the
+    SIGTERM shutdown runner: it runs ``destroy()``, so the shutdown must not join it)."""
+    threading.Thread(name=name, target=target, args=args, daemon=True).start()

@@ -11,7 +11,7 @@ through the same gate (:meth:`SystemDatabase.transaction`) and hot path
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import DEFAULT_CLIENT_RETRIES, Retrier, retried
 from ._migrations import migrate
 from ._rows import (
     CANCELLED,
@@ -48,6 +49,16 @@ def this_version(application_version: str) -> sa.ColumnElement[bool]:
     )
 
 
+def _is_this_insert(row: StatusRow, values: Mapping[str, Any]) -> bool:
+    """True when ``row`` is the one ``values`` inserted (same creator, millisecond, inputs)."""
+    return bool(
+        row.created_at == values["created_at"]
+        and row.executor_id == values["executor_id"]
+        and row.name == values["name"]
+        and row.inputs == values["inputs"]
+    )
+
+
 class SystemDatabase:
     """Every query the runtime makes to the system database, behind one close gate.
 
@@ -55,13 +66,27 @@ class SystemDatabase:
     first cancels those blocked in the database) and only then disposes the engine.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "FULL"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        sqlite_synchronous: str = "FULL",
+        max_connections: int | None = None,
+        client_retries: int = DEFAULT_CLIENT_RETRIES,
+    ):
         self.url = normalize_url(url)
         self.sqlite = is_sqlite(self.url)
         if not self.sqlite:
             ensure_postgres_database(self.url)
         #: The engine and the close gate every operation goes through.
-        self.gate = Gate(self.url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
+        self.gate = Gate(
+            self.url,
+            pool_size=pool_size,
+            sqlite_synchronous=sqlite_synchronous,
+            max_connections=max_connections,
+            client_retries=client_retries,
+        )
         self.engine = self.gate.engine
         #: The hot path: one prepared driver statement per write (:mod:`._sysdb_hot`).
         self.hot = HotPath(self.gate, max_idle=pool_size)
@@ -84,6 +109,11 @@ class SystemDatabase:
         """The backend's ``INSERT`` of ``table``, which has ``on_conflict_do_nothing`` and
         ``on_conflict_do_update`` on both SQLite and PostgreSQL."""
         return self._insert(table)
+
+    @property
+    def retrier(self) -> Retrier:
+        """Retries the transient errors of every operation (:mod:`._db_retry`)."""
+        return self.gate.retrier
 
     @property
     def closed(self) -> bool:
@@ -133,39 +163,44 @@ class SystemDatabase:
         """Insert a new workflow; returns None when inserted, or the existing row."""
         now = now_ms()
         insert = self._sql.insert_workflow
-        params = insert.params(
-            {
-                "workflow_uuid": workflow_id,
-                "status": status,
-                "name": name,
-                "inputs": inputs,
-                "executor_id": executor_id,
-                "application_version": application_version,
-                "created_at": now,
-                "updated_at": now,
-                "parent_workflow_id": parent_workflow_id,
-                "workflow_timeout_ms": timeout_ms,
-                "workflow_deadline_epoch_ms": deadline_epoch_ms,
-                "queue_name": queue_name,
-                "started_at_epoch_ms": now if status == PENDING else None,
-            }
-        )
-        return self.insert_or_existing(insert.sql, params, workflow_id)
+        values: dict[str, Any] = {
+            "workflow_uuid": workflow_id,
+            "status": status,
+            "name": name,
+            "inputs": inputs,
+            "executor_id": executor_id,
+            "application_version": application_version,
+            "created_at": now,
+            "updated_at": now,
+            "parent_workflow_id": parent_workflow_id,
+            "workflow_timeout_ms": timeout_ms,
+            "workflow_deadline_epoch_ms": deadline_epoch_ms,
+            "queue_name": queue_name,
+            "started_at_epoch_ms": now if status == PENDING else None,
+        }
+        return self.insert_or_existing(insert.sql, insert.params(values), values)
 
     def insert_or_existing(
-        self, sql: str, params: tuple[Any, ...], workflow_id: str
+        self, sql: str, params: tuple[Any, ...], values: Mapping[str, Any]
     ) -> StatusRow | None:
         """Run a hot-path ``INSERT ... ON CONFLICT (workflow_uuid) DO NOTHING`` of one
-        workflow; None when it inserted, else the row already under that ID."""
+        workflow (``values``: its columns by name); None when it inserted, else the row
+        already under that ID."""
+        workflow_id = values["workflow_uuid"]
         while True:
             # The driver's rowcount of the one statement: 1 inserted, 0 the ID was taken.
             if self.hot.write(sql, params) == 1:
                 return None
             row = self.get_status(workflow_id)
+            if row is not None and _is_this_insert(row, values):
+                # A retry of this very insert, whose first commit landed but whose answer
+                # was lost with its connection: it is ours to run, not someone else's.
+                return None
             if row is not None:
                 return row
             # Garbage-collected between the two statements: the ID is free again.
 
+    @retried
     def get_status(self, workflow_id: str) -> StatusRow | None:
         """The status row of one workflow, or None."""
         with self.transaction(read=True) as conn:
@@ -179,8 +214,20 @@ class SystemDatabase:
     ) -> bool:
         """Record a PENDING workflow's end; False if it was no longer PENDING (cancelled)."""
         params = (status, output, error, now_ms(), workflow_id)
-        return self.hot.write(self._sql.finish_workflow, params) == 1
+        if self.hot.write(self._sql.finish_workflow, params) == 1:
+            return True
+        # Not PENDING any more: cancelled, or this very update committed on a connection
+        # that died before answering and its retry found its own work done. Only the
+        # first is a False (a cancel): the outcome recorded must reach the caller.
+        row = self.get_status(workflow_id)
+        return (
+            row is not None
+            and row.status == status
+            and row.output == output
+            and (row.error == error)
+        )
 
+    @retried
     def claim_for_recovery(self, workflow_id: str, executor_id: str) -> bool:
         """Count a recovery attempt on a PENDING workflow; False if it is not PENDING."""
         stmt = (
@@ -195,6 +242,7 @@ class SystemDatabase:
         with self.transaction() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    @retried
     def exceed_recovery(self, workflow_id: str) -> bool:
         """Move a PENDING workflow to MAX_RECOVERY_ATTEMPTS_EXCEEDED (a dead letter)."""
         stmt = (
@@ -205,6 +253,7 @@ class SystemDatabase:
         with self.transaction() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    @retried
     def pending_workflow_ids(
         self, executor_ids: Sequence[str], application_version: str
     ) -> list[str]:
@@ -223,6 +272,7 @@ class SystemDatabase:
         with self.transaction(read=True) as conn:
             return [r[0] for r in conn.execute(stmt)]
 
+    @retried
     def cancel_tree(self, workflow_id: str) -> list[str]:
         """Cancel a workflow and its unfinished descendants; returns only the IDs it cancelled."""
         tree = (
@@ -248,6 +298,7 @@ class SystemDatabase:
             )
             return [r[0] for r in changed]
 
+    @retried
     def cancel(self, workflow_id: str) -> bool:
         """Cancel one workflow if it has not finished; False if it had."""
         with self.transaction() as conn:
@@ -260,6 +311,7 @@ class SystemDatabase:
                 == 1
             )
 
+    @retried
     def resume(self, workflow_id: str, executor_id: str) -> StatusRow | None:
         """Set a cancelled or failed workflow back to PENDING on this executor."""
         with self.transaction() as conn:
@@ -279,6 +331,7 @@ class SystemDatabase:
             ).one_or_none()
         return StatusRow.from_mapping(row._mapping) if row else None
 
+    @retried
     def list_workflows(
         self,
         *,
@@ -329,6 +382,7 @@ class SystemDatabase:
 
     # -- steps ---------------------------------------------------------------------------
 
+    @retried
     def step_outputs(self, workflow_id: str) -> dict[int, StepRow]:
         """Every recorded step of a workflow, by function id."""
         stmt = sa.select(*StepRow.columns()).where(oo.c.workflow_uuid == workflow_id)

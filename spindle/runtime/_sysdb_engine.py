@@ -82,19 +82,22 @@ def make_engine(
     pool_size: int,
     sqlite_synchronous: str = "FULL",
     should_stop: Callable[[], bool] | None = None,
+    max_connections: int | None = None,
 ) -> Engine:
     """An engine set up for durable, concurrent use on either backend.
 
     On SQLite, ``should_stop`` makes a writer's wait for another process's write lock
-    end once it returns True (:func:`begin_immediate`).
+    end once it returns True (:func:`begin_immediate`). ``max_connections``: how many
+    connections the pool may open in all (``pool_size`` stay open; at least twice that).
     """
     url = normalize_url(url)
+    overflow = max(pool_size, (max_connections or 0) - pool_size)
     if is_sqlite(url):
         engine = sa.create_engine(
             url,
             poolclass=sa.pool.QueuePool,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=overflow,
             connect_args={"check_same_thread": False, "timeout": 30},
         ).execution_options(schema_translate_map={SCHEMA: None})
 
@@ -129,7 +132,10 @@ def make_engine(
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    # No pre-ping (a round trip per checkout): a connection found dead fails its operation
+    # once, SQLAlchemy then invalidates every connection of the pool opened before that
+    # failure, and the operation's retry (:mod:`._db_retry`) runs on a fresh one.
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=overflow, pool_pre_ping=False)
 
 
 def ensure_postgres_database(url: str) -> None:

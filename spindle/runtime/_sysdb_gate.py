@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ._db_retry import DEFAULT_CLIENT_RETRIES, Retrier
 from ._errors import DBOSNotLaunchedError
 from ._sysdb_engine import is_sqlite, make_engine, normalize_url
 
@@ -39,10 +40,25 @@ def closed_error() -> SystemDatabaseClosed:
     return SystemDatabaseClosed("the system database is closed (destroy() ran)")
 
 
+def interrupted_error(cause: BaseException) -> SystemDatabaseClosed:
+    """The error of an operation a shutdown ended (in the database, or while it retried)."""
+    closed = SystemDatabaseClosed("interrupted by shutdown")
+    closed.__cause__ = cause
+    return closed
+
+
 class Gate:
     """The engine, this process's SQLite write turn, and the operations in flight on them."""
 
-    def __init__(self, url: str, *, pool_size: int, sqlite_synchronous: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int,
+        sqlite_synchronous: str,
+        max_connections: int | None = None,
+        client_retries: int = DEFAULT_CLIENT_RETRIES,
+    ) -> None:
         self.url = normalize_url(url)
         self.sqlite = is_sqlite(self.url)
         self.engine = make_engine(
@@ -50,6 +66,15 @@ class Gate:
             pool_size=pool_size,
             sqlite_synchronous=sqlite_synchronous,
             should_stop=self.stopping,
+            max_connections=max_connections,
+        )
+        #: Retries transient errors of every operation behind this gate (:mod:`._db_retry`);
+        #: a shutdown ends its backoffs (interrupt() and drain() wake it).
+        self.retrier = Retrier(
+            "system",
+            is_closing=self.stopping,
+            closed=interrupted_error,
+            client_retries=client_retries,
         )
         self._read_engine = self.engine.execution_options(spindle_read=True)
         #: The gate's lock, taken directly on the hot path (cheaper than the Condition's
@@ -117,6 +142,7 @@ class Gate:
         with self.cond:
             self.closing = True
             conns = [c for c in self.in_flight.values() if c is not None]
+        self.retrier.wake()
         count = 0
         for dbapi_conn in conns:
             try:
@@ -136,6 +162,7 @@ class Gate:
         open: the caller disposes it once it gave back what it holds (the hot path's).
         """
         deadline = time.monotonic() + timeout
+        self.retrier.wake()
         with self.cond:
             self.closing = True
             while self.in_flight:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from ._group_commit import GroupCommit, WriteRequest
 from ._schema import SCHEMA, operation_outputs, workflow_status
 from ._sysdb_engine import BUSY_SLICE_MS, BUSY_TIMEOUT_MS, begin_immediate
-from ._sysdb_gate import WRITE_LOCK_TIMEOUT, Gate, SystemDatabaseClosed, closed_error
+from ._sysdb_gate import WRITE_LOCK_TIMEOUT, Gate, closed_error, interrupted_error
 
 logger = logging.getLogger("spindle")
 
@@ -171,12 +171,25 @@ class HotPath:
         self._max_idle = max_idle
 
     def write(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one write statement durably, atomic on its own; returns its row count."""
-        return self._statement(sql, params, fetch=False)[0]
+        """Run one write statement durably, atomic on its own; returns its row count.
+
+        A transient failure (a dropped connection, a full disk) is retried (:mod:`._db_retry`):
+        a retry of a write whose commit did land finds its row there (a conflict, or no
+        row to update), which each caller settles as its own.
+        """
+        try:
+            return self._statement(sql, params, fetch=False)[0]
+        except Exception as exc:  # only here, off the path of a write that succeeds
+            again = lambda: self._statement(sql, params, fetch=False)[0]  # noqa: E731
+            return self._gate.retrier.after_failure("a checkpoint write", again, exc)
 
     def write_returning(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """:meth:`write` for a statement with ``RETURNING``: returns its rows (tuples)."""
-        return self._statement(sql, params, fetch=True)[1]
+        try:
+            return self._statement(sql, params, fetch=True)[1]
+        except Exception as exc:
+            again = lambda: self._statement(sql, params, fetch=True)[1]  # noqa: E731
+            return self._gate.retrier.after_failure("a write", again, exc)
 
     def _statement(
         self, sql: str, params: tuple[Any, ...], *, fetch: bool
@@ -216,9 +229,20 @@ class HotPath:
             return int(cursor.rowcount), rows
         except self._dbapi.Error as exc:
             broken = not isinstance(exc, self._dbapi.IntegrityError)
+            if broken and hot is not None and getattr(hot.dbapi, "closed", False):
+                # The server dropped this connection: the parked ones most likely went with
+                # it (a restart, a failover), and each would fail one retry to find out.
+                self._drop_idle()
             raise self._db_error(sql, params, exc) from exc
         finally:
             self._finish(key, hot, broken=broken)
+
+    def _drop_idle(self) -> None:
+        """Hand every parked connection back to the pool as broken (after a lost one)."""
+        with self._gate.lock:
+            idle, self.idle = self.idle, []
+        for hot in idle:
+            self._give_back(hot, broken=True)
 
     def _finish(self, key: int | None, hot: _HotConnection | None, *, broken: bool) -> None:
         """A write ended: leave the gate's in-flight map (waking a close() that waits for
@@ -236,9 +260,7 @@ class HotPath:
     def _db_error(self, sql: str, params: tuple[Any, ...], exc: Exception) -> Exception:
         """The error a hot-path writer sees for a driver error of its statement."""
         if self._gate.closing and not isinstance(exc, self._dbapi.IntegrityError):
-            closed = SystemDatabaseClosed("interrupted by shutdown")
-            closed.__cause__ = exc
-            return closed
+            return interrupted_error(exc)
         return sa.exc.DBAPIError.instance(
             sql, params, exc, self._dbapi.Error, dialect=self.engine.dialect
         )

@@ -28,6 +28,7 @@ DATABASE_LAYER = {
     "_queue_db",
     "_messaging_db",
     "_admin_db",
+    "_db_retry",
 }
 LEAVES = {"_errors", "_serialization"}
 
