@@ -153,14 +153,14 @@ GATE = threading.Event()
 
 
 @DBOS.step()
-def held_step() -> str:
+def exit_held_step() -> str:
     GATE.wait(60)
     return "held"
 
 
 @DBOS.workflow()
-def held_workflow() -> str:
-    return held_step()
+def exit_held_workflow() -> str:
+    return exit_held_step()
 
 
 def test_concurrent_destroy_callers_all_see_the_finished_timeline(
@@ -170,7 +170,7 @@ def test_concurrent_destroy_callers_all_see_the_finished_timeline(
     one returns only after the one shutdown finished, and all see its timeline."""
     GATE.clear()
     make_dbos(thread_join_timeout_sec=JOIN_TIMEOUT).launch()
-    DBOS.start_workflow(held_workflow)
+    DBOS.start_workflow(exit_held_workflow)
     barrier = threading.Barrier(4)
     seen: list[tuple[ShutdownTimeline | None, float]] = []
     lock = threading.Lock()
