@@ -144,13 +144,15 @@ def runtime() -> Iterator[Runtime]:
         rt.stop()
 
 
-def record_shutdown(rt: Runtime, *, fault: bool) -> ShutdownTimeline:
+def record_shutdown(
+    rt: Runtime, *, fault: bool, stuck_name: str = "dbos-stuck-listener"
+) -> ShutdownTimeline:
     """Run the ten phases over ``rt`` with a ShutdownRecorder and keep the timeline.
 
     With ``fault``, a stubborn thread is still alive when ``close_databases`` emits
     ``db.close``: the PR #553 ordering bug the rules must catch.
     """
-    stuck = rt.stubborn(ThreadKind.NOTIFICATION_LISTENER, "dbos-stuck-listener") if fault else None
+    stuck = rt.stubborn(ThreadKind.NOTIFICATION_LISTENER, stuck_name) if fault else None
     recorder = ShutdownRecorder(rt.registry, service="shop")
     recorder.begin()
     for phase in SHUTDOWN_PHASES:
