@@ -8,7 +8,6 @@ parameter echoed back by an error page. Each page must show it escaped and never
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,7 +30,7 @@ def _assert_text_only(html: str, where: str) -> None:
 
 
 @pytest.fixture
-def hostile(runtime: Runtime, tmp_path: Path) -> Iterator[tuple[Runtime, int, Path]]:
+def hostile(runtime: Runtime, tmp_path: Path) -> tuple[Runtime, int, Path]:
     """A live thread with a hostile name and status note, and a shutdown whose stuck
     thread (flagged by the rules) has a hostile name; the report is saved too."""
     report = tmp_path / "shutdown.json"
@@ -42,7 +41,7 @@ def hostile(runtime: Runtime, tmp_path: Path) -> Iterator[tuple[Runtime, int, Pa
     runtime.registry.set_status(evil.record, f"note {EVIL}")
     timeline = record_shutdown(runtime, fault=True, stuck_name=EVIL)
     assert any(EVIL in v.thread_names for v in timeline.violations)
-    yield runtime, evil.record.record_id, report
+    return runtime, evil.record.record_id, report
 
 
 @pytest.mark.parametrize(
