@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import _requires
 from tests.conftest import UNIT_TIMEOUT_SEC, unit_timeout
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_test_has_a_timeout(pytestconfig: pytest.Config) -> None:
@@ -82,3 +86,31 @@ def test_a_missing_requirement_skips_locally_and_fails_under_ci(
     with pytest.raises(expected, match="nothing-here"):
         _requires.require_file(tmp_path / "nothing-here", f"{tmp_path}/nothing-here is missing")
     _requires.require_file(__file__, "never raised: this file exists")
+
+
+def _mutations_module() -> Any:
+    path = ROOT / ".ci" / "mutations.py"
+    spec = importlib.util.spec_from_file_location("spindle_ci_mutations", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_every_mutation_of_the_mutation_check_still_applies() -> None:
+    """Each mutation's text is in its file exactly once and its test files exist: a module
+    that moved, or a line that changed, fails here, in the default run, not months later."""
+    mutations = _mutations_module()
+    assert len(mutations.MUTATIONS) >= 19
+    assert len({m.id for m in mutations.MUTATIONS}) == len(mutations.MUTATIONS)
+    for m in mutations.MUTATIONS:
+        text = (ROOT / m.path).read_text()
+        assert text.count(m.old) == 1, f"{m.id}: {m.old!r} is not in {m.path} exactly once"
+        assert m.old != m.new, m.id
+        missing_tests = [t for t in m.tests if not (ROOT / t).is_file()]
+        assert not missing_tests, f"{m.id}: no such test file {missing_tests}"
