@@ -101,6 +101,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a thread's status note is not escaped on its page",
     ),
     Mutation(
+        "pyspy-name-safe",
+        "spindle/web/templates/_pyspy.html",
+        "{{ t.name or d.info.name }}",
+        "{{ (t.name or d.info.name)|safe }}",
+        (W + "test_escaping.py", W + "test_thread_detail.py"),
+        "the thread named in a py-spy dump is not escaped",
+    ),
+    Mutation(
         "resume-noop",
         "spindle/runtime/_workflows.py",
         "    return restart(rt, workflow_id, count_attempt=False)",

@@ -108,3 +108,14 @@ def test_offline_viewer_escapes_thread_names(hostile: tuple[Runtime, int, Path])
     app = build_app(ReportSource([load_report(report)]), allow_pyspy=False, home="shutdown")
     with TestClient(app) as c:
         _assert_text_only(c.get("/shutdown").text, "the offline /shutdown")
+
+
+def test_pyspy_dump_escapes_thread_names(runtime: Runtime) -> None:
+    """A live thread's py-spy dump (page and fragment) names the thread as text."""
+    evil = runtime.spawn(ThreadKind.POLLER, EVIL)
+    with TestClient(create_app(runtime.session)) as c:
+        for headers in ({}, {"HX-Request": "true"}):
+            r = c.post(f"/threads/{evil.record.record_id}/pyspy", headers=headers)
+            assert r.status_code == 200
+            assert 'id="pyspy-gil"' in r.text, r.text
+            _assert_text_only(r.text, f"the py-spy result {headers}")
