@@ -24,7 +24,9 @@ step_runs: list[str] = []
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset(admin: httpx.Client) -> Iterator[None]:
+    # Depends on the launched runtime so that its teardown (releasing held workflows) runs
+    # before destroy(): a failing test then costs no join timeout.
     started.clear()
     release.clear()
     body_runs.clear()

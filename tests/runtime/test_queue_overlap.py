@@ -35,7 +35,9 @@ releases: dict[str, threading.Event] = {}
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset(dbos: type[DBOS]) -> Iterator[None]:
+    # Depends on the launched runtime so that its teardown (releasing held workflows) runs
+    # before destroy(): a failing test then costs no join timeout.
     global gauge
     gauge = Gauge()
     releases.clear()

@@ -23,7 +23,9 @@ fail_body = [True]
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset(dbos: type[DBOS]) -> Iterator[None]:
+    # Depends on the launched runtime so that its teardown (releasing held workflows) runs
+    # before destroy(): a failing test then costs no join timeout.
     for event in (started, release, finished):
         event.clear()
     step_runs.clear()
