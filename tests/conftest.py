@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from spindle import DBOS
 from spindle.testing._threads import check_no_leaked_threads, thread_idents
+from tests._requires import missing
 
 PG_BASE = os.environ.get("SPINDLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 PG_HOWTO = (
@@ -49,10 +50,7 @@ def require_postgres() -> None:
     error = _postgres_error()
     if error is None:
         return
-    message = PG_HOWTO.format(base=PG_BASE, error=error)
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(PG_HOWTO.format(base=PG_BASE, error=error))
 
 
 def new_postgres_url() -> Iterator[str]:
@@ -66,6 +64,32 @@ def new_postgres_url() -> Iterator[str]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         engine.dispose()
+
+
+#: Unit tests (in memory, no database, no subprocess) fail on a hang sooner than the default;
+#: those marked ``slow`` keep pyproject's default (they take real time on a loaded machine).
+UNIT_TIMEOUT_SEC = 30.0
+UNIT_TEST_DIRS = ("diagnostics",)
+_TESTS = Path(__file__).resolve().parent
+
+
+def unit_timeout(path: Path, *, slow: bool) -> float | None:
+    """The timeout a test at ``path`` gets instead of the default, or None for the default."""
+    try:
+        top = path.resolve().relative_to(_TESTS).parts[0]
+    except ValueError:
+        return None
+    return UNIT_TIMEOUT_SEC if top in UNIT_TEST_DIRS and not slow else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give unit tests a shorter per-test timeout than pyproject's default."""
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        timeout = unit_timeout(item.path, slow=item.get_closest_marker("slow") is not None)
+        if timeout is not None:
+            item.add_marker(pytest.mark.timeout(timeout))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -107,30 +107,43 @@ def fork_workflow(
 def garbage_collect(
     sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
 ) -> int:
-    """Delete finished workflows created before the cutoff, and beyond the newest
-    ``rows_threshold`` rows; running and queued workflows are never deleted."""
+    """Delete finished workflows created before the cutoff, and those outside the newest
+    ``rows_threshold`` rows; running and queued workflows are never deleted.
+
+    "Newest" orders by ``created_at`` and then by workflow ID, so rows created in the same
+    millisecond are ranked too: exactly ``rows_threshold`` rows are kept, never fewer.
+    """
     with sysdb.transaction() as conn:
-        cutoff = cutoff_epoch_ms
+        doomed: list[sa.ColumnElement[bool]] = []
+        if cutoff_epoch_ms is not None:
+            doomed.append(ws.c.created_at < cutoff_epoch_ms)
         if rows_threshold is not None:
-            nth = conn.execute(
-                sa.select(ws.c.created_at)
-                .order_by(ws.c.created_at.desc())
+            # The newest row beyond the ones kept; it and every row ranked after it go. A
+            # keyset bound (not NOT IN over the kept IDs) stays cheap for a large threshold
+            # and uses the created_at index on both backends.
+            edge = conn.execute(
+                sa.select(ws.c.created_at, ws.c.workflow_uuid)
+                .order_by(ws.c.created_at.desc(), ws.c.workflow_uuid.desc())
                 .offset(rows_threshold)
                 .limit(1)
-            ).scalar()
-            if nth is not None:
-                cutoff = max(cutoff or 0, int(nth) + 1)
-        if cutoff is None:
+            ).one_or_none()
+            if edge is not None:
+                doomed.append(
+                    sa.or_(
+                        ws.c.created_at < edge.created_at,
+                        sa.and_(
+                            ws.c.created_at == edge.created_at,
+                            ws.c.workflow_uuid <= edge.workflow_uuid,
+                        ),
+                    )
+                )
+        if not doomed:
             return 0
-        doomed = sa.select(ws.c.workflow_uuid).where(
-            ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL))
+        where = sa.and_(sa.or_(*doomed), ws.c.status.in_(list(TERMINAL)))
+        conn.execute(
+            oo.delete().where(oo.c.workflow_uuid.in_(sa.select(ws.c.workflow_uuid).where(where)))
         )
-        conn.execute(oo.delete().where(oo.c.workflow_uuid.in_(doomed)))
-        return int(
-            conn.execute(
-                ws.delete().where(ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL)))
-            ).rowcount
-        )
+        return int(conn.execute(ws.delete().where(where)).rowcount)
 
 
 @retried

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -59,3 +60,22 @@ def install() -> None:
     def _trace(dbapi_conn: Any, _record: Any) -> None:
         if isinstance(dbapi_conn, sqlite3.Connection):
             dbapi_conn.set_trace_callback(_tracer())
+
+
+def measured_of(module: Any) -> str:
+    """``name version (path)`` of the package a driver imported (``spindle`` or ``dbos``)."""
+    from importlib import metadata
+
+    name = module.__name__
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = "(not installed: imported from a source tree)"
+    return f"{name} {version} ({Path(module.__file__ or '?').resolve().parent})"
+
+
+def report_measured(module: Any) -> None:
+    """Print which package this driver measures, on stderr, before it measures anything."""
+    import sys
+
+    print(f"bench driver: measuring {measured_of(module)}", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""Send -> recv wake-up latency on both backends (a script; pytest does not collect it).
+"""Send -> recv wake-up latency on both backends (a script; `./run bench` runs it too).
 
     PYTHONPATH=. python tests/benchmarks/bench_messaging.py [--count 1000] [--backend both]
 
@@ -22,11 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shlex
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -120,8 +123,20 @@ def commit_floor(base: str, samples: int = 300) -> tuple[float, float]:
     return statistics.median(times), _percentile(times, 99)
 
 
-def main() -> None:
-    """Parse the arguments, run the chosen backends and print a table."""
+def measured() -> str:
+    """The Spindle this process imported: its version and where from."""
+    import spindle
+
+    try:
+        version = metadata.version("spindle")
+    except metadata.PackageNotFoundError:
+        version = "(not installed: imported from a source tree)"
+    return f"spindle {version} ({Path(spindle.__file__ or '?').resolve().parent})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, run the chosen backends and print a table; 1 if a backend could
+    not run (it is named), 0 when every row has figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
@@ -130,36 +145,58 @@ def main() -> None:
         "--pg-base",
         default=os.environ.get("SPINDLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    print(f"bench: measuring {measured()}", file=sys.stderr, flush=True)
     results: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.sqlite"
             results["sqlite"] = run(url, args.count, args.warmup)
     if args.backend in ("postgres", "both"):
         for label, settings in (("postgres", None), ("postgres-nosync", "off")):
-            name, admin = _pg_database(args.pg_base)
             try:
-                if settings is not None:
-                    with admin.connect() as conn:
-                        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-                        conn.exec_driver_sql(
-                            f'ALTER DATABASE "{name}" SET synchronous_commit = {settings}'
-                        )
-                results[label] = run(f"{args.pg_base}/{name}", args.count, args.warmup)
-            finally:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.dispose()
-        median, p99 = commit_floor(args.pg_base)
-        results["pg-floor"] = {"1 commit": (median, p99)}
+                results[label] = _run_postgres(args, settings)
+            except Exception as exc:
+                failed[label] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        try:
+            results["pg-floor"] = {"1 commit": commit_floor(args.pg_base)}
+        except Exception as exc:
+            failed["pg-floor"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     print(f"{args.count} messages per backend (after {args.warmup} warm-up), milliseconds")
     print(f"{'backend':<10} {'figure':<14} {'median':>8} {'p99':>8}")
     for backend, figures in results.items():
         for figure, (median, p99) in figures.items():
             print(f"{backend:<10} {figure:<14} {median:>8.3f} {p99:>8.3f}")
+    for backend, error in failed.items():
+        print(f"{backend:<10} could not run: {error}")
+    print(f"measured: {measured()}")
     sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _run_postgres(args: argparse.Namespace, settings: str | None) -> dict[str, Any]:
+    """One PostgreSQL row on a throw-away database (``synchronous_commit`` as given)."""
+    name, admin = _pg_database(args.pg_base)
+    try:
+        if settings is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = {settings}')
+        return run(f"{args.pg_base}/{name}", args.count, args.warmup)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def test_messaging_latency() -> None:
+    """``./run bench`` (pytest -s): send->recv latency, printed; fails if a row could not run.
+
+    SPINDLE_BENCH_MESSAGING_ARGS passes options, e.g. ``--backend sqlite --count 200``.
+    """
+    assert main(shlex.split(os.environ.get("SPINDLE_BENCH_MESSAGING_ARGS", ""))) == 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """Queued workflow throughput: Spindle against DBOS Transact 2.30, against the commit limit.
 
-Run on demand (never collected by pytest):
+Run on demand (``./run bench`` runs it through ``test_queue_throughput``; fails if a row
+could not run):
 
     python tests/benchmarks/bench_queues.py               # both backends, both impls
     python tests/benchmarks/bench_queues.py --backends sqlite --n 300
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -60,16 +62,20 @@ DRIVER = textwrap.dedent(
 
 
     if args["impl"] == "spindle":
+        import spindle as measured
         from spindle import DBOS, Queue
 
         config = {"name": "bench", "system_database_url": args["url"],
                   "run_admin_server": False, "max_executor_threads": args["threads"]}
     else:
+        import dbos as measured
         from dbos import DBOS, Queue
 
         config = {"name": "bench", "system_database_url": args["url"],
                   "max_executor_threads": args["threads"]}
 
+    # Which package this process really imported (its version and where from).
+    sqlite_commits.report_measured(measured)
     queue = Queue("bench")
     DBOS(config=config)
 
@@ -94,8 +100,14 @@ DRIVER = textwrap.dedent(
         return step_three(step_two(step_one(x)))
 
 
+    probe_commits = [0]
+
+
     def probe_commit_rate(seconds):
-        """Single-row autocommit inserts/s on the run's backend, now (the disk is shared)."""
+        """Single-row autocommit inserts/s on the run's backend, now (the disk is shared).
+
+        On PostgreSQL the probe writes to the run's database, so each of its statements (an
+        autocommit transaction each) is counted in probe_commits and taken off exactly."""
         n = 0
         if args["url"].startswith("sqlite"):
             path = args["url"][len("sqlite:///"):] + ".probe"
@@ -109,12 +121,15 @@ DRIVER = textwrap.dedent(
 
             conn = psycopg.connect(args["url"], autocommit=True)
             conn.execute("CREATE TABLE IF NOT EXISTS probe (id BIGSERIAL PRIMARY KEY, v TEXT)")
+            probe_commits[0] += 1
             insert = lambda: conn.execute("INSERT INTO probe (v) VALUES (%s)", ("x" * 32,))
         t0 = time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < seconds:
             insert()
             n += 1
         conn.close()
+        if not args["url"].startswith("sqlite"):
+            probe_commits[0] += n
         return n / elapsed
 
 
@@ -135,7 +150,8 @@ DRIVER = textwrap.dedent(
     DBOS.destroy()
     print("BENCH-RESULT " + json.dumps(
         {"elapsed": elapsed, "enqueue": enqueued, "n": n, "commits": c1 - c0,
-         "rate": (rate_before + rate_after) / 2}), flush=True)
+         "rate": (rate_before + rate_after) / 2, "probe_commits": probe_commits[0],
+         "measured": sqlite_commits.measured_of(measured)}), flush=True)
     '''
 )
 
@@ -255,7 +271,8 @@ def bench(
         before = pg_xact_commit(db)
         res = run_driver(python, driver, spec)
         time.sleep(0.5)  # exited backends flush their stats; let them land (not a test)
-        probes = res["rate"] * 2 * opts.probe_seconds  # the probes' own commits, about
+        # The probes' own commits, counted by the driver (not estimated from their rate).
+        probes = res["probe_commits"]
         res["commits_per_wf"] = (pg_xact_commit(db) - before - probes) / (opts.n + opts.warmup)
     finally:
         pg_drop(db)
@@ -285,20 +302,31 @@ def main(argv: list[str] | None = None) -> int:
         driver = tmp / "driver.py"
         driver.write_text(DRIVER)
         shutil.copy(HERE / "_sqlite_commits.py", tmp / "sqlite_commits.py")
-        pythons = {
-            impl: Path(sys.executable)
-            if impl == "spindle"
-            else dbos_python(impl.removeprefix("dbos-"))
-            for impl in impls
-        }
+        pythons: dict[str, Path] = {}
+        broken: dict[str, str] = {}
+        for impl in impls:
+            try:
+                pythons[impl] = (
+                    Path(sys.executable)
+                    if impl == "spindle"
+                    else dbos_python(impl.removeprefix("dbos-"))
+                )
+            except Exception as exc:
+                broken[impl] = f"venv: {exc}"
         if "sqlite" in backends:
             rates["sqlite"] = sqlite_commit_rate(tmp, opts.rate_seconds)
         if "postgres" in backends:
-            rates["postgres"] = postgres_commit_rate(opts.rate_seconds)
+            try:
+                rates["postgres"] = postgres_commit_rate(opts.rate_seconds)
+            except Exception as exc:
+                # Every PostgreSQL row then reports this as why it could not run.
+                print(f"bench: no PostgreSQL: {exc}", file=sys.stderr, flush=True)
         for backend in backends:
             for impl in impls:
                 row: dict[str, Any] = {"backend": backend, "impl": impl}
                 try:
+                    if impl in broken:
+                        raise RuntimeError(broken[impl])
                     res = bench(backend, impl, pythons[impl], driver, tmp, opts)
                     row.update(res, wfps=opts.n / res["elapsed"])
                 except Exception as exc:
@@ -342,9 +370,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{opts.n} workflows enqueued at once on a queue with no limits, {opts.threads} "
         f"executor threads, {opts.warmup} warm-up workflows; default polling intervals"
     )
+    for impl, measured in sorted({(r["impl"], r["measured"]) for r in results if "error" not in r}):
+        print(f"measured {impl}: {measured}")
     if opts.json:
         Path(opts.json).write_text(json.dumps({"rates": rates, "runs": results}, indent=2))
-    return 0
+    failed = [f"{r['backend']} {r['impl']}" for r in results if "error" in r]
+    if failed:
+        print(f"bench: {len(failed)} row(s) could not run: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def test_queue_throughput() -> None:
+    """``./run bench`` (pytest -s): queued throughput, printed; fails if a row could not run.
+
+    SPINDLE_BENCH_QUEUES_ARGS passes options, e.g. ``--backends sqlite --n 200``.
+    """
+    assert main(shlex.split(os.environ.get("SPINDLE_BENCH_QUEUES_ARGS", ""))) == 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Workflow throughput: Spindle against DBOS Transact, measured against the disk's commit rate.
 
-Run on demand (never collected by pytest):
+Run on demand (``./run bench`` runs it through ``test_workflow_throughput``; fails if a row
+could not run):
 
     python tests/benchmarks/bench_workflows.py            # everything
     python tests/benchmarks/bench_workflows.py --impls spindle --backends sqlite
@@ -70,15 +71,19 @@ DRIVER = textwrap.dedent(
 
 
     if args["impl"].startswith("spindle"):
+        import spindle as measured
         from spindle import DBOS
 
         config = {"name": "bench", "system_database_url": args["url"],
                   "run_admin_server": False, "max_executor_threads": args["threads"]}
     else:
+        import dbos as measured
         from dbos import DBOS
 
         config = {"name": "bench", "system_database_url": args["url"],
                   "max_executor_threads": args["threads"]}
+    # Which package this process really imported (its version and where from).
+    sqlite_commits.report_measured(measured)
 
     DBOS(config=config)
 
@@ -154,6 +159,7 @@ DRIVER = textwrap.dedent(
     DBOS.destroy()
     print("BENCH-RESULT " + json.dumps({
         "elapsed": elapsed, "n": n, "commits": c1 - c0, "pragmas": sorted(set(pragmas)),
+        "measured": sqlite_commits.measured_of(measured),
         "probe_rate": probe.n / probe.t if probe is not None and probe.t else None,
     }), flush=True)
     '''
@@ -168,6 +174,7 @@ class Run:
     wfps: float | None = None
     commits_per_wf: float | None = None
     commit_rate: float | None = None
+    measured: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -390,6 +397,7 @@ class Bench:
                 if base is not None:
                     run.commits_per_wf = (delta - base) / (n + self.warmup)
             run.wfps = n / res["elapsed"]
+            run.measured = res.get("measured")
             run.commit_rate = res["probe_rate"]
             if run.commit_rate:
                 probe.samples.append(run.commit_rate)
@@ -598,13 +606,31 @@ def main(argv: list[str] | None = None) -> int:
         f"with {opts.threads} executor threads; {opts.warmup} warm-up calls each; "
         f"median of {opts.repeat} run(s)"
     )
+    print_measured(runs)
     if opts.json:
         Path(opts.json).write_text(json.dumps([r.__dict__ for r in runs], indent=2))
-    return 0
+    return report_failures(f"{r.backend} {r.impl} {r.mode}" for r in runs if r.error)
+
+
+def print_measured(runs: list[Run]) -> None:
+    """The package each row imported: a row is a figure for that version, no other."""
+    seen = {(r.impl, r.measured) for r in runs if r.measured}
+    for impl, measured in sorted(seen):
+        print(f"  measured {impl}: {measured}")
+
+
+def report_failures(failed: Any) -> int:
+    """0 when every row ran; else 1, naming the rows (a row that could not run is a failure,
+    not a table with holes that passes)."""
+    rows = list(failed)
+    if rows:
+        print(f"bench: {len(rows)} row(s) could not run: {'; '.join(rows)}", file=sys.stderr)
+    return 1 if rows else 0
 
 
 def test_workflow_throughput() -> None:
-    """``./run bench`` (pytest -s): the whole comparison, printed.
+    """``./run bench`` (pytest -s): the whole comparison, printed; fails if a row could not
+    run (no PostgreSQL, a dbos venv that would not install, a driver that crashed).
 
     SPINDLE_BENCH_WORKFLOWS_ARGS passes options, e.g. ``--impls spindle --repeat 3``.
     """

@@ -35,3 +35,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     ):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
+
+
+#: A whole comparison (venvs installed on first use, both backends) takes many minutes: the
+#: suite's per-test timeout is for tests, not for these.
+BENCH_TIMEOUT_SEC = 3600.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give the benchmarks (only) a timeout that fits a full run."""
+    for item in items:
+        if HERE in item.path.resolve().parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(BENCH_TIMEOUT_SEC))

@@ -106,8 +106,10 @@ def test_ten_thousand_deadlines_add_no_thread(dbos: type[DBOS]) -> None:
     assert len(rt.timeouts) == 0
 
 
-def test_cancel_then_resume(dbos: type[DBOS]) -> None:
-    """A cancelled workflow resumes from its last completed step and finishes."""
+def test_a_resumed_workflow_runs_again_and_can_be_cancelled_again(dbos: type[DBOS]) -> None:
+    """A cancelled workflow, resumed, is PENDING (running) again, and a second cancel stops it.
+
+    That resume reaches SUCCESS is pinned in test_resume.py."""
     handle = DBOS.start_workflow(sleepy_child, 60.0)
     assert started.wait(10)
     DBOS.cancel_workflow(handle.workflow_id)
@@ -117,6 +119,7 @@ def test_cancel_then_resume(dbos: type[DBOS]) -> None:
     # The recorded sleep keeps its wake-up time, so shorten it by resuming a fresh one.
     started.clear()
     resumed = DBOS.resume_workflow(handle.workflow_id)
+    assert resumed.get_status().status == "PENDING"
     DBOS.cancel_workflow(handle.workflow_id)
     with pytest.raises(DBOSAwaitedWorkflowCancelledError):
         resumed.get_result()
@@ -128,8 +131,8 @@ def quick(x: int) -> int:
     return x
 
 
-def test_resume_after_error_reaches_success(dbos: type[DBOS]) -> None:
-    """resume_workflow reruns a cancelled workflow to SUCCESS, replaying recorded steps."""
+def test_cancel_of_a_finished_workflow_changes_nothing(dbos: type[DBOS]) -> None:
+    """Cancelling a workflow that already succeeded leaves it SUCCESS."""
     handle = DBOS.start_workflow(quick, 7)
     assert handle.get_result() == 7
     DBOS.cancel_workflow(handle.workflow_id)  # finished: cancel changes nothing
@@ -165,8 +168,8 @@ def test_launch_after_destroy_in_the_same_process(dbos: type[DBOS]) -> None:
     assert DBOS.start_workflow(quick, 2).get_result() == 2
 
 
-def test_destroy_from_a_workflow_thread_does_not_deadlock(dbos: type[DBOS]) -> None:
-    """destroy() is safe from any thread, including one it must join."""
+def test_destroy_from_another_thread_runs_the_whole_shutdown(dbos: type[DBOS]) -> None:
+    """destroy() called from a thread other than the launching one runs every phase."""
     done = threading.Event()
 
     def from_other_thread() -> None:
@@ -177,7 +180,11 @@ def test_destroy_from_a_workflow_thread_does_not_deadlock(dbos: type[DBOS]) -> N
     t.start()
     assert done.wait(30)
     t.join()
-    assert DBOS.last_shutdown_timeline is not None
+    timeline = DBOS.last_shutdown_timeline
+    assert timeline is not None
+    assert [p.name for p in timeline.phases] == list(SHUTDOWN_PHASES)
+    assert all(p.outcome == "ok" for p in timeline.phases)
+    assert timeline.violations == []
 
 
 @DBOS.step()

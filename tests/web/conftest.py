@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from spindle.diagnostics import _phases as specs
 from spindle.runtime._supervisor import Supervised, Supervisor
 from spindle.testing._threads import check_no_leaked_threads, thread_idents
 from spindle.web import _views, create_app
+from tests._requires import require_chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -144,13 +144,15 @@ def runtime() -> Iterator[Runtime]:
         rt.stop()
 
 
-def record_shutdown(rt: Runtime, *, fault: bool) -> ShutdownTimeline:
+def record_shutdown(
+    rt: Runtime, *, fault: bool, stuck_name: str = "dbos-stuck-listener"
+) -> ShutdownTimeline:
     """Run the phases over ``rt`` with a ShutdownRecorder and keep the timeline.
 
     With ``fault``, a stubborn thread is still alive when ``close_databases`` emits
     ``db.close``: the PR #553 ordering bug the rules must catch.
     """
-    stuck = rt.stubborn(ThreadKind.NOTIFICATION_LISTENER, "dbos-stuck-listener") if fault else None
+    stuck = rt.stubborn(ThreadKind.NOTIFICATION_LISTENER, stuck_name) if fault else None
     recorder = ShutdownRecorder(rt.registry, service="shop")
     recorder.begin()
     for phase in SHUTDOWN_PHASES:
@@ -241,10 +243,7 @@ def serve(app: Starlette) -> Iterator[Served]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the session (Debian's; never a downloaded build)."""
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{CHROMIUM} is missing under CI: browser tests must run there")
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium); browser tests skipped")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     manager = sync_playwright()

@@ -10,7 +10,7 @@ import pytest
 
 from spindle.diagnostics import ThreadKind
 from spindle.web import create_app
-from spindle.web._views import STATIC
+from tests._requires import require_htmx
 
 from .conftest import Runtime, Served, record_shutdown, serve
 
@@ -66,14 +66,11 @@ def test_dashboard_shows_kinds_filters_and_opens_a_thread_stack(
     page.screenshot(path=str(artifacts / "history.png"), full_page=True)
 
 
-@pytest.mark.skipif(
-    not (STATIC / "htmx.min.js").is_file(),
-    reason="spindle/web/static/htmx.min.js is missing: run `./run` (npm ci) to copy it",
-)
 def test_live_refresh_keeps_the_filter_and_shows_new_threads(
     served: Served, page: Any, runtime: Runtime
 ) -> None:
     """htmx re-fetches the fragment with the filter; a new queue worker appears unreloaded."""
+    require_htmx()
     page.set_viewport_size({"width": 1000, "height": 300})  # short, so the page scrolls
     page.goto(f"{served.url}/threads?kind=queue")
     page.evaluate("window.scrollTo(0, 120); window.__marker = 'same page'")

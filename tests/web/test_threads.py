@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from spindle.diagnostics import StopEvent, ThreadKind
 from spindle.web import _views, create_app
+from tests._requires import require_htmx
 
 from .conftest import Runtime
 
@@ -234,11 +235,9 @@ def test_snapshot_is_reused_until_the_registry_changes(runtime: Runtime) -> None
         assert dash._registry_snapshot() is not first
 
 
-@pytest.mark.skipif(
-    not _views.htmx_available(), reason="htmx.min.js not copied (run `./run` or npm ci + cp)"
-)
 def test_htmx_is_served_from_the_static_route(client: TestClient) -> None:
     """When ./run copied htmx, the page loads it from /static and it is served from there."""
+    require_htmx()
     assert 'src="/static/htmx.min.js"' in client.get("/threads").text
     r = client.get("/static/htmx.min.js")
     assert r.status_code == 200
