@@ -167,7 +167,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "admin-recovery-noop",
         "spindle/runtime/_admin_api.py",
-        "handles = await run_in_threadpool(_workflows.recover_pending, rt, body)",
+        "handles = await run_in_threadpool(_workflows.recover_pending, rt, call.body)",
         "handles: list[Any] = []",
         (R + "test_admin_effects.py", R + "test_admin.py"),
         "POST /dbos-workflow-recovery recovers nothing",
@@ -175,8 +175,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "admin-restart-skips-step-1",
         "spindle/runtime/_admin_api.py",
-        'new_id = await _fork(request.path_params["workflow_id"], 1, None, None)',
-        'new_id = await _fork(request.path_params["workflow_id"], 2, None, None)',
+        "new_id = await _fork(call.workflow_id, 1, None, None)",
+        "new_id = await _fork(call.workflow_id, 2, None, None)",
         (R + "test_admin_effects.py", R + "test_admin.py"),
         "POST /workflows/{id}/restart keeps step 1's recorded output instead of rerunning it",
     ),
@@ -199,8 +199,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "admin-host-ignored",
         "spindle/runtime/_lifecycle.py",
-        "build_admin_app(rt, dashboard), cfg.admin_host, cfg.admin_port",
-        'build_admin_app(rt, dashboard), "127.0.0.1", cfg.admin_port',
+        "        cfg.admin_host,\n",
+        '        "127.0.0.1",\n',
         (R + "test_config_keys.py", R + "test_admin.py"),
         "the admin server binds 127.0.0.1 whatever admin_host says",
     ),

@@ -17,6 +17,7 @@ import pytest
 
 from spindle import DBOS, DBOSConfigError, DBOSDestroyInWorkflowError
 from spindle.diagnostics import ShutdownTimeline
+from spindle.diagnostics._phases import SHUTDOWN_PHASES
 from tests.conftest import MakeDBOS
 from tests.runtime import exit_app
 
@@ -84,7 +85,7 @@ def test_sigterm_mid_workflow_runs_the_shutdown(
         _out, err = child.communicate()
     assert child.returncode == -signal.SIGTERM, err  # the default action: status 143
     data = json.loads(report.read_text())
-    assert len(data["phases"]) == 10
+    assert len(data["phases"]) == len(SHUTDOWN_PHASES)
     assert data["violations"] == []
     assert "SIGTERM received" in err
 
@@ -114,7 +115,7 @@ def test_sigterm_to_a_busy_main_thread(db_url: str, tmp_path: Path) -> None:
         _out, err = child.communicate()
     assert child.returncode == -signal.SIGTERM, err
     data = json.loads(report.read_text())
-    assert len(data["phases"]) == 10
+    assert len(data["phases"]) == len(SHUTDOWN_PHASES)
     assert data["violations"] == []
 
 
@@ -196,7 +197,7 @@ def test_concurrent_destroy_callers_all_see_the_finished_timeline(
     assert timeline is not None
     assert timeline.ended_mono is not None
     assert all(at >= timeline.ended_mono for _, at in seen)
-    assert len(timeline.phases) == 10
+    assert len(timeline.phases) == len(SHUTDOWN_PHASES)
 
 
 @DBOS.step()

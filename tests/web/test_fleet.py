@@ -133,9 +133,12 @@ def test_fleet_page_shows_two_apps_their_threads_actions_and_a_shutdown(
         shop, billing = apps
 
         def both_reported() -> bool:
+            # Every kind the page is checked for below: the queue manager starts last in
+            # launch(), after the conductor may already have sent its first thread dump.
             fleet = _fleet(served.url)
             return all(
-                fleet.get(a.name, {}).get("thread_counts", {}).get("conductor")
+                {"conductor", "queue", "notification_listener"}
+                <= set(fleet.get(a.name, {}).get("thread_counts", {}))
                 and fleet[a.name]["workflows"]
                 for a in apps
             )
