@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from ._config_dbos import DBOS_KEYS, translate
+from ._config_dbos import suggest as suggest_key
 from ._errors import DBOSConfigError
 
 
@@ -36,6 +38,28 @@ class DBOSConfig(TypedDict, total=False):
     diagnostics_stuck_grace_sec: float
     diagnostics_fault: str | None
     log_level: str
+    # DBOS 2.30 keys without a Spindle key of their own (see _config_dbos).
+    database_url: str | None
+    sys_db_polling_concurrency: int | None
+    db_engine_kwargs: dict[str, Any] | None
+    otlp_log_level: str | None
+    console_log_level: str | None
+    otlp_logs_endpoints: list[str] | None
+    otlp_attributes: dict[str, str] | None
+    dbos_system_schema: str | None
+    enable_otlp: bool
+    system_database_engine: Any
+    conductor_key: str | None
+    conductor_url: str | None
+    conductor_executor_metadata: dict[str, Any] | None
+    serializer: Any
+    enable_patching: bool
+    use_listen_notify: bool
+    run_migrations: bool
+    notification_listener_polling_interval_sec: float
+    notification_coalesce_sec: float | None
+    kafka_queue_polling_interval_sec: float | None
+    otel_attribute_format: str | None
 
 
 #: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
@@ -72,6 +96,8 @@ class Config:
     diagnostics_stuck_grace_sec: float = 5.0
     diagnostics_fault: str | None = None
     log_level: str = "INFO"
+    #: The DBOS keys that change nothing here, as given (validated).
+    dbos_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _is_str(v: Any) -> bool:
@@ -156,8 +182,9 @@ def load_config(raw: Mapping[str, Any]) -> Config:
     if not isinstance(raw, Mapping):
         raise DBOSConfigError("config", "must be a mapping of config keys")
     for key in raw:
-        if key not in _CHECKS:
-            raise DBOSConfigError(str(key), f"unknown key; known keys: {sorted(_CHECKS)}")
+        if key not in _CHECKS and key not in DBOS_KEYS:
+            raise DBOSConfigError(str(key), suggest_key(str(key), {*_CHECKS, *DBOS_KEYS}))
+    raw, dbos_settings = translate(raw, own_keys=_CHECKS)
     if "name" not in raw:
         raise DBOSConfigError("name", "is required")
     values: dict[str, Any] = {}
@@ -170,7 +197,7 @@ def load_config(raw: Mapping[str, Any]) -> Config:
         values["system_database_url"] = default_sqlite_url(values["name"])
     if "executor_id" not in values and os.environ.get("DBOS__VMID"):
         values["executor_id"] = os.environ["DBOS__VMID"]
-    return Config(**values)
+    return Config(**values, dbos_settings=dbos_settings)
 
 
 def default_sqlite_url(name: str) -> str:

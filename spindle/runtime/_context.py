@@ -26,6 +26,9 @@ class WorkflowContext:
     next_function_id: int = 0
     in_step: bool = False
     step_attempts: dict[int, int] = field(default_factory=dict)
+    #: While a step with retries runs: (zero-based attempt, max attempts), for
+    #: ``DBOS.step_status``; None for a step without retries.
+    step_retry: tuple[int, int] | None = None
 
     def next_id(self) -> int:
         """The next function id: each step, child or durable wait takes one, in order."""

@@ -21,9 +21,9 @@ from ._context import (
 )
 from ._durable import Call, Op, check_boundary, drive, drive_async, sleep, step
 from ._errors import (
+    DBOSConflictingWorkflowError,
     DBOSRuntimeShutdownError,
     DBOSWorkflowCancelledError,
-    DBOSWorkflowConflictIDError,
     WorkflowInterrupted,
 )
 from ._functions import StepInfo, WorkflowInfo
@@ -144,8 +144,10 @@ def prepare_workflow(
     if existing is not None:
         if existing.name != info.name:
             rt.active.release(entry)
-            raise DBOSWorkflowConflictIDError(
-                f"workflow ID {wf_id!r} belongs to {existing.name!r}, not {info.name!r}"
+            raise DBOSConflictingWorkflowError(
+                wf_id,
+                f"Workflow already exists with a different function name: {existing.name}, "
+                f"but the provided function name is: {info.name}",
             )
         if existing.status in TERMINAL:
             _publish_row(entry, existing.status, existing.output, existing.error)

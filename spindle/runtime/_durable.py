@@ -31,6 +31,8 @@ plus the one-line classmethod on the facade that calls it.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from ._functions import StepInfo
 
 T = TypeVar("T")
+
+#: DBOS's "Running step" / "Replaying step" debug lines go to its logger namespace.
+_step_log = logging.getLogger("dbos")
 
 
 class Host(Protocol):
@@ -97,6 +102,27 @@ class Call(Effect):
     def run_async(self) -> Awaitable[Any]:
         """The coroutine ``func(*args, **kwargs)``, for the driver to await."""
         return self.func(*self.args, **self.kwargs)  # type: ignore[no-any-return]
+
+
+class Decide(Effect):
+    """Ask a step's ``should_retry`` predicate about a failure (awaited when async)."""
+
+    __slots__ = ("exc", "predicate")
+
+    def __init__(self, predicate: Callable[[BaseException], Any], exc: BaseException) -> None:
+        self.predicate = predicate
+        self.exc = exc
+
+    def run(self) -> bool:
+        """The predicate's answer (a sync step's predicate is sync: checked at decoration)."""
+        return bool(self.predicate(self.exc))
+
+    async def run_async(self) -> bool:
+        """The predicate's answer, awaited when the predicate is async."""
+        answer = self.predicate(self.exc)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
 
 
 class WaitWake(Effect):
@@ -385,10 +411,16 @@ def step(
     """Run ``call`` once across replays and record its outcome, retrying per ``retries``."""
     fid, row = begin(rt, ctx)
     if row is not None:
+        if _step_log.isEnabledFor(logging.DEBUG):
+            _step_log.debug("Replaying step, id: %d, name: %s", fid, name)
         return replay(row)
+    if _step_log.isEnabledFor(logging.DEBUG):
+        _step_log.debug("Running step, id: %d, name: %s", fid, name)
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
     error: BaseException | None
     ctx.in_step = True  # durable calls inside run plainly: this operation is the checkpoint
+    if retries is not None and retries.retries_allowed:
+        ctx.step_retry = (0, retries.max_attempts)
     try:
         while True:
             try:
@@ -398,6 +430,17 @@ def step(
                 if retries is None:
                     result, error = None, exc
                     break
+                if retries.should_retry is not None and retries.retries_allowed:
+                    # As DBOS: a False answer re-raises this error at once, no more tries;
+                    # a predicate that raises fails the step with its own error.
+                    try:
+                        retry = yield Decide(retries.should_retry, exc)
+                    except Exception as predicate_error:
+                        result, error = None, predicate_error
+                        break
+                    if not retry:
+                        result, error = None, exc
+                        break
                 if attempts is None:
                     attempts = _Attempts(retries)
                 error, delay = attempts.failed(exc)
@@ -407,8 +450,10 @@ def step(
                 # Back off on the wake event: cancel or shutdown cut the wait short.
                 if (yield WaitWake(ctx.entry, delay)):
                     check_boundary(rt, ctx.entry)
+                ctx.step_retry = (len(attempts.errors), retries.max_attempts)
     finally:
         ctx.in_step = False
+        ctx.step_retry = None
     return conclude(rt, ctx, fid, name, result, error)
 
 

@@ -10,7 +10,7 @@ from ._active import ActiveWorkflow
 from ._core import wait_async
 from ._errors import (
     DBOSAwaitedWorkflowCancelledError,
-    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
@@ -41,7 +41,7 @@ def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
     if row.status == CANCELLED:
         raise DBOSAwaitedWorkflowCancelledError(workflow_id)
     if row.status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:
-        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, row.recovery_attempts)
+        raise DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(workflow_id)
     return False, None
 
 

@@ -108,6 +108,17 @@ def _v5_partitions(conn: Connection) -> None:
     )
 
 
+def _v6_forks(conn: Connection) -> None:
+    """``forked_from``: the workflow a fork was copied from (DBOS's column and name).
+    ``_v1`` makes a fresh table with it already; an older one gets it here."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    if "forked_from" not in columns:
+        conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN forked_from TEXT")
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -118,6 +129,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v3_schedules,
     _v4_queues,
     _v5_partitions,
+    _v6_forks,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from . import _current
 from ._context import ContextBlock
 from ._core import resolve_identity
-from ._errors import DBOSException, DBOSWorkflowConflictIDError
+from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue_db import RateLimit, insert_enqueued
@@ -301,8 +301,10 @@ def enqueue_workflow(
         queue_partition_key=key,
     )
     if existing is not None and existing.name != info.name:
-        raise DBOSWorkflowConflictIDError(
-            f"workflow ID {ident.workflow_id!r} belongs to {existing.name!r}, not {info.name!r}"
+        raise DBOSConflictingWorkflowError(
+            ident.workflow_id,
+            f"Workflow already exists with a different function name: {existing.name}, "
+            f"but the provided function name is: {info.name}",
         )
     if existing is None:
         rt.queues.wake(queue.name)

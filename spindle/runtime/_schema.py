@@ -41,6 +41,8 @@ workflow_status = sa.Table(
     # PostgreSQL: the order of enqueues, from a sequence, for FIFO among workflows enqueued
     # in the same millisecond (SQLite uses its rowid). NULL for rows written otherwise.
     sa.Column("enqueue_seq", sa.BigInteger, nullable=True),
+    # DBOS's ``forked_from``: the workflow this one was forked from (fork_workflow).
+    sa.Column("forked_from", sa.Text, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)

@@ -197,7 +197,7 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
     info = GLOBAL_REGISTRY.workflow(row.name)
     if info is None:
         raise DBOSWorkflowFunctionNotFoundError(
-            f"workflow {wf_id!r} runs {row.name!r}, which this process has not registered"
+            wf_id, f"{row.name} is not a workflow this process registered"
         )
     if count_attempt and row.status == PENDING:
         limit = info.max_recovery_attempts

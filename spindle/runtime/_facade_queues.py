@@ -1,0 +1,101 @@
+"""``DBOS``'s queue names of DBOS 2.30 beyond ``register_queue``: enqueue by queue name,
+retrieve and list queues, and their ``_async`` twins, as a base class of the facade.
+
+Spindle's queues are declared in the process (``Queue(...)`` / ``DBOS.register_queue``) and
+their workflows live in the system database; so ``retrieve_queue``/``list_queues`` answer
+from the declarations, and an enqueue by name needs the queue declared here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from . import _current
+from ._errors import DBOSException
+from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _declared(queue_name: str) -> Queue:
+    queue = GLOBAL_QUEUES.get(queue_name)
+    if queue is None:
+        raise DBOSException(
+            f"Queue {queue_name} is not registered: declare it with Queue({queue_name!r}) or "
+            "DBOS.register_queue first"
+        )
+    return queue
+
+
+def _owned(application_name: str | list[str] | None) -> bool:
+    if application_name is None:
+        return True
+    names = [application_name] if isinstance(application_name, str) else application_name
+    return _current.get().config.name in names
+
+
+class QueueAPI:
+    """The queue classmethods of ``DBOS``."""
+
+    @classmethod
+    async def register_queue_async(
+        cls,
+        name: str,
+        *,
+        worker_concurrency: int | None = None,
+        concurrency: int | None = None,
+        limiter: QueueRateLimit | None = None,
+        priority_enabled: bool = False,
+        partition_queue: bool = False,
+        polling_interval_sec: float = 1.0,
+    ) -> Queue:
+        """Async ``register_queue``: declare a queue; a launched runtime drains it at once."""
+        return Queue(
+            name,
+            concurrency,
+            limiter,
+            worker_concurrency=worker_concurrency,
+            priority_enabled=priority_enabled,
+            polling_interval_sec=polling_interval_sec,
+            partition_queue=partition_queue,
+        )
+
+    @classmethod
+    def retrieve_queue(cls, name: str) -> Queue | None:
+        """The queue declared under ``name``, or None (as DBOS for an unknown name)."""
+        return GLOBAL_QUEUES.get(name)
+
+    @classmethod
+    async def retrieve_queue_async(cls, name: str) -> Queue | None:
+        """Async :meth:`retrieve_queue`."""
+        return GLOBAL_QUEUES.get(name)
+
+    @classmethod
+    def list_queues(cls, *, application_name: str | list[str] | None = None) -> list[Queue]:
+        """The declared queues, in declaration order (this app's: another ``application_name``
+        lists none, as its queues are declared in its own processes)."""
+        return GLOBAL_QUEUES.all() if _owned(application_name) else []
+
+    @classmethod
+    async def list_queues_async(
+        cls, *, application_name: str | list[str] | None = None
+    ) -> list[Queue]:
+        """Async :meth:`list_queues`."""
+        return cls.list_queues(application_name=application_name)
+
+    @classmethod
+    def enqueue_workflow(
+        cls, queue_name: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]:
+        """Enqueue a workflow on the queue declared as ``queue_name``; returns its handle."""
+        return _declared(queue_name).enqueue(func, *args, **kwargs)
+
+    @classmethod
+    async def enqueue_workflow_async(
+        cls, queue_name: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async :meth:`enqueue_workflow`."""
+        return await _declared(queue_name).enqueue_async(func, *args, **kwargs)

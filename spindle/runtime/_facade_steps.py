@@ -1,0 +1,109 @@
+"""``DBOS.run_step``/``run_step_async`` (a function run as a step without decorating it) and
+the checks DBOS 2.30 makes on step options, as a base class of the facade."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypedDict, TypeVar
+
+from . import _current
+from ._core import run_step, run_step_async
+from ._errors import DBOSException
+from ._functions import StepInfo, function_name
+
+R = TypeVar("R")
+
+
+class StepOptions(TypedDict, total=False):
+    """The options of ``DBOS.run_step`` (DBOS's ``StepOptions``; all optional)."""
+
+    name: str | None
+    retries_allowed: bool
+    interval_seconds: float
+    max_attempts: int
+    backoff_rate: float
+    should_retry: Callable[[BaseException], Any] | None
+    preemptible: bool
+
+
+def check_step_options(
+    step_name: str, func: Callable[..., Any], should_retry: Any, preemptible: bool
+) -> None:
+    """Raise as DBOS does for options a step cannot honour."""
+    sync = not inspect.iscoroutinefunction(func)
+    if should_retry is not None and inspect.iscoroutinefunction(should_retry) and sync:
+        raise DBOSException(
+            f"Step {step_name} is sync but should_retry is async. "
+            "Use an async step to pair with an async validator."
+        )
+    if preemptible and sync:
+        raise DBOSException(
+            f"Step {step_name} is sync but preemptible=True. "
+            "Preemption is only supported for async steps."
+        )
+    if preemptible:
+        # Not silently ignored: a cancelled workflow stops at its next step boundary here,
+        # never inside an async step.
+        raise DBOSException(f"Step {step_name}: preemptible steps are not supported by Spindle")
+
+
+def _info(options: StepOptions | None, func: Callable[..., Any]) -> StepInfo:
+    opts = options or {}
+    unknown = sorted(set(opts) - set(StepOptions.__annotations__))
+    if unknown:
+        raise ValueError(f"unknown step option {unknown[0]!r}")
+    name = opts.get("name") or function_name(func)
+    max_attempts = opts.get("max_attempts", 3)
+    interval = opts.get("interval_seconds", 1.0)
+    backoff = opts.get("backoff_rate", 2.0)
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be >= 1")
+    if interval < 0 or backoff <= 0:
+        raise ValueError("interval_seconds must be >= 0 and backoff_rate > 0")
+    should_retry = opts.get("should_retry")
+    check_step_options(name, func, should_retry, opts.get("preemptible", False))
+    return StepInfo(
+        name,
+        func,
+        inspect.iscoroutinefunction(func),
+        opts.get("retries_allowed", False),
+        max_attempts,
+        interval,
+        backoff,
+        should_retry,
+    )
+
+
+class StepAPI:
+    """The ``run_step`` classmethods of ``DBOS``."""
+
+    @classmethod
+    def run_step(
+        cls,
+        dbos_step_options: StepOptions | None,
+        func: Callable[..., R],
+        *args: Any,
+        **kwargs: Any,
+    ) -> R:
+        """Run ``func`` as a checkpointed step of the current workflow (a plain call outside
+        one), with ``@DBOS.step``'s options."""
+        info = _info(dbos_step_options, func)
+        if info.is_async:
+            raise DBOSException(f"{info.name} is async: use DBOS.run_step_async")
+        result: R = run_step(_current.get(), info, args, kwargs)
+        return result
+
+    @classmethod
+    async def run_step_async(
+        cls,
+        dbos_step_options: StepOptions | None,
+        func: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """Async :meth:`run_step`: an async ``func`` is awaited (a sync one runs inline)."""
+        info = _info(dbos_step_options, func)
+        if not info.is_async:
+            return run_step(_current.get(), info, args, kwargs)
+        return await run_step_async(_current.get(), info, args, kwargs)
