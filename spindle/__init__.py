@@ -18,13 +18,18 @@ from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
 from .runtime import Queue as Queue
+from .runtime import SendMessage as SendMessage
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
+from .runtime import StepInfo as StepInfo
+from .runtime import StepOptions as StepOptions
 from .runtime import WorkflowHandle as WorkflowHandle
 from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
 from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
+from .runtime import WorkflowStatusString as WorkflowStatusString
+from .runtime import error as error
 
 __all__ = [
     "DBOS",
@@ -45,11 +50,16 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "SendMessage",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
+    "StepInfo",
+    "StepOptions",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
     "WorkflowStatus",
+    "WorkflowStatusString",
+    "error",
 ]

@@ -33,13 +33,18 @@ def test_public_names_are_pinned() -> None:
         "EventSource",
         "KafkaMessage",
         "Queue",
+        "SendMessage",
         "SetEnqueueOptions",
         "SetWorkflowID",
         "SetWorkflowTimeout",
+        "StepInfo",
+        "StepOptions",
         "WorkflowHandle",
         "WorkflowHandleAsync",
         "WorkflowSchedule",
         "WorkflowStatus",
+        "WorkflowStatusString",
+        "error",
     ]
     for name in spindle.__all__:
         assert getattr(spindle, name) is getattr(spindle.runtime, name)

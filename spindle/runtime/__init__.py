@@ -1,5 +1,6 @@
 """The engine: workflows, steps, the system database, threads and the ordered shutdown."""
 
+from . import _errors as error
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
@@ -16,8 +17,11 @@ from ._errors import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from ._errors import DBOSSerializationError as DBOSSerializationError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from ._facade_messaging import SendMessage as SendMessage
+from ._facade_steps import StepOptions as StepOptions
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
+from ._introspection import StepInfo as StepInfo
 from ._kafka import KafkaMessage as KafkaMessage
 from ._pollers import Event as Event
 from ._pollers import EventSource as EventSource
@@ -25,6 +29,7 @@ from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
+from ._status import WorkflowStatusString as WorkflowStatusString
 
 __all__ = [
     "DBOS",
@@ -45,11 +50,16 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "SendMessage",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
+    "StepInfo",
+    "StepOptions",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
     "WorkflowStatus",
+    "WorkflowStatusString",
+    "error",
 ]

@@ -4,13 +4,26 @@ field of DBOS Transact 2.30's ``WorkflowStatus``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from ._rows import ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
 
-#: Not a column of Spindle's: DBOS's DELAYED status (a workflow enqueued with a delay).
+#: DBOS's DELAYED status (a workflow enqueued with a delay); Spindle writes none yet.
 DELAYED = "DELAYED"
+
+
+class WorkflowStatusString(Enum):
+    """The values of ``WorkflowStatus.status`` (DBOS's enum)."""
+
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    ENQUEUED = "ENQUEUED"
+    DELAYED = "DELAYED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -701,7 +701,8 @@ def test_recovery_of_queued_and_running_workflows_after_kill_9(
     statuses = {w.workflow_id: w for w in DBOS.list_workflows(workflow_ids=ids)}
     assert {s.status for s in statuses.values()} == {"SUCCESS"}
     assert {i: statuses[i].recovery_attempts for i in ids} == {
-        i: (2 if i in running else 1) for i in ids  # DBOS counts the first run
+        i: (2 if i in running else 1)
+        for i in ids  # DBOS counts the first run
     }
     assert recovery_gauge.max <= queue_app.RECOVERY_CONCURRENCY
 

@@ -1,0 +1,382 @@
+"""DBOS 2.30's introspection and management names, on both backends, as DBOS documents them:
+get_workflow_status, list_workflows filters, list_workflow_steps, get_result, wait_first,
+cancel/resume/delete in bulk, fork_workflow, run_step, step_status, should_retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from spindle import (
+    DBOS,
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    SetWorkflowID,
+    WorkflowStatus,
+)
+from spindle.runtime._facade_props import StepStatus
+from tests.conftest import MakeDBOS
+
+WAIT = 10.0
+calls: dict[str, int] = {}
+statuses: list[StepStatus | None] = []
+gate = threading.Event()
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    statuses.clear()
+    gate.clear()
+
+
+def bump(key: str) -> int:
+    calls[key] = calls.get(key, 0) + 1
+    return calls[key]
+
+
+@DBOS.step()
+def api_step(x: int) -> int:
+    bump(f"step:{x}")
+    statuses.append(DBOS.step_status)
+    return x + 1
+
+
+@DBOS.step()
+def api_boom() -> None:
+    raise ValueError("boom")
+
+
+@DBOS.workflow()
+def api_two_steps(x: int) -> int:
+    return api_step(x) + api_step(x + 10)
+
+
+@DBOS.workflow()
+def api_child(x: int) -> int:
+    return x * 3
+
+
+@DBOS.workflow()
+def api_parent(x: int) -> int:
+    return DBOS.start_workflow(api_child, x).get_result()
+
+
+@DBOS.workflow()
+def api_gated() -> str:
+    gate.wait(WAIT)
+    api_step(0)
+    return "opened"
+
+
+@DBOS.workflow()
+def api_fails_in_step() -> None:
+    api_boom()
+
+
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.001, backoff_rate=1.0)
+def api_retried(fail_times: int) -> str:
+    statuses.append(DBOS.step_status)
+    if bump("retried") <= fail_times:
+        raise ConnectionError("transient")
+    return "ok"
+
+
+@DBOS.workflow()
+def api_retrying(fail_times: int) -> str:
+    return api_retried(fail_times)
+
+
+@DBOS.step(
+    retries_allowed=True,
+    max_attempts=5,
+    interval_seconds=0.001,
+    should_retry=lambda e: not isinstance(e, KeyError),
+)
+def api_selective(exc_type: str) -> None:
+    bump("selective")
+    raise KeyError("permanent") if exc_type == "key" else ConnectionError("transient")
+
+
+@DBOS.workflow()
+def api_selective_wf(exc_type: str) -> None:
+    api_selective(exc_type)
+
+
+@DBOS.workflow()
+def api_reads_status(target: str) -> str | None:
+    status = DBOS.get_workflow_status(target)
+    return None if status is None else status.status
+
+
+def plain_add(a: int, b: int) -> int:
+    bump("plain_add")
+    return a + b
+
+
+@DBOS.workflow()
+def api_run_step(a: int) -> int:
+    return DBOS.run_step({"name": "adder"}, plain_add, a, 1)
+
+
+def test_status_has_every_dbos_field(dbos: type[DBOS]) -> None:
+    """get_workflow_status: DBOS's fields, recovery_attempts counting the first run,
+    completed_at for a finished workflow; an unknown ID is None; the async twin agrees."""
+    with SetWorkflowID("st-1"):
+        assert api_two_steps(1) == 2 + 12
+    status = DBOS.get_workflow_status("st-1")
+    assert isinstance(status, WorkflowStatus)
+    assert (status.status, status.name, status.output, status.input) == (
+        "SUCCESS",
+        "api_two_steps",
+        14,
+        ((1,), {}),
+    )
+    assert status.recovery_attempts == 1
+    assert status.completed_at == status.updated_at
+    assert (status.class_name, status.config_name) == (None, None)
+    assert (status.forked_from, status.was_forked_from) == (None, False)
+    assert status.app_version == DBOS.application_version == "0"
+    assert status.executor_id == DBOS.executor_id == "local"
+    assert DBOS.get_workflow_status("no-such") is None
+    assert asyncio.run(DBOS.get_workflow_status_async("st-1")) == status
+
+
+def test_list_workflows_filters(dbos: type[DBOS]) -> None:
+    """Each DBOS filter narrows the list; filters on what Spindle never records (users,
+    attributes) match nothing; a wrong keyword is a TypeError."""
+    with SetWorkflowID("lf-parent"):
+        assert api_parent(2) == 6
+    with SetWorkflowID("lf-two"):
+        api_two_steps(0)
+    ids = {w.workflow_id for w in DBOS.list_workflows()}
+    assert {"lf-parent", "lf-parent-1", "lf-two"} <= ids
+    assert [w.workflow_id for w in DBOS.list_workflows(workflow_id_prefix="lf-p")] == [
+        "lf-parent",
+        "lf-parent-1",
+    ]
+    assert [w.workflow_id for w in DBOS.list_workflows(has_parent=True)] == ["lf-parent-1"]
+    assert [w.workflow_id for w in DBOS.list_workflows(parent_workflow_id="lf-parent")] == [
+        "lf-parent-1"
+    ]
+    assert {w.name for w in DBOS.list_workflows(name=["api_child", "api_two_steps"])} == {
+        "api_child",
+        "api_two_steps",
+    }
+    assert DBOS.list_workflows(app_version="other") == []
+    assert len(DBOS.list_workflows(executor_id="local")) == 3
+    assert DBOS.list_workflows(user="alice") == []
+    assert DBOS.list_workflows(attributes={"k": 1}) == []
+    no_output = DBOS.list_workflows(workflow_ids=["lf-two"], load_output=False)[0]
+    assert (no_output.output, no_output.status) == (None, "SUCCESS")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert DBOS.list_workflows(completed_after=later) == []
+    assert len(DBOS.list_workflows(completed_before=later)) == 3
+    newest = DBOS.list_workflows(sort_desc=True, limit=1)
+    assert [w.workflow_id for w in newest] == ["lf-two"]
+    assert len(DBOS.list_workflows(offset=1)) == 2
+    assert len(asyncio.run(DBOS.list_workflows_async(has_parent=False))) == 2
+    with pytest.raises(TypeError, match="no_such_filter"):
+        DBOS.list_workflows(no_such_filter=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="limit"):
+        DBOS.list_workflows(limit=-1)
+
+
+def test_list_workflow_steps(dbos: type[DBOS]) -> None:
+    """StepInfo dicts in step order with outputs and errors; load_output, limit, offset."""
+    with SetWorkflowID("steps-1"):
+        api_two_steps(5)
+    steps = DBOS.list_workflow_steps("steps-1")
+    assert [(s["function_id"], s["function_name"], s["output"]) for s in steps] == [
+        (1, "api_step", 6),
+        (2, "api_step", 16),
+    ]
+    assert set(steps[0]) == {
+        "function_id",
+        "function_name",
+        "output",
+        "error",
+        "child_workflow_id",
+        "started_at_epoch_ms",
+        "completed_at_epoch_ms",
+    }
+    assert all(isinstance(s["completed_at_epoch_ms"], int) for s in steps)
+    assert [s["output"] for s in DBOS.list_workflow_steps("steps-1", load_output=False)] == [
+        None,
+        None,
+    ]
+    assert [s["function_id"] for s in DBOS.list_workflow_steps("steps-1", offset=1)] == [2]
+    assert [s["function_id"] for s in DBOS.list_workflow_steps("steps-1", limit=1)] == [1]
+    with SetWorkflowID("steps-err"), pytest.raises(ValueError, match="boom"):
+        api_fails_in_step()
+    (failed,) = DBOS.list_workflow_steps("steps-err")
+    assert isinstance(failed["error"], ValueError)
+    assert asyncio.run(DBOS.list_workflow_steps_async("steps-1")) == steps
+    assert DBOS.list_workflow_steps("no-such") == []
+
+
+def test_get_result_and_wait_first(dbos: type[DBOS]) -> None:
+    """get_result waits for a workflow by ID; wait_first returns the handle that ended first
+    (rejecting an empty or duplicated list)."""
+    blocked = DBOS.start_workflow(api_gated)
+    with SetWorkflowID("quick"):
+        quick = DBOS.start_workflow(api_two_steps, 1)
+    assert DBOS.wait_first([blocked, quick]) is quick
+    assert DBOS.get_result("quick") == 14
+    gate.set()
+    assert DBOS.get_result(blocked.workflow_id) == "opened"
+    with pytest.raises(ValueError, match="empty"):
+        DBOS.wait_first([])
+    with pytest.raises(ValueError, match="duplicate"):
+        DBOS.wait_first([quick, quick])
+
+    async def main() -> Any:
+        handle = await DBOS.start_workflow_async(api_two_steps, 2)
+        first = await DBOS.wait_first_async([handle])
+        return first is handle, await DBOS.get_result_async(handle.workflow_id)
+
+    assert asyncio.run(main()) == (True, 16)
+
+
+def test_reads_inside_a_workflow_are_steps(dbos: type[DBOS]) -> None:
+    """A status read in a workflow is recorded as DBOS's DBOS.getStatus step, so a replay
+    returns what the first run saw."""
+    with SetWorkflowID("reader"):
+        assert api_reads_status("no-such") is None
+    (step,) = DBOS.list_workflow_steps("reader")
+    assert step["function_name"] == "DBOS.getStatus"
+
+
+def test_cancel_resume_delete_in_bulk(dbos: type[DBOS]) -> None:
+    """cancel_workflows(cancel_children=), resume_workflows and delete_workflows
+    (delete_children=) act on every ID given."""
+    a = DBOS.start_workflow(api_gated)
+    b = DBOS.start_workflow(api_gated)
+    DBOS.cancel_workflows([a.workflow_id, b.workflow_id])
+    for h in (a, b):
+        with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+            h.get_result()
+    assert {s.status for s in DBOS.list_workflows()} == {"CANCELLED"}
+    gate.set()
+    handles = DBOS.resume_workflows([a.workflow_id, b.workflow_id])
+    assert [h.get_result() for h in handles] == ["opened", "opened"]
+    with SetWorkflowID("del-parent"):
+        api_parent(1)
+    DBOS.delete_workflows([a.workflow_id])
+    assert DBOS.get_workflow_status(a.workflow_id) is None
+    assert DBOS.list_workflow_steps(a.workflow_id) == []
+    DBOS.delete_workflow("del-parent", delete_children=True)
+    assert DBOS.get_workflow_status("del-parent-1") is None
+    asyncio.run(DBOS.delete_workflow_async(b.workflow_id))
+    assert DBOS.list_workflows() == []
+    with pytest.raises(DBOSNonExistentWorkflowError, match="Non-existent target workflow ID: x"):
+        DBOS.cancel_workflow("x", cancel_children=True)
+
+
+def test_fork_replays_steps_before_start_step(dbos: type[DBOS]) -> None:
+    """fork_workflow(id, start_step): the steps before start_step are copied, the rest run
+    again under the new ID (SetWorkflowID names it); forked_from links both ways."""
+    with SetWorkflowID("orig"):
+        api_two_steps(3)
+    assert calls == {"step:3": 1, "step:13": 1}
+    with SetWorkflowID("fork-1"):
+        handle = DBOS.fork_workflow("orig", 2)
+    assert handle.workflow_id == "fork-1"
+    assert handle.get_result() == 4 + 14
+    assert calls == {"step:3": 1, "step:13": 2}  # step 1 replayed, step 2 ran again
+    fork = DBOS.get_workflow_status("fork-1")
+    assert fork is not None
+    assert fork.forked_from == "orig"
+    assert DBOS.list_workflows(forked_from="orig")[0].workflow_id == "fork-1"
+    assert [w.workflow_id for w in DBOS.list_workflows(was_forked_from=True)] == ["orig"]
+    again = asyncio.run(DBOS.fork_workflow_async("orig", 1))
+    assert asyncio.run(again.get_result()) == 18
+    with pytest.raises(DBOSNonExistentWorkflowError, match="Non-existent target workflow ID"):
+        DBOS.fork_workflow("no-such", 1)
+
+
+def test_step_status_and_step_id(dbos: type[DBOS]) -> None:
+    """DBOS.step_status inside a step: its ID, and for a retried step its zero-based attempt
+    and max attempts; None outside a step, as DBOS.step_id."""
+    with SetWorkflowID("ss"):
+        api_two_steps(0)
+    assert statuses == [StepStatus(1, None, None), StepStatus(2, None, None)]
+    assert (DBOS.step_status, DBOS.step_id) == (None, None)
+    statuses.clear()
+    assert api_retrying(2) == "ok"
+    assert statuses == [StepStatus(1, 0, 3), StepStatus(1, 1, 3), StepStatus(1, 2, 3)]
+
+
+def test_should_retry_stops_retries(dbos: type[DBOS]) -> None:
+    """should_retry returning False re-raises the error at once; True keeps retrying."""
+    with pytest.raises(KeyError):
+        api_selective_wf("key")
+    assert calls["selective"] == 1
+    calls.clear()
+    with pytest.raises(DBOSException, match="has exceeded its maximum of 5 retries"):
+        api_selective_wf("conn")
+    assert calls["selective"] == 5
+
+
+def test_sync_step_with_async_should_retry_is_rejected() -> None:
+    """As DBOS: a sync step cannot take an async predicate, nor be preemptible."""
+
+    async def predicate(exc: BaseException) -> bool:
+        return True
+
+    with pytest.raises(DBOSException, match="is sync but should_retry is async"):
+        DBOS.step(should_retry=predicate)(plain_add)
+    with pytest.raises(DBOSException, match="preemptible"):
+        DBOS.step(preemptible=True)(plain_add)
+
+
+def test_run_step_is_checkpointed(dbos: type[DBOS]) -> None:
+    """DBOS.run_step runs a plain function as a named step: a second run of the same
+    workflow ID replays it."""
+    with SetWorkflowID("rs"):
+        assert api_run_step(4) == 5
+    with SetWorkflowID("rs"):
+        assert api_run_step(4) == 5
+    assert calls["plain_add"] == 1
+    assert DBOS.list_workflow_steps("rs")[0]["function_name"] == "adder"
+    assert DBOS.run_step(None, plain_add, 1, 1) == 2  # outside a workflow: a plain call
+
+
+def test_logger_is_dbos_namespace(dbos: type[DBOS], caplog: pytest.LogCaptureFixture) -> None:
+    """DBOS.logger is the 'dbos' logger; steps log DBOS's Running/Replaying debug lines."""
+    assert DBOS.logger is logging.getLogger("dbos")
+    with caplog.at_level(logging.DEBUG, logger="dbos"):
+        with SetWorkflowID("logged"):
+            api_two_steps(7)
+        DBOS.fork_workflow("logged", 2).get_result()  # replays step 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "dbos"]
+    assert "Running step, id: 1, name: api_step" in lines
+    assert "Replaying step, id: 1, name: api_step" in lines
+
+
+def test_duplicate_registration_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A second function under one workflow name warns as DBOS does (no error)."""
+
+    def first() -> None: ...
+
+    def second() -> None: ...
+
+    with caplog.at_level(logging.WARNING, logger="dbos"):
+        DBOS.workflow(name="api-dup-name")(first)
+        DBOS.workflow(name="api-dup-name")(second)
+    assert any(
+        "Duplicate registration of function 'api-dup-name'" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_application_version_needs_an_instance(make_dbos: MakeDBOS) -> None:
+    """DBOS.application_version and executor_id read the configuration."""
+    make_dbos(application_version="v2", executor_id="exec-9")
+    assert (DBOS.application_version, DBOS.executor_id) == ("v2", "exec-9")
