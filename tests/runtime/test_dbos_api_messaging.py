@@ -1,0 +1,142 @@
+"""DBOS 2.30's messaging and queue names on both backends: send(idempotency_key=),
+send_bulk, get_all_events, enqueue_workflow, retrieve_queue, list_queues."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from spindle import (
+    DBOS,
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    Queue,
+    SendMessage,
+    SetWorkflowID,
+)
+from spindle.runtime._schema import notifications
+
+WAIT = 10.0
+SHORT = 0.2  # a recv that must find nothing waits this long
+
+api_queue = Queue("api-queue")
+
+
+@DBOS.workflow()
+def api_inbox(n: int, topic: str | None, timeout: float) -> list[Any]:
+    return [DBOS.recv(topic, timeout_seconds=timeout) for _ in range(n)]
+
+
+@DBOS.workflow()
+def api_bulk_sender(dests: list[str]) -> None:
+    DBOS.send_bulk([SendMessage(d, f"hi {d}", "t") for d in dests])
+
+
+@DBOS.workflow()
+def api_events() -> None:
+    DBOS.set_event("a", 1)
+    DBOS.set_event("b", {"x": [2]})
+    DBOS.set_event("a", 3)
+
+
+@DBOS.workflow()
+def api_queued(x: int) -> int:
+    return x * 10
+
+
+def _waiting_messages(destination: str) -> int:
+    with DBOS.runtime.sysdb.transaction(read=True) as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(notifications.c.destination_uuid == destination)
+            ).scalar_one()
+        )
+
+
+def _started(wf_id: str, n: int, timeout: float = WAIT) -> Any:
+    with SetWorkflowID(wf_id):
+        return DBOS.start_workflow(api_inbox, n, None, timeout)
+
+
+def test_send_with_idempotency_key_is_once(dbos: type[DBOS]) -> None:
+    """Outside a workflow, sends with one idempotency key deliver one message, even when
+    repeated after the first was received (as DBOS's temporary send workflow)."""
+    inbox = _started("inbox", 2, SHORT)
+    DBOS.send("inbox", "once", idempotency_key="k1")
+    DBOS.send("inbox", "once", idempotency_key="k1")
+    assert inbox.get_result() == ["once", None]
+    second = _started("inbox-2", 1, SHORT)
+    DBOS.send("inbox-2", "x", idempotency_key="k2")
+    assert second.get_result() == ["x"]
+    DBOS.send("inbox-2", "x", idempotency_key="k2")  # already sent and received
+    assert _waiting_messages("inbox-2") == 0
+    assert DBOS.get_workflow_status("k2::inbox-2").status == "SUCCESS"  # type: ignore[union-attr]
+
+
+def test_send_async_with_key(dbos: type[DBOS]) -> None:
+    """send_async takes the same idempotency key."""
+    inbox = _started("inbox-a", 2, SHORT)
+
+    async def main() -> None:
+        await DBOS.send_async("inbox-a", 1, idempotency_key="ka")
+        await DBOS.send_async("inbox-a", 1, idempotency_key="ka")
+
+    asyncio.run(main())
+    assert inbox.get_result() == [1, None]
+
+
+def test_send_bulk(dbos: type[DBOS]) -> None:
+    """send_bulk delivers every message; from a workflow it is exactly once (one step);
+    a missing destination sends none; duplicated keys are refused."""
+    a, b = _started("bulk-a", 1), _started("bulk-b", 2, SHORT)
+    DBOS.send_bulk([SendMessage("bulk-a", "to a"), SendMessage("bulk-b", "to b")])
+    assert a.get_result() == ["to a"]
+    assert b.get_result() == ["to b", None]
+    c = _started("bulk-c", 1, SHORT)
+    with pytest.raises(DBOSNonExistentWorkflowError, match="Non-existent `send` destination"):
+        DBOS.send_bulk([SendMessage("bulk-c", 1), SendMessage("nobody", 2)])
+    assert c.get_result() == [None]  # one transaction: nothing reached bulk-c either
+    with pytest.raises(DBOSException, match="duplicate idempotency keys: k"):
+        DBOS.send_bulk([SendMessage("bulk-a", 1, idempotency_key="k")] * 2)
+
+    c = DBOS.start_workflow(api_inbox, 1, "t", WAIT)  # a new inbox
+    with SetWorkflowID("bulk-sender"):
+        api_bulk_sender([c.workflow_id])
+    assert c.get_result() == [f"hi {c.workflow_id}"]
+    (step,) = DBOS.list_workflow_steps("bulk-sender")
+    assert step["function_name"] == "DBOS.send_bulk"
+    asyncio.run(DBOS.send_bulk_async([]))
+
+
+def test_get_all_events(dbos: type[DBOS]) -> None:
+    """get_all_events: every event's latest value by key; none for an unknown workflow."""
+    with SetWorkflowID("ev"):
+        api_events()
+    assert DBOS.get_all_events("ev") == {"a": 3, "b": {"x": [2]}}
+    assert asyncio.run(DBOS.get_all_events_async("ev")) == {"a": 3, "b": {"x": [2]}}
+    assert DBOS.get_all_events("nobody") == {}
+
+
+def test_enqueue_by_queue_name(dbos: type[DBOS]) -> None:
+    """enqueue_workflow(queue_name, fn, ...) enqueues on the declared queue; an undeclared
+    name raises; retrieve_queue of an unknown name is None; list_queues lists them."""
+    handle = DBOS.enqueue_workflow("api-queue", api_queued, 4)
+    assert handle.get_result() == 40
+    assert DBOS.get_workflow_status(handle.workflow_id).queue_name == "api-queue"  # type: ignore[union-attr]
+
+    async def main() -> Any:
+        h = await DBOS.enqueue_workflow_async("api-queue", api_queued, 5)
+        return await h.get_result()
+
+    assert asyncio.run(main()) == 50
+    with pytest.raises(DBOSException, match="Queue nowhere is not registered"):
+        DBOS.enqueue_workflow("nowhere", api_queued, 1)
+    assert DBOS.retrieve_queue("api-queue") is api_queue
+    assert DBOS.retrieve_queue("nowhere") is None
+    assert asyncio.run(DBOS.retrieve_queue_async("nowhere")) is None
+    assert api_queue in DBOS.list_queues()
+    assert DBOS.list_queues(application_name="another-app") == []
+    assert api_queue in asyncio.run(DBOS.list_queues_async(application_name="spindle-test"))
