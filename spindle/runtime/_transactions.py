@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._context import current_workflow
-from ._durable import Call, Host, Op, check_boundary, drive, drive_async
+from ._durable import Call, Host, Op, check_boundary, drive
 from ._errors import DBOSException, WorkflowInterrupted
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._sysdb_gate import SystemDatabaseClosed
@@ -32,14 +32,6 @@ def run_transaction(
 ) -> Any:
     """Run a sync transaction, exactly once per workflow across replays."""
     return drive(_transaction(rt, info, args, kwargs))
-
-
-async def run_transaction_async(
-    rt: TransactionHost, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run an async transaction; the session is sync, so its SQL runs on the loop's thread,
-    as a sync call would."""
-    return await drive_async(_transaction(rt, info, args, kwargs))
 
 
 def _transaction(

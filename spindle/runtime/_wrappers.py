@@ -14,9 +14,10 @@ from typing import Any, TypeVar, cast
 from . import _current
 from ._context import current_workflow
 from ._core import prepare_workflow, run_step, run_step_async, wait_async
-from ._functions import StepInfo, TransactionInfo, WorkflowInfo
+from ._errors import DBOSException
+from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
-from ._transactions import run_transaction, run_transaction_async
+from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,18 +74,34 @@ def step_wrapper(info: StepInfo, func: F) -> F:
     return cast(F, sync_wrapper)
 
 
+#: DBOS's prefix of the temporary workflow that runs a transaction called outside one.
+TEMP_PREFIX = "<temp>."
+
+
 def transaction_wrapper(info: TransactionInfo, func: F) -> F:
-    """A transaction runs in the application database, exactly once within a workflow."""
+    """A transaction runs in the application database, exactly once within a workflow.
+
+    Called outside a workflow it runs, as in DBOS, in a temporary workflow named
+    ``<temp>.<name>``: recorded, listed and recovered like any workflow, so the transaction
+    still commits exactly once with its checkpoint.
+    """
     if info.is_async:
+        raise DBOSException(
+            f"Function {info.name} is a coroutine function, but DBOS.transaction does not "
+            "support coroutine functions"
+        )
 
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await run_transaction_async(_current.get(), info, args, kwargs)
+    def temporary(*args: Any, **kwargs: Any) -> Any:
+        return run_transaction(_current.get(), info, args, kwargs)
 
-        return cast(F, async_wrapper)
+    temp_info = WorkflowInfo(TEMP_PREFIX + info.name, temporary, False, None)
+    GLOBAL_REGISTRY.add_workflow(temp_info)
+    run_temporary = workflow_wrapper(temp_info, temporary)
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_workflow.get() is None:
+            return run_temporary(*args, **kwargs)
         return run_transaction(_current.get(), info, args, kwargs)
 
     return cast(F, sync_wrapper)
