@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from . import _current
+from . import _current, _durable
 from ._errors import DBOSException
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._queue_db import promote_delayed, set_delay
+from ._runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,6 +30,27 @@ def _declared(queue_name: str) -> Queue:
             "DBOS.register_queue first"
         )
     return queue
+
+
+def _set_delay(
+    rt: Runtime, workflow_id: str, delay_seconds: float | None, delay_until_epoch_ms: int | None
+) -> None:
+    if delay_until_epoch_ms is not None and delay_seconds is not None:
+        raise DBOSException("Specify either delay_seconds or delay_until_epoch_ms, not both")
+    now_ms = int(rt.clock.now() * 1000)
+    if delay_until_epoch_ms is not None:
+        if delay_until_epoch_ms < 0:
+            raise DBOSException("delay_until_epoch_ms must be >= 0")
+        until = delay_until_epoch_ms
+    elif delay_seconds is not None:
+        if delay_seconds < 0:
+            raise DBOSException("delay_seconds must be >= 0")
+        until = now_ms + int(delay_seconds * 1000)
+    else:
+        raise DBOSException("Must specify either delay_seconds or delay_until_epoch_ms")
+    queue_name = set_delay(rt.sysdb, workflow_id, until)
+    if queue_name is not None and until <= now_ms and promote_delayed(rt.sysdb, queue_name, now_ms):
+        rt.queues.wake(queue_name)  # due now: not at the worker's next look
 
 
 def _owned(application_name: str | list[str] | None) -> bool:
@@ -99,3 +122,38 @@ class QueueAPI:
     ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`enqueue_workflow`."""
         return await _declared(queue_name).enqueue_async(func, *args, **kwargs)
+
+    @classmethod
+    def set_workflow_delay(
+        cls,
+        workflow_id: str,
+        *,
+        delay_seconds: float | None = None,
+        delay_until_epoch_ms: int | None = None,
+    ) -> None:
+        """Move a DELAYED workflow's due time (exactly one of the two); a workflow that is
+        not DELAYED is left alone, as in DBOS."""
+        rt = _current.get()
+        rt.require_launched()
+        _durable.call(
+            rt,
+            "DBOS.setWorkflowDelay",
+            _set_delay,
+            rt,
+            workflow_id,
+            delay_seconds,
+            delay_until_epoch_ms,
+        )
+
+    @classmethod
+    async def set_workflow_delay_async(
+        cls,
+        workflow_id: str,
+        *,
+        delay_seconds: float | None = None,
+        delay_until_epoch_ms: int | None = None,
+    ) -> None:
+        """Async :meth:`set_workflow_delay`."""
+        cls.set_workflow_delay(
+            workflow_id, delay_seconds=delay_seconds, delay_until_epoch_ms=delay_until_epoch_ms
+        )

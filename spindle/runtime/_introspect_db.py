@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from ._rows import ENQUEUED, PENDING, TERMINAL, StatusRow, StepRow
+from ._rows import DELAYED, ENQUEUED, PENDING, TERMINAL, StatusRow, StepRow
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
@@ -31,6 +31,7 @@ class StatusDetailRow(StatusRow):
     priority: int
     started_at_epoch_ms: int | None
     forked_from: str | None
+    delay_until_epoch_ms: int | None
 
 
 StatusDetailRow.check()
@@ -87,7 +88,7 @@ def _where(f: Filters) -> list[sa.ColumnElement[bool]]:
     if f.queues_only:
         clauses.append(ws.c.queue_name.isnot(None))
         if status is None:
-            status = [ENQUEUED, PENDING]
+            status = [DELAYED, ENQUEUED, PENDING]
     if status is not None:
         clauses.append(ws.c.status.in_(list(status)))
     bounds = (

@@ -108,15 +108,17 @@ def _v5_partitions(conn: Connection) -> None:
     )
 
 
-def _v6_forks(conn: Connection) -> None:
-    """``forked_from``: the workflow a fork was copied from (DBOS's column and name).
-    ``_v1`` makes a fresh table with it already; an older one gets it here."""
+def _v6_forks_and_delays(conn: Connection) -> None:
+    """DBOS's ``forked_from`` (the workflow a fork was copied from) and
+    ``delay_until_epoch_ms`` (when a DELAYED workflow enters its queue). ``_v1`` makes a
+    fresh table with them already; an older one gets them here."""
     sqlite = conn.dialect.name == "sqlite"
     prefix = "" if sqlite else f"{SCHEMA}."
     schema = None if sqlite else SCHEMA
     columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
-    if "forked_from" not in columns:
-        conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN forked_from TEXT")
+    for column, kind in (("forked_from", "TEXT"), ("delay_until_epoch_ms", "BIGINT")):
+        if column not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} {kind}")
 
 
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
@@ -129,7 +131,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v3_schedules,
     _v4_queues,
     _v5_partitions,
-    _v6_forks,
+    _v6_forks_and_delays,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

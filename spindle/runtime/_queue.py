@@ -197,6 +197,10 @@ class EnqueueOptions:
     deduplication_id: str | None = None
     priority: int | None = None
     queue_partition_key: str | None = None
+    #: DBOS's ``app_version``: only a process of this version dequeues the workflow.
+    app_version: str | None = None
+    #: DBOS's ``delay_seconds``: the workflow is DELAYED this long, then ENQUEUED.
+    delay_seconds: float | None = None
 
 
 _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
@@ -220,7 +224,9 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
         *,
         deduplication_id: str | None = None,
         priority: int | None = None,
+        app_version: str | None = None,
         queue_partition_key: str | None = None,
+        delay_seconds: float | None = None,
     ):
         if queue_partition_key is not None and (
             not isinstance(queue_partition_key, str) or not queue_partition_key
@@ -246,7 +252,24 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
                 f"SetEnqueueOptions priority must be an integer from 1 to {MAX_PRIORITY}, "
                 f"got {priority!r}"
             )
-        self.options = EnqueueOptions(deduplication_id, priority, queue_partition_key)
+        if app_version is not None and (not isinstance(app_version, str) or not app_version):
+            raise ValueError(
+                f"SetEnqueueOptions app_version must be a non-empty string or None, "
+                f"got {app_version!r}"
+            )
+        if delay_seconds is not None and (
+            isinstance(delay_seconds, bool)
+            or not isinstance(delay_seconds, int | float)
+            or not math.isfinite(delay_seconds)
+            or delay_seconds < 0
+        ):
+            raise ValueError(
+                f"SetEnqueueOptions delay_seconds must be a number >= 0 or None, "
+                f"got {delay_seconds!r}"
+            )
+        self.options = EnqueueOptions(
+            deduplication_id, priority, queue_partition_key, app_version, delay_seconds
+        )
         super().__init__(_enqueue_options, self.options)
 
 
@@ -284,6 +307,11 @@ def enqueue_workflow(
         )
     ident = resolve_identity(rt)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+    delay_until = (
+        int((rt.clock.now() + options.delay_seconds) * 1000)
+        if options.delay_seconds is not None
+        else None
+    )
     existing = insert_enqueued(
         rt.sysdb,
         workflow_id=ident.workflow_id,
@@ -291,7 +319,7 @@ def enqueue_workflow(
         inputs=inputs,
         queue_name=queue.name,
         executor_id=rt.config.executor_id,
-        application_version=rt.config.application_version,
+        application_version=options.app_version or rt.config.application_version,
         parent_workflow_id=ident.parent_workflow_id,
         timeout_ms=ident.timeout_ms,
         # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
@@ -299,6 +327,7 @@ def enqueue_workflow(
         deduplication_id=options.deduplication_id,
         priority=options.priority or 0,
         queue_partition_key=key,
+        delay_until_epoch_ms=delay_until,
     )
     if existing is not None and existing.name != info.name:
         raise DBOSConflictingWorkflowError(

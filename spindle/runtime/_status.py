@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ._rows import ENQUEUED, TERMINAL, StatusRow
+from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
-
-#: DBOS's DELAYED status (a workflow enqueued with a delay); Spindle writes none yet.
-DELAYED = "DELAYED"
 
 
 class WorkflowStatusString(Enum):
@@ -86,6 +83,7 @@ class WorkflowStatus:
                 ("priority", "priority"),
                 ("forked_from", "forked_from"),
                 ("dequeued_at", "started_at_epoch_ms"),
+                ("delay_until_epoch_ms", "delay_until_epoch_ms"),
             )
             if hasattr(row, column)
         }

@@ -15,6 +15,7 @@ from spindle import (
     DBOSNonExistentWorkflowError,
     Queue,
     SendMessage,
+    SetEnqueueOptions,
     SetWorkflowID,
 )
 from spindle.runtime._schema import notifications
@@ -23,6 +24,7 @@ WAIT = 10.0
 SHORT = 0.2  # a recv that must find nothing waits this long
 
 api_queue = Queue("api-queue")
+fast_queue = Queue("api-fast-queue", polling_interval_sec=0.05)
 
 
 @DBOS.workflow()
@@ -140,3 +142,40 @@ def test_enqueue_by_queue_name(dbos: type[DBOS]) -> None:
     assert api_queue in DBOS.list_queues()
     assert DBOS.list_queues(application_name="another-app") == []
     assert api_queue in asyncio.run(DBOS.list_queues_async(application_name="spindle-test"))
+
+
+def test_delayed_enqueue(dbos: type[DBOS]) -> None:
+    """SetEnqueueOptions(delay_seconds=): the workflow is DELAYED until due, then runs from
+    its queue; set_workflow_delay moves the due time; a DELAYED workflow can be cancelled."""
+    with SetEnqueueOptions(delay_seconds=3600):
+        later = fast_queue.enqueue(api_queued, 1)
+    status = DBOS.get_workflow_status(later.workflow_id)
+    assert status is not None
+    assert (status.status, status.recovery_attempts) == ("DELAYED", 0)
+    assert status.delay_until_epoch_ms is not None
+    assert [w.workflow_id for w in DBOS.list_queued_workflows()] == [later.workflow_id]
+    DBOS.set_workflow_delay(later.workflow_id, delay_seconds=0)
+    assert later.get_result() == 10
+    with SetEnqueueOptions(delay_seconds=0.05):
+        soon = fast_queue.enqueue(api_queued, 2)
+    assert soon.get_result() == 20  # due after one poll of the queue
+    with SetEnqueueOptions(delay_seconds=3600):
+        parked = fast_queue.enqueue(api_queued, 3)
+    DBOS.cancel_workflow(parked.workflow_id)
+    assert DBOS.get_workflow_status(parked.workflow_id).status == "CANCELLED"  # type: ignore[union-attr]
+    DBOS.set_workflow_delay(later.workflow_id, delay_until_epoch_ms=0)  # not DELAYED: no-op
+    with pytest.raises(DBOSException, match="either delay_seconds or delay_until_epoch_ms"):
+        DBOS.set_workflow_delay(later.workflow_id)
+    with pytest.raises(ValueError, match="delay_seconds"):
+        SetEnqueueOptions(delay_seconds=-1)
+
+
+def test_enqueue_with_app_version(dbos: type[DBOS]) -> None:
+    """SetEnqueueOptions(app_version=): only a process of that version dequeues it."""
+    with SetEnqueueOptions(app_version="v-other"):
+        handle = fast_queue.enqueue(api_queued, 1)
+    assert fast_queue.enqueue(api_queued, 2).get_result() == 20  # the queue was drained
+    status = DBOS.get_workflow_status(handle.workflow_id)
+    assert status is not None
+    assert (status.status, status.app_version) == ("ENQUEUED", "v-other")
+    DBOS.cancel_workflow(handle.workflow_id)
