@@ -380,3 +380,29 @@ def test_application_version_needs_an_instance(make_dbos: MakeDBOS) -> None:
     """DBOS.application_version and executor_id read the configuration."""
     make_dbos(application_version="v2", executor_id="exec-9")
     assert (DBOS.application_version, DBOS.executor_id) == ("v2", "exec-9")
+
+
+#: The fields of DBOS 2.30's admin/Conductor ``WorkflowsOutput``.
+DBOS_WORKFLOW_JSON_FIELDS = {
+    "WorkflowUUID", "Status", "WorkflowName", "WorkflowClassName", "WorkflowConfigName",
+    "AuthenticatedUser", "AssumedRole", "AuthenticatedRoles", "Input", "Output", "Error",
+    "CreatedAt", "UpdatedAt", "QueueName", "ApplicationVersion", "ExecutorID",
+    "WorkflowTimeoutMS", "WorkflowDeadlineEpochMS", "DeduplicationID", "Priority",
+    "QueuePartitionKey", "ForkedFrom", "WasForkedFrom", "ParentWorkflowID", "DequeuedAt",
+    "DelayUntilEpochMS", "CompletedAt", "Attributes", "ScheduleName", "ApplicationName",
+}  # fmt: skip
+
+
+def test_admin_json_has_dbos_field_names(dbos: type[DBOS]) -> None:
+    """The admin API's workflow JSON carries every DBOS field, numbers as strings."""
+    from spindle.runtime._admin_api import workflow_json
+
+    with SetWorkflowID("json-1"):
+        api_two_steps(1)
+    DBOS.fork_workflow("json-1", 2).get_result()
+    status = DBOS.get_workflow_status("json-1")
+    assert status is not None
+    body = workflow_json(status)
+    assert set(body) >= DBOS_WORKFLOW_JSON_FIELDS
+    assert (body["Output"], body["Priority"], body["WasForkedFrom"]) == ("14", "0", True)
+    assert body["CompletedAt"] == str(status.completed_at)
