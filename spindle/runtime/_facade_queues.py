@@ -8,7 +8,7 @@ from the declarations, and an enqueue by name needs the queue declared here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from . import _current, _durable
@@ -157,3 +157,14 @@ class QueueAPI:
         cls.set_workflow_delay(
             workflow_id, delay_seconds=delay_seconds, delay_until_epoch_ms=delay_until_epoch_ms
         )
+
+    @classmethod
+    def listen_queues(cls, queues: Sequence[Queue | str]) -> None:
+        """Before launch: dequeue only from these queues in this process (as DBOS); the
+        others are left to the processes that listen to them."""
+        rt = _current.get()
+        if rt.launched:
+            raise DBOSException("listen_queues called after DBOS is launched")
+        if rt.listening_queues is not None:
+            raise DBOSException("listen_queues called more than once")
+        rt.listening_queues = frozenset(q if isinstance(q, str) else q.name for q in queues)

@@ -83,7 +83,10 @@ class Queue:
         if not isinstance(name, str) or not name:
             raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
         _check_limit("concurrency", concurrency)
-        _check_limit("worker_concurrency", worker_concurrency)
+        # 0 is accepted, as DBOS: a process that enqueues to the queue but never runs its
+        # workflows (they run in processes declaring a positive share).
+        if worker_concurrency != 0:
+            _check_limit("worker_concurrency", worker_concurrency)
         if (
             concurrency is not None
             and worker_concurrency is not None

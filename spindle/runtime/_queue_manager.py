@@ -127,9 +127,12 @@ class QueueManager:
             with self._gate:
                 if self._closed or stop.is_set():
                     break
+                listening = self._rt.listening_queues
                 for queue in GLOBAL_QUEUES.all():
                     if queue.name in self._workers:
                         continue
+                    if listening is not None and queue.name not in listening:
+                        continue  # DBOS.listen_queues: another process drains it
                     worker = _Worker(queue)
                     worker.thread = self._rt.supervisor.spawn(
                         ThreadKind.QUEUE,

@@ -100,6 +100,8 @@ class Runtime:
         # Tasks of async workflows started on the caller's loop: held so they are not
         # garbage-collected mid-run (asyncio keeps only weak references to tasks).
         self.background_tasks: set[asyncio.Task[Any]] = set()
+        # DBOS.listen_queues (before launch): the only queues this process dequeues from.
+        self.listening_queues: frozenset[str] | None = None
 
     @property
     def admin_url(self) -> str | None:

@@ -19,12 +19,13 @@ from spindle import (
     SetWorkflowID,
 )
 from spindle.runtime._schema import notifications
+from tests.conftest import MakeDBOS
 
 WAIT = 10.0
 SHORT = 0.2  # a recv that must find nothing waits this long
 
 api_queue = Queue("api-queue")
-fast_queue = Queue("api-fast-queue", polling_interval_sec=0.05)
+fast_queue = Queue("api-fast-queue", polling_interval_sec=0.5)  # delays are due per poll
 
 
 @DBOS.workflow()
@@ -179,3 +180,29 @@ def test_enqueue_with_app_version(dbos: type[DBOS]) -> None:
     assert status is not None
     assert (status.status, status.app_version) == ("ENQUEUED", "v-other")
     DBOS.cancel_workflow(handle.workflow_id)
+
+
+zero_queue = Queue("api-zero-queue", worker_concurrency=0)
+other_queue = Queue("api-other-queue")
+
+
+def test_listen_queues_and_zero_worker_share(make_dbos: MakeDBOS) -> None:
+    """listen_queues before launch: this process dequeues only from those queues (no worker
+    for the others); after launch, or twice, it raises. worker_concurrency=0 is accepted
+    (as DBOS): this process enqueues to the queue but never runs its workflows."""
+    make_dbos()
+    DBOS.listen_queues([fast_queue, "api-zero-queue"])
+    with pytest.raises(DBOSException, match="more than once"):
+        DBOS.listen_queues([fast_queue])
+    DBOS.launch()
+    with pytest.raises(DBOSException, match="after DBOS is launched"):
+        DBOS.listen_queues([other_queue])
+    workers = set(DBOS.runtime.queues.worker_threads())
+    assert {"api-fast-queue", "api-zero-queue"} <= workers
+    assert "api-other-queue" not in workers
+    parked = other_queue.enqueue(api_queued, 1)
+    unrun = zero_queue.enqueue(api_queued, 2)
+    assert fast_queue.enqueue(api_queued, 3).get_result() == 30
+    for handle in (parked, unrun):
+        assert DBOS.get_workflow_status(handle.workflow_id).status == "ENQUEUED"  # type: ignore[union-attr]
+    DBOS.cancel_workflows([parked.workflow_id, unrun.workflow_id])

@@ -155,6 +155,7 @@ def started_at(queue_name: str) -> list[int]:
         ({"name": "x", "concurrency": 0}, "concurrency"),
         ({"name": "x", "concurrency": 1.5}, "concurrency"),
         ({"name": "x", "worker_concurrency": -1}, "worker_concurrency"),
+        ({"name": "x", "worker_concurrency": 0.5}, "worker_concurrency"),
         ({"name": "x", "concurrency": 2, "worker_concurrency": 3}, "worker_concurrency"),
         ({"name": "x", "limiter": {"limit": 0, "period": 1}}, "limit"),
         ({"name": "x", "limiter": {"limit": 1, "period": 0}}, "period"),
