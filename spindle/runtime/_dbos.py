@@ -26,6 +26,7 @@ from ._errors import DBOSException, DBOSNotLaunchedError
 from ._facade_messaging import MessagingAPI
 from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
+from ._facade_schedules import ScheduleAPI, start_if_launched
 from ._facade_steps import StepAPI, check_step_options
 from ._facade_workflows import WorkflowAPI
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo, is_async
@@ -96,7 +97,7 @@ class _DBOSMeta(DBOSClassProperties):
         return rt.last_timeline if rt is not None else None
 
 
-class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, metaclass=_DBOSMeta):
+class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, metaclass=_DBOSMeta):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
     def __init__(self, *, config: DBOSConfig, clock: Clock | None = None) -> None:
@@ -210,7 +211,9 @@ class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, metaclass=_DBOSMeta):
         def decorator(func: F) -> F:
             info = _workflows.workflow_info(func)
             check_cron(cron, f"scheduled workflow {info.name!r}")
-            POLLERS.add_scheduled(ScheduledPoller(info, cron))
+            poller = ScheduledPoller(info, cron)
+            POLLERS.add_scheduled(poller)
+            start_if_launched(poller)
             return func
 
         return decorator
@@ -246,19 +249,6 @@ class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, metaclass=_DBOSMeta):
             return cls.event_receiver(source)(func)
 
         return decorator
-
-    @classmethod
-    def create_schedule(
-        cls,
-        *,
-        schedule_name: str,
-        workflow_fn: Callable[..., Any],
-        schedule: str,
-        context: Any = None,
-    ) -> None:
-        """Store a cron schedule that runs ``workflow_fn(scheduled_time, context)``;
-        raises if one with this name exists."""
-        _schedule_api.create_schedule(_current.get(), schedule_name, workflow_fn, schedule, context)
 
     @classmethod
     def list_schedules(

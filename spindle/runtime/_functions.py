@@ -62,11 +62,12 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self.workflows: dict[str, WorkflowInfo] = {}
 
-    def add_workflow(self, info: WorkflowInfo) -> None:
+    def add_workflow(self, info: WorkflowInfo, *, warn: bool = True) -> None:
         """Register a workflow; a second function under one name warns, as in DBOS, and
-        replaces the first (recovery runs the latest one registered)."""
+        replaces the first (recovery runs the latest one registered). ``warn=False`` for
+        the temporary workflows of steps and transactions (their step's name warns)."""
         existing = self.workflows.get(info.name)
-        if existing is not None and existing.func is not info.func:
+        if warn and existing is not None and existing.func is not info.func:
             _dbos_logger.warning(
                 "Duplicate registration of function '%s'. A function named '%s' has already "
                 "been registered with DBOS. All functions registered with DBOS must have "

@@ -64,6 +64,9 @@ class PollerService(Protocol):
     def schedules_changed(self) -> None:
         """Re-read the schedules table now (a change made by this process)."""
 
+    def start_scheduled(self, poller: Any) -> None:
+        """Start a ``@DBOS.scheduled`` registration made after launch."""
+
 
 class Runtime:
     """The parts of one running app. Attributes set at launch exist only after it."""

@@ -90,6 +90,26 @@ class ScheduleStore:
         with self._db.transaction() as conn:
             return len(conn.execute(stmt).all()) == 1
 
+    def replace_all(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+        """Create or replace each ``(name, workflow_name, cron, context)`` schedule, all in
+        one transaction (``DBOS.apply_schedules``): a replaced schedule is ACTIVE again."""
+        now = now_ms()
+        with self._db.transaction() as conn:
+            for name, workflow_name, cron, context in rows:
+                conn.execute(sched.delete().where(sched.c.schedule_name == name))
+                conn.execute(
+                    sched.insert().values(
+                        schedule_id=str(uuid.uuid4()),
+                        schedule_name=name,
+                        workflow_name=workflow_name,
+                        schedule=cron,
+                        status=ACTIVE,
+                        context=context,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+
     def list(
         self,
         *,

@@ -21,6 +21,9 @@ from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: DBOS's prefix of the temporary workflow that runs a step or transaction on its own.
+TEMP_PREFIX = "<temp>."
+
 
 def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
     """Calling the workflow directly runs it in the caller's thread (or awaits it)."""
@@ -52,7 +55,11 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
 
 
 def step_wrapper(info: StepInfo, func: F) -> F:
-    """Outside a workflow a step is a plain call; inside, a checkpointed one."""
+    """Outside a workflow a step is a plain call; inside, a checkpointed one.
+
+    As in DBOS, a step also has a temporary workflow ``<temp>.<name>`` that runs it as its
+    one step: what ``start_workflow``, a queue or ``@DBOS.scheduled`` run when given a step.
+    """
     if info.is_async:
 
         @functools.wraps(func)
@@ -62,6 +69,10 @@ def step_wrapper(info: StepInfo, func: F) -> F:
                 return await func(*args, **kwargs)
             return await run_step_async(rt, info, args, kwargs)
 
+        async def temporary_async(*args: Any, **kwargs: Any) -> Any:
+            return await run_step_async(_current.get(), info, args, kwargs)
+
+        _temporary_workflow(info.name, temporary_async, async_wrapper, is_async=True)
         return cast(F, async_wrapper)
 
     @functools.wraps(func)
@@ -71,11 +82,22 @@ def step_wrapper(info: StepInfo, func: F) -> F:
             return func(*args, **kwargs)
         return run_step(rt, info, args, kwargs)
 
+    def temporary(*args: Any, **kwargs: Any) -> Any:
+        return run_step(_current.get(), info, args, kwargs)
+
+    _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)
 
 
-#: DBOS's prefix of the temporary workflow that runs a transaction called outside one.
-TEMP_PREFIX = "<temp>."
+def _temporary_workflow(
+    name: str, body: Callable[..., Any], target: Callable[..., Any], *, is_async: bool
+) -> Callable[..., Any]:
+    """Register ``<temp>.<name>`` running ``body`` and mark ``target`` (a step's or a
+    transaction's wrapper) as startable through it; returns the workflow's own wrapper."""
+    temp_info = WorkflowInfo(TEMP_PREFIX + name, body, is_async, None)
+    GLOBAL_REGISTRY.add_workflow(temp_info, warn=False)
+    target.__spindle_workflow__ = temp_info  # type: ignore[attr-defined]
+    return workflow_wrapper(temp_info, body)
 
 
 def transaction_wrapper(info: TransactionInfo, func: F) -> F:
@@ -94,14 +116,11 @@ def transaction_wrapper(info: TransactionInfo, func: F) -> F:
     def temporary(*args: Any, **kwargs: Any) -> Any:
         return run_transaction(_current.get(), info, args, kwargs)
 
-    temp_info = WorkflowInfo(TEMP_PREFIX + info.name, temporary, False, None)
-    GLOBAL_REGISTRY.add_workflow(temp_info)
-    run_temporary = workflow_wrapper(temp_info, temporary)
-
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         if current_workflow.get() is None:
             return run_temporary(*args, **kwargs)
         return run_transaction(_current.get(), info, args, kwargs)
 
+    run_temporary = _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)
