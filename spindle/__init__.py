@@ -18,12 +18,14 @@ from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
 from .runtime import Queue as Queue
+from .runtime import ScheduleInput as ScheduleInput
 from .runtime import SendMessage as SendMessage
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
 from .runtime import StepInfo as StepInfo
 from .runtime import StepOptions as StepOptions
+from .runtime import VersionInfo as VersionInfo
 from .runtime import WorkflowHandle as WorkflowHandle
 from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
 from .runtime import WorkflowSchedule as WorkflowSchedule
@@ -50,12 +52,14 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",
     "StepOptions",
+    "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",

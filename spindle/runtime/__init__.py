@@ -18,6 +18,7 @@ from ._errors import DBOSSerializationError as DBOSSerializationError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from ._facade_messaging import SendMessage as SendMessage
+from ._facade_schedules import ScheduleInput as ScheduleInput
 from ._facade_steps import StepOptions as StepOptions
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
@@ -30,6 +31,7 @@ from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
+from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
     "DBOS",
@@ -50,12 +52,14 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",
     "StepOptions",
+    "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",

@@ -28,6 +28,7 @@ from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
 from ._facade_schedules import ScheduleAPI, start_if_launched
 from ._facade_steps import StepAPI, check_step_options
+from ._facade_versions import VersionAPI
 from ._facade_workflows import WorkflowAPI
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo, is_async
 from ._functions import function_name as fn_name
@@ -37,6 +38,7 @@ from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
+from ._versions import register as register_version
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,7 +99,9 @@ class _DBOSMeta(DBOSClassProperties):
         return rt.last_timeline if rt is not None else None
 
 
-class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, metaclass=_DBOSMeta):
+class DBOS(
+    WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, VersionAPI, metaclass=_DBOSMeta
+):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
     def __init__(self, *, config: DBOSConfig, clock: Clock | None = None) -> None:
@@ -112,7 +116,9 @@ class DBOS(WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, metaclass=
     @classmethod
     def launch(cls) -> None:
         """Open the databases, start the background threads and recover pending workflows."""
-        _lifecycle.launch(_current.get())
+        rt = _current.get()
+        _lifecycle.launch(rt)
+        register_version(rt)  # as DBOS: list_application_versions shows every launch
 
     @classmethod
     def destroy(

@@ -13,6 +13,7 @@ from ._schema import (
     NOTIFICATIONS_CHANNEL,
     SCHEMA,
     WORKFLOW_EVENTS_CHANNEL,
+    application_versions,
     notifications,
     operation_outputs,
     schema_version,
@@ -110,8 +111,9 @@ def _v5_partitions(conn: Connection) -> None:
 
 def _v6_forks_and_delays(conn: Connection) -> None:
     """DBOS's ``forked_from`` (the workflow a fork was copied from) and
-    ``delay_until_epoch_ms`` (when a DELAYED workflow enters its queue). ``_v1`` makes a
-    fresh table with them already; an older one gets them here."""
+    ``delay_until_epoch_ms`` (when a DELAYED workflow enters its queue): ``_v1`` makes a
+    fresh table with them already, an older one gets them here. And DBOS's
+    ``application_versions`` table."""
     sqlite = conn.dialect.name == "sqlite"
     prefix = "" if sqlite else f"{SCHEMA}."
     schema = None if sqlite else SCHEMA
@@ -119,6 +121,7 @@ def _v6_forks_and_delays(conn: Connection) -> None:
     for column, kind in (("forked_from", "TEXT"), ("delay_until_epoch_ms", "BIGINT")):
         if column not in columns:
             conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} {kind}")
+    application_versions.create(conn, checkfirst=True)
 
 
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.

@@ -132,6 +132,18 @@ workflow_events = sa.Table(
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
 
+#: DBOS's application versions: each version that launched on this database; the one with
+#: the greatest ``version_timestamp`` is the latest (``set_latest_application_version``).
+application_versions = sa.Table(
+    "application_versions",
+    metadata,
+    sa.Column("version_id", sa.Text, primary_key=True),
+    sa.Column("version_name", sa.Text, nullable=False, unique=True),
+    sa.Column("version_timestamp", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("application_name", sa.Text, nullable=True),
+)
+
 schema_version = sa.Table(
     "spindle_schema_version",
     metadata,

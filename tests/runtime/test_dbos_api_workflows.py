@@ -406,3 +406,20 @@ def test_admin_json_has_dbos_field_names(dbos: type[DBOS]) -> None:
     assert set(body) >= DBOS_WORKFLOW_JSON_FIELDS
     assert (body["Output"], body["Priority"], body["WasForkedFrom"]) == ("14", "0", True)
     assert body["CompletedAt"] == str(status.completed_at)
+
+
+def test_application_versions(make_dbos: MakeDBOS) -> None:
+    """Each launch registers its version; set_latest_application_version makes one the
+    latest; the _async twins agree."""
+    make_dbos(application_version="v1").launch()
+    (v1,) = DBOS.list_application_versions()
+    assert (v1["version_name"], v1["application_name"]) == ("v1", "spindle-test")
+    assert DBOS.get_latest_application_version()["version_name"] == "v1"
+    DBOS.set_latest_application_version("v2")
+    assert [v["version_name"] for v in DBOS.list_application_versions()] == ["v2", "v1"]
+    DBOS.set_latest_application_version("v1")
+    latest = asyncio.run(DBOS.get_latest_application_version_async())
+    assert latest["version_name"] == "v1"
+    assert len(asyncio.run(DBOS.list_application_versions_async())) == 2
+    with pytest.raises(ValueError, match="application_name"):
+        DBOS.set_latest_application_version("v3", application_name="another-app")
