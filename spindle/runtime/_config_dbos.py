@@ -50,8 +50,8 @@ def _opt_str_dict(v: Any) -> bool:
     )
 
 
-#: DBOS key -> (check, expected, why it changes nothing in Spindle). The value is validated
-#: and kept in ``Config.dbos_settings``.
+#: DBOS key -> (check, expected, how Spindle uses it or why it changes nothing here). The
+#: value is validated and kept in ``Config.dbos_settings``.
 INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "sys_db_polling_concurrency": (
         _opt_int,
@@ -73,7 +73,7 @@ INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "otlp_attributes": (
         _opt_str_dict,
         "a dict of str to str or None",
-        "spans carry service.name and the thread attributes only",
+        "used: set on every workflow, step and transaction span (diagnostics on)",
     ),
     "enable_otlp": (
         _bool,
@@ -111,7 +111,7 @@ INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "otel_attribute_format": (
         lambda v: v is None or v in ("legacy", "semconv"),
         "'legacy', 'semconv' or None",
-        "no per-workflow spans yet: the thread spans keep their own names",
+        "used: the attribute names of workflow, step and transaction spans",
     ),
 }
 

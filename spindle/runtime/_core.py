@@ -277,17 +277,24 @@ def _workflow(
 ) -> Op[Any]:
     """One workflow run, sync or async: the body is the one effect, its outcome recorded."""
     tokens = _enter(rt, entry, info, deadline_ms, recorded)
+    # Diagnostics on: the workflow's span is current while its body runs (None: off).
+    spans = rt.op_tracer
+    span = spans.start(info.name, "workflow", entry.workflow_id) if spans is not None else None
+    failure: BaseException | None = None
     try:
         try:
             check_boundary(rt, entry)
             result = yield Call(info.func, args, kwargs)
         except BaseException as exc:
+            failure = exc
             if info.is_async and isinstance(exc, asyncio.CancelledError) and rt.interrupting:
                 exc = WorkflowInterrupted()
             _conclude_error(rt, entry, exc)
         else:
             _conclude_ok(rt, entry, info, result)
     finally:
+        if spans is not None:
+            spans.end(span, failure)
         _leave(tokens)
         rt.timeouts.remove(entry.workflow_id)
         rt.active.release(entry)

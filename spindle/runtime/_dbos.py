@@ -34,6 +34,7 @@ from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._functions import function_name as fn_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
+from ._op_spans import OperationTracer
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
@@ -119,6 +120,15 @@ class DBOS(
         rt = _current.get()
         _lifecycle.launch(rt)
         register_version(rt)  # as DBOS: list_application_versions shows every launch
+        if rt.diag is not None and rt.diag.exporting:
+            settings = rt.config.dbos_settings
+            rt.op_tracer = OperationTracer(
+                rt.diag.tracer,
+                application_version=rt.config.application_version,
+                executor_id=rt.config.executor_id,
+                attribute_format=settings.get("otel_attribute_format") or "legacy",
+                extra_attributes=settings.get("otlp_attributes"),
+            )
 
     @classmethod
     def destroy(

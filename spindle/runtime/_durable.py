@@ -417,10 +417,13 @@ def step(
     if _step_log.isEnabledFor(logging.DEBUG):
         _step_log.debug("Running step, id: %d, name: %s", fid, name)
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
-    error: BaseException | None
+    error: BaseException | None = None
     ctx.in_step = True  # durable calls inside run plainly: this operation is the checkpoint
     if retries is not None and retries.retries_allowed:
         ctx.step_retry = (0, retries.max_attempts)
+    # Diagnostics on: the step's span (a child of its workflow's) is current while it runs.
+    spans = getattr(rt, "op_tracer", None)
+    span = spans.start(name, "step", ctx.workflow_id) if spans is not None else None
     try:
         while True:
             try:
@@ -454,6 +457,8 @@ def step(
     finally:
         ctx.in_step = False
         ctx.step_retry = None
+        if spans is not None:
+            spans.end(span, error)
     return conclude(rt, ctx, fid, name, result, error)
 
 

@@ -65,5 +65,9 @@ class DBOSClassProperties(type):
 
     @property
     def tracer(cls) -> trace.Tracer:
-        """An OpenTelemetry tracer named ``dbos`` from the app's tracer provider."""
+        """The tracer of the workflow and step spans when diagnostics export them; else a
+        tracer named ``dbos`` from the app's global tracer provider."""
+        rt = _current.peek()
+        if rt is not None and rt.diag is not None and rt.diag.exporting:
+            return rt.diag.tracer
         return trace.get_tracer("dbos")

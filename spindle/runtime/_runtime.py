@@ -30,6 +30,7 @@ from ._event_loop import BackgroundLoop
 from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
 from ._notifications import NotificationListener
+from ._op_spans import OperationTracer
 from ._supervisor import Supervised, Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
@@ -105,6 +106,8 @@ class Runtime:
         self.background_tasks: set[asyncio.Task[Any]] = set()
         # DBOS.listen_queues (before launch): the only queues this process dequeues from.
         self.listening_queues: frozenset[str] | None = None
+        # Spans per workflow/step/transaction (_op_spans), with diagnostics on; else None.
+        self.op_tracer: OperationTracer | None = None
 
     @property
     def admin_url(self) -> str | None:

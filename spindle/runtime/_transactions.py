@@ -52,6 +52,13 @@ def _transaction(
                     raise deserialize_exception(done[1])
                 return deserialize(done[0])
         check_boundary(rt, ctx.entry)
+    spans = getattr(rt, "op_tracer", None)
+    span = (
+        spans.start(info.name, "transaction", wf_id)
+        if spans is not None and wf_id is not None
+        else None
+    )
+    failure: BaseException | None = None
     try:
         with appdb.transaction(
             workflow_id=wf_id,
@@ -62,8 +69,12 @@ def _transaction(
             outcome.value = yield Call(info.func, args, kwargs)
         return outcome.value
     except Exception as exc:
+        failure = exc
         _failed(rt, appdb, wf_id, fid, exc)
         raise
+    finally:
+        if spans is not None:
+            spans.end(span, failure)
 
 
 def _failed(

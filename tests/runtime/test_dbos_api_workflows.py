@@ -423,3 +423,51 @@ def test_application_versions(make_dbos: MakeDBOS) -> None:
     assert len(asyncio.run(DBOS.list_application_versions_async())) == 2
     with pytest.raises(ValueError, match="application_name"):
         DBOS.set_latest_application_version("v3", application_name="another-app")
+
+
+@DBOS.step()
+def span_probe() -> str:
+    span = DBOS.span
+    return format(span.get_span_context().span_id, "016x") if span is not None else ""
+
+
+@DBOS.workflow()
+def span_workflow() -> str:
+    return span_probe()
+
+
+@pytest.mark.parametrize(
+    ("attribute_format", "uuid_key", "type_key"),
+    [
+        ("legacy", "operationUUID", "operationType"),
+        ("semconv", "dbos.operation.workflow_id", "dbos.operation.type"),
+    ],
+)
+def test_workflow_and_step_spans(
+    make_dbos: MakeDBOS,
+    spindle_span_exporter: Any,
+    attribute_format: str,
+    uuid_key: str,
+    type_key: str,
+) -> None:
+    """With diagnostics on, each workflow and step is a span with DBOS's attribute names
+    (legacy or semconv); the step's span is the workflow's child and is DBOS.span inside."""
+    make_dbos(
+        enable_diagnostics=True,
+        otel_attribute_format=attribute_format,
+        otlp_attributes={"team": "shop"},
+    ).launch()
+    with SetWorkflowID("traced"):
+        probed = span_workflow()
+    spans = {s.name: s for s in spindle_span_exporter.get_finished_spans()}
+    wf, step = spans["span_workflow"], spans["span_probe"]
+    assert (wf.attributes[uuid_key], wf.attributes[type_key]) == ("traced", "workflow")
+    assert (step.attributes[uuid_key], step.attributes[type_key]) == ("traced", "step")
+    assert step.parent.span_id == wf.context.span_id
+    assert format(step.context.span_id, "016x") == probed
+    assert wf.attributes["team"] == "shop"
+    version_key = (
+        "applicationVersion" if attribute_format == "legacy" else "dbos.application.version"
+    )
+    assert wf.attributes[version_key] == "0"
+    assert DBOS.span is None  # outside any operation
