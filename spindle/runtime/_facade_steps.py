@@ -3,14 +3,18 @@ the checks DBOS 2.30 makes on step options, as a base class of the facade."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict, TypeVar
 
 from . import _current
+from ._context import current_workflow
 from ._core import run_step, run_step_async
+from ._durable import begin, record, replay
 from ._errors import DBOSException
 from ._functions import StepInfo, function_name
+from ._serialization import serialize
 
 R = TypeVar("R")
 
@@ -107,3 +111,42 @@ class StepAPI:
         if not info.is_async:
             return run_step(_current.get(), info, args, kwargs)
         return await run_step_async(_current.get(), info, args, kwargs)
+
+    @classmethod
+    async def asyncio_wait(
+        cls,
+        fs: list[Awaitable[Any]],
+        *,
+        timeout: float | None = None,
+        return_when: str = asyncio.ALL_COMPLETED,
+    ) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
+        """``asyncio.wait`` whose outcome (which awaitables were done) is checkpointed in a
+        workflow, so a recovered workflow sees the same split (as DBOS)."""
+        tasks = [asyncio.ensure_future(f) for f in fs]
+        ctx = current_workflow.get()
+        if ctx is None or ctx.in_step:
+            return await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
+        rt = _current.get()
+        # The checkpoint's ID is taken before the awaitables start (their steps take theirs
+        # when they first run, at the wait below), in every run alike. Not through
+        # ``_durable.step``: that marks the workflow in a step, and the awaitables' own steps
+        # would then run unrecorded.
+        fid, row = begin(rt, ctx)
+        if row is not None:
+            picked = set(replay(row))
+        else:
+            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
+            indices = [i for i, t in enumerate(tasks) if t in done]
+            other = record(
+                rt,
+                ctx,
+                fid,
+                "DBOS.asyncio_wait",
+                output=serialize(indices, "the outcome of DBOS.asyncio_wait"),
+                error=None,
+            )
+            picked = set(indices if other is None else replay(other))
+        done_set = {tasks[i] for i in picked}
+        if done_set:
+            await asyncio.wait(done_set)
+        return done_set, {t for i, t in enumerate(tasks) if i not in picked}

@@ -471,3 +471,36 @@ def test_workflow_and_step_spans(
     )
     assert wf.attributes[version_key] == "0"
     assert DBOS.span is None  # outside any operation
+
+
+@DBOS.step()
+async def aw_step(x: int) -> int:
+    bump(f"aw:{x}")
+    return x * 2
+
+
+@DBOS.workflow()
+async def aw_workflow() -> list[int]:
+    done, pending = await DBOS.asyncio_wait([aw_step(1), aw_step(2)])
+    assert not pending
+    return sorted(t.result() for t in done)
+
+
+def test_asyncio_wait_is_checkpointed(dbos: type[DBOS]) -> None:
+    """DBOS.asyncio_wait in a workflow records which awaitables were done (its own step,
+    before the steps it waits on); a replay returns the same split without rerunning them;
+    outside a workflow it is asyncio.wait."""
+    with SetWorkflowID("aw"):
+        assert asyncio.run(aw_workflow()) == [2, 4]
+    steps = DBOS.list_workflow_steps("aw")
+    assert [s["function_name"] for s in steps] == ["DBOS.asyncio_wait", "aw_step", "aw_step"]
+    assert steps[0]["output"] == [0, 1]
+    replayed = DBOS.fork_workflow("aw", 4)
+    assert replayed.get_result() == [2, 4]
+    assert calls == {"aw:1": 1, "aw:2": 1}
+
+    async def outside() -> int:
+        done, _ = await DBOS.asyncio_wait([asyncio.sleep(0, result=3)])
+        return int(done.pop().result())
+
+    assert asyncio.run(outside()) == 3
