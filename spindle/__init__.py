@@ -14,6 +14,7 @@ from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
@@ -48,6 +49,7 @@ __all__ = [
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",

@@ -5,6 +5,7 @@ from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._dbos import DBOS as DBOS
+from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
 from ._errors import DBOSException as DBOSException
@@ -48,6 +49,7 @@ __all__ = [
     "DBOSSerializationError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from . import _current, _durable
+from ._enqueue_options import EnqueueOptions, enqueue_with_options
 from ._errors import DBOSException
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
@@ -168,3 +169,22 @@ class QueueAPI:
         if rt.listening_queues is not None:
             raise DBOSException("listen_queues called more than once")
         rt.listening_queues = frozenset(q if isinstance(q, str) else q.name for q in queues)
+
+    @classmethod
+    def enqueue_workflow_with_options(
+        cls, options: EnqueueOptions, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Enqueue a workflow by name and options, without its function (another process
+        may implement it); inside a workflow it is a child, enqueued exactly once."""
+        rt = _current.get()
+        workflow_id = enqueue_with_options(rt, options, args, kwargs)
+        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id))
+
+    @classmethod
+    async def enqueue_workflow_with_options_async(
+        cls, options: EnqueueOptions, *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[Any]:
+        """Async :meth:`enqueue_workflow_with_options`."""
+        rt = _current.get()
+        workflow_id = enqueue_with_options(rt, options, args, kwargs)
+        return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))

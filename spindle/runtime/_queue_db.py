@@ -138,7 +138,7 @@ def insert_enqueued(
     inputs: bytes,
     queue_name: str,
     executor_id: str,
-    application_version: str,
+    application_version: str | None,
     parent_workflow_id: str | None,
     timeout_ms: int | None,
     deadline_epoch_ms: int | None,

@@ -13,6 +13,7 @@ from spindle import (
     DBOS,
     DBOSException,
     DBOSNonExistentWorkflowError,
+    EnqueueOptions,
     Queue,
     SendMessage,
     SetEnqueueOptions,
@@ -206,3 +207,31 @@ def test_listen_queues_and_zero_worker_share(make_dbos: MakeDBOS) -> None:
     for handle in (parked, unrun):
         assert DBOS.get_workflow_status(handle.workflow_id).status == "ENQUEUED"  # type: ignore[union-attr]
     DBOS.cancel_workflows([parked.workflow_id, unrun.workflow_id])
+
+
+def test_enqueue_workflow_with_options(dbos: type[DBOS]) -> None:
+    """enqueue_workflow_with_options: by name, without the function; the row has no app
+    version unless given (anyone's to run); an ID makes it idempotent; unknown keys raise."""
+    options: EnqueueOptions = {
+        "workflow_name": "api_queued",
+        "queue_name": "api-queue",
+        "workflow_id": "by-name",
+    }
+    handle = DBOS.enqueue_workflow_with_options(options, 6)
+    assert handle.get_result() == 60
+    status = DBOS.get_workflow_status("by-name")
+    assert status is not None
+    assert (status.queue_name, status.app_version) == ("api-queue", None)
+    assert DBOS.enqueue_workflow_with_options(options, 6).get_result() == 60  # same ID
+    with pytest.raises(DBOSException, match="Invalid priority 0"):
+        DBOS.enqueue_workflow_with_options({**options, "priority": 0})
+    with pytest.raises(DBOSException, match="'class_name' is not supported"):
+        DBOS.enqueue_workflow_with_options({**options, "class_name": "C"})  # type: ignore[typeddict-unknown-key]
+
+    async def main() -> Any:
+        h = await DBOS.enqueue_workflow_with_options_async(
+            {"workflow_name": "api_queued", "queue_name": "api-queue"}, 7
+        )
+        return await h.get_result()
+
+    assert asyncio.run(main()) == 70
