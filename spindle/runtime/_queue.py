@@ -276,6 +276,29 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
         super().__init__(_enqueue_options, self.options)
 
 
+def check_no_enqueue_options() -> None:
+    """As DBOS: ``SetEnqueueOptions`` around a workflow that is started, not enqueued, is
+    an error (its options would silently do nothing)."""
+    options = _enqueue_options.get()
+    if options is None:
+        return
+    named = [
+        name
+        for name, value in (
+            ("deduplication_id", options.deduplication_id),
+            ("priority", options.priority),
+            ("queue_partition_key", options.queue_partition_key),
+            ("delay_seconds", options.delay_seconds),
+        )
+        if value is not None
+    ]
+    if named:
+        raise DBOSException(
+            f"Enqueue option(s) {', '.join(named)} set on a workflow that is not being "
+            "enqueued. These options are only supported when enqueueing a workflow onto a queue."
+        )
+
+
 def enqueue_workflow(
     rt: Runtime,
     queue: Queue,

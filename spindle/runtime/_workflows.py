@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queue import check_no_enqueue_options
 from ._queue_db import requeue_resumed
 from ._rows import PENDING
 from ._runtime import Runtime
@@ -61,6 +62,7 @@ def start_workflow(
     rt: Runtime, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> WorkflowHandle[Any]:
     """Start a workflow in the background and return its handle at once."""
+    check_no_enqueue_options()
     info = workflow_info(func)
     start = prepare_workflow(rt, info, args, kwargs)
     dispatch(rt, info, start)
@@ -71,6 +73,7 @@ def start_workflow_async(
     rt: Runtime, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> WorkflowHandleAsync[Any]:
     """Start a workflow from async code: an async workflow runs on the caller's loop."""
+    check_no_enqueue_options()
     info = workflow_info(func)
     start = prepare_workflow(rt, info, args, kwargs)
     if start.run is not None:

@@ -17,6 +17,7 @@ from ._core import prepare_workflow, run_step, run_step_async, wait_async
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
+from ._queue import check_no_enqueue_options
 from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +33,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
+            check_no_enqueue_options()
             start = prepare_workflow(rt, info, args, kwargs)
             if start.run is not None:
                 return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
@@ -43,6 +45,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
+            check_no_enqueue_options()
             start = prepare_workflow(rt, info, args, kwargs)
             # Called directly: run in the caller's thread.
             if start.run is not None and start.entry.claim():

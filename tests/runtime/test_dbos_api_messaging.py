@@ -235,3 +235,19 @@ def test_enqueue_workflow_with_options(dbos: type[DBOS]) -> None:
         return await h.get_result()
 
     assert asyncio.run(main()) == 70
+
+
+def test_enqueue_options_outside_an_enqueue_raise(dbos: type[DBOS]) -> None:
+    """As DBOS: SetEnqueueOptions around a workflow that is started, not enqueued, raises
+    (its options would do nothing); around an enqueue they apply."""
+    with (
+        SetEnqueueOptions(deduplication_id="d"),
+        pytest.raises(
+            DBOSException, match="deduplication_id set on a workflow that is not being enqueued"
+        ),
+    ):
+        DBOS.start_workflow(api_queued, 1)
+    with SetEnqueueOptions(delay_seconds=1), pytest.raises(DBOSException, match="delay_seconds"):
+        api_queued(1)
+    with SetEnqueueOptions(app_version="0"):  # not an enqueue-only option in DBOS either
+        assert api_queued(2) == 20
