@@ -43,6 +43,9 @@ from ._versions import register as register_version
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: DBOS's default bound on a workflow's recoveries (a process that keeps crashing on it).
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
 R = TypeVar("R")
 
 
@@ -158,9 +161,14 @@ class DBOS(
 
     @classmethod
     def workflow(
-        cls, *, name: str | None = None, max_recovery_attempts: int | None = None
+        cls,
+        *,
+        name: str | None = None,
+        max_recovery_attempts: int | None = DEFAULT_MAX_RECOVERY_ATTEMPTS,
     ) -> Callable[[F], F]:
-        """Make a function a durable workflow (sync or ``async def``)."""
+        """Make a function a durable workflow (sync or ``async def``); after
+        ``max_recovery_attempts`` recoveries (DBOS's default 100; None: no limit) it is
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
 
         def decorator(func: F) -> F:
             info = WorkflowInfo(name or fn_name(func), func, is_async(func), max_recovery_attempts)

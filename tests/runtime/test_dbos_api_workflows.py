@@ -504,3 +504,29 @@ def test_asyncio_wait_is_checkpointed(dbos: type[DBOS]) -> None:
         return int(done.pop().result())
 
     assert asyncio.run(outside()) == 3
+
+
+@DBOS.workflow()
+def default_limited() -> str:
+    return "ran"
+
+
+def test_default_max_recovery_attempts_is_dbos_100(make_dbos: MakeDBOS) -> None:
+    """As DBOS, a workflow is recovered at most 100 times by default: one that used them up
+    is MAX_RECOVERY_ATTEMPTS_EXCEEDED on the next launch, not run a 101st time."""
+    from spindle.runtime._schema import workflow_status
+
+    make_dbos().launch()
+    with SetWorkflowID("crashy-100"):
+        assert default_limited() == "ran"
+    with DBOS.runtime.sysdb.transaction() as conn:
+        conn.execute(
+            workflow_status.update()
+            .where(workflow_status.c.workflow_uuid == "crashy-100")
+            .values(status="PENDING", output=None, recovery_attempts=100)
+        )
+    DBOS.destroy()
+    DBOS.launch()
+    status = DBOS.get_workflow_status("crashy-100")
+    assert status is not None
+    assert status.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
