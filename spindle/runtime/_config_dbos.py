@@ -63,13 +63,21 @@ INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
         "a dict of create_engine arguments or None",
         "Spindle sizes its own engines (sys_db_pool_size) and keeps hot-path connections",
     ),
-    "otlp_log_level": (_opt_level, "a logging level name or None", "no OTLP log export"),
+    "otlp_log_level": (
+        _opt_level,
+        "a logging level name or None",
+        "used: the level of the OTLP log export (log_level when None)",
+    ),
     "console_log_level": (
         _opt_level,
         "a logging level name or None",
         "Spindle adds no console handler: the app's logging config applies to 'dbos'",
     ),
-    "otlp_logs_endpoints": (_opt_str_list, "a list of URLs or None", "no OTLP log export"),
+    "otlp_logs_endpoints": (
+        _opt_str_list,
+        "a list of URLs or None",
+        "used: with enable_otlp, the 'dbos' logger's records go there over OTLP/HTTP",
+    ),
     "otlp_attributes": (
         _opt_str_dict,
         "a dict of str to str or None",
@@ -78,7 +86,7 @@ INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "enable_otlp": (
         _bool,
         "True or False",
-        "spans are exported when enable_diagnostics is True",
+        "used: turns on the OTLP log export; spans are exported with enable_diagnostics",
     ),
     "conductor_key": (_opt_str, "a string or None", "no Conductor client in this build"),
     "conductor_url": (_opt_str, "a URL or None", "no Conductor client in this build"),

@@ -35,6 +35,7 @@ from ._functions import function_name as fn_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
 from ._op_spans import OperationTracer
+from ._otlp_logs import start as start_log_export
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
@@ -123,8 +124,12 @@ class DBOS(
         rt = _current.get()
         _lifecycle.launch(rt)
         register_version(rt)  # as DBOS: list_application_versions shows every launch
+        settings, cfg = rt.config.dbos_settings, rt.config
+        if rt.log_export is None:
+            rt.log_export = start_log_export(
+                settings, service_name=cfg.name, log_level=cfg.log_level
+            )
         if rt.diag is not None and rt.diag.exporting:
-            settings = rt.config.dbos_settings
             rt.op_tracer = OperationTracer(
                 rt.diag.tracer,
                 application_version=rt.config.application_version,
@@ -141,6 +146,9 @@ class DBOS(
         rt = _current.peek()
         if rt is not None:
             _lifecycle.destroy(rt, workflow_completion_timeout_sec)
+            log_export, rt.log_export = rt.log_export, None
+            if log_export is not None:  # last: the shutdown's own log lines are exported
+                log_export.shutdown()
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
             GLOBAL_QUEUES.clear()

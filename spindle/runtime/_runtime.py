@@ -31,6 +31,7 @@ from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
 from ._notifications import NotificationListener
 from ._op_spans import OperationTracer
+from ._otlp_logs import LogExport
 from ._supervisor import Supervised, Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
@@ -108,6 +109,8 @@ class Runtime:
         self.listening_queues: frozenset[str] | None = None
         # Spans per workflow/step/transaction (_op_spans), with diagnostics on; else None.
         self.op_tracer: OperationTracer | None = None
+        # DBOS's OTLP log export of the ``dbos`` logger (_otlp_logs), when configured.
+        self.log_export: LogExport | None = None
 
     @property
     def admin_url(self) -> str | None:
