@@ -19,7 +19,16 @@ from ._context import (
     next_workflow_id,
     timeout_is_set,
 )
-from ._durable import Call, Op, check_boundary, drive, drive_async, sleep, step
+from ._durable import (
+    Call,
+    Op,
+    PreemptibleCall,
+    check_boundary,
+    drive,
+    drive_async,
+    sleep,
+    step,
+)
 from ._errors import (
     DBOSConflictingWorkflowError,
     DBOSRuntimeShutdownError,
@@ -358,7 +367,12 @@ async def run_step_async(
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return await info.func(*args, **kwargs)
-    return await drive_async(step(rt, ctx, info.name, Call(info.func, args, kwargs), info))
+    call = (
+        PreemptibleCall(ctx.entry, info.func, args, kwargs)
+        if info.preemptible
+        else Call(info.func, args, kwargs)
+    )
+    return await drive_async(step(rt, ctx, info.name, call, info))
 
 
 def durable_sleep(rt: Runtime, seconds: float) -> None:

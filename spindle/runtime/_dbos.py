@@ -216,6 +216,7 @@ class DBOS(
                 interval_seconds,
                 backoff_rate,
                 should_retry,
+                preemptible,
             )
             return step_wrapper(info, func)
 

@@ -31,6 +31,7 @@ plus the one-line classmethod on the facade that calls it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator
@@ -102,6 +103,56 @@ class Call(Effect):
     def run_async(self) -> Awaitable[Any]:
         """The coroutine ``func(*args, **kwargs)``, for the driver to await."""
         return self.func(*self.args, **self.kwargs)  # type: ignore[no-any-return]
+
+
+class PreemptibleCall(Call):
+    """An async step's call that a cancel (or shutdown) of its workflow cuts short (DBOS's
+    ``preemptible``): the coroutine runs as a task, cancelled when the workflow is woken for
+    good; the step then ends as the workflow does, unrecorded."""
+
+    __slots__ = ("entry",)
+
+    def __init__(
+        self,
+        entry: ActiveWorkflow,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__(func, args, kwargs)
+        self.entry = entry
+
+    async def _run(self) -> Any:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.func(*self.args, **self.kwargs))
+        woken = loop.create_future()
+
+        def set_woken() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(set_woken)
+
+        remove = self.entry.add_wake_callback(wake)
+        try:
+            await asyncio.wait({task, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            remove()
+        entry = self.entry
+        if not task.done() and (entry.cancelled or entry.interrupted):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if entry.interrupted:
+                raise WorkflowInterrupted()
+            raise DBOSWorkflowCancelledError(f"workflow {entry.workflow_id!r} was cancelled")
+        return await task
+
+    def run_async(self) -> Awaitable[Any]:
+        """The step's coroutine, raced against its workflow's cancel."""
+        return self._run()
 
 
 class Decide(Effect):

@@ -46,10 +46,6 @@ def check_step_options(
             f"Step {step_name} is sync but preemptible=True. "
             "Preemption is only supported for async steps."
         )
-    if preemptible:
-        # Not silently ignored: a cancelled workflow stops at its next step boundary here,
-        # never inside an async step.
-        raise DBOSException(f"Step {step_name}: preemptible steps are not supported by Spindle")
 
 
 def _info(options: StepOptions | None, func: Callable[..., Any]) -> StepInfo:
@@ -76,6 +72,7 @@ def _info(options: StepOptions | None, func: Callable[..., Any]) -> StepInfo:
         interval,
         backoff,
         should_retry,
+        opts.get("preemptible", False),
     )
 
 

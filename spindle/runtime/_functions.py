@@ -34,6 +34,8 @@ class StepInfo:
     backoff_rate: float
     #: DBOS's ``should_retry``: called with each failure; False stops the retries.
     should_retry: Callable[[BaseException], Any] | None = None
+    #: DBOS's ``preemptible`` (async steps): a cancel of the workflow cancels the step.
+    preemptible: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from spindle import (
     DBOSException,
     DBOSNonExistentWorkflowError,
     SetWorkflowID,
+    WorkflowHandle,
     WorkflowStatus,
 )
 from spindle.runtime._facade_props import StepStatus
@@ -530,3 +531,31 @@ def test_default_max_recovery_attempts_is_dbos_100(make_dbos: MakeDBOS) -> None:
     status = DBOS.get_workflow_status("crashy-100")
     assert status is not None
     assert status.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+
+
+step_started = threading.Event()
+
+
+@DBOS.step(preemptible=True)
+async def preemptible_wait() -> str:
+    step_started.set()
+    await asyncio.sleep(3600)  # only a cancel of the workflow ends this
+    return "never"
+
+
+@DBOS.workflow()
+async def preemptible_workflow() -> str:
+    return await preemptible_wait()
+
+
+def test_preemptible_step_is_cancelled_with_its_workflow(dbos: type[DBOS]) -> None:
+    """@DBOS.step(preemptible=True): cancelling the workflow cancels the running async step
+    at once (not at its end), and the step is not recorded."""
+    step_started.clear()
+    handle: WorkflowHandle[Any] = DBOS.start_workflow(preemptible_workflow)
+    assert step_started.wait(WAIT)
+    DBOS.cancel_workflow(handle.workflow_id)
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        handle.get_result()
+    assert DBOS.get_workflow_status(handle.workflow_id).status == "CANCELLED"  # type: ignore[union-attr]
+    assert DBOS.list_workflow_steps(handle.workflow_id) == []
