@@ -90,6 +90,11 @@ def test_apply_schedules_and_async_twins(dbos: type[DBOS]) -> None:
     got, names = asyncio.run(main())
     assert got is not None
     assert got["schedule_name"] == "c"
+    assert (got["workflow_class_name"], got["automatic_backfill"], got["cron_timezone"]) == (
+        None,
+        False,
+        None,
+    )
     assert names == ["b", "c"]
 
 
