@@ -11,14 +11,20 @@ run them on the caller's loop, as the rest of the facade does; the twins that wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Unpack
 
 from . import _admin_db, _current, _durable, _introspect_db, _introspection, _workflows
-from ._context import next_workflow_id
-from ._errors import DBOSException, DBOSNonExistentWorkflowError
+from ._context import current_workflow, next_workflow_id
+from ._errors import (
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    DBOSRuntimeShutdownError,
+    WorkflowInterrupted,
+)
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._introspection import StepInfo, WorkflowFilters
 from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS, now_ms
@@ -28,6 +34,19 @@ from ._status import WorkflowStatus
 #: DBOS's default polling interval of ``wait_first`` (seconds).
 DEFAULT_POLLING_INTERVAL = 1.0
 _ENDED = [SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED]
+
+
+@contextlib.contextmanager
+def _shutdown_unrecorded() -> Iterator[None]:
+    """In a workflow, the runtime shutting down while a read waits must not become that
+    step's recorded error: it unwinds the workflow instead, which stays PENDING for recovery
+    (``WorkflowInterrupted`` passes the step's ``except Exception``)."""
+    try:
+        yield
+    except DBOSRuntimeShutdownError:
+        if current_workflow.get() is None:
+            raise
+        raise WorkflowInterrupted() from None
 
 
 def _rt() -> Runtime:
@@ -85,7 +104,8 @@ def _wait_first_id(rt: Runtime, ids: list[str], interval: float) -> str:
         if first is not None:
             return first
         if rt.stopping.is_set():
-            raise DBOSException("the runtime shut down while waiting in wait_first")
+            with _shutdown_unrecorded():  # inside the step: never its recorded error
+                raise DBOSRuntimeShutdownError("the runtime shut down while waiting in wait_first")
         wake.wait(interval)
         wake.clear()
 
@@ -217,7 +237,8 @@ class WorkflowAPI:
         rt = _rt()
 
         def result(rt: Runtime, wf_id: str) -> Any:
-            return _workflows.handle(rt, wf_id).get_result()
+            with _shutdown_unrecorded():
+                return _workflows.handle(rt, wf_id).get_result()
 
         return _durable.call(rt, "DBOS.getResult", result, rt, workflow_id)
 
@@ -227,7 +248,9 @@ class WorkflowAPI:
         rt = _rt()
 
         async def result(wf_id: str) -> Any:
-            return await WorkflowHandleAsync[Any](rt, wf_id, rt.active.get(wf_id)).get_result()
+            with _shutdown_unrecorded():
+                handle = WorkflowHandleAsync[Any](rt, wf_id, rt.active.get(wf_id))
+                return await handle.get_result()
 
         return await _durable.call_async(rt, "DBOS.getResult", result, workflow_id)
 
@@ -272,7 +295,10 @@ class WorkflowAPI:
                 if first is not None:
                     return first
                 if rt.stopping.is_set():
-                    raise DBOSException("the runtime shut down while waiting in wait_first")
+                    with _shutdown_unrecorded():
+                        raise DBOSRuntimeShutdownError(
+                            "the runtime shut down while waiting in wait_first"
+                        )
                 try:
                     await asyncio.wait_for(wake.wait(), polling_interval_sec)
                 except TimeoutError:

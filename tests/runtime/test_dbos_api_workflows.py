@@ -559,3 +559,54 @@ def test_preemptible_step_is_cancelled_with_its_workflow(dbos: type[DBOS]) -> No
         handle.get_result()
     assert DBOS.get_workflow_status(handle.workflow_id).status == "CANCELLED"  # type: ignore[union-attr]
     assert DBOS.list_workflow_steps(handle.workflow_id) == []
+
+
+waiting = threading.Event()
+
+
+@DBOS.workflow()
+def sleeps_long() -> None:
+    DBOS.sleep(3600)
+
+
+@DBOS.workflow()
+def waits_for(child_id: str) -> Any:
+    waiting.set()
+    return DBOS.get_result(child_id)
+
+
+def test_shutdown_during_get_result_is_not_recorded(make_dbos: MakeDBOS, db_url: str) -> None:
+    """A workflow waiting in DBOS.get_result when the runtime shuts down stays PENDING, and
+    the shutdown is not recorded as its DBOS.getResult step's error (it would replay)."""
+    import sqlalchemy as sa
+
+    from spindle.runtime._schema import operation_outputs, workflow_status
+
+    waiting.clear()
+    make_dbos().launch()
+    child = DBOS.start_workflow(sleeps_long)
+    with SetWorkflowID("waiter"):
+        DBOS.start_workflow(waits_for, child.workflow_id)
+    assert waiting.wait(WAIT)
+    DBOS.destroy()
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    # SQLite has no schemas: read the tables by their bare names there.
+    translated = engine.execution_options(
+        schema_translate_map={"dbos": None} if engine.dialect.name == "sqlite" else {}
+    )
+    try:
+        with translated.connect() as conn:
+            status = conn.execute(
+                sa.select(workflow_status.c.status).where(
+                    workflow_status.c.workflow_uuid == "waiter"
+                )
+            ).scalar_one()
+            steps = conn.execute(
+                sa.select(operation_outputs.c.function_name).where(
+                    operation_outputs.c.workflow_uuid == "waiter"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert status == "PENDING"
+    assert steps == []
