@@ -34,20 +34,18 @@ from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._functions import function_name as fn_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
-from ._op_spans import OperationTracer
-from ._otlp_logs import start as start_log_export
+from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
-from ._versions import register as register_version
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 #: DBOS's default bound on a workflow's recoveries (a process that keeps crashing on it).
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
-R = TypeVar("R")
 
 
 def _launched() -> Runtime:
@@ -123,20 +121,7 @@ class DBOS(
         """Open the databases, start the background threads and recover pending workflows."""
         rt = _current.get()
         _lifecycle.launch(rt)
-        register_version(rt)  # as DBOS: list_application_versions shows every launch
-        settings, cfg = rt.config.dbos_settings, rt.config
-        if rt.log_export is None:
-            rt.log_export = start_log_export(
-                settings, service_name=cfg.name, log_level=cfg.log_level
-            )
-        if rt.diag is not None and rt.diag.exporting:
-            rt.op_tracer = OperationTracer(
-                rt.diag.tracer,
-                application_version=rt.config.application_version,
-                executor_id=rt.config.executor_id,
-                attribute_format=settings.get("otel_attribute_format") or "legacy",
-                extra_attributes=settings.get("otlp_attributes"),
-            )
+        after_launch(rt)
 
     @classmethod
     def destroy(
@@ -146,9 +131,7 @@ class DBOS(
         rt = _current.peek()
         if rt is not None:
             _lifecycle.destroy(rt, workflow_completion_timeout_sec)
-            log_export, rt.log_export = rt.log_export, None
-            if log_export is not None:  # last: the shutdown's own log lines are exported
-                log_export.shutdown()
+            after_destroy(rt)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
             GLOBAL_QUEUES.clear()
