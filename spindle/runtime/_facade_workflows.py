@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._introspection import StepInfo, WorkflowFilters
-from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS, now_ms
+from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._runtime import Runtime
 from ._status import WorkflowStatus
 
@@ -145,12 +145,16 @@ def _fork(
         queue_name=queue_name,
         queue_partition_key=queue_partition_key,
         timeout_ms=timeout_ms,
-        deadline_epoch_ms=now_ms() + timeout_ms if timeout_ms is not None else None,
+        deadline_epoch_ms=(
+            int(rt.clock.now() * 1000) + timeout_ms if timeout_ms is not None else None
+        ),
     )
-    version = application_version or rt.config.application_version
+    # As DBOS, the fork keeps the original's version unless one is given.
+    row = rt.sysdb.get_status(forked)
+    version = row.application_version if row is not None else None
     if queue_name is not None:
         rt.queues.wake(queue_name)
-    elif version == rt.config.application_version:
+    elif version is None or version == rt.config.application_version:
         _workflows.restart(rt, forked, count_attempt=False)
     # Else it waits PENDING for a process of its version (recovery of this executor's).
     return forked

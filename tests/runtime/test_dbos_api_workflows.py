@@ -300,6 +300,12 @@ def test_fork_replays_steps_before_start_step(dbos: type[DBOS]) -> None:
     assert asyncio.run(again.get_result()) == 18
     with pytest.raises(DBOSNonExistentWorkflowError, match="Non-existent target workflow ID"):
         DBOS.fork_workflow("no-such", 1)
+    # Another version's fork waits for a process of that version; this one does not run it.
+    other = DBOS.fork_workflow("orig", 1, application_version="v-other")
+    status = DBOS.get_workflow_status(other.workflow_id)
+    assert status is not None
+    assert (status.status, status.app_version) == ("PENDING", "v-other")
+    assert calls == {"step:3": 2, "step:13": 3}  # the fork from step 1 ran both; not this one
 
 
 def test_step_status_and_step_id(dbos: type[DBOS]) -> None:
