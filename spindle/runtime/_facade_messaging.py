@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _current, _introspection, _messaging
 from ._bulk_send import send_many
-from ._context import current_workflow
+from ._context import current_workflow, next_workflow_id
 from ._core import prepare_workflow
 from ._durable import call, write_once
 from ._errors import DBOSException
@@ -51,9 +51,19 @@ GLOBAL_REGISTRY.add_workflow(_TEMP_SEND)
 def _send_once(rt: Runtime, key: str, destination_id: str, message: Any, topic: str | None) -> None:
     # destroy(destroy_registry=True) clears the registry; this workflow must stay runnable.
     GLOBAL_REGISTRY.workflows.setdefault(TEMP_SEND_WORKFLOW, _TEMP_SEND)
-    start = prepare_workflow(
-        rt, _TEMP_SEND, (destination_id, message, topic), {}, workflow_id=f"{key}::{destination_id}"
-    )
+    # The key names this workflow: a SetWorkflowID around the send is for the caller's next
+    # workflow, not for it.
+    token = next_workflow_id.set(None)
+    try:
+        start = prepare_workflow(
+            rt,
+            _TEMP_SEND,
+            (destination_id, message, topic),
+            {},
+            workflow_id=f"{key}::{destination_id}",
+        )
+    finally:
+        next_workflow_id.reset(token)
     if start.run is not None and start.entry.claim():
         start.run()
         return

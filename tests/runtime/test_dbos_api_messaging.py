@@ -69,7 +69,9 @@ def test_send_with_idempotency_key_is_once(dbos: type[DBOS]) -> None:
     """Outside a workflow, sends with one idempotency key deliver one message, even when
     repeated after the first was received (as DBOS's temporary send workflow)."""
     inbox = _started("inbox", 2, SHORT)
-    DBOS.send("inbox", "once", idempotency_key="k1")
+    with SetWorkflowID("for-the-next-workflow"):
+        DBOS.send("inbox", "once", idempotency_key="k1")  # leaves SetWorkflowID alone
+        assert DBOS.start_workflow(api_queued, 1).workflow_id == "for-the-next-workflow"
     DBOS.send("inbox", "once", idempotency_key="k1")
     assert inbox.get_result() == ["once", None]
     second = _started("inbox-2", 1, SHORT)
