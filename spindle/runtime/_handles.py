@@ -14,6 +14,7 @@ from ._errors import (
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
+from ._introspection import require_status
 from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
@@ -104,11 +105,8 @@ class WorkflowHandle(Generic[R]):
             delay = min(delay * 2, _POLL_MAX)
 
     def get_status(self) -> WorkflowStatus:
-        """The workflow's current status."""
-        row = self._rt.sysdb.get_status(self.workflow_id)
-        if row is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return WorkflowStatus.from_row(row)
+        """The workflow's current status, with every DBOS field."""
+        return require_status(self._rt, self.workflow_id)
 
 
 class WorkflowHandleAsync(Generic[R]):
@@ -139,8 +137,5 @@ class WorkflowHandleAsync(Generic[R]):
             delay = min(delay * 2, _POLL_MAX)
 
     async def get_status(self) -> WorkflowStatus:
-        """The workflow's current status."""
-        row = self._rt.sysdb.get_status(self.workflow_id)
-        if row is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return WorkflowStatus.from_row(row)
+        """The workflow's current status, with every DBOS field."""
+        return require_status(self._rt, self.workflow_id)

@@ -294,6 +294,7 @@ def test_fork_replays_steps_before_start_step(dbos: type[DBOS]) -> None:
     fork = DBOS.get_workflow_status("fork-1")
     assert fork is not None
     assert fork.forked_from == "orig"
+    assert handle.get_status() == fork  # the handle's status has every field too
     assert DBOS.list_workflows(forked_from="orig")[0].workflow_id == "fork-1"
     assert [w.workflow_id for w in DBOS.list_workflows(was_forked_from=True)] == ["orig"]
     again = asyncio.run(DBOS.fork_workflow_async("orig", 1))
