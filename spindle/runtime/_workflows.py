@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
 from typing import Any, cast
 
+from . import _introspection
 from ._active import ActiveWorkflow
 from ._core import Start, prepare_workflow
 from ._errors import (
@@ -95,19 +95,8 @@ def require_exists(rt: Runtime, workflow_id: str) -> None:
 
 
 def get_workflow_status(rt: Runtime, workflow_id: str) -> WorkflowStatus | None:
-    """The status of a workflow, or None."""
-    rt.require_launched()
-    row = rt.sysdb.get_status(workflow_id)
-    return WorkflowStatus.from_row(row) if row is not None else None
-
-
-def _iso_ms(value: str | None, key: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{key} must be an ISO 8601 timestamp, got {value!r}") from exc
+    """The status of a workflow (every DBOS field), or None."""
+    return _introspection.workflow_status(rt, workflow_id)
 
 
 def list_workflows(
@@ -125,26 +114,21 @@ def list_workflows(
     load_input: bool = True,
     queues_only: bool = False,
 ) -> list[WorkflowStatus]:
-    """Workflows matching the filters (times as ISO 8601 strings), oldest first."""
-    rt.require_launched()
-    for key, value in (("limit", limit), ("offset", offset)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
-    rows = rt.sysdb.list_workflows(
-        workflow_ids=workflow_ids,
-        status=status,
-        name=name,
-        start_time_ms=_iso_ms(start_time, "start_time"),
-        end_time_ms=_iso_ms(end_time, "end_time"),
-        queue_name=queue_name,
-        queues_only=queues_only,
-        limit=limit,
-        offset=offset,
-        sort_desc=sort_desc,
-    )
-    return [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
+    """Workflows matching the filters (times as ISO 8601 strings), oldest first; the admin
+    API's reading of DBOS's filters (``_introspection`` has them all)."""
+    given: dict[str, Any] = {
+        "workflow_ids": workflow_ids,
+        "status": status,
+        "start_time": start_time,
+        "end_time": end_time,
+        "name": name,
+        "queue_name": queue_name,
+        "limit": limit,
+        "offset": offset,
+        "sort_desc": sort_desc,
+        "load_input": load_input,
+    }
+    return _introspection.list_workflows(rt, given, queues_only=queues_only)
 
 
 def cancel_workflow(rt: Runtime, workflow_id: str) -> None:
