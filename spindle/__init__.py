@@ -22,6 +22,7 @@ from .runtime import Queue as Queue
 from .runtime import ScheduleInput as ScheduleInput
 from .runtime import SendMessage as SendMessage
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
+from .runtime import SetWorkflowAttributes as SetWorkflowAttributes
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
 from .runtime import StepInfo as StepInfo
@@ -57,6 +58,7 @@ __all__ = [
     "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",
+    "SetWorkflowAttributes",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",

@@ -37,6 +37,7 @@ def test_public_names_are_pinned() -> None:
         "ScheduleInput",
         "SendMessage",
         "SetEnqueueOptions",
+        "SetWorkflowAttributes",
         "SetWorkflowID",
         "SetWorkflowTimeout",
         "StepInfo",

@@ -1,6 +1,7 @@
 """The engine: workflows, steps, the system database, threads and the ordered shutdown."""
 
 from . import _errors as error
+from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
@@ -57,6 +58,7 @@ __all__ = [
     "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",
+    "SetWorkflowAttributes",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",

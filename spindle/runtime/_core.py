@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._active import ActiveWorkflow
+from ._attributes import for_new_workflow as attributes_for_new_workflow
+from ._attributes import store as store_attributes
 from ._context import (
     _UNSET,
     WorkflowContext,
@@ -146,6 +148,10 @@ def prepare_workflow(
     except BaseException:
         rt.active.release(entry)
         raise
+    if existing is None:
+        attributes = attributes_for_new_workflow()  # one context read when none are set
+        if attributes is not None:
+            store_attributes(rt.sysdb, wf_id, attributes)
     recorded: dict[int, StepRow] | None = None
     if existing is not None and if_new:
         rt.active.release(entry)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from ._attributes import store as store_attributes
+from ._attributes import validate as validate_attributes
 from ._core import resolve_identity
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._queue import MAX_PRIORITY
@@ -34,6 +36,7 @@ class EnqueueOptions(_Required, total=False):
     deduplication_id: str
     priority: int
     queue_partition_key: str
+    attributes: dict[str, Any]
 
 
 _KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annotations__)
@@ -61,6 +64,7 @@ def enqueue_with_options(
     timeout = options.get("workflow_timeout")
     if timeout is not None and not timeout > 0:
         raise DBOSException(f"Invalid workflow timeout {timeout}. Timeouts must be positive.")
+    validate_attributes(options.get("attributes"))
     delay = options.get("delay_seconds")
     if delay is not None and delay < 0:
         raise DBOSException("delay_seconds must be >= 0")
@@ -90,6 +94,9 @@ def enqueue_with_options(
             f"Workflow already exists with a different function name: {existing.name}, "
             f"but the provided function name is: {name}",
         )
+    attributes = options.get("attributes")
+    if existing is None and attributes is not None:
+        store_attributes(rt.sysdb, ident.workflow_id, attributes)
     if existing is None:
         rt.queues.wake(queue_name)
     return ident.workflow_id

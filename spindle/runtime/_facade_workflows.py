@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Unpack
 
 from . import _admin_db, _current, _durable, _introspect_db, _introspection, _workflows
+from ._attributes import store as store_attributes
+from ._attributes import validate as validate_attributes
 from ._context import current_workflow, next_workflow_id
 from ._errors import (
     DBOSException,
@@ -450,3 +452,24 @@ class WorkflowAPI:
         )
         rt = _rt()
         return WorkflowHandleAsync(rt, handle.workflow_id, rt.active.get(handle.workflow_id))
+
+    @classmethod
+    def update_workflow_attributes(
+        cls, workflow_id: str, attributes: dict[str, Any] | None
+    ) -> None:
+        """Replace a workflow's custom attributes (None clears them), as DBOS."""
+        validate_attributes(attributes)
+        rt = _rt()
+
+        def update(rt: Runtime, wf_id: str) -> None:
+            if not store_attributes(rt.sysdb, wf_id, attributes):
+                raise DBOSNonExistentWorkflowError(wf_id)
+
+        _durable.call(rt, "DBOS.updateWorkflowAttributes", update, rt, workflow_id)
+
+    @classmethod
+    async def update_workflow_attributes_async(
+        cls, workflow_id: str, attributes: dict[str, Any] | None
+    ) -> None:
+        """Async :meth:`update_workflow_attributes`."""
+        cls.update_workflow_attributes(workflow_id, attributes)

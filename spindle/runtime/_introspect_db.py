@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from ._attributes import contains as attributes_contain
 from ._rows import DELAYED, ENQUEUED, PENDING, TERMINAL, StatusRow, StepRow
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
@@ -32,6 +33,7 @@ class StatusDetailRow(StatusRow):
     started_at_epoch_ms: int | None
     forked_from: str | None
     delay_until_epoch_ms: int | None
+    attributes: str | None
 
 
 StatusDetailRow.check()
@@ -64,13 +66,15 @@ class Filters:
     queues_only: bool = False
     was_forked_from: bool | None = None
     has_parent: bool | None = None
+    #: Workflows whose attributes contain all these key/values (PostgreSQL only, as DBOS).
+    attributes: dict[str, Any] | None = None
     unmatchable: bool = False
     limit: int | None = None
     offset: int | None = None
     sort_desc: bool = False
 
 
-def _where(f: Filters) -> list[sa.ColumnElement[bool]]:
+def _where(f: Filters, *, sqlite: bool) -> list[sa.ColumnElement[bool]]:
     clauses: list[sa.ColumnElement[bool]] = []
     lists: tuple[tuple[Sequence[str] | None, sa.ColumnElement[Any]], ...] = (
         (f.workflow_ids, ws.c.workflow_uuid),
@@ -119,6 +123,8 @@ def _where(f: Filters) -> list[sa.ColumnElement[bool]]:
         fork = ws.alias("fork")
         forked = sa.exists().where(fork.c.forked_from == ws.c.workflow_uuid)
         clauses.append(forked if f.was_forked_from else sa.not_(forked))
+    if f.attributes is not None:
+        clauses.append(attributes_contain(f.attributes, sqlite=sqlite))
     if f.unmatchable:
         clauses.append(sa.false())
     return clauses
@@ -127,7 +133,7 @@ def _where(f: Filters) -> list[sa.ColumnElement[bool]]:
 def list_status(sysdb: SystemDatabase, f: Filters) -> tuple[list[StatusDetailRow], set[str]]:
     """The matching rows in creation order (reversed by ``sort_desc``), and which of them
     were forked from."""
-    stmt = sa.select(*StatusDetailRow.columns()).where(*_where(f))
+    stmt = sa.select(*StatusDetailRow.columns()).where(*_where(f, sqlite=sysdb.sqlite))
     keys = (ws.c.created_at, ws.c.workflow_uuid)
     stmt = stmt.order_by(*(k.desc() if f.sort_desc else k.asc() for k in keys))
     if f.limit is not None:

@@ -87,7 +87,7 @@ _TIMES = (
     ("dequeued_before", "dequeued_before_ms"),
 )
 #: Filters on what Spindle never records: a value other than None matches no workflow.
-_NEVER_RECORDED = ("user", "attributes", "schedule_name", "application_name")
+_NEVER_RECORDED = ("user", "schedule_name", "application_name")
 _FLAGS = ("sort_desc", "load_input", "load_output", "queues_only")
 _TRISTATE = ("was_forked_from", "has_parent")
 KNOWN_FILTERS = frozenset(WorkflowFilters.__annotations__)
@@ -137,6 +137,7 @@ def build_filters(given: Mapping[str, Any], *, queues_only: bool = False) -> Fil
         if flag is not None and not isinstance(flag, bool):
             raise ValueError(f"{key} must be True, False or None, got {flag!r}")
         values[key] = flag
+    values["attributes"] = given.get("attributes")
     values["sort_desc"] = bool(given.get("sort_desc", False))
     values["queues_only"] = queues_only or bool(given.get("queues_only", False))
     values["unmatchable"] = any(given.get(key) is not None for key in _NEVER_RECORDED)

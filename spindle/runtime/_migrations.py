@@ -112,13 +112,17 @@ def _v5_partitions(conn: Connection) -> None:
 def _v6_forks_and_delays(conn: Connection) -> None:
     """DBOS's ``forked_from`` (the workflow a fork was copied from) and
     ``delay_until_epoch_ms`` (when a DELAYED workflow enters its queue): ``_v1`` makes a
-    fresh table with them already, an older one gets them here. And DBOS's
-    ``application_versions`` table."""
+    fresh table with them already, an older one gets them here; likewise ``attributes``
+    (JSON text). And DBOS's ``application_versions`` table."""
     sqlite = conn.dialect.name == "sqlite"
     prefix = "" if sqlite else f"{SCHEMA}."
     schema = None if sqlite else SCHEMA
     columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
-    for column, kind in (("forked_from", "TEXT"), ("delay_until_epoch_ms", "BIGINT")):
+    for column, kind in (
+        ("forked_from", "TEXT"),
+        ("delay_until_epoch_ms", "BIGINT"),
+        ("attributes", "TEXT"),
+    ):
         if column not in columns:
             conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} {kind}")
     application_versions.create(conn, checkfirst=True)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _current
+from ._attributes import for_new_workflow as attributes_for_new_workflow
+from ._attributes import store as store_attributes
 from ._context import ContextBlock
 from ._core import resolve_identity
 from ._errors import DBOSConflictingWorkflowError, DBOSException
@@ -362,5 +364,8 @@ def enqueue_workflow(
             f"but the provided function name is: {info.name}",
         )
     if existing is None:
+        attributes = attributes_for_new_workflow()
+        if attributes is not None:
+            store_attributes(rt.sysdb, ident.workflow_id, attributes)
         rt.queues.wake(queue.name)
     return ident.workflow_id

@@ -45,6 +45,8 @@ workflow_status = sa.Table(
     sa.Column("forked_from", sa.Text, nullable=True),
     # DBOS's delayed enqueue: a DELAYED workflow becomes ENQUEUED at this time.
     sa.Column("delay_until_epoch_ms", sa.BigInteger, nullable=True),
+    # DBOS's workflow attributes, as JSON text (SetWorkflowAttributes).
+    sa.Column("attributes", sa.Text, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)

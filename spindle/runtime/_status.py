@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ._attributes import load as load_attributes
 from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
 
@@ -27,8 +28,8 @@ class WorkflowStatusString(Enum):
 class WorkflowStatus:
     """One workflow's status, as DBOS Transact names its fields (timestamps in epoch ms).
 
-    Spindle records no users, roles, classes, attributes or owning application: those
-    fields are None, as they are in DBOS for a workflow that has none.
+    Spindle records no users, roles, classes or owning application: those fields are None,
+    as they are in DBOS for a workflow that has none.
     """
 
     workflow_id: str
@@ -87,6 +88,8 @@ class WorkflowStatus:
             )
             if hasattr(row, column)
         }
+        if hasattr(row, "attributes"):
+            extra["attributes"] = load_attributes(row.attributes)
         return cls(
             workflow_id=row.workflow_id,
             status=row.status,

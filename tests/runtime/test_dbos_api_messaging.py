@@ -17,6 +17,7 @@ from spindle import (
     Queue,
     SendMessage,
     SetEnqueueOptions,
+    SetWorkflowAttributes,
     SetWorkflowID,
 )
 from spindle.runtime._schema import notifications
@@ -129,8 +130,10 @@ def test_get_all_events(dbos: type[DBOS]) -> None:
 def test_enqueue_by_queue_name(dbos: type[DBOS]) -> None:
     """enqueue_workflow(queue_name, fn, ...) enqueues on the declared queue; an undeclared
     name raises; retrieve_queue of an unknown name is None; list_queues lists them."""
-    handle = DBOS.enqueue_workflow("api-queue", api_queued, 4)
+    with SetWorkflowAttributes({"via": "queue"}):
+        handle = DBOS.enqueue_workflow("api-queue", api_queued, 4)
     assert handle.get_result() == 40
+    assert handle.get_status().attributes == {"via": "queue"}
     assert DBOS.get_workflow_status(handle.workflow_id).queue_name == "api-queue"  # type: ignore[union-attr]
 
     async def main() -> Any:
@@ -219,8 +222,9 @@ def test_enqueue_workflow_with_options(dbos: type[DBOS]) -> None:
         "queue_name": "api-queue",
         "workflow_id": "by-name",
     }
-    handle = DBOS.enqueue_workflow_with_options(options, 6)
+    handle = DBOS.enqueue_workflow_with_options({**options, "attributes": {"k": "v"}}, 6)
     assert handle.get_result() == 60
+    assert handle.get_status().attributes == {"k": "v"}
     status = DBOS.get_workflow_status("by-name")
     assert status is not None
     assert (status.queue_name, status.app_version) == ("api-queue", None)

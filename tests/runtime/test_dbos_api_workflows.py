@@ -150,8 +150,8 @@ def test_status_has_every_dbos_field(dbos: type[DBOS]) -> None:
 
 
 def test_list_workflows_filters(dbos: type[DBOS]) -> None:
-    """Each DBOS filter narrows the list; filters on what Spindle never records (users,
-    attributes) match nothing; a wrong keyword is a TypeError."""
+    """Each DBOS filter narrows the list; a filter on what Spindle never records (users)
+    matches nothing; a wrong keyword is a TypeError."""
     with SetWorkflowID("lf-parent"):
         assert api_parent(2) == 6
     with SetWorkflowID("lf-two"):
@@ -173,7 +173,6 @@ def test_list_workflows_filters(dbos: type[DBOS]) -> None:
     assert DBOS.list_workflows(app_version="other") == []
     assert len(DBOS.list_workflows(executor_id="local")) == 3
     assert DBOS.list_workflows(user="alice") == []
-    assert DBOS.list_workflows(attributes={"k": 1}) == []
     no_output = DBOS.list_workflows(workflow_ids=["lf-two"], load_output=False)[0]
     assert (no_output.output, no_output.status) == (None, "SUCCESS")
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -617,3 +616,36 @@ def test_shutdown_during_get_result_is_not_recorded(make_dbos: MakeDBOS, db_url:
         engine.dispose()
     assert status == "PENDING"
     assert steps == []
+
+
+def test_workflow_attributes(dbos: type[DBOS], db_url: str) -> None:
+    """SetWorkflowAttributes attaches attributes to the workflows started (or enqueued) in
+    the block, not to their children; update_workflow_attributes replaces or clears them;
+    list_workflows(attributes=) matches by containment on PostgreSQL and raises on SQLite,
+    as DBOS."""
+    from spindle import SetWorkflowAttributes
+    from spindle.runtime._admin_api import workflow_json
+
+    with SetWorkflowAttributes({"customer": "acme", "n": 1}), SetWorkflowID("attr-1"):
+        api_parent(1)
+    parent, child = DBOS.get_workflow_status("attr-1"), DBOS.get_workflow_status("attr-1-1")
+    assert parent is not None
+    assert child is not None
+    assert (parent.attributes, child.attributes) == ({"customer": "acme", "n": 1}, None)
+    assert workflow_json(parent)["Attributes"] == '{"customer": "acme", "n": 1}'
+    DBOS.update_workflow_attributes("attr-1", {"tier": 2})
+    assert DBOS.get_workflow_status("attr-1").attributes == {"tier": 2}  # type: ignore[union-attr]
+    if db_url.startswith("postgres"):
+        assert [w.workflow_id for w in DBOS.list_workflows(attributes={"tier": 2})] == ["attr-1"]
+        assert DBOS.list_workflows(attributes={"tier": 3}) == []
+    else:
+        with pytest.raises(DBOSException, match="not supported on SQLite"):
+            DBOS.list_workflows(attributes={"tier": 2})
+    asyncio.run(DBOS.update_workflow_attributes_async("attr-1", None))
+    assert DBOS.get_workflow_status("attr-1").attributes is None  # type: ignore[union-attr]
+    with pytest.raises(DBOSNonExistentWorkflowError):
+        DBOS.update_workflow_attributes("no-such", {"a": 1})
+    with pytest.raises(DBOSException, match="Attributes must be a dict"):
+        SetWorkflowAttributes([1])  # type: ignore[arg-type]
+    with pytest.raises(DBOSException, match="JSON-serializable"):
+        DBOS.update_workflow_attributes("attr-1", {"a": object()})
