@@ -16,17 +16,26 @@ from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
 from .runtime import Queue as Queue
+from .runtime import ScheduleInput as ScheduleInput
+from .runtime import SendMessage as SendMessage
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
+from .runtime import SetWorkflowAttributes as SetWorkflowAttributes
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
+from .runtime import StepInfo as StepInfo
+from .runtime import StepOptions as StepOptions
+from .runtime import VersionInfo as VersionInfo
 from .runtime import WorkflowHandle as WorkflowHandle
 from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
 from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
+from .runtime import WorkflowStatusString as WorkflowStatusString
+from .runtime import error as error
 
 __all__ = [
     "DBOS",
@@ -45,15 +54,24 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "ScheduleInput",
+    "SendMessage",
     "SetEnqueueOptions",
+    "SetWorkflowAttributes",
     "SetWorkflowID",
     "SetWorkflowTimeout",
+    "StepInfo",
+    "StepOptions",
+    "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
     "WorkflowStatus",
+    "WorkflowStatusString",
+    "error",
 ]

@@ -1,9 +1,12 @@
 """The engine: workflows, steps, the system database, threads and the ordered shutdown."""
 
+from . import _errors as error
+from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._dbos import DBOS as DBOS
+from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
 from ._errors import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
@@ -18,8 +21,12 @@ from ._errors import DBOSSerializationError as DBOSSerializationError
 from ._errors import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from ._errors import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from ._errors import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from ._facade_messaging import SendMessage as SendMessage
+from ._facade_schedules import ScheduleInput as ScheduleInput
+from ._facade_steps import StepOptions as StepOptions
 from ._handles import WorkflowHandle as WorkflowHandle
 from ._handles import WorkflowHandleAsync as WorkflowHandleAsync
+from ._introspection import StepInfo as StepInfo
 from ._kafka import KafkaMessage as KafkaMessage
 from ._pollers import Event as Event
 from ._pollers import EventSource as EventSource
@@ -27,6 +34,8 @@ from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
+from ._status import WorkflowStatusString as WorkflowStatusString
+from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
     "DBOS",
@@ -45,15 +54,24 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "ScheduleInput",
+    "SendMessage",
     "SetEnqueueOptions",
+    "SetWorkflowAttributes",
     "SetWorkflowID",
     "SetWorkflowTimeout",
+    "StepInfo",
+    "StepOptions",
+    "VersionInfo",
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
     "WorkflowStatus",
+    "WorkflowStatusString",
+    "error",
 ]

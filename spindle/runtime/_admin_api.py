@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,23 +63,44 @@ DASHBOARD_PREFIX = "/dbos"
 
 
 def workflow_json(s: WorkflowStatus) -> dict[str, Any]:
-    """A workflow as the DBOS admin API shows it."""
+    """A workflow as the DBOS admin API shows it: DBOS 2.30's field names, numbers and
+    values as strings (None stays null), ``WasForkedFrom`` a bool, ``Attributes`` JSON."""
+
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
     return {
         "WorkflowUUID": s.workflow_id,
         "Status": s.status,
         "WorkflowName": s.name,
-        "Input": repr(s.input) if s.input is not None else None,
-        "Output": repr(s.output) if s.output is not None else None,
-        "Error": repr(s.error) if s.error is not None else None,
-        "CreatedAt": str(s.created_at),
-        "UpdatedAt": str(s.updated_at),
+        "WorkflowClassName": s.class_name,
+        "WorkflowConfigName": s.config_name,
+        "AuthenticatedUser": s.authenticated_user,
+        "AssumedRole": s.assumed_role,
+        "AuthenticatedRoles": text(s.authenticated_roles),
+        "Input": text(s.input),
+        "Output": text(s.output),
+        "Error": text(s.error),
+        "CreatedAt": text(s.created_at),
+        "UpdatedAt": text(s.updated_at),
         "QueueName": s.queue_name,
         "ApplicationVersion": s.app_version,
         "ExecutorID": s.executor_id,
         "RecoveryAttempts": s.recovery_attempts,
         "ParentWorkflowID": s.parent_workflow_id,
-        "WorkflowTimeoutMS": s.workflow_timeout_ms,
-        "WorkflowDeadlineEpochMS": s.workflow_deadline_epoch_ms,
+        "WorkflowTimeoutMS": text(s.workflow_timeout_ms),
+        "WorkflowDeadlineEpochMS": text(s.workflow_deadline_epoch_ms),
+        "DeduplicationID": s.deduplication_id,
+        "Priority": text(s.priority),
+        "QueuePartitionKey": s.queue_partition_key,
+        "ForkedFrom": s.forked_from,
+        "WasForkedFrom": s.was_forked_from,
+        "DequeuedAt": text(s.dequeued_at),
+        "DelayUntilEpochMS": text(s.delay_until_epoch_ms),
+        "CompletedAt": text(s.completed_at),
+        "Attributes": json.dumps(s.attributes) if s.attributes is not None else None,
+        "ScheduleName": s.schedule_name,
+        "ApplicationName": s.application_name,
     }
 
 
@@ -209,7 +231,8 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
     """
 
     async def healthz(_: Call) -> Response:
-        return JSONResponse({"status": "healthy"})
+        # DBOS's body, byte for byte: probes and scripts written for DBOS compare it.
+        return PlainTextResponse("healthy")
 
     async def deactivate(_: Call) -> Response:
         # Stop creating work here (pollers), keep finishing what runs: a drain before deploy.

@@ -88,6 +88,7 @@ def fork_workflow(
                 updated_at=now,
                 recovery_attempts=0,
                 started_at_epoch_ms=now,
+                forked_from=workflow_id,
             )
         )
         # Every column of a step but its workflow's ID is copied as it is.

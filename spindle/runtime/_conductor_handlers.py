@@ -154,8 +154,14 @@ def _executor_info(rt: Runtime, _msg: dict[str, Any]) -> Fields:
         "hostname": socket.gethostname(),
         "language": "python",
         "dbos_version": spindle_version(),
-        # Spindle's: what the fleet page shows beside the executor.
-        "executor_metadata": {"runtime": "spindle", "app": cfg.name, "pid": os.getpid()},
+        # The app's conductor_executor_metadata (DBOS's key), then Spindle's own: what the
+        # fleet page shows beside the executor.
+        "executor_metadata": {
+            **(cfg.dbos_settings.get("conductor_executor_metadata") or {}),
+            "runtime": "spindle",
+            "app": cfg.name,
+            "pid": os.getpid(),
+        },
     }
 
 

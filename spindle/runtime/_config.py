@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from ._config_dbos import DBOS_KEYS, translate
+from ._config_dbos import suggest as suggest_key
 from ._errors import DBOSConfigError
 
 
@@ -41,6 +43,26 @@ class DBOSConfig(TypedDict, total=False):
     conductor_key: str | None
     handle_signals: bool
     sys_db_client_retries: int
+    # DBOS 2.30 keys without a Spindle key of their own (see _config_dbos).
+    database_url: str | None
+    sys_db_polling_concurrency: int | None
+    db_engine_kwargs: dict[str, Any] | None
+    otlp_log_level: str | None
+    console_log_level: str | None
+    otlp_logs_endpoints: list[str] | None
+    otlp_attributes: dict[str, str] | None
+    dbos_system_schema: str | None
+    enable_otlp: bool
+    system_database_engine: Any
+    conductor_executor_metadata: dict[str, Any] | None
+    serializer: Any
+    enable_patching: bool
+    use_listen_notify: bool
+    run_migrations: bool
+    notification_listener_polling_interval_sec: float
+    notification_coalesce_sec: float | None
+    kafka_queue_polling_interval_sec: float | None
+    otel_attribute_format: str | None
 
 
 #: Default bound of the executor. DBOS uses sys.maxsize to dodge parent/child deadlocks;
@@ -88,6 +110,8 @@ class Config:
     handle_signals: bool = True
     #: Retries of a transient system-database error a client call makes before it raises.
     sys_db_client_retries: int = 10
+    #: The DBOS keys that change nothing here, as given (validated).
+    dbos_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _is_str(v: Any) -> bool:
@@ -191,8 +215,9 @@ def load_config(raw: Mapping[str, Any], **overrides: Any) -> Config:
     if any(v is not None for v in overrides.values()):
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     for key in raw:
-        if key not in _CHECKS:
-            raise DBOSConfigError(str(key), f"unknown key; known keys: {sorted(_CHECKS)}")
+        if key not in _CHECKS and key not in DBOS_KEYS:
+            raise DBOSConfigError(str(key), suggest_key(str(key), {*_CHECKS, *DBOS_KEYS}))
+    raw, dbos_settings = translate(raw, own_keys=_CHECKS)
     if "name" not in raw:
         raise DBOSConfigError("name", "is required")
     values: dict[str, Any] = {}
@@ -206,7 +231,7 @@ def load_config(raw: Mapping[str, Any], **overrides: Any) -> Config:
     if "executor_id" not in values and os.environ.get("DBOS__VMID"):
         values["executor_id"] = os.environ["DBOS__VMID"]
     _conductor_from_env(values)
-    return Config(**values)
+    return Config(**values, dbos_settings=dbos_settings)
 
 
 def default_sqlite_url(name: str) -> str:

@@ -31,6 +31,9 @@ class WorkflowContext:
     # The registry record of the thread running this (sync) workflow, to show its current
     # step there; None for async workflows (many share the event loop's thread).
     record: ThreadRecord | None = None
+    #: While a step with retries runs: (zero-based attempt, max attempts), for
+    #: ``DBOS.step_status``; None for a step without retries.
+    step_retry: tuple[int, int] | None = None
 
     def next_id(self) -> int:
         """The next function id: each step, child or durable wait takes one, in order."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._active import ActiveWorkflow
+from ._attributes import for_new_workflow as attributes_for_new_workflow
+from ._attributes import store as store_attributes
 from ._context import (
     _UNSET,
     WorkflowContext,
@@ -19,11 +21,20 @@ from ._context import (
     next_workflow_id,
     timeout_is_set,
 )
-from ._durable import Call, Op, check_boundary, drive, drive_async, sleep, step
+from ._durable import (
+    Call,
+    Op,
+    PreemptibleCall,
+    check_boundary,
+    drive,
+    drive_async,
+    sleep,
+    step,
+)
 from ._errors import (
+    DBOSConflictingWorkflowError,
     DBOSRuntimeShutdownError,
     DBOSWorkflowCancelledError,
-    DBOSWorkflowConflictIDError,
     WorkflowInterrupted,
 )
 from ._functions import StepInfo, WorkflowInfo
@@ -137,6 +148,10 @@ def prepare_workflow(
     except BaseException:
         rt.active.release(entry)
         raise
+    if existing is None:
+        attributes = attributes_for_new_workflow()  # one context read when none are set
+        if attributes is not None:
+            store_attributes(rt.sysdb, wf_id, attributes)
     recorded: dict[int, StepRow] | None = None
     if existing is not None and if_new:
         rt.active.release(entry)
@@ -144,8 +159,10 @@ def prepare_workflow(
     if existing is not None:
         if existing.name != info.name:
             rt.active.release(entry)
-            raise DBOSWorkflowConflictIDError(
-                f"workflow ID {wf_id!r} belongs to {existing.name!r}, not {info.name!r}"
+            raise DBOSConflictingWorkflowError(
+                wf_id,
+                f"Workflow already exists with a different function name: {existing.name}, "
+                f"but the provided function name is: {info.name}",
             )
         if existing.status in TERMINAL:
             _publish_row(entry, existing.status, existing.output, existing.error)
@@ -287,17 +304,24 @@ def _workflow(
 ) -> Op[Any]:
     """One workflow run, sync or async: the body is the one effect, its outcome recorded."""
     tokens = _enter(rt, entry, info, deadline_ms, recorded)
+    # Diagnostics on: the workflow's span is current while its body runs (None: off).
+    spans = rt.op_tracer
+    span = spans.start(info.name, "workflow", entry.workflow_id) if spans is not None else None
+    failure: BaseException | None = None
     try:
         try:
             check_boundary(rt, entry)
             result = yield Call(info.func, args, kwargs)
         except BaseException as exc:
+            failure = exc
             if info.is_async and isinstance(exc, asyncio.CancelledError) and rt.interrupting:
                 exc = WorkflowInterrupted()
             _conclude_error(rt, entry, exc)
         else:
             _conclude_ok(rt, entry, info, result)
     finally:
+        if spans is not None:
+            spans.end(span, failure)
         _leave(tokens)
         rt.timeouts.remove(entry.workflow_id)
         rt.active.release(entry)
@@ -361,7 +385,12 @@ async def run_step_async(
     ctx = current_workflow.get()
     if ctx is None or ctx.in_step:
         return await info.func(*args, **kwargs)
-    return await drive_async(step(rt, ctx, info.name, Call(info.func, args, kwargs), info))
+    call = (
+        PreemptibleCall(ctx.entry, info.func, args, kwargs)
+        if info.preemptible
+        else Call(info.func, args, kwargs)
+    )
+    return await drive_async(step(rt, ctx, info.name, call, info))
 
 
 def durable_sleep(rt: Runtime, seconds: float) -> None:

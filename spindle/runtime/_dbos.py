@@ -23,19 +23,29 @@ from ._context import current_workflow
 from ._core import durable_sleep, durable_sleep_async
 from ._cron import check_cron
 from ._errors import DBOSException, DBOSNotLaunchedError
+from ._facade_messaging import MessagingAPI
+from ._facade_props import DBOSClassProperties, dbos_logger
+from ._facade_queues import QueueAPI
+from ._facade_schedules import ScheduleAPI, start_if_launched
+from ._facade_steps import StepAPI, check_step_options
+from ._facade_versions import VersionAPI
+from ._facade_workflows import WorkflowAPI
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo, is_async
 from ._functions import function_name as fn_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
+from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
-from ._status import WorkflowStatus
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
+
+#: DBOS's default bound on a workflow's recoveries (a process that keeps crashing on it).
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
 
 
 def _launched() -> Runtime:
@@ -44,7 +54,7 @@ def _launched() -> Runtime:
     return rt
 
 
-class _DBOSMeta(type):
+class _DBOSMeta(DBOSClassProperties):
     """Class-level properties, as DBOS Transact exposes them (``DBOS.workflow_id``)."""
 
     @property
@@ -55,9 +65,9 @@ class _DBOSMeta(type):
 
     @property
     def step_id(cls) -> int | None:
-        """The function id of the current step (None outside a workflow)."""
+        """The ID of the step running now within its workflow (None outside a step)."""
         ctx = current_workflow.get()
-        return ctx.next_function_id if ctx is not None else None
+        return ctx.next_function_id if ctx is not None and ctx.in_step else None
 
     @property
     def sql_session(cls) -> Session:
@@ -92,7 +102,9 @@ class _DBOSMeta(type):
         return rt.last_timeline if rt is not None else None
 
 
-class DBOS(metaclass=_DBOSMeta):
+class DBOS(
+    WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, VersionAPI, metaclass=_DBOSMeta
+):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
     def __init__(
@@ -107,6 +119,7 @@ class DBOS(metaclass=_DBOSMeta):
         cfg = load_config(config, conductor_url=conductor_url, conductor_key=conductor_key)
         self._runtime = Runtime(cfg, clock)
         logging.getLogger("spindle").setLevel(self._runtime.config.log_level)
+        dbos_logger.setLevel(self._runtime.config.log_level)
         _current.install(self._runtime)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -114,7 +127,9 @@ class DBOS(metaclass=_DBOSMeta):
     @classmethod
     def launch(cls) -> None:
         """Open the databases, start the background threads and recover pending workflows."""
-        _lifecycle.launch(_current.get())
+        rt = _current.get()
+        _lifecycle.launch(rt)
+        after_launch(rt)
 
     @classmethod
     def destroy(
@@ -124,6 +139,7 @@ class DBOS(metaclass=_DBOSMeta):
         rt = _current.peek()
         if rt is not None:
             _lifecycle.destroy(rt, workflow_completion_timeout_sec)
+            after_destroy(rt)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
             GLOBAL_QUEUES.clear()
@@ -144,9 +160,14 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def workflow(
-        cls, *, name: str | None = None, max_recovery_attempts: int | None = None
+        cls,
+        *,
+        name: str | None = None,
+        max_recovery_attempts: int | None = DEFAULT_MAX_RECOVERY_ATTEMPTS,
     ) -> Callable[[F], F]:
-        """Make a function a durable workflow (sync or ``async def``)."""
+        """Make a function a durable workflow (sync or ``async def``); after
+        ``max_recovery_attempts`` recoveries (DBOS's default 100; None: no limit) it is
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
 
         def decorator(func: F) -> F:
             info = WorkflowInfo(name or fn_name(func), func, is_async(func), max_recovery_attempts)
@@ -164,22 +185,29 @@ class DBOS(metaclass=_DBOSMeta):
         interval_seconds: float = 1.0,
         max_attempts: int = 3,
         backoff_rate: float = 2.0,
+        should_retry: Callable[[BaseException], Any] | None = None,
+        preemptible: bool = False,
     ) -> Callable[[F], F]:
-        """Make a function a checkpointed step, optionally retried with back-off."""
+        """Make a function a checkpointed step, optionally retried with back-off
+        (``should_retry(error)`` returning False stops the retries, as in DBOS)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if interval_seconds < 0 or backoff_rate <= 0:
             raise ValueError("interval_seconds must be >= 0 and backoff_rate > 0")
 
         def decorator(func: F) -> F:
+            step_name = name or fn_name(func)
+            check_step_options(step_name, func, should_retry, preemptible)
             info = StepInfo(
-                name or fn_name(func),
+                step_name,
                 func,
                 is_async(func),
                 retries_allowed,
                 max_attempts,
                 interval_seconds,
                 backoff_rate,
+                should_retry,
+                preemptible,
             )
             return step_wrapper(info, func)
 
@@ -207,7 +235,9 @@ class DBOS(metaclass=_DBOSMeta):
         def decorator(func: F) -> F:
             info = _workflows.workflow_info(func)
             check_cron(cron, f"scheduled workflow {info.name!r}")
-            POLLERS.add_scheduled(ScheduledPoller(info, cron))
+            poller = ScheduledPoller(info, cron)
+            POLLERS.add_scheduled(poller)
+            start_if_launched(poller)
             return func
 
         return decorator
@@ -243,19 +273,6 @@ class DBOS(metaclass=_DBOSMeta):
             return cls.event_receiver(source)(func)
 
         return decorator
-
-    @classmethod
-    def create_schedule(
-        cls,
-        *,
-        schedule_name: str,
-        workflow_fn: Callable[..., Any],
-        schedule: str,
-        context: Any = None,
-    ) -> None:
-        """Store a cron schedule that runs ``workflow_fn(scheduled_time, context)``;
-        raises if one with this name exists."""
-        _schedule_api.create_schedule(_current.get(), schedule_name, workflow_fn, schedule, context)
 
     @classmethod
     def list_schedules(
@@ -331,14 +348,6 @@ class DBOS(metaclass=_DBOSMeta):
             partition_queue=partition_queue,
         )
 
-    @classmethod
-    def retrieve_queue(cls, name: str) -> Queue:
-        """The queue declared under ``name``."""
-        queue = GLOBAL_QUEUES.get(name)
-        if queue is None:
-            raise DBOSException(f"no queue named {name!r} was declared")
-        return queue
-
     # -- starting and inspecting workflows ------------------------------------------------
 
     @classmethod
@@ -364,88 +373,14 @@ class DBOS(metaclass=_DBOSMeta):
         return _workflows.handle(rt, workflow_id)
 
     @classmethod
-    async def retrieve_workflow_async(cls, workflow_id: str) -> WorkflowHandleAsync[Any]:
+    async def retrieve_workflow_async(
+        cls, workflow_id: str, existing_workflow: bool = True
+    ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`retrieve_workflow`."""
         rt = _current.get()
-        _workflows.require_exists(rt, workflow_id)
+        if existing_workflow:
+            _workflows.require_exists(rt, workflow_id)
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
-
-    @classmethod
-    def get_workflow_status(cls, workflow_id: str) -> WorkflowStatus | None:
-        """The status of a workflow, or None."""
-        return _workflows.get_workflow_status(_current.get(), workflow_id)
-
-    @classmethod
-    def list_workflows(
-        cls,
-        *,
-        workflow_ids: list[str] | None = None,
-        status: str | list[str] | None = None,
-        start_time: str | None = None,
-        end_time: str | None = None,
-        name: str | None = None,
-        queue_name: str | list[str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        sort_desc: bool = False,
-        load_input: bool = True,
-        queues_only: bool = False,
-    ) -> list[WorkflowStatus]:
-        """Workflows matching the filters (times as ISO 8601 strings), oldest first."""
-        return _workflows.list_workflows(
-            _current.get(),
-            workflow_ids=workflow_ids,
-            status=status,
-            start_time=start_time,
-            end_time=end_time,
-            name=name,
-            queue_name=queue_name,
-            limit=limit,
-            offset=offset,
-            sort_desc=sort_desc,
-            load_input=load_input,
-            queues_only=queues_only,
-        )
-
-    @classmethod
-    def list_queued_workflows(
-        cls,
-        *,
-        queue_name: str | list[str] | None = None,
-        status: str | list[str] | None = None,
-        start_time: str | None = None,
-        end_time: str | None = None,
-        name: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        sort_desc: bool = False,
-        load_input: bool = True,
-    ) -> list[WorkflowStatus]:
-        """Workflows still in a queue (ENQUEUED or PENDING unless ``status`` is given)."""
-        return _workflows.list_workflows(
-            _current.get(),
-            queue_name=queue_name,
-            status=status,
-            start_time=start_time,
-            end_time=end_time,
-            name=name,
-            limit=limit,
-            offset=offset,
-            sort_desc=sort_desc,
-            load_input=load_input,
-            queues_only=True,
-        )
-
-    @classmethod
-    def cancel_workflow(cls, workflow_id: str) -> None:
-        """Cancel a workflow: it stops at its next step; waiters get a cancellation error."""
-        _workflows.cancel_workflow(_current.get(), workflow_id)
-
-    @classmethod
-    def resume_workflow(cls, workflow_id: str) -> WorkflowHandle[Any]:
-        """Resume a cancelled or failed workflow from its last completed step (a queued one
-        goes back to its queue, under the queue's limits)."""
-        return _workflows.resume_workflow(_current.get(), workflow_id)
 
     @classmethod
     def sleep(cls, seconds: float) -> None:
@@ -458,16 +393,6 @@ class DBOS(metaclass=_DBOSMeta):
         await durable_sleep_async(_current.get(), seconds)
 
     # -- messages and events --------------------------------------------------------------
-
-    @classmethod
-    def send(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Send a message to a workflow (exactly once, even when the sender is replayed)."""
-        _messaging.send(_current.get(), destination_id, message, topic)
-
-    @classmethod
-    async def send_async(cls, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Async :meth:`send`."""
-        await _messaging.send_async(_current.get(), destination_id, message, topic)
 
     @classmethod
     def recv(cls, topic: str | None = None, timeout_seconds: float = 60) -> Any:

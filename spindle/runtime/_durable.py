@@ -31,6 +31,9 @@ plus the one-line classmethod on the facade that calls it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -49,6 +52,9 @@ if TYPE_CHECKING:
     from ._functions import StepInfo
 
 T = TypeVar("T")
+
+#: DBOS's "Running step" / "Replaying step" debug lines go to its logger namespace.
+_step_log = logging.getLogger("dbos")
 
 
 class Host(Protocol):
@@ -98,6 +104,77 @@ class Call(Effect):
     def run_async(self) -> Awaitable[Any]:
         """The coroutine ``func(*args, **kwargs)``, for the driver to await."""
         return self.func(*self.args, **self.kwargs)  # type: ignore[no-any-return]
+
+
+class PreemptibleCall(Call):
+    """An async step's call that a cancel (or shutdown) of its workflow cuts short (DBOS's
+    ``preemptible``): the coroutine runs as a task, cancelled when the workflow is woken for
+    good; the step then ends as the workflow does, unrecorded."""
+
+    __slots__ = ("entry",)
+
+    def __init__(
+        self,
+        entry: ActiveWorkflow,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__(func, args, kwargs)
+        self.entry = entry
+
+    async def _run(self) -> Any:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.func(*self.args, **self.kwargs))
+        woken = loop.create_future()
+
+        def set_woken() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(set_woken)
+
+        remove = self.entry.add_wake_callback(wake)
+        try:
+            await asyncio.wait({task, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            remove()
+        entry = self.entry
+        if not task.done() and (entry.cancelled or entry.interrupted):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if entry.interrupted:
+                raise WorkflowInterrupted()
+            raise DBOSWorkflowCancelledError(f"workflow {entry.workflow_id!r} was cancelled")
+        return await task
+
+    def run_async(self) -> Awaitable[Any]:
+        """The step's coroutine, raced against its workflow's cancel."""
+        return self._run()
+
+
+class Decide(Effect):
+    """Ask a step's ``should_retry`` predicate about a failure (awaited when async)."""
+
+    __slots__ = ("exc", "predicate")
+
+    def __init__(self, predicate: Callable[[BaseException], Any], exc: BaseException) -> None:
+        self.predicate = predicate
+        self.exc = exc
+
+    def run(self) -> bool:
+        """The predicate's answer (a sync step's predicate is sync: checked at decoration)."""
+        return bool(self.predicate(self.exc))
+
+    async def run_async(self) -> bool:
+        """The predicate's answer, awaited when the predicate is async."""
+        answer = self.predicate(self.exc)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
 
 
 class WaitWake(Effect):
@@ -403,13 +480,22 @@ def step(
     """Run ``call`` once across replays and record its outcome, retrying per ``retries``."""
     fid, row = begin(rt, ctx)
     if row is not None:
+        if _step_log.isEnabledFor(logging.DEBUG):
+            _step_log.debug("Replaying step, id: %d, name: %s", fid, name)
         return replay(row)
+    if _step_log.isEnabledFor(logging.DEBUG):
+        _step_log.debug("Running step, id: %d, name: %s", fid, name)
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
-    error: BaseException | None
+    error: BaseException | None = None
     ctx.in_step = True  # durable calls inside run plainly: this operation is the checkpoint
     record = ctx.record
     if record is not None:
         record.work = (ctx.workflow_id, ctx.name, fid, name)  # shown while the step runs
+    if retries is not None and retries.retries_allowed:
+        ctx.step_retry = (0, retries.max_attempts)
+    # Diagnostics on: the step's span (a child of its workflow's) is current while it runs.
+    spans = getattr(rt, "op_tracer", None)
+    span = spans.start(name, "step", ctx.workflow_id) if spans is not None else None
     try:
         while True:
             try:
@@ -419,6 +505,17 @@ def step(
                 if retries is None:
                     result, error = None, exc
                     break
+                if retries.should_retry is not None and retries.retries_allowed:
+                    # As DBOS: a False answer re-raises this error at once, no more tries;
+                    # a predicate that raises fails the step with its own error.
+                    try:
+                        retry = yield Decide(retries.should_retry, exc)
+                    except Exception as predicate_error:
+                        result, error = None, predicate_error
+                        break
+                    if not retry:
+                        result, error = None, exc
+                        break
                 if attempts is None:
                     attempts = _Attempts(retries)
                 error, delay = attempts.failed(exc)
@@ -428,10 +525,14 @@ def step(
                 # Back off on the wake event: cancel or shutdown cut the wait short.
                 if (yield WaitWake(ctx.entry, delay, rt.clock)):
                     check_boundary(rt, ctx.entry)
+                ctx.step_retry = (len(attempts.errors), retries.max_attempts)
     finally:
         ctx.in_step = False
         if record is not None:
             record.work = (ctx.workflow_id, ctx.name, None, None)
+        ctx.step_retry = None
+        if spans is not None:
+            spans.end(span, error)
     return conclude(rt, ctx, fid, name, result, error)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+_dbos_logger = logging.getLogger("dbos")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,10 @@ class StepInfo:
     max_attempts: int
     interval_seconds: float
     backoff_rate: float
+    #: DBOS's ``should_retry``: called with each failure; False stops the retries.
+    should_retry: Callable[[BaseException], Any] | None = None
+    #: DBOS's ``preemptible`` (async steps): a cancel of the workflow cancels the step.
+    preemptible: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +64,18 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self.workflows: dict[str, WorkflowInfo] = {}
 
-    def add_workflow(self, info: WorkflowInfo) -> None:
-        """Register a workflow; a second function under one name is an error."""
+    def add_workflow(self, info: WorkflowInfo, *, warn: bool = True) -> None:
+        """Register a workflow; a second function under one name warns, as in DBOS, and
+        replaces the first (recovery runs the latest one registered). ``warn=False`` for
+        the temporary workflows of steps and transactions (their step's name warns)."""
         existing = self.workflows.get(info.name)
-        if existing is not None and existing.func is not info.func:
-            raise ValueError(
-                f"two different workflow functions are named {info.name!r}; pass name=..."
+        if warn and existing is not None and existing.func is not info.func:
+            _dbos_logger.warning(
+                "Duplicate registration of function '%s'. A function named '%s' has already "
+                "been registered with DBOS. All functions registered with DBOS must have "
+                "unique names.",
+                info.name,
+                info.name,
             )
         self.workflows[info.name] = info
 

@@ -10,10 +10,11 @@ from ._active import ActiveWorkflow
 from ._core import wait_async
 from ._errors import (
     DBOSAwaitedWorkflowCancelledError,
-    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
+from ._introspection import require_status
 from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
@@ -41,7 +42,7 @@ def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
     if row.status == CANCELLED:
         raise DBOSAwaitedWorkflowCancelledError(workflow_id)
     if row.status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:
-        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, row.recovery_attempts)
+        raise DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(workflow_id)
     return False, None
 
 
@@ -104,11 +105,8 @@ class WorkflowHandle(Generic[R]):
             delay = min(delay * 2, _POLL_MAX)
 
     def get_status(self) -> WorkflowStatus:
-        """The workflow's current status."""
-        row = self._rt.sysdb.get_status(self.workflow_id)
-        if row is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return WorkflowStatus.from_row(row)
+        """The workflow's current status, with every DBOS field."""
+        return require_status(self._rt, self.workflow_id)
 
 
 class WorkflowHandleAsync(Generic[R]):
@@ -139,8 +137,5 @@ class WorkflowHandleAsync(Generic[R]):
             delay = min(delay * 2, _POLL_MAX)
 
     async def get_status(self) -> WorkflowStatus:
-        """The workflow's current status."""
-        row = self._rt.sysdb.get_status(self.workflow_id)
-        if row is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return WorkflowStatus.from_row(row)
+        """The workflow's current status, with every DBOS field."""
+        return require_status(self._rt, self.workflow_id)

@@ -351,3 +351,8 @@ class MessagingDatabase:
                 )
                 found_evts = {(r[0], r[1]) for r in rows} & evt_keys
         return found_msgs, found_evts
+
+
+#: For ``_bulk_send``, which writes many messages (and one checkpoint) in one transaction.
+is_foreign_key_violation = _is_foreign_key_violation
+checkpoint = MessagingDatabase._checkpoint

@@ -13,6 +13,7 @@ from ._schema import (
     NOTIFICATIONS_CHANNEL,
     SCHEMA,
     WORKFLOW_EVENTS_CHANNEL,
+    application_versions,
     notifications,
     operation_outputs,
     schema_version,
@@ -108,6 +109,25 @@ def _v5_partitions(conn: Connection) -> None:
     )
 
 
+def _v6_forks_and_delays(conn: Connection) -> None:
+    """DBOS's ``forked_from`` (the workflow a fork was copied from) and
+    ``delay_until_epoch_ms`` (when a DELAYED workflow enters its queue): ``_v1`` makes a
+    fresh table with them already, an older one gets them here; likewise ``attributes``
+    (JSON text). And DBOS's ``application_versions`` table."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    for column, kind in (
+        ("forked_from", "TEXT"),
+        ("delay_until_epoch_ms", "BIGINT"),
+        ("attributes", "TEXT"),
+    ):
+        if column not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} {kind}")
+    application_versions.create(conn, checkfirst=True)
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -118,6 +138,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v3_schedules,
     _v4_queues,
     _v5_partitions,
+    _v6_forks_and_delays,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

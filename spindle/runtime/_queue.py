@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _current
+from ._attributes import for_new_workflow as attributes_for_new_workflow
+from ._attributes import store as store_attributes
 from ._context import ContextBlock
 from ._core import resolve_identity
-from ._errors import DBOSException, DBOSWorkflowConflictIDError
+from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue_db import RateLimit, insert_enqueued
@@ -83,7 +85,10 @@ class Queue:
         if not isinstance(name, str) or not name:
             raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
         _check_limit("concurrency", concurrency)
-        _check_limit("worker_concurrency", worker_concurrency)
+        # 0 is accepted, as DBOS: a process that enqueues to the queue but never runs its
+        # workflows (they run in processes declaring a positive share).
+        if worker_concurrency != 0:
+            _check_limit("worker_concurrency", worker_concurrency)
         if (
             concurrency is not None
             and worker_concurrency is not None
@@ -197,6 +202,10 @@ class EnqueueOptions:
     deduplication_id: str | None = None
     priority: int | None = None
     queue_partition_key: str | None = None
+    #: DBOS's ``app_version``: only a process of this version dequeues the workflow.
+    app_version: str | None = None
+    #: DBOS's ``delay_seconds``: the workflow is DELAYED this long, then ENQUEUED.
+    delay_seconds: float | None = None
 
 
 _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
@@ -220,7 +229,9 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
         *,
         deduplication_id: str | None = None,
         priority: int | None = None,
+        app_version: str | None = None,
         queue_partition_key: str | None = None,
+        delay_seconds: float | None = None,
     ):
         if queue_partition_key is not None and (
             not isinstance(queue_partition_key, str) or not queue_partition_key
@@ -246,8 +257,48 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
                 f"SetEnqueueOptions priority must be an integer from 1 to {MAX_PRIORITY}, "
                 f"got {priority!r}"
             )
-        self.options = EnqueueOptions(deduplication_id, priority, queue_partition_key)
+        if app_version is not None and (not isinstance(app_version, str) or not app_version):
+            raise ValueError(
+                f"SetEnqueueOptions app_version must be a non-empty string or None, "
+                f"got {app_version!r}"
+            )
+        if delay_seconds is not None and (
+            isinstance(delay_seconds, bool)
+            or not isinstance(delay_seconds, int | float)
+            or not math.isfinite(delay_seconds)
+            or delay_seconds < 0
+        ):
+            raise ValueError(
+                f"SetEnqueueOptions delay_seconds must be a number >= 0 or None, "
+                f"got {delay_seconds!r}"
+            )
+        self.options = EnqueueOptions(
+            deduplication_id, priority, queue_partition_key, app_version, delay_seconds
+        )
         super().__init__(_enqueue_options, self.options)
+
+
+def check_no_enqueue_options() -> None:
+    """As DBOS: ``SetEnqueueOptions`` around a workflow that is started, not enqueued, is
+    an error (its options would silently do nothing)."""
+    options = _enqueue_options.get()
+    if options is None:
+        return
+    named = [
+        name
+        for name, value in (
+            ("deduplication_id", options.deduplication_id),
+            ("priority", options.priority),
+            ("queue_partition_key", options.queue_partition_key),
+            ("delay_seconds", options.delay_seconds),
+        )
+        if value is not None
+    ]
+    if named:
+        raise DBOSException(
+            f"Enqueue option(s) {', '.join(named)} set on a workflow that is not being "
+            "enqueued. These options are only supported when enqueueing a workflow onto a queue."
+        )
 
 
 def enqueue_workflow(
@@ -284,6 +335,11 @@ def enqueue_workflow(
         )
     ident = resolve_identity(rt)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+    delay_until = (
+        int((rt.clock.now() + options.delay_seconds) * 1000)
+        if options.delay_seconds is not None
+        else None
+    )
     existing = insert_enqueued(
         rt.sysdb,
         workflow_id=ident.workflow_id,
@@ -291,7 +347,7 @@ def enqueue_workflow(
         inputs=inputs,
         queue_name=queue.name,
         executor_id=rt.config.executor_id,
-        application_version=rt.config.application_version,
+        application_version=options.app_version or rt.config.application_version,
         parent_workflow_id=ident.parent_workflow_id,
         timeout_ms=ident.timeout_ms,
         # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
@@ -299,11 +355,17 @@ def enqueue_workflow(
         deduplication_id=options.deduplication_id,
         priority=options.priority or 0,
         queue_partition_key=key,
+        delay_until_epoch_ms=delay_until,
     )
     if existing is not None and existing.name != info.name:
-        raise DBOSWorkflowConflictIDError(
-            f"workflow ID {ident.workflow_id!r} belongs to {existing.name!r}, not {info.name!r}"
+        raise DBOSConflictingWorkflowError(
+            ident.workflow_id,
+            f"Workflow already exists with a different function name: {existing.name}, "
+            f"but the provided function name is: {info.name}",
         )
     if existing is None:
+        attributes = attributes_for_new_workflow()
+        if attributes is not None:
+            store_attributes(rt.sysdb, ident.workflow_id, attributes)
         rt.queues.wake(queue.name)
     return ident.workflow_id

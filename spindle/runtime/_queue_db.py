@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
-from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
+from ._rows import DELAYED, ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase, this_version
@@ -86,10 +86,11 @@ def advisory_key(queue_name: str) -> int:
     return zlib.crc32(queue_name.encode()) - 2**31
 
 
-def _insert_enqueued(*, is_sqlite: bool) -> HotInsert:
+def _insert_enqueued(*, is_sqlite: bool, delayed: bool = False) -> HotInsert:
     # FIFO among same-millisecond enqueues: SQLite numbers rows by rowid already, and
     # PostgreSQL takes the next value of the enqueue sequence.
-    literals = {"status": "'ENQUEUED'", "recovery_attempts": "0"}
+    literals = {"status": "'DELAYED'" if delayed else "'ENQUEUED'", "recovery_attempts": "0"}
+    delay = ("delay_until_epoch_ms",) if delayed else ()
     if not is_sqlite:
         literals["enqueue_seq"] = f"nextval('{SCHEMA}.{ENQUEUE_SEQUENCE}')"
     return HotInsert(
@@ -109,6 +110,7 @@ def _insert_enqueued(*, is_sqlite: bool) -> HotInsert:
             "deduplication_id",
             "priority",
             "queue_partition_key",
+            *delay,
         ),
         is_sqlite=is_sqlite,
         literals=literals,
@@ -120,6 +122,8 @@ def _insert_enqueued(*, is_sqlite: bool) -> HotInsert:
 # Prepared once per backend: enqueue is a serial loop in many apps, and it runs on the
 # system database's hot path (on SQLite, in the group commit with the steps' checkpoints).
 _INSERTS = {flag: _insert_enqueued(is_sqlite=flag) for flag in (True, False)}
+#: A delayed enqueue (rare) inserts the DELAYED row in the same one statement.
+_DELAYED_INSERTS = {flag: _insert_enqueued(is_sqlite=flag, delayed=True) for flag in (True, False)}
 
 
 def _enqueue_order(*, is_sqlite: bool) -> str:
@@ -135,21 +139,24 @@ def insert_enqueued(
     inputs: bytes,
     queue_name: str,
     executor_id: str,
-    application_version: str,
+    application_version: str | None,
     parent_workflow_id: str | None,
     timeout_ms: int | None,
     deadline_epoch_ms: int | None,
     deduplication_id: str | None,
     priority: int,
     queue_partition_key: str | None = None,
+    delay_until_epoch_ms: int | None = None,
 ) -> StatusRow | None:
-    """Insert an ENQUEUED workflow; None when inserted, or the row already under this ID.
+    """Insert an ENQUEUED workflow (DELAYED until ``delay_until_epoch_ms`` when given);
+    None when inserted, or the row already under this ID.
 
     Raises :class:`DBOSQueueDeduplicatedError` when another ENQUEUED or PENDING workflow of
     the queue holds ``deduplication_id`` (the partial unique index of migration v3).
     """
     now = now_ms()
-    insert = _INSERTS[sysdb.sqlite]
+    delayed = delay_until_epoch_ms is not None
+    insert = (_DELAYED_INSERTS if delayed else _INSERTS)[sysdb.sqlite]
     values: dict[str, Any] = {
         "workflow_uuid": workflow_id,
         "name": name,
@@ -166,6 +173,8 @@ def insert_enqueued(
         "priority": priority,
         "queue_partition_key": queue_partition_key,
     }
+    if delayed:
+        values["delay_until_epoch_ms"] = delay_until_epoch_ms
     try:
         return sysdb.insert_or_existing(insert.sql, insert.params(values), values)
     except IntegrityError as exc:
@@ -277,6 +286,41 @@ def _with_landed(
         rows = [tuple(r) for r in landed]
     seen = {r[0] for r in returned}
     return list(returned) + [r for r in rows if r[0] not in seen]
+
+
+@retried
+def promote_delayed(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> int:
+    """DELAYED workflows of the queue whose delay ran out become ENQUEUED (as DBOS's
+    transition); returns how many. A cheap read first: an idle check takes no write lock."""
+    due = sa.and_(
+        ws.c.queue_name == queue_name,
+        ws.c.status == DELAYED,
+        ws.c.delay_until_epoch_ms <= now_epoch_ms,
+    )
+    with sysdb.transaction(read=True) as conn:
+        if not conn.execute(sa.select(sa.exists().where(due))).scalar():
+            return 0
+    with sysdb.transaction() as conn:
+        return int(
+            conn.execute(
+                ws.update().where(due).values(status=ENQUEUED, updated_at=now_ms())
+            ).rowcount
+        )
+
+
+@retried
+def set_delay(sysdb: SystemDatabase, workflow_id: str, delay_until_epoch_ms: int) -> str | None:
+    """Move a DELAYED workflow's due time; returns its queue, or None when it is not DELAYED
+    (as DBOS: only a DELAYED workflow is affected)."""
+    stmt = (
+        ws.update()
+        .where(ws.c.workflow_uuid == workflow_id, ws.c.status == DELAYED)
+        .values(delay_until_epoch_ms=delay_until_epoch_ms, updated_at=now_ms())
+        .returning(ws.c.queue_name)
+    )
+    with sysdb.transaction() as conn:
+        row = conn.execute(stmt).one_or_none()
+    return None if row is None else str(row[0])
 
 
 @retried

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from ._core import start_dequeued
 from ._errors import DBOSRuntimeShutdownError
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, has_enqueued, requeue
+from ._queue_db import Dequeued, dequeue, has_enqueued, promote_delayed, requeue
 from ._rows import ERROR
 from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
@@ -57,6 +58,8 @@ class _Worker:
     # Set by an enqueue in this process: the queue is known to hold work, skip the probe.
     hinted: bool = False
     thread: Supervised | None = None
+    # When (monotonic) this worker next looks for DELAYED workflows that fell due.
+    next_delay_check: float = 0.0
 
 
 class QueueManager:
@@ -124,9 +127,12 @@ class QueueManager:
             with self._gate:
                 if self._closed or stop.is_set():
                     break
+                listening = self._rt.listening_queues
                 for queue in GLOBAL_QUEUES.all():
                     if queue.name in self._workers:
                         continue
+                    if listening is not None and queue.name not in listening:
+                        continue  # DBOS.listen_queues: another process drains it
                     worker = _Worker(queue)
                     worker.thread = self._rt.supervisor.spawn(
                         ThreadKind.QUEUE,
@@ -192,6 +198,12 @@ class QueueManager:
             return False, None
         if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
             return False, None
+        now = time.monotonic()
+        if now >= worker.next_delay_check:
+            # At most once per polling interval: delays are due at poll granularity (as DBOS).
+            worker.next_delay_check = now + queue.polling_interval_sec
+            if promote_delayed(rt.sysdb, queue.name, int(rt.clock.now() * 1000)):
+                worker.hinted = True
         hinted, worker.hinted = worker.hinted, False
         version = rt.config.application_version
         if not hinted and not has_enqueued(rt.sysdb, queue.name, version):

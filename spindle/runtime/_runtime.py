@@ -30,6 +30,8 @@ from ._event_loop import BackgroundLoop
 from ._executor import DBOSExecutor
 from ._messaging_db import MessagingDatabase
 from ._notifications import NotificationListener
+from ._op_spans import OperationTracer
+from ._otlp_logs import LogExport
 from ._supervisor import Supervised, Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
@@ -63,6 +65,9 @@ class PollerService(Protocol):
 
     def schedules_changed(self) -> None:
         """Re-read the schedules table now (a change made by this process)."""
+
+    def start_scheduled(self, poller: Any) -> None:
+        """Start a ``@DBOS.scheduled`` registration made after launch."""
 
 
 class ConductorService(Protocol):
@@ -116,6 +121,12 @@ class Runtime:
         # Tasks of async workflows started on the caller's loop: held so they are not
         # garbage-collected mid-run (asyncio keeps only weak references to tasks).
         self.background_tasks: set[asyncio.Task[Any]] = set()
+        # DBOS.listen_queues (before launch): the only queues this process dequeues from.
+        self.listening_queues: frozenset[str] | None = None
+        # Spans per workflow/step/transaction (_op_spans), with diagnostics on; else None.
+        self.op_tracer: OperationTracer | None = None
+        # DBOS's OTLP log export of the ``dbos`` logger (_otlp_logs), when configured.
+        self.log_export: LogExport | None = None
 
     @property
     def admin_url(self) -> str | None:

@@ -88,9 +88,45 @@ def _schedule_start(rt: Runtime, row: WorkflowSchedule, tick: datetime, workflow
     dispatch(rt, info, start)
 
 
+def apply_schedules(rt: Runtime, schedules: list[dict[str, Any]]) -> None:
+    """Create or replace every schedule given, atomically (``DBOS.apply_schedules``)."""
+    rt.require_launched()
+    rows: list[tuple[str, str, str, bytes]] = []
+    for i, entry in enumerate(schedules):
+        for key in ("schedule_name", "workflow_fn", "schedule"):
+            if key not in entry:
+                raise DBOSException(f"Schedule entry {i} is missing required field '{key}'")
+        check_unsupported(entry)
+        info = workflow_info(entry["workflow_fn"])
+        name = entry["schedule_name"]
+        validate_new_schedule(name, info.name, entry["schedule"])
+        rows.append(
+            (name, info.name, entry["schedule"], encode_context(name, entry.get("context")))
+        )
+    ScheduleStore(rt.sysdb).replace_all(rows)
+    rt.schedules_changed()
+
+
+def check_unsupported(options: dict[str, Any]) -> None:
+    """DBOS 2.30 schedule options Spindle does not implement: refused, never ignored."""
+    for key, default in (
+        ("automatic_backfill", False),
+        ("cron_timezone", None),
+        ("queue_name", None),
+    ):
+        if options.get(key, default) != default:
+            raise DBOSException(
+                f"create_schedule({key}=...) is not supported by Spindle: schedules run on "
+                "UTC cron ticks, started directly, and are backfilled with backfill_schedule"
+            )
+
+
 def backfill(rt: Runtime, name: str, start: datetime, end: datetime) -> list[str]:
     """Start every tick of a schedule in ``[start, end)`` that no process started yet;
-    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice)."""
+    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice).
+    Naive datetimes are UTC, as in DBOS."""
+    start = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+    end = end if end.tzinfo is not None else end.replace(tzinfo=UTC)
     row = ScheduleStore(rt.sysdb).get(name)
     if row is None:
         raise DBOSException(f"schedule {name!r} does not exist")

@@ -34,7 +34,7 @@ PAUSED = "PAUSED"
 
 
 class WorkflowSchedule(TypedDict):
-    """A dynamic schedule, as DBOS 3.x returns it."""
+    """A dynamic schedule, with DBOS 2.30's keys (``last_fired_at`` aside: not tracked)."""
 
     schedule_id: str
     schedule_name: str
@@ -42,15 +42,30 @@ class WorkflowSchedule(TypedDict):
     schedule: str
     status: str  # "ACTIVE" or "PAUSED"
     context: Any
+    #: What Spindle's schedules always are: no class, no automatic backfill, UTC cron, run
+    #: directly (no queue), owned by no application in particular.
+    workflow_class_name: str | None
+    automatic_backfill: bool
+    cron_timezone: str | None
+    queue_name: str | None
+    application_name: str | None
 
 
-# The columns of a WorkflowSchedule are its keys, read by name.
-_COLUMNS = tuple(sched.c[key] for key in WorkflowSchedule.__annotations__)
+_FIXED: dict[str, Any] = {
+    "workflow_class_name": None,
+    "automatic_backfill": False,
+    "cron_timezone": None,
+    "queue_name": None,
+    "application_name": None,
+}
+# The columns of a WorkflowSchedule are its other keys, read by name.
+_COLUMNS = tuple(sched.c[key] for key in WorkflowSchedule.__annotations__ if key not in _FIXED)
 
 
 def _row(r: Any) -> WorkflowSchedule:
     row = dict(r._mapping)
     row["context"] = deserialize(row["context"])
+    row.update(_FIXED)
     return cast(WorkflowSchedule, row)
 
 
@@ -96,6 +111,27 @@ class ScheduleStore:
         )
         with self._db.transaction() as conn:
             return len(conn.execute(stmt).all()) == 1
+
+    @retried
+    def replace_all(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+        """Create or replace each ``(name, workflow_name, cron, context)`` schedule, all in
+        one transaction (``DBOS.apply_schedules``): a replaced schedule is ACTIVE again."""
+        now = now_ms()
+        with self._db.transaction() as conn:
+            for name, workflow_name, cron, context in rows:
+                conn.execute(sched.delete().where(sched.c.schedule_name == name))
+                conn.execute(
+                    sched.insert().values(
+                        schedule_id=str(uuid.uuid4()),
+                        schedule_name=name,
+                        workflow_name=workflow_name,
+                        schedule=cron,
+                        status=ACTIVE,
+                        context=context,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
 
     @retried
     def list(

@@ -41,6 +41,12 @@ workflow_status = sa.Table(
     # PostgreSQL: the order of enqueues, from a sequence, for FIFO among workflows enqueued
     # in the same millisecond (SQLite uses its rowid). NULL for rows written otherwise.
     sa.Column("enqueue_seq", sa.BigInteger, nullable=True),
+    # DBOS's ``forked_from``: the workflow this one was forked from (fork_workflow).
+    sa.Column("forked_from", sa.Text, nullable=True),
+    # DBOS's delayed enqueue: a DELAYED workflow becomes ENQUEUED at this time.
+    sa.Column("delay_until_epoch_ms", sa.BigInteger, nullable=True),
+    # DBOS's workflow attributes, as JSON text (SetWorkflowAttributes).
+    sa.Column("attributes", sa.Text, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)
@@ -126,6 +132,18 @@ workflow_events = sa.Table(
     ),
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
+)
+
+#: DBOS's application versions: each version that launched on this database; the one with
+#: the greatest ``version_timestamp`` is the latest (``set_latest_application_version``).
+application_versions = sa.Table(
+    "application_versions",
+    metadata,
+    sa.Column("version_id", sa.Text, primary_key=True),
+    sa.Column("version_name", sa.Text, nullable=False, unique=True),
+    sa.Column("version_timestamp", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("application_name", sa.Text, nullable=True),
 )
 
 schema_version = sa.Table(

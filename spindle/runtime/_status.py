@@ -1,17 +1,36 @@
-"""``WorkflowStatus``: what ``get_status`` and ``list_workflows`` return."""
+"""``WorkflowStatus``: what ``get_workflow_status`` and ``list_workflows`` return, with every
+field of DBOS Transact 2.30's ``WorkflowStatus``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from ._rows import StatusRow
+from ._attributes import load as load_attributes
+from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
+
+
+class WorkflowStatusString(Enum):
+    """The values of ``WorkflowStatus.status`` (DBOS's enum)."""
+
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    ENQUEUED = "ENQUEUED"
+    DELAYED = "DELAYED"
 
 
 @dataclass(frozen=True, slots=True)
 class WorkflowStatus:
-    """One workflow's status, as DBOS Transact names its fields."""
+    """One workflow's status, as DBOS Transact names its fields (timestamps in epoch ms).
+
+    Spindle records no users, roles, classes or owning application: those fields are None,
+    as they are in DBOS for a workflow that has none.
+    """
 
     workflow_id: str
     status: str
@@ -23,33 +42,79 @@ class WorkflowStatus:
     app_version: str | None
     created_at: int
     updated_at: int
+    #: Times this workflow was started, counting its first run, as DBOS counts them.
     recovery_attempts: int
     parent_workflow_id: str | None
     workflow_timeout_ms: int | None
     workflow_deadline_epoch_ms: int | None
     queue_name: str | None
     queue_partition_key: str | None = None
+    class_name: str | None = None
+    config_name: str | None = None
+    authenticated_user: str | None = None
+    assumed_role: str | None = None
+    authenticated_roles: list[str] | None = None
+    deduplication_id: str | None = None
+    priority: int | None = None
+    forked_from: str | None = None
+    was_forked_from: bool = False
+    dequeued_at: int | None = None
+    delay_until_epoch_ms: int | None = None
+    completed_at: int | None = None
+    attributes: dict[str, Any] | None = None
+    schedule_name: str | None = None
+    application_name: str | None = None
+    app_id: str | None = None
 
     @classmethod
-    def from_row(cls, row: StatusRow, *, load_input: bool = True) -> WorkflowStatus:
-        """Build from a database row; inputs and outputs are deserialized."""
+    def from_row(
+        cls,
+        row: StatusRow,
+        *,
+        load_input: bool = True,
+        load_output: bool = True,
+        was_forked_from: bool = False,
+    ) -> WorkflowStatus:
+        """Build from a database row; inputs and outputs are deserialized when loaded."""
+        # A detail row (see _introspect_db) also carries the queue and fork columns.
+        extra: dict[str, Any] = {
+            name: getattr(row, column)
+            for name, column in (
+                ("deduplication_id", "deduplication_id"),
+                ("priority", "priority"),
+                ("forked_from", "forked_from"),
+                ("dequeued_at", "started_at_epoch_ms"),
+                ("delay_until_epoch_ms", "delay_until_epoch_ms"),
+            )
+            if hasattr(row, column)
+        }
+        if hasattr(row, "attributes"):
+            extra["attributes"] = load_attributes(row.attributes)
         return cls(
             workflow_id=row.workflow_id,
             status=row.status,
             name=row.name,
             input=_safe(deserialize, row.inputs) if load_input else None,
-            output=_safe(deserialize, row.output),
-            error=deserialize_exception(row.error) if row.error is not None else None,
+            output=_safe(deserialize, row.output) if load_output else None,
+            error=(
+                deserialize_exception(row.error) if load_output and row.error is not None else None
+            ),
             executor_id=row.executor_id,
             app_version=row.application_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            recovery_attempts=row.recovery_attempts,
+            # Spindle's column counts the re-runs; DBOS's counts the first run too (a
+            # workflow still in its queue has not run).
+            recovery_attempts=row.recovery_attempts + (row.status not in (ENQUEUED, DELAYED)),
             parent_workflow_id=row.parent_workflow_id,
             workflow_timeout_ms=row.workflow_timeout_ms,
             workflow_deadline_epoch_ms=row.workflow_deadline_epoch_ms,
             queue_name=row.queue_name,
             queue_partition_key=row.queue_partition_key,
+            was_forked_from=was_forked_from,
+            # Nothing writes a finished workflow's row again: its last update is its end.
+            completed_at=row.updated_at if row.status in TERMINAL else None,
+            **extra,
         )
 
 

@@ -23,6 +23,7 @@ from ._db_retry import DEFAULT_CLIENT_RETRIES, Retrier, retried
 from ._migrations import migrate
 from ._rows import (
     CANCELLED,
+    DELAYED,
     ENQUEUED,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
@@ -292,7 +293,7 @@ class SystemDatabase:
             # and the caller cancels in memory only what this statement really cancelled.
             changed = conn.execute(
                 ws.update()
-                .where(ws.c.workflow_uuid.in_(ids), ws.c.status.in_([PENDING, ENQUEUED]))
+                .where(ws.c.workflow_uuid.in_(ids), ws.c.status.in_([PENDING, ENQUEUED, DELAYED]))
                 .values(status=CANCELLED, updated_at=now_ms())
                 .returning(ws.c.workflow_uuid)
             )
@@ -305,7 +306,10 @@ class SystemDatabase:
             return bool(
                 conn.execute(
                     ws.update()
-                    .where(ws.c.workflow_uuid == workflow_id, ws.c.status.in_([PENDING, ENQUEUED]))
+                    .where(
+                        ws.c.workflow_uuid == workflow_id,
+                        ws.c.status.in_([PENDING, ENQUEUED, DELAYED]),
+                    )
                     .values(status=CANCELLED, updated_at=now_ms())
                 ).rowcount
                 == 1

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._context import current_workflow
 from ._db_retry import backoff, is_transient
-from ._durable import Call, Host, Op, WaitWake, check_boundary, drive, drive_async
+from ._durable import Call, Host, Op, WaitWake, check_boundary, drive
 from ._errors import DBOSException, WorkflowInterrupted
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._sysdb_gate import SystemDatabaseClosed
@@ -35,14 +35,6 @@ def run_transaction(
     return drive(_transaction(rt, info, args, kwargs))
 
 
-async def run_transaction_async(
-    rt: TransactionHost, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run an async transaction; the session is sync, so its SQL runs on the loop's thread,
-    as a sync call would."""
-    return await drive_async(_transaction(rt, info, args, kwargs))
-
-
 def _transaction(
     rt: TransactionHost, info: TransactionInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Op[Any]:
@@ -61,42 +53,58 @@ def _transaction(
                     raise deserialize_exception(done[1])
                 return deserialize(done[0])
         check_boundary(rt, ctx.entry)
-    attempt = 0
-    while True:
-        try:
-            with appdb.transaction(
-                workflow_id=wf_id,
-                function_id=fid,
-                serialize_output=lambda v: serialize(v, f"the output of transaction {info.name!r}"),
-                isolation_level=info.isolation_level,
-            ) as outcome:
-                outcome.value = yield Call(info.func, args, kwargs)
-            if attempt:
+    spans = getattr(rt, "op_tracer", None)
+    span = (
+        spans.start(info.name, "transaction", wf_id)
+        if spans is not None and wf_id is not None
+        else None
+    )
+    failure: BaseException | None = None
+    try:
+        attempt = 0
+        while True:
+            try:
+                with appdb.transaction(
+                    workflow_id=wf_id,
+                    function_id=fid,
+                    serialize_output=lambda v: serialize(
+                        v, f"the output of transaction {info.name!r}"
+                    ),
+                    isolation_level=info.isolation_level,
+                ) as outcome:
+                    outcome.value = yield Call(info.func, args, kwargs)
+                if attempt:
+                    appdb.retrier.note_recovered()
+                return outcome.value
+            except Exception as exc:
+                if ctx is None or wf_id is None or fid is None or not _retryable(rt, exc):
+                    _failed(rt, appdb, wf_id, fid, exc)
+                    raise
+                transient = exc
+            # A lost connection, a serialization failure, a deadlock: the transaction rolled
+            # back (or committed with its checkpoint, and only the answer was lost), so it
+            # runs again once its checkpoint says it did not commit. Never its outcome.
+            attempt += 1
+            appdb.retrier.note_failure(transient)
+            if (yield WaitWake(ctx.entry, backoff(attempt))):
+                check_boundary(rt, ctx.entry)
+            try:
+                done = appdb.recorded(wf_id, fid)
+            except Exception as exc:
+                if not _retryable(rt, exc):
+                    raise
+                continue  # still down: back off again
+            if done is not None:
                 appdb.retrier.note_recovered()
-            return outcome.value
-        except Exception as exc:
-            if ctx is None or wf_id is None or fid is None or not _retryable(rt, exc):
-                _failed(rt, appdb, wf_id, fid, exc)
-                raise
-            failure = exc
-        # A lost connection, a serialization failure, a deadlock: the transaction rolled
-        # back (or committed with its checkpoint, and only the answer was lost), so it runs
-        # again once its checkpoint says it did not commit. Never recorded as its outcome.
-        attempt += 1
-        appdb.retrier.note_failure(failure)
-        if (yield WaitWake(ctx.entry, backoff(attempt))):
-            check_boundary(rt, ctx.entry)
-        try:
-            done = appdb.recorded(wf_id, fid)
-        except Exception as exc:
-            if not _retryable(rt, exc):
-                raise
-            continue  # still down: back off again
-        if done is not None:
-            appdb.retrier.note_recovered()
-            if done[1] is not None:
-                raise deserialize_exception(done[1])
-            return deserialize(done[0])
+                if done[1] is not None:
+                    raise deserialize_exception(done[1])
+                return deserialize(done[0])
+    except Exception as exc:
+        failure = exc
+        raise
+    finally:
+        if spans is not None:
+            spans.end(span, failure)
 
 
 def _retryable(rt: TransactionHost, exc: BaseException) -> bool:

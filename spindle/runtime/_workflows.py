@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
 from typing import Any, cast
 
+from . import _introspection
 from ._active import ActiveWorkflow
 from ._core import Start, prepare_workflow
 from ._errors import (
@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._queue import check_no_enqueue_options
 from ._queue_db import requeue_resumed
 from ._rows import PENDING
 from ._runtime import Runtime
@@ -61,6 +62,7 @@ def start_workflow(
     rt: Runtime, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> WorkflowHandle[Any]:
     """Start a workflow in the background and return its handle at once."""
+    check_no_enqueue_options()
     info = workflow_info(func)
     start = prepare_workflow(rt, info, args, kwargs)
     dispatch(rt, info, start)
@@ -71,6 +73,7 @@ def start_workflow_async(
     rt: Runtime, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> WorkflowHandleAsync[Any]:
     """Start a workflow from async code: an async workflow runs on the caller's loop."""
+    check_no_enqueue_options()
     info = workflow_info(func)
     start = prepare_workflow(rt, info, args, kwargs)
     if start.run is not None:
@@ -92,19 +95,8 @@ def require_exists(rt: Runtime, workflow_id: str) -> None:
 
 
 def get_workflow_status(rt: Runtime, workflow_id: str) -> WorkflowStatus | None:
-    """The status of a workflow, or None."""
-    rt.require_launched()
-    row = rt.sysdb.get_status(workflow_id)
-    return WorkflowStatus.from_row(row) if row is not None else None
-
-
-def _iso_ms(value: str | None, key: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{key} must be an ISO 8601 timestamp, got {value!r}") from exc
+    """The status of a workflow (every DBOS field), or None."""
+    return _introspection.workflow_status(rt, workflow_id)
 
 
 def list_workflows(
@@ -122,26 +114,21 @@ def list_workflows(
     load_input: bool = True,
     queues_only: bool = False,
 ) -> list[WorkflowStatus]:
-    """Workflows matching the filters (times as ISO 8601 strings), oldest first."""
-    rt.require_launched()
-    for key, value in (("limit", limit), ("offset", offset)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
-    rows = rt.sysdb.list_workflows(
-        workflow_ids=workflow_ids,
-        status=status,
-        name=name,
-        start_time_ms=_iso_ms(start_time, "start_time"),
-        end_time_ms=_iso_ms(end_time, "end_time"),
-        queue_name=queue_name,
-        queues_only=queues_only,
-        limit=limit,
-        offset=offset,
-        sort_desc=sort_desc,
-    )
-    return [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
+    """Workflows matching the filters (times as ISO 8601 strings), oldest first; the admin
+    API's reading of DBOS's filters (``_introspection`` has them all)."""
+    given: dict[str, Any] = {
+        "workflow_ids": workflow_ids,
+        "status": status,
+        "start_time": start_time,
+        "end_time": end_time,
+        "name": name,
+        "queue_name": queue_name,
+        "limit": limit,
+        "offset": offset,
+        "sort_desc": sort_desc,
+        "load_input": load_input,
+    }
+    return _introspection.list_workflows(rt, given, queues_only=queues_only)
 
 
 def cancel_workflow(rt: Runtime, workflow_id: str) -> None:
@@ -197,7 +184,7 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
     info = GLOBAL_REGISTRY.workflow(row.name)
     if info is None:
         raise DBOSWorkflowFunctionNotFoundError(
-            f"workflow {wf_id!r} runs {row.name!r}, which this process has not registered"
+            wf_id, f"{row.name} is not a workflow this process registered"
         )
     if count_attempt and row.status == PENDING:
         limit = info.max_recovery_attempts

@@ -14,11 +14,16 @@ from typing import Any, TypeVar, cast
 from . import _current
 from ._context import current_workflow
 from ._core import prepare_workflow, run_step, run_step_async, wait_async
-from ._functions import StepInfo, TransactionInfo, WorkflowInfo
+from ._errors import DBOSException
+from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
-from ._transactions import run_transaction, run_transaction_async
+from ._queue import check_no_enqueue_options
+from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: DBOS's prefix of the temporary workflow that runs a step or transaction on its own.
+TEMP_PREFIX = "<temp>."
 
 
 def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
@@ -28,6 +33,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
+            check_no_enqueue_options()
             start = prepare_workflow(rt, info, args, kwargs)
             if start.run is not None:
                 return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
@@ -39,6 +45,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
+            check_no_enqueue_options()
             start = prepare_workflow(rt, info, args, kwargs)
             # Called directly: run in the caller's thread.
             if start.run is not None and start.entry.claim():
@@ -51,7 +58,11 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
 
 
 def step_wrapper(info: StepInfo, func: F) -> F:
-    """Outside a workflow a step is a plain call; inside, a checkpointed one."""
+    """Outside a workflow a step is a plain call; inside, a checkpointed one.
+
+    As in DBOS, a step also has a temporary workflow ``<temp>.<name>`` that runs it as its
+    one step: what ``start_workflow``, a queue or ``@DBOS.scheduled`` run when given a step.
+    """
     if info.is_async:
 
         @functools.wraps(func)
@@ -61,6 +72,10 @@ def step_wrapper(info: StepInfo, func: F) -> F:
                 return await func(*args, **kwargs)
             return await run_step_async(rt, info, args, kwargs)
 
+        async def temporary_async(*args: Any, **kwargs: Any) -> Any:
+            return await run_step_async(_current.get(), info, args, kwargs)
+
+        _temporary_workflow(info.name, temporary_async, async_wrapper, is_async=True)
         return cast(F, async_wrapper)
 
     @functools.wraps(func)
@@ -70,21 +85,45 @@ def step_wrapper(info: StepInfo, func: F) -> F:
             return func(*args, **kwargs)
         return run_step(rt, info, args, kwargs)
 
+    def temporary(*args: Any, **kwargs: Any) -> Any:
+        return run_step(_current.get(), info, args, kwargs)
+
+    _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)
 
 
+def _temporary_workflow(
+    name: str, body: Callable[..., Any], target: Callable[..., Any], *, is_async: bool
+) -> Callable[..., Any]:
+    """Register ``<temp>.<name>`` running ``body`` and mark ``target`` (a step's or a
+    transaction's wrapper) as startable through it; returns the workflow's own wrapper."""
+    temp_info = WorkflowInfo(TEMP_PREFIX + name, body, is_async, None)
+    GLOBAL_REGISTRY.add_workflow(temp_info, warn=False)
+    target.__spindle_workflow__ = temp_info  # type: ignore[attr-defined]
+    return workflow_wrapper(temp_info, body)
+
+
 def transaction_wrapper(info: TransactionInfo, func: F) -> F:
-    """A transaction runs in the application database, exactly once within a workflow."""
+    """A transaction runs in the application database, exactly once within a workflow.
+
+    Called outside a workflow it runs, as in DBOS, in a temporary workflow named
+    ``<temp>.<name>``: recorded, listed and recovered like any workflow, so the transaction
+    still commits exactly once with its checkpoint.
+    """
     if info.is_async:
+        raise DBOSException(
+            f"Function {info.name} is a coroutine function, but DBOS.transaction does not "
+            "support coroutine functions"
+        )
 
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await run_transaction_async(_current.get(), info, args, kwargs)
-
-        return cast(F, async_wrapper)
+    def temporary(*args: Any, **kwargs: Any) -> Any:
+        return run_transaction(_current.get(), info, args, kwargs)
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_workflow.get() is None:
+            return run_temporary(*args, **kwargs)
         return run_transaction(_current.get(), info, args, kwargs)
 
+    run_temporary = _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)

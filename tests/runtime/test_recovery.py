@@ -62,7 +62,7 @@ def test_recovery_after_kill_9(
     assert [DBOS.retrieve_workflow(i).get_result() for i in ids] == [6] * COUNT
     statuses = {w.workflow_id: w for w in DBOS.list_workflows(workflow_ids=ids)}
     assert {s.status for s in statuses.values()} == {"SUCCESS"}
-    assert all(s.recovery_attempts == 1 for s in statuses.values())
+    assert all(s.recovery_attempts == 2 for s in statuses.values())  # first run + recovery
 
     counts = collections.Counter(effects.read_text().split())
     for wf in ids:
@@ -178,6 +178,6 @@ def test_launch_recovers_only_its_own_application_version(make_dbos: MakeDBOS, d
     assert DBOS.retrieve_workflow("mine").get_result() == 6
     assert DBOS.retrieve_workflow("none").get_result() == 6
     rows = {w.workflow_id: w for w in DBOS.list_workflows()}
-    assert (rows["theirs"].status, rows["theirs"].recovery_attempts) == ("PENDING", 0)
+    assert (rows["theirs"].status, rows["theirs"].recovery_attempts) == ("PENDING", 1)
     assert rows["queued-mine"].status == "ENQUEUED"  # back in its queue
     assert rows["queued-theirs"].status == "PENDING"

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from spindle import (
     DBOS,
+    DBOSException,
     DBOSMaxStepRetriesExceeded,
     DBOSNonExistentWorkflowError,
     DBOSSerializationError,
@@ -233,29 +234,31 @@ def test_transaction_runs_exactly_once(make_dbos: MakeDBOS, app_db_url: str) -> 
         engine.dispose()
 
 
-@DBOS.transaction()
-async def insert_row_async(value: str) -> int:
-    session = DBOS.sql_session
-    session.execute(sa.text("INSERT INTO items(value) VALUES (:v)"), {"v": value})
-    return int(session.execute(sa.text("SELECT count(*) FROM items")).scalar_one())
+def test_async_transaction_is_rejected() -> None:
+    """As DBOS: @DBOS.transaction() on an async def raises at decoration."""
+
+    async def insert_row_async(value: str) -> int:
+        return 0
+
+    with pytest.raises(DBOSException, match=r"is a coroutine function, but DBOS\.transaction"):
+        DBOS.transaction()(insert_row_async)
 
 
-@DBOS.workflow()
-async def async_transaction_workflow(value: str) -> int:
-    return await insert_row_async(value)
-
-
-def test_async_transaction_runs_exactly_once(make_dbos: MakeDBOS, app_db_url: str) -> None:
-    """An async transaction commits with its checkpoint and is not rerun by the same ID."""
+def test_transaction_outside_a_workflow_is_a_temporary_workflow(
+    make_dbos: MakeDBOS, app_db_url: str
+) -> None:
+    """Called outside a workflow, a transaction runs in a <temp>.<name> workflow (as DBOS):
+    recorded and listed; SetWorkflowID makes it run once."""
     make_dbos(application_database_url=app_db_url).launch()
     engine = sa.create_engine(app_db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (value TEXT)")
     try:
         for _ in range(2):
-            with SetWorkflowID("atx-1"):
-                handle: WorkflowHandle[Any] = DBOS.start_workflow(async_transaction_workflow, "a")
-            assert handle.get_result() == 1
+            with SetWorkflowID("tmp-tx"):
+                assert insert_row("a") == 1
+        (temp,) = DBOS.list_workflows(name="<temp>.insert_row")
+        assert (temp.workflow_id, temp.status, temp.output) == ("tmp-tx", "SUCCESS", 1)
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one() == 1
     finally:

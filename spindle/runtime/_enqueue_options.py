@@ -1,0 +1,102 @@
+"""``DBOS.enqueue_workflow_with_options``: enqueue a workflow by name and options, without
+its function (DBOS's ``EnqueueOptions``), so another process's code may run it.
+
+As in DBOS the options are not checked against this process's registry, and
+``app_version`` is left unset unless given: a version-less row is anyone's to run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from ._attributes import store as store_attributes
+from ._attributes import validate as validate_attributes
+from ._core import resolve_identity
+from ._errors import DBOSConflictingWorkflowError, DBOSException
+from ._queue import MAX_PRIORITY
+from ._queue_db import insert_enqueued
+from ._serialization import serialize
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+
+class _Required(TypedDict):
+    workflow_name: str
+    queue_name: str
+
+
+class EnqueueOptions(_Required, total=False):
+    """What ``enqueue_workflow_with_options`` takes (the DBOS 2.30 keys Spindle honours)."""
+
+    workflow_id: str
+    app_version: str
+    workflow_timeout: float
+    delay_seconds: float
+    deduplication_id: str
+    priority: int
+    queue_partition_key: str
+    attributes: dict[str, Any]
+
+
+_KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annotations__)
+
+
+def enqueue_with_options(
+    rt: Runtime, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID)."""
+    rt.require_launched()
+    unknown = sorted(set(options) - _KNOWN)
+    if unknown:
+        raise DBOSException(
+            f"EnqueueOptions key {unknown[0]!r} is not supported by Spindle "
+            f"(supported: {sorted(_KNOWN)})"
+        )
+    name, queue_name = options.get("workflow_name"), options.get("queue_name")
+    if not isinstance(name, str) or not name or not isinstance(queue_name, str) or not queue_name:
+        raise DBOSException("EnqueueOptions needs workflow_name and queue_name")
+    priority = options.get("priority")
+    if priority is not None and not 1 <= priority <= MAX_PRIORITY:
+        raise DBOSException(
+            f"Invalid priority {priority}. Priority must be between 1~{MAX_PRIORITY}."
+        )
+    timeout = options.get("workflow_timeout")
+    if timeout is not None and not timeout > 0:
+        raise DBOSException(f"Invalid workflow timeout {timeout}. Timeouts must be positive.")
+    validate_attributes(options.get("attributes"))
+    delay = options.get("delay_seconds")
+    if delay is not None and delay < 0:
+        raise DBOSException("delay_seconds must be >= 0")
+    ident = resolve_identity(rt, options.get("workflow_id"))
+    timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
+    existing = insert_enqueued(
+        rt.sysdb,
+        workflow_id=ident.workflow_id,
+        name=name,
+        inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+        queue_name=queue_name,
+        executor_id=rt.config.executor_id,
+        application_version=options.get("app_version"),
+        parent_workflow_id=ident.parent_workflow_id,
+        timeout_ms=timeout_ms,
+        deadline_epoch_ms=None
+        if timeout is not None or ident.own_timeout
+        else ident.deadline_epoch_ms,
+        deduplication_id=options.get("deduplication_id"),
+        priority=priority or 0,
+        queue_partition_key=options.get("queue_partition_key"),
+        delay_until_epoch_ms=(int((rt.clock.now() + delay) * 1000) if delay is not None else None),
+    )
+    if existing is not None and existing.name != name:
+        raise DBOSConflictingWorkflowError(
+            ident.workflow_id,
+            f"Workflow already exists with a different function name: {existing.name}, "
+            f"but the provided function name is: {name}",
+        )
+    attributes = options.get("attributes")
+    if existing is None and attributes is not None:
+        store_attributes(rt.sysdb, ident.workflow_id, attributes)
+    if existing is None:
+        rt.queues.wake(queue_name)
+    return ident.workflow_id
