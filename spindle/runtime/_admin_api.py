@@ -209,7 +209,11 @@ def _edge(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response
             return _error(404, str(exc))
         except (DBOSWorkflowConflictIDError, sa.exc.IntegrityError) as exc:
             # IntegrityError: another request took the same new ID between check and insert.
-            message = str(exc) if isinstance(exc, DBOSException) else "the workflow ID is taken"
+            message = (
+                str(exc)
+                if isinstance(exc, DBOSWorkflowConflictIDError)
+                else "the workflow ID is taken"
+            )
             return _error(409, message)
         except DBOSWorkflowFunctionNotFoundError as exc:
             return _error(409, str(exc))

@@ -75,7 +75,7 @@ def fork_workflow(
         if taken is not None:
             # Checked here so the caller gets a clear conflict, not the database's
             # IntegrityError; a racing insert still raises that (the admin API maps it to 409).
-            raise DBOSWorkflowConflictIDError(f"workflow {new_id!r} already exists")
+            raise DBOSWorkflowConflictIDError(new_id)
         conn.execute(
             ws.insert().values(
                 workflow_uuid=new_id,

@@ -224,8 +224,9 @@ def test_destroy_inside_a_workflow_or_step_raises(dbos: type[DBOS]) -> None:
     """destroy() in a workflow or a step raises a clear error and shuts nothing down."""
     outcome = DBOS.start_workflow(destroying_workflow).get_result()
     assert len(outcome) == 2
-    assert outcome[0].startswith("workflow: DBOS.destroy() must not be called from inside")
-    assert outcome[1].startswith("step: DBOS.destroy() must not be called from inside")
+    # DBOS's exception text: "DBOS Error: <message>".
+    assert outcome[0].startswith("workflow: DBOS Error: DBOS.destroy() must not be called from")
+    assert outcome[1].startswith("step: DBOS Error: DBOS.destroy() must not be called from")
     assert DBOS.last_shutdown_timeline is None
     assert len(DBOS.start_workflow(destroying_workflow).get_result()) == 2  # still running
 
