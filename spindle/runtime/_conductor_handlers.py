@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from spindle.diagnostics import dump_stacks
 
-from . import _admin_db, _schedule_api, _workflows
+from . import _admin_db, _introspect_db, _schedule_api, _workflows
 from ._conductor_protocol import (
     UNKNOWN_TYPE_ERROR,
     BadField,
@@ -36,6 +36,7 @@ from ._conductor_protocol import (
     step_output,
     workflow_output,
 )
+from ._db_retry import retried
 from ._errors import DBOSNonExistentWorkflowError
 from ._queue import GLOBAL_QUEUES, Queue
 from ._rows import ENQUEUED, PENDING
@@ -46,6 +47,7 @@ from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 logger = logging.getLogger("spindle")
 
@@ -224,9 +226,17 @@ def _fork_workflow(rt: Runtime, msg: dict[str, Any]) -> Fields:
 
 def _delete(rt: Runtime, msg: dict[str, Any]) -> Fields:
     rt.require_launched()
-    ids = _ids(msg)
-    with rt.sysdb.transaction() as conn:
-        if field(msg, "delete_children", bool, False):
+    _delete_rows(rt.sysdb, _ids(msg), field(msg, "delete_children", bool, False))
+    return {"success": True}
+
+
+@retried
+def _delete_rows(sysdb: SystemDatabase, ids: list[str], delete_children: bool) -> None:
+    # One transaction: the PENDING check and the deletion see the same rows. A replay after
+    # an ambiguous commit finds nothing left to delete: the same outcome.
+    ids = list(ids)
+    with sysdb.transaction() as conn:
+        if delete_children:
             # Children are found through their parent's column, generation by generation.
             frontier = list(ids)
             while frontier:
@@ -260,7 +270,6 @@ def _delete(rt: Runtime, msg: dict[str, Any]) -> Fields:
             (workflow_status, workflow_status.c.workflow_uuid),
         ):
             conn.execute(table.delete().where(column.in_(ids)))
-    return {"success": True}
 
 
 def _list_workflows(rt: Runtime, msg: dict[str, Any]) -> Fields:
@@ -325,8 +334,21 @@ def _get_metrics(rt: Runtime, msg: dict[str, Any]) -> Fields:
         return {"metrics": [], "error_message": f"Unexpected metric class: {metric_class}"}
     start = _iso_ms(field(msg, "start_time", str), "start_time")
     end = _iso_ms(field(msg, "end_time", str), "end_time")
+    workflows, steps = _step_counts(rt.sysdb, start, end)
+    metrics = [
+        {"metric_type": "workflow_count", "metric_name": name, "value": int(n)}
+        for name, n in workflows
+    ] + [{"metric_type": "step_count", "metric_name": name, "value": int(n)} for name, n in steps]
+    return {"metrics": metrics}
+
+
+@retried
+def _step_counts(
+    sysdb: SystemDatabase, start: int | None, end: int | None
+) -> tuple[list[Any], list[Any]]:
+    """(workflow name, count) created and (step name, count) completed in [start, end)."""
     ws, oo = workflow_status, operation_outputs
-    with rt.sysdb.transaction(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         workflows = conn.execute(
             sa.select(ws.c.name, sa.func.count())
             .where(ws.c.created_at >= start, ws.c.created_at < end)
@@ -337,11 +359,7 @@ def _get_metrics(rt: Runtime, msg: dict[str, Any]) -> Fields:
             .where(oo.c.completed_at >= start, oo.c.completed_at < end)
             .group_by(oo.c.function_name)
         ).all()
-    metrics = [
-        {"metric_type": "workflow_count", "metric_name": name, "value": int(n)}
-        for name, n in workflows
-    ] + [{"metric_type": "step_count", "metric_name": name, "value": int(n)} for name, n in steps]
-    return {"metrics": metrics}
+    return list(workflows), list(steps)
 
 
 def _schedule_output(s: WorkflowSchedule, load_context: bool = True) -> dict[str, Any]:
@@ -433,24 +451,13 @@ def _safe_text(data: bytes) -> str:
 
 
 def _events(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    wf_id = field(msg, "workflow_id", str)
-    ev = workflow_events
-    with rt.sysdb.transaction(read=True) as conn:
-        rows = conn.execute(
-            sa.select(ev.c.key, ev.c.value).where(ev.c.workflow_uuid == wf_id).order_by(ev.c.key)
-        ).all()
-    return {"events": [{"key": k, "value": _safe_text(v)} for k, v in rows]}
+    # The query DBOS.get_all_events runs; the reply lists them by key.
+    events = _introspect_db.all_events(rt.sysdb, field(msg, "workflow_id", str))
+    return {"events": [{"key": k, "value": _safe_text(events[k])} for k in sorted(events)]}
 
 
 def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    wf_id = field(msg, "workflow_id", str)
-    n = notifications
-    with rt.sysdb.transaction(read=True) as conn:
-        rows = conn.execute(
-            sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms)
-            .where(n.c.destination_uuid == wf_id)
-            .order_by(n.c.created_at_epoch_ms, n.c.message_uuid)
-        ).all()
+    rows = _unconsumed(rt.sysdb, field(msg, "workflow_id", str))
     # Spindle deletes a message when recv consumes it: every row left is unconsumed.
     return {
         "notifications": [
@@ -458,6 +465,20 @@ def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
             for t, m, c in rows
         ]
     }
+
+
+@retried
+def _unconsumed(sysdb: SystemDatabase, workflow_id: str) -> list[Any]:
+    """(topic, message, created_at_epoch_ms) of the messages waiting for ``workflow_id``."""
+    n = notifications
+    with sysdb.transaction(read=True) as conn:
+        return list(
+            conn.execute(
+                sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms)
+                .where(n.c.destination_uuid == workflow_id)
+                .order_by(n.c.created_at_epoch_ms, n.c.message_uuid)
+            ).all()
+        )
 
 
 def _thread_dump(rt: Runtime, _msg: dict[str, Any]) -> Fields:

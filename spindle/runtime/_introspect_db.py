@@ -2,7 +2,8 @@
 workflows by every ``list_workflows`` filter, a workflow's steps, its events, deletion.
 
 Reads take one statement each; deletion takes one transaction. Nothing here runs on the
-hot path of a workflow.
+hot path of a workflow. Each runs whole again on a transient error (``@retried``): the
+reads trivially, the updates and the deletion because running them twice ends the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from ._attributes import contains as attributes_contain
+from ._db_retry import retried
 from ._rows import DELAYED, ENQUEUED, PENDING, TERMINAL, StatusRow, StepRow
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
@@ -130,6 +132,7 @@ def _where(f: Filters, *, sqlite: bool) -> list[sa.ColumnElement[bool]]:
     return clauses
 
 
+@retried
 def list_status(sysdb: SystemDatabase, f: Filters) -> tuple[list[StatusDetailRow], set[str]]:
     """The matching rows in creation order (reversed by ``sort_desc``), and which of them
     were forked from."""
@@ -154,6 +157,7 @@ def list_status(sysdb: SystemDatabase, f: Filters) -> tuple[list[StatusDetailRow
     return rows, forked
 
 
+@retried
 def list_steps(
     sysdb: SystemDatabase, workflow_id: str, *, limit: int | None, offset: int | None
 ) -> list[StepRow]:
@@ -171,6 +175,7 @@ def list_steps(
         return [StepRow.from_mapping(r._mapping) for r in conn.execute(stmt)]
 
 
+@retried
 def all_events(sysdb: SystemDatabase, workflow_id: str) -> dict[str, bytes]:
     """Every event a workflow set, serialized, by key."""
     stmt = sa.select(we.c.key, we.c.value).where(we.c.workflow_uuid == workflow_id)
@@ -178,6 +183,7 @@ def all_events(sysdb: SystemDatabase, workflow_id: str) -> dict[str, bytes]:
         return {r[0]: bytes(r[1]) for r in conn.execute(stmt)}
 
 
+@retried
 def descendants(sysdb: SystemDatabase, workflow_ids: Sequence[str]) -> list[str]:
     """The given workflows and every child, grandchild, ... of theirs."""
     tree = (
@@ -193,6 +199,7 @@ def descendants(sysdb: SystemDatabase, workflow_ids: Sequence[str]) -> list[str]
         return [r[0] for r in conn.execute(sa.select(tree.c.workflow_uuid))]
 
 
+@retried
 def delete(sysdb: SystemDatabase, workflow_ids: Sequence[str]) -> int:
     """Delete workflows with their steps, messages and events; returns how many existed."""
     ids = list(workflow_ids)
@@ -206,6 +213,7 @@ def delete(sysdb: SystemDatabase, workflow_ids: Sequence[str]) -> int:
         return int(conn.execute(ws.delete().where(ws.c.workflow_uuid.in_(ids))).rowcount)
 
 
+@retried
 def place_fork(
     sysdb: SystemDatabase,
     workflow_id: str,
@@ -226,6 +234,7 @@ def place_fork(
         conn.execute(ws.update().where(ws.c.workflow_uuid == workflow_id).values(**values))
 
 
+@retried
 def set_queue(sysdb: SystemDatabase, workflow_id: str, queue_name: str) -> None:
     """Move a (not yet resumed) workflow to another queue, for ``resume_workflow(queue_name=)``."""
     with sysdb.transaction() as conn:
