@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ._db_retry import retried
 from ._errors import DBOSWorkflowConflictIDError
+from ._introspect_db import list_steps as step_rows
 from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
@@ -17,16 +18,15 @@ from ._sysdb import SystemDatabase
 
 @retried
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
-    """A workflow's recorded steps, in order, as plain data."""
+    """A workflow's recorded steps, in order, as plain data (the query DBOS's
+    ``list_workflow_steps`` runs, :func:`._introspect_db.list_steps`)."""
     from ._serialization import deserialize, deserialize_exception
 
-    rows = sysdb.step_outputs(workflow_id)
     out = []
-    for fid in sorted(rows):
-        row = rows[fid]
+    for row in step_rows(sysdb, workflow_id, limit=None, offset=None):
         out.append(
             {
-                "function_id": fid,
+                "function_id": row.function_id,
                 "function_name": row.function_name,
                 "output": _text(deserialize, row.output),
                 "error": _text(deserialize_exception, row.error),
@@ -75,7 +75,7 @@ def fork_workflow(
         if taken is not None:
             # Checked here so the caller gets a clear conflict, not the database's
             # IntegrityError; a racing insert still raises that (the admin API maps it to 409).
-            raise DBOSWorkflowConflictIDError(f"workflow {new_id!r} already exists")
+            raise DBOSWorkflowConflictIDError(new_id)
         conn.execute(
             ws.insert().values(
                 workflow_uuid=new_id,

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from spindle.diagnostics import dump_stacks
 
-from . import _admin_db, _introspect_db, _schedule_api, _workflows
+from . import _admin_db, _introspect_db, _introspection, _management, _schedule_api, _workflows
 from ._conductor_protocol import (
     UNKNOWN_TYPE_ERROR,
     BadField,
@@ -37,7 +37,6 @@ from ._conductor_protocol import (
     workflow_output,
 )
 from ._db_retry import retried
-from ._errors import DBOSNonExistentWorkflowError
 from ._queue import GLOBAL_QUEUES, Queue
 from ._rows import ENQUEUED, PENDING
 from ._schedules import ACTIVE, PAUSED, WorkflowSchedule
@@ -105,14 +104,13 @@ def _str_or_list(b: dict[str, Any], key: str) -> str | list[str] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _as_list(value: str | list[str] | None) -> list[str] | None:
+    return [value] if isinstance(value, str) else value
+
+
 def _list(rt: Runtime, b: dict[str, Any], *, queues_only: bool) -> Fields:
-    name = _str_or_list(b, "workflow_name")
-    if isinstance(name, list):
-        # Spindle filters on one name: more than one is filtered here instead of in SQL.
-        names: set[str] | None = set(name)
-        name = None
-    else:
-        names = None
+    # The conductor's fields checked here (a bad one is a "Bad request" reply); the query is
+    # the one the facade and the admin API run (was_forked_from, several names in SQL).
     limit = field(b, "limit", int, None)
     offset = field(b, "offset", int, None)
     if (limit is not None and limit < 0) or (offset is not None and offset < 0):
@@ -120,24 +118,25 @@ def _list(rt: Runtime, b: dict[str, Any], *, queues_only: bool) -> Fields:
     ids = field(b, "workflow_uuids", list, None)
     if ids is not None and not all(isinstance(x, str) for x in ids):
         raise BadField("field 'workflow_uuids' must be a list of strings")
-    rows = rt.sysdb.list_workflows(
+    filters = _introspection.Filters(
         workflow_ids=ids,
-        status=_str_or_list(b, "status"),
-        name=name,
-        start_time_ms=_iso_ms(b.get("start_time"), "start_time"),
-        end_time_ms=_iso_ms(b.get("end_time"), "end_time"),
-        queue_name=_str_or_list(b, "queue_name"),
+        status=_as_list(_str_or_list(b, "status")),
+        name=_as_list(_str_or_list(b, "workflow_name")),
+        start_ms=_iso_ms(b.get("start_time"), "start_time"),
+        end_ms=_iso_ms(b.get("end_time"), "end_time"),
+        queue_name=_as_list(_str_or_list(b, "queue_name")),
         queues_only=queues_only,
-        limit=limit if names is None else None,
-        offset=offset if names is None else None,
+        limit=limit,
+        offset=offset,
         sort_desc=bool(field(b, "sort_desc", bool, False)),
     )
-    load_input = bool(field(b, "load_input", bool, False))
     load_output = bool(field(b, "load_output", bool, False))
-    statuses = [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
-    if names is not None:
-        statuses = [s for s in statuses if s.name in names]
-        statuses = statuses[offset or 0 :][:limit] if limit is not None else statuses[offset or 0 :]
+    statuses = _introspection.query_workflows(
+        rt.sysdb,
+        filters,
+        load_input=bool(field(b, "load_input", bool, False)),
+        load_output=load_output,
+    )
     out = []
     for s in statuses:
         o = workflow_output(s)
@@ -176,36 +175,22 @@ def _recovery(rt: Runtime, msg: dict[str, Any]) -> Fields:
     return {"success": True}
 
 
+# Management actions: the runtime's operations (_management), as the facade and the admin
+# API run them; only the protocol's fields are read and written here.
 def _cancel(rt: Runtime, msg: dict[str, Any]) -> Fields:
     for wf_id in _ids(msg):
-        _workflows.cancel_workflow(rt, wf_id)
+        _management.cancel(rt, wf_id)
     return {"success": True}
 
 
 def _resume(rt: Runtime, msg: dict[str, Any]) -> Fields:
     for wf_id in _ids(msg):
-        _workflows.resume_workflow(rt, wf_id)
+        _management.resume(rt, wf_id)
     return {"success": True}
 
 
-def _fork(rt: Runtime, wf_id: str, start: int, new_id: str | None, ver: str | None) -> str:
-    rt.require_launched()
-    forked = _admin_db.fork_workflow(
-        rt.sysdb,
-        wf_id,
-        start,
-        executor_id=rt.config.executor_id,
-        new_workflow_id=new_id,
-        application_version=ver,
-    )
-    if forked is None:
-        raise DBOSNonExistentWorkflowError(wf_id)
-    _workflows.restart(rt, forked, count_attempt=False)
-    return forked
-
-
 def _restart(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    _fork(rt, field(msg, "workflow_id", str), 1, None, None)
+    _management.restart(rt, field(msg, "workflow_id", str))
     return {"success": True}
 
 
@@ -214,12 +199,12 @@ def _fork_workflow(rt: Runtime, msg: dict[str, Any]) -> Fields:
     start = field(b, "start_step", int, 1)
     if start < 1:
         raise BadField("field 'start_step' must be >= 1")
-    new_id = _fork(
+    new_id = _management.fork(
         rt,
         field(b, "workflow_id", str),
         start,
-        field(b, "new_workflow_id", str, None),
-        field(b, "application_version", str, None),
+        new_workflow_id=field(b, "new_workflow_id", str, None),
+        application_version=field(b, "application_version", str, None),
     )
     return {"new_workflow_id": new_id}
 

@@ -18,6 +18,7 @@ from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 
 class StepInfo(TypedDict):
@@ -152,10 +153,21 @@ def list_workflows(
 ) -> list[WorkflowStatus]:
     """Workflows matching DBOS's ``list_workflows`` filters, oldest first."""
     rt.require_launched()
-    filters = build_filters(given, queues_only=queues_only)
-    rows, forked = _introspect_db.list_status(rt.sysdb, filters)
-    load_input = bool(given.get("load_input", True))
-    load_output = bool(given.get("load_output", True))
+    return query_workflows(
+        rt.sysdb,
+        build_filters(given, queues_only=queues_only),
+        load_input=bool(given.get("load_input", True)),
+        load_output=bool(given.get("load_output", True)),
+    )
+
+
+def query_workflows(
+    sysdb: SystemDatabase, filters: Filters, *, load_input: bool = True, load_output: bool = True
+) -> list[WorkflowStatus]:
+    """The one workflow listing every surface shares (the facade, the admin API, the
+    conductor, the CLI): no launch check, so the conductor answers during ``destroy()``
+    and the CLI reads a database no app has open."""
+    rows, forked = _introspect_db.list_status(sysdb, filters)
     return [
         WorkflowStatus.from_row(
             r,
