@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from . import _introspect_db
+from . import _admin_db, _introspect_db
 from ._errors import DBOSNonExistentWorkflowError
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
@@ -204,7 +204,7 @@ def list_steps(
 ) -> list[StepInfo]:
     """A workflow's recorded steps, in order (an unknown workflow has none, as in DBOS)."""
     rt.require_launched()
-    rows = _introspect_db.list_steps(
+    rows = _admin_db.step_rows(
         rt.sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
     )
     return [
