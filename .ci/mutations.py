@@ -151,7 +151,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "admin-cancel-noop",
         "spindle/runtime/_admin_api.py",
-        "run_in_threadpool(_workflows.cancel_workflow, rt,",
+        "run_in_threadpool(_management.cancel, rt,",
         "run_in_threadpool(lambda *_: None, rt,",
         (R + "test_admin_effects.py", R + "test_admin.py"),
         "POST /workflows/{id}/cancel answers 204 and cancels nothing",
@@ -159,7 +159,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "admin-resume-noop",
         "spindle/runtime/_admin_api.py",
-        "run_in_threadpool(_workflows.resume_workflow, rt,",
+        "run_in_threadpool(_management.resume, rt,",
         "run_in_threadpool(lambda *_: None, rt,",
         (R + "test_admin_effects.py", R + "test_admin.py"),
         "POST /workflows/{id}/resume answers 204 and resumes nothing",
@@ -174,9 +174,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "admin-restart-skips-step-1",
-        "spindle/runtime/_admin_api.py",
-        "new_id = await _fork(call.workflow_id, 1, None, None)",
-        "new_id = await _fork(call.workflow_id, 2, None, None)",
+        "spindle/runtime/_management.py",
+        "return fork(rt, workflow_id, 1)",
+        "return fork(rt, workflow_id, 2)",
         (R + "test_admin_effects.py", R + "test_admin.py"),
         "POST /workflows/{id}/restart keeps step 1's recorded output instead of rerunning it",
     ),

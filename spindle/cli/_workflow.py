@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from spindle.runtime import _admin_db
+from spindle.runtime._introspection import Filters, query_workflows
 from spindle.runtime._metrics import STATUSES
 from spindle.runtime._queue_db import requeue_resumed
 from spindle.runtime._rows import SUCCESS
@@ -149,19 +150,21 @@ def _print(data: Any) -> None:
 
 
 def _list(args: argparse.Namespace, *, queues_only: bool) -> int:
+    queue = getattr(args, "queue_name", None)
+    # The listing the admin API and the conductor run, on a database no app has open.
+    filters = Filters(
+        status=[args.status] if args.status is not None else None,
+        name=[args.name] if args.name is not None else None,
+        start_ms=args.start_time,
+        end_ms=args.end_time,
+        queue_name=[queue] if queue is not None else None,
+        queues_only=queues_only,
+        limit=args.limit,
+        offset=getattr(args, "offset", None),
+        sort_desc=getattr(args, "sort_desc", False),
+    )
     with open_database(args) as sysdb:
-        rows = sysdb.list_workflows(
-            status=args.status,
-            name=args.name,
-            start_time_ms=args.start_time,
-            end_time_ms=args.end_time,
-            queue_name=getattr(args, "queue_name", None),
-            queues_only=queues_only,
-            limit=args.limit,
-            offset=getattr(args, "offset", None),
-            sort_desc=getattr(args, "sort_desc", False),
-        )
-        _print([status_json(WorkflowStatus.from_row(r)) for r in rows])
+        _print([status_json(s) for s in query_workflows(sysdb, filters)])
     return 0
 
 

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from spindle.diagnostics import ThreadGroup
 from spindle.web._auth import LOOPBACK_HOSTS, AdminAuth, is_loopback
 
-from . import _admin_db, _workflows
+from . import _admin_db, _management, _workflows
 from ._admin import ManagementGate
 from ._admin_input import (
     BOOL,
@@ -209,11 +209,9 @@ def _edge(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response
             return _error(404, str(exc))
         except (DBOSWorkflowConflictIDError, sa.exc.IntegrityError) as exc:
             # IntegrityError: another request took the same new ID between check and insert.
-            message = (
-                str(exc)
-                if isinstance(exc, DBOSWorkflowConflictIDError)
-                else "the workflow ID is taken"
-            )
+            # (DBOSWorkflowConflictIDError is a DBOS BaseException, not a DBOSException.)
+            taken = isinstance(exc, DBOSWorkflowConflictIDError)
+            message = str(exc) if taken else "the workflow ID is taken"
             return _error(409, message)
         except DBOSWorkflowFunctionNotFoundError as exc:
             return _error(409, str(exc))
@@ -305,45 +303,32 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
         steps = await run_in_threadpool(_admin_db.list_steps, rt.sysdb, call.workflow_id)
         return JSONResponse(steps)
 
+    # The runtime's management operations (_management), as the facade and the conductor
+    # run them; only the DBOS admin JSON is this module's.
     async def cancel(call: Call) -> Response:
-        await run_in_threadpool(_workflows.cancel_workflow, rt, call.workflow_id)
+        await run_in_threadpool(_management.cancel, rt, call.workflow_id)
         return Response(status_code=204)
 
     async def resume(call: Call) -> Response:
-        await run_in_threadpool(_workflows.resume_workflow, rt, call.workflow_id)
+        await run_in_threadpool(_management.resume, rt, call.workflow_id)
         return Response(status_code=204)
 
     async def fork(call: Call) -> Response:
         b = call.body
-        new_id = await _fork(
-            call.workflow_id,
-            b.get("start_step", 1),
-            b.get("new_workflow_id"),
-            b.get("application_version"),
+        new_id = await run_in_threadpool(
+            lambda: _management.fork(
+                rt,
+                call.workflow_id,
+                b.get("start_step", 1),
+                new_workflow_id=b.get("new_workflow_id"),
+                application_version=b.get("application_version"),
+            )
         )
         return JSONResponse({"workflow_id": new_id})
 
     async def restart(call: Call) -> Response:
-        new_id = await _fork(call.workflow_id, 1, None, None)
+        new_id = await run_in_threadpool(_management.restart, rt, call.workflow_id)
         return JSONResponse({"workflow_id": new_id})
-
-    async def _fork(wf_id: str, start: int, new_id: str | None, version: str | None) -> str:
-        def work() -> str:
-            rt.require_launched()
-            forked = _admin_db.fork_workflow(
-                rt.sysdb,
-                wf_id,
-                start,
-                executor_id=rt.config.executor_id,
-                new_workflow_id=new_id,
-                application_version=version,
-            )
-            if forked is None:
-                raise DBOSNonExistentWorkflowError(wf_id)
-            _workflows.restart(rt, forked, count_attempt=False)
-            return forked
-
-        return await run_in_threadpool(work)
 
     async def garbage_collect(call: Call) -> Response:
         b = call.body

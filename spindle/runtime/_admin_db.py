@@ -9,24 +9,41 @@ import sqlalchemy as sa
 
 from ._db_retry import retried
 from ._errors import DBOSWorkflowConflictIDError
-from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, now_ms
+from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, StepRow, now_ms
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase
 
 
 @retried
+def step_rows(
+    sysdb: SystemDatabase, workflow_id: str, *, limit: int | None, offset: int | None
+) -> list[StepRow]:
+    """A workflow's recorded steps, by step ID: the one steps query (DBOS's
+    ``list_workflow_steps``, the admin API, the conductor and the CLI all read it)."""
+    stmt = (
+        sa.select(*StepRow.columns())
+        .where(oo.c.workflow_uuid == workflow_id)
+        .order_by(oo.c.function_id)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset is not None:
+        stmt = stmt.offset(offset)
+    with sysdb.transaction(read=True) as conn:
+        return [StepRow.from_mapping(r._mapping) for r in conn.execute(stmt)]
+
+
+@retried
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
-    """A workflow's recorded steps, in order, as plain data."""
+    """A workflow's recorded steps, in order, as plain data (rows of :func:`step_rows`)."""
     from ._serialization import deserialize, deserialize_exception
 
-    rows = sysdb.step_outputs(workflow_id)
     out = []
-    for fid in sorted(rows):
-        row = rows[fid]
+    for row in step_rows(sysdb, workflow_id, limit=None, offset=None):
         out.append(
             {
-                "function_id": fid,
+                "function_id": row.function_id,
                 "function_name": row.function_name,
                 "output": _text(deserialize, row.output),
                 "error": _text(deserialize_exception, row.error),

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ._context import current_workflow
+from ._db_retry import retried
 from ._errors import DBOSException
 from ._rows import now_ms
 from ._schema import workflow_status as ws
@@ -87,6 +88,7 @@ def for_new_workflow() -> dict[str, Any] | None:
     return block.values if block.owner == owner else None
 
 
+@retried
 def store(sysdb: SystemDatabase, workflow_id: str, attributes: dict[str, Any] | None) -> bool:
     """Replace a workflow's attributes (None clears them); False if it does not exist."""
     text = json.dumps(attributes) if attributes is not None else None

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ._db_retry import retried
 from ._errors import DBOSNonExistentWorkflowError
 from ._messaging_db import Outcome, checkpoint, is_foreign_key_violation, message_uuid
 from ._rows import now_ms
@@ -15,6 +16,7 @@ from ._schema import notifications as nt
 from ._sysdb import SystemDatabase
 
 
+@retried
 def send_many(
     sysdb: SystemDatabase,
     messages: Sequence[tuple[str, str, bytes]],

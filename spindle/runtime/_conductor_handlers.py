@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from spindle.diagnostics import dump_stacks
 
-from . import _admin_db, _schedule_api, _workflows
+from . import _admin_db, _introspect_db, _introspection, _management, _schedule_api, _workflows
 from ._conductor_protocol import (
     UNKNOWN_TYPE_ERROR,
     BadField,
@@ -36,7 +36,7 @@ from ._conductor_protocol import (
     step_output,
     workflow_output,
 )
-from ._errors import DBOSNonExistentWorkflowError
+from ._db_retry import retried
 from ._queue import GLOBAL_QUEUES, Queue
 from ._rows import ENQUEUED, PENDING
 from ._schedules import ACTIVE, PAUSED, WorkflowSchedule
@@ -46,6 +46,7 @@ from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 logger = logging.getLogger("spindle")
 
@@ -103,14 +104,13 @@ def _str_or_list(b: dict[str, Any], key: str) -> str | list[str] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _as_list(value: str | list[str] | None) -> list[str] | None:
+    return [value] if isinstance(value, str) else value
+
+
 def _list(rt: Runtime, b: dict[str, Any], *, queues_only: bool) -> Fields:
-    name = _str_or_list(b, "workflow_name")
-    if isinstance(name, list):
-        # Spindle filters on one name: more than one is filtered here instead of in SQL.
-        names: set[str] | None = set(name)
-        name = None
-    else:
-        names = None
+    # The conductor's fields checked here (a bad one is a "Bad request" reply); the query is
+    # the one the facade and the admin API run (was_forked_from, several names in SQL).
     limit = field(b, "limit", int, None)
     offset = field(b, "offset", int, None)
     if (limit is not None and limit < 0) or (offset is not None and offset < 0):
@@ -118,24 +118,25 @@ def _list(rt: Runtime, b: dict[str, Any], *, queues_only: bool) -> Fields:
     ids = field(b, "workflow_uuids", list, None)
     if ids is not None and not all(isinstance(x, str) for x in ids):
         raise BadField("field 'workflow_uuids' must be a list of strings")
-    rows = rt.sysdb.list_workflows(
+    filters = _introspection.Filters(
         workflow_ids=ids,
-        status=_str_or_list(b, "status"),
-        name=name,
-        start_time_ms=_iso_ms(b.get("start_time"), "start_time"),
-        end_time_ms=_iso_ms(b.get("end_time"), "end_time"),
-        queue_name=_str_or_list(b, "queue_name"),
+        status=_as_list(_str_or_list(b, "status")),
+        name=_as_list(_str_or_list(b, "workflow_name")),
+        start_ms=_iso_ms(b.get("start_time"), "start_time"),
+        end_ms=_iso_ms(b.get("end_time"), "end_time"),
+        queue_name=_as_list(_str_or_list(b, "queue_name")),
         queues_only=queues_only,
-        limit=limit if names is None else None,
-        offset=offset if names is None else None,
+        limit=limit,
+        offset=offset,
         sort_desc=bool(field(b, "sort_desc", bool, False)),
     )
-    load_input = bool(field(b, "load_input", bool, False))
     load_output = bool(field(b, "load_output", bool, False))
-    statuses = [WorkflowStatus.from_row(r, load_input=load_input) for r in rows]
-    if names is not None:
-        statuses = [s for s in statuses if s.name in names]
-        statuses = statuses[offset or 0 :][:limit] if limit is not None else statuses[offset or 0 :]
+    statuses = _introspection.query_workflows(
+        rt.sysdb,
+        filters,
+        load_input=bool(field(b, "load_input", bool, False)),
+        load_output=load_output,
+    )
     out = []
     for s in statuses:
         o = workflow_output(s)
@@ -174,36 +175,22 @@ def _recovery(rt: Runtime, msg: dict[str, Any]) -> Fields:
     return {"success": True}
 
 
+# Management actions: the runtime's operations (_management), as the facade and the admin
+# API run them; only the protocol's fields are read and written here.
 def _cancel(rt: Runtime, msg: dict[str, Any]) -> Fields:
     for wf_id in _ids(msg):
-        _workflows.cancel_workflow(rt, wf_id)
+        _management.cancel(rt, wf_id)
     return {"success": True}
 
 
 def _resume(rt: Runtime, msg: dict[str, Any]) -> Fields:
     for wf_id in _ids(msg):
-        _workflows.resume_workflow(rt, wf_id)
+        _management.resume(rt, wf_id)
     return {"success": True}
 
 
-def _fork(rt: Runtime, wf_id: str, start: int, new_id: str | None, ver: str | None) -> str:
-    rt.require_launched()
-    forked = _admin_db.fork_workflow(
-        rt.sysdb,
-        wf_id,
-        start,
-        executor_id=rt.config.executor_id,
-        new_workflow_id=new_id,
-        application_version=ver,
-    )
-    if forked is None:
-        raise DBOSNonExistentWorkflowError(wf_id)
-    _workflows.restart(rt, forked, count_attempt=False)
-    return forked
-
-
 def _restart(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    _fork(rt, field(msg, "workflow_id", str), 1, None, None)
+    _management.restart(rt, field(msg, "workflow_id", str))
     return {"success": True}
 
 
@@ -212,21 +199,29 @@ def _fork_workflow(rt: Runtime, msg: dict[str, Any]) -> Fields:
     start = field(b, "start_step", int, 1)
     if start < 1:
         raise BadField("field 'start_step' must be >= 1")
-    new_id = _fork(
+    new_id = _management.fork(
         rt,
         field(b, "workflow_id", str),
         start,
-        field(b, "new_workflow_id", str, None),
-        field(b, "application_version", str, None),
+        new_workflow_id=field(b, "new_workflow_id", str, None),
+        application_version=field(b, "application_version", str, None),
     )
     return {"new_workflow_id": new_id}
 
 
 def _delete(rt: Runtime, msg: dict[str, Any]) -> Fields:
     rt.require_launched()
-    ids = _ids(msg)
-    with rt.sysdb.transaction() as conn:
-        if field(msg, "delete_children", bool, False):
+    _delete_rows(rt.sysdb, _ids(msg), field(msg, "delete_children", bool, False))
+    return {"success": True}
+
+
+@retried
+def _delete_rows(sysdb: SystemDatabase, ids: list[str], delete_children: bool) -> None:
+    # One transaction: the PENDING check and the deletion see the same rows. A replay after
+    # an ambiguous commit finds nothing left to delete: the same outcome.
+    ids = list(ids)
+    with sysdb.transaction() as conn:
+        if delete_children:
             # Children are found through their parent's column, generation by generation.
             frontier = list(ids)
             while frontier:
@@ -260,7 +255,6 @@ def _delete(rt: Runtime, msg: dict[str, Any]) -> Fields:
             (workflow_status, workflow_status.c.workflow_uuid),
         ):
             conn.execute(table.delete().where(column.in_(ids)))
-    return {"success": True}
 
 
 def _list_workflows(rt: Runtime, msg: dict[str, Any]) -> Fields:
@@ -325,8 +319,21 @@ def _get_metrics(rt: Runtime, msg: dict[str, Any]) -> Fields:
         return {"metrics": [], "error_message": f"Unexpected metric class: {metric_class}"}
     start = _iso_ms(field(msg, "start_time", str), "start_time")
     end = _iso_ms(field(msg, "end_time", str), "end_time")
+    workflows, steps = _step_counts(rt.sysdb, start, end)
+    metrics = [
+        {"metric_type": "workflow_count", "metric_name": name, "value": int(n)}
+        for name, n in workflows
+    ] + [{"metric_type": "step_count", "metric_name": name, "value": int(n)} for name, n in steps]
+    return {"metrics": metrics}
+
+
+@retried
+def _step_counts(
+    sysdb: SystemDatabase, start: int | None, end: int | None
+) -> tuple[list[Any], list[Any]]:
+    """(workflow name, count) created and (step name, count) completed in [start, end)."""
     ws, oo = workflow_status, operation_outputs
-    with rt.sysdb.transaction(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         workflows = conn.execute(
             sa.select(ws.c.name, sa.func.count())
             .where(ws.c.created_at >= start, ws.c.created_at < end)
@@ -337,11 +344,7 @@ def _get_metrics(rt: Runtime, msg: dict[str, Any]) -> Fields:
             .where(oo.c.completed_at >= start, oo.c.completed_at < end)
             .group_by(oo.c.function_name)
         ).all()
-    metrics = [
-        {"metric_type": "workflow_count", "metric_name": name, "value": int(n)}
-        for name, n in workflows
-    ] + [{"metric_type": "step_count", "metric_name": name, "value": int(n)} for name, n in steps]
-    return {"metrics": metrics}
+    return list(workflows), list(steps)
 
 
 def _schedule_output(s: WorkflowSchedule, load_context: bool = True) -> dict[str, Any]:
@@ -433,24 +436,13 @@ def _safe_text(data: bytes) -> str:
 
 
 def _events(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    wf_id = field(msg, "workflow_id", str)
-    ev = workflow_events
-    with rt.sysdb.transaction(read=True) as conn:
-        rows = conn.execute(
-            sa.select(ev.c.key, ev.c.value).where(ev.c.workflow_uuid == wf_id).order_by(ev.c.key)
-        ).all()
-    return {"events": [{"key": k, "value": _safe_text(v)} for k, v in rows]}
+    # The query DBOS.get_all_events runs; the reply lists them by key.
+    events = _introspect_db.all_events(rt.sysdb, field(msg, "workflow_id", str))
+    return {"events": [{"key": k, "value": _safe_text(events[k])} for k in sorted(events)]}
 
 
 def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
-    wf_id = field(msg, "workflow_id", str)
-    n = notifications
-    with rt.sysdb.transaction(read=True) as conn:
-        rows = conn.execute(
-            sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms)
-            .where(n.c.destination_uuid == wf_id)
-            .order_by(n.c.created_at_epoch_ms, n.c.message_uuid)
-        ).all()
+    rows = _unconsumed(rt.sysdb, field(msg, "workflow_id", str))
     # Spindle deletes a message when recv consumes it: every row left is unconsumed.
     return {
         "notifications": [
@@ -458,6 +450,20 @@ def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
             for t, m, c in rows
         ]
     }
+
+
+@retried
+def _unconsumed(sysdb: SystemDatabase, workflow_id: str) -> list[Any]:
+    """(topic, message, created_at_epoch_ms) of the messages waiting for ``workflow_id``."""
+    n = notifications
+    with sysdb.transaction(read=True) as conn:
+        return list(
+            conn.execute(
+                sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms)
+                .where(n.c.destination_uuid == workflow_id)
+                .order_by(n.c.created_at_epoch_ms, n.c.message_uuid)
+            ).all()
+        )
 
 
 def _thread_dump(rt: Runtime, _msg: dict[str, Any]) -> Fields:

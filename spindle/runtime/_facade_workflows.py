@@ -13,16 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Unpack
 
-from . import _admin_db, _current, _durable, _introspect_db, _introspection, _workflows
+from . import _current, _durable, _introspection, _management, _workflows
 from ._attributes import store as store_attributes
 from ._attributes import validate as validate_attributes
 from ._context import current_workflow, next_workflow_id
 from ._errors import (
-    DBOSException,
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
     WorkflowInterrupted,
@@ -55,26 +53,6 @@ def _rt() -> Runtime:
     rt = _current.get()
     rt.require_launched()
     return rt
-
-
-def _cancel(rt: Runtime, workflow_id: str, cancel_children: bool) -> None:
-    if not cancel_children:
-        _workflows.cancel_workflow(rt, workflow_id)
-        return
-    _workflows.require_exists(rt, workflow_id)
-    for wf_id in rt.sysdb.cancel_tree(workflow_id):
-        rt.timeouts.remove(wf_id)
-        entry = rt.active.get(wf_id)
-        if entry is not None:
-            entry.cancel()
-
-
-def _resume(rt: Runtime, workflow_id: str, queue_name: str | None) -> None:
-    if queue_name is not None:
-        _workflows.require_exists(rt, workflow_id)
-        # As DBOS: the resumed workflow starts from that queue, under its limits.
-        _introspect_db.set_queue(rt.sysdb, workflow_id, queue_name)
-    _workflows.resume_workflow(rt, workflow_id)
 
 
 def _ended_first(rt: Runtime, ids: list[str]) -> str | None:
@@ -121,45 +99,19 @@ def _fork(
     queue_partition_key: str | None,
     timeout_seconds: float | None,
 ) -> str:
-    if isinstance(start_step, bool) or not isinstance(start_step, int):
-        raise ValueError(f"start_step must be an integer, got {start_step!r}")
-    if timeout_seconds is not None and not timeout_seconds > 0:
-        raise DBOSException(
-            f"Invalid workflow timeout {timeout_seconds}. Timeouts must be positive."
-        )
     new_id = next_workflow_id.get()
     if new_id is not None:
         next_workflow_id.set(None)  # SetWorkflowID names the fork, as in DBOS
-    forked = _admin_db.fork_workflow(
-        rt.sysdb,
+    return _management.fork(
+        rt,
         workflow_id,
         start_step,
-        executor_id=rt.config.executor_id,
-        new_workflow_id=new_id or str(uuid.uuid4()),
+        new_workflow_id=new_id,
         application_version=application_version,
-    )
-    if forked is None:
-        raise DBOSNonExistentWorkflowError(workflow_id)
-    timeout_ms = int(timeout_seconds * 1000) if timeout_seconds is not None else None
-    _introspect_db.place_fork(
-        rt.sysdb,
-        forked,
         queue_name=queue_name,
         queue_partition_key=queue_partition_key,
-        timeout_ms=timeout_ms,
-        deadline_epoch_ms=(
-            int(rt.clock.now() * 1000) + timeout_ms if timeout_ms is not None else None
-        ),
+        timeout_seconds=timeout_seconds,
     )
-    # As DBOS, the fork keeps the original's version unless one is given.
-    row = rt.sysdb.get_status(forked)
-    version = row.application_version if row is not None else None
-    if queue_name is not None:
-        rt.queues.wake(queue_name)
-    elif version is None or version == rt.config.application_version:
-        _workflows.restart(rt, forked, count_attempt=False)
-    # Else it waits PENDING for a process of its version (recovery of this executor's).
-    return forked
 
 
 class WorkflowAPI:
@@ -319,7 +271,9 @@ class WorkflowAPI:
         """Cancel a workflow (and with ``cancel_children`` its descendants): it stops at its
         next step; waiters get ``DBOSAwaitedWorkflowCancelledError``."""
         rt = _rt()
-        _durable.call(rt, "DBOS.cancelWorkflow", _cancel, rt, workflow_id, cancel_children)
+        _durable.call(
+            rt, "DBOS.cancelWorkflow", _management.cancel, rt, workflow_id, cancel_children
+        )
 
     @classmethod
     async def cancel_workflow_async(
@@ -348,7 +302,7 @@ class WorkflowAPI:
         """Resume a cancelled or failed workflow from its last completed step (a queued one,
         or any with ``queue_name``, goes back to a queue, under its limits)."""
         rt = _rt()
-        _durable.call(rt, "DBOS.resumeWorkflow", _resume, rt, workflow_id, queue_name)
+        _durable.call(rt, "DBOS.resumeWorkflow", _management.resume, rt, workflow_id, queue_name)
         return _workflows.handle(rt, workflow_id)
 
     @classmethod

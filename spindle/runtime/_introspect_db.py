@@ -2,7 +2,8 @@
 workflows by every ``list_workflows`` filter, a workflow's steps, its events, deletion.
 
 Reads take one statement each; deletion takes one transaction. Nothing here runs on the
-hot path of a workflow.
+hot path of a workflow. Each runs whole again on a transient error (``@retried``): the
+reads trivially, the updates and the deletion because running them twice ends the same.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from ._attributes import contains as attributes_contain
 from ._db_retry import retried
-from ._rows import DELAYED, ENQUEUED, PENDING, TERMINAL, StatusRow, StepRow
+from ._rows import DELAYED, ENQUEUED, PENDING, TERMINAL, StatusRow
 from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
@@ -154,24 +155,6 @@ def list_status(sysdb: SystemDatabase, f: Filters) -> tuple[list[StatusDetailRow
                 )
             }
     return rows, forked
-
-
-@retried
-def list_steps(
-    sysdb: SystemDatabase, workflow_id: str, *, limit: int | None, offset: int | None
-) -> list[StepRow]:
-    """A workflow's recorded steps, by step ID."""
-    stmt = (
-        sa.select(*StepRow.columns())
-        .where(oo.c.workflow_uuid == workflow_id)
-        .order_by(oo.c.function_id)
-    )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    if offset is not None:
-        stmt = stmt.offset(offset)
-    with sysdb.transaction(read=True) as conn:
-        return [StepRow.from_mapping(r._mapping) for r in conn.execute(stmt)]
 
 
 @retried

@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from . import _introspect_db
+from . import _admin_db, _introspect_db
 from ._errors import DBOSNonExistentWorkflowError
 from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 
 class StepInfo(TypedDict):
@@ -152,10 +153,21 @@ def list_workflows(
 ) -> list[WorkflowStatus]:
     """Workflows matching DBOS's ``list_workflows`` filters, oldest first."""
     rt.require_launched()
-    filters = build_filters(given, queues_only=queues_only)
-    rows, forked = _introspect_db.list_status(rt.sysdb, filters)
-    load_input = bool(given.get("load_input", True))
-    load_output = bool(given.get("load_output", True))
+    return query_workflows(
+        rt.sysdb,
+        build_filters(given, queues_only=queues_only),
+        load_input=bool(given.get("load_input", True)),
+        load_output=bool(given.get("load_output", True)),
+    )
+
+
+def query_workflows(
+    sysdb: SystemDatabase, filters: Filters, *, load_input: bool = True, load_output: bool = True
+) -> list[WorkflowStatus]:
+    """The one workflow listing every surface shares (the facade, the admin API, the
+    conductor, the CLI): no launch check, so the conductor answers during ``destroy()``
+    and the CLI reads a database no app has open."""
+    rows, forked = _introspect_db.list_status(sysdb, filters)
     return [
         WorkflowStatus.from_row(
             r,
@@ -192,7 +204,7 @@ def list_steps(
 ) -> list[StepInfo]:
     """A workflow's recorded steps, in order (an unknown workflow has none, as in DBOS)."""
     rt.require_launched()
-    rows = _introspect_db.list_steps(
+    rows = _admin_db.step_rows(
         rt.sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
     )
     return [

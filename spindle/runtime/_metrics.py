@@ -2,7 +2,7 @@
 
 Nothing here runs on the workflow hot path: the thread families come from the registry (see
 ``spindle.diagnostics._metrics``), the workflow and queue families from one grouped query
-of the system database, the executor families from the worker threads' top frames, all when
+of the system database, the executor families from the workers' registry records, all when
 a scraper asks. ``prometheus_client`` only renders: its text format and escaping are the
 reference implementation's, and families without samples still get their HELP and TYPE.
 """
@@ -10,9 +10,7 @@ reference implementation's, and families without samples still get their HELP an
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Iterator
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -51,25 +49,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 STATUSES = (PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 
-_EXECUTOR_MODULE = "concurrent/futures/thread.py"
-_WAIT_MODULES = ("/queue.py", "/threading.py")
-
-
-def _idle_worker(frame: FrameType | None) -> bool:
-    """True when a pool worker's stack is its loop waiting for the next work item.
-
-    The innermost frames of an idle ``ThreadPoolExecutor`` worker are ``Queue.get`` (and the
-    ``threading`` waits under it) called straight from ``_worker``; a worker running a
-    workflow has the workflow's frames between those waits and ``_worker``.
-    """
-    while frame is not None and frame.f_code.co_filename.endswith(_WAIT_MODULES):
-        frame = frame.f_back
-    return (
-        frame is not None
-        and frame.f_code.co_name == "_worker"
-        and frame.f_code.co_filename.replace("\\", "/").endswith(_EXECUTOR_MODULE)
-    )
-
 
 def executor_families(rt: Runtime) -> list[Family]:
     """``spindle_executor_size`` (its bound) and ``spindle_executor_busy`` (workers in a task)."""
@@ -77,12 +56,12 @@ def executor_families(rt: Runtime) -> list[Family]:
     busy = 0
     executor = getattr(rt, "executor", None)
     if executor is not None:
-        frames = sys._current_frames()
-        for thread, _record in executor.worker_records():
-            if thread.ident is not None and thread.is_alive():
-                frame = frames.get(thread.ident)
-                if frame is not None and not _idle_worker(frame):
-                    busy += 1
+        # The registry's own idle state (what /dbos/threads shows): a worker is busy while
+        # its record names a workflow (set on entering one, cleared on leaving it). One
+        # attribute read per worker, no stack walk.
+        for thread, record in executor.worker_records():
+            if thread.is_alive() and record.work is not None:
+                busy += 1
     return [
         Family(
             "spindle_executor_size",

@@ -335,55 +335,6 @@ class SystemDatabase:
             ).one_or_none()
         return StatusRow.from_mapping(row._mapping) if row else None
 
-    @retried
-    def list_workflows(
-        self,
-        *,
-        workflow_ids: Sequence[str] | None = None,
-        status: str | Sequence[str] | None = None,
-        name: str | None = None,
-        start_time_ms: int | None = None,
-        end_time_ms: int | None = None,
-        queue_name: str | Sequence[str] | None = None,
-        queues_only: bool = False,
-        limit: int | None = None,
-        offset: int | None = None,
-        sort_desc: bool = False,
-    ) -> list[StatusRow]:
-        """Workflows matching every given filter, by creation time.
-
-        ``queues_only``: only workflows of a queue, and (unless ``status`` says otherwise)
-        only those still in it, ENQUEUED or PENDING, as DBOS's ``list_queued_workflows``.
-        """
-        stmt = sa.select(*StatusRow.columns())
-        if workflow_ids is not None:
-            stmt = stmt.where(ws.c.workflow_uuid.in_(list(workflow_ids)))
-        if queues_only:
-            stmt = stmt.where(ws.c.queue_name.isnot(None))
-            if status is None:
-                status = [ENQUEUED, PENDING]
-        if queue_name is not None:
-            names = [queue_name] if isinstance(queue_name, str) else list(queue_name)
-            stmt = stmt.where(ws.c.queue_name.in_(names))
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            stmt = stmt.where(ws.c.status.in_(statuses))
-        if name is not None:
-            stmt = stmt.where(ws.c.name == name)
-        if start_time_ms is not None:
-            stmt = stmt.where(ws.c.created_at >= start_time_ms)
-        if end_time_ms is not None:
-            stmt = stmt.where(ws.c.created_at <= end_time_ms)
-        # Workflows created in the same millisecond keep one order, reversed by sort_desc.
-        keys = (ws.c.created_at, ws.c.workflow_uuid)
-        stmt = stmt.order_by(*(k.desc() if sort_desc else k.asc() for k in keys))
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset is not None:
-            stmt = stmt.offset(offset)
-        with self.transaction(read=True) as conn:
-            return [StatusRow.from_mapping(r._mapping) for r in conn.execute(stmt)]
-
     # -- steps ---------------------------------------------------------------------------
 
     @retried

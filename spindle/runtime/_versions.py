@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 
+from ._db_retry import retried
 from ._errors import DBOSException
 from ._rows import now_ms
 from ._schema import application_versions as av
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 
 class VersionInfo(TypedDict):
@@ -59,15 +61,26 @@ def register(rt: Runtime) -> None:
         )
         .on_conflict_do_nothing(index_elements=[av.c.version_name])
     )
-    with rt.sysdb.transaction() as conn:
+    _insert(rt.sysdb, stmt)
+
+
+@retried
+def _insert(sysdb: SystemDatabase, stmt: Any) -> None:
+    # Conflict-free on a replay: the version's row is there already.
+    with sysdb.transaction() as conn:
         conn.execute(stmt)
 
 
 def list_versions(rt: Runtime) -> list[VersionInfo]:
     """Every registered version, the latest first."""
     rt.require_launched()
+    return _list(rt.sysdb)
+
+
+@retried
+def _list(sysdb: SystemDatabase) -> list[VersionInfo]:
     stmt = sa.select(*_COLUMNS).order_by(av.c.version_timestamp.desc(), av.c.version_name)
-    with rt.sysdb.transaction(read=True) as conn:
+    with sysdb.transaction(read=True) as conn:
         return [_info(r) for r in conn.execute(stmt)]
 
 
@@ -82,9 +95,15 @@ def latest(rt: Runtime) -> VersionInfo:
 def set_latest(rt: Runtime, version_name: str) -> None:
     """Make ``version_name`` the latest (registering it if it never launched)."""
     rt.require_launched()
+    _set_latest(rt.sysdb, version_name, rt.config.name)
+
+
+@retried
+def _set_latest(sysdb: SystemDatabase, version_name: str, application_name: str) -> None:
+    # A replay after an ambiguous commit stamps it latest again: the same outcome.
     now = now_ms()
     # Strictly after every other one, even within one millisecond of a launch.
-    with rt.sysdb.transaction() as conn:
+    with sysdb.transaction() as conn:
         top = conn.execute(sa.select(sa.func.max(av.c.version_timestamp))).scalar()
         stamp = max(now, int(top or 0) + 1)
         updated = conn.execute(
@@ -97,6 +116,6 @@ def set_latest(rt: Runtime, version_name: str) -> None:
                     version_name=version_name,
                     version_timestamp=stamp,
                     created_at=now,
-                    application_name=rt.config.name,
+                    application_name=application_name,
                 )
             )

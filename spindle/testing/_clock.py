@@ -94,5 +94,28 @@ class FakeClock:
                 self._changed.wait(left)
             return True
 
+    def wait_for_deadline(
+        self, at: float, timeout: float = 10.0, *, tolerance: float = 1e-6
+    ) -> bool:
+        """Block (for real) until a thread waits until fake time ``at``; False on timeout.
+
+        Pins the length of a wait exactly (a step's back-off, a sleep), where
+        :meth:`wait_for_waiters` only says that something waits: ``tolerance`` absorbs the
+        rounding of ``now + seconds``.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not any(abs(d - at) <= tolerance for d, _ in self._waiters):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def deadlines(self) -> list[float]:
+        """The fake times every waiting thread waits until now, earliest first."""
+        with self._lock:
+            return sorted(d for d, _ in self._waiters)
+
     def __repr__(self) -> str:
         return f"FakeClock(time={self.time():.3f})"

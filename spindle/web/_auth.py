@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -77,7 +78,7 @@ def bearer_token(headers: Headers) -> str | None:
     return None
 
 
-def cookie_value(headers: Headers) -> str | None:
+def cookie_value(headers: Headers, name: str = COOKIE) -> str | None:
     """The login cookie's value (None when absent or the cookie header is malformed)."""
     raw = headers.get("cookie")
     if not raw:
@@ -87,15 +88,15 @@ def cookie_value(headers: Headers) -> str | None:
         cookie.load(raw)
     except CookieError:
         return None
-    morsel = cookie.get(COOKIE)
+    morsel = cookie.get(name)
     return morsel.value if morsel is not None else None
 
 
-def authenticated(headers: Headers, token: str) -> bool:
+def authenticated(headers: Headers, token: str, cookie: str = COOKIE) -> bool:
     """True when the request carries the token (header) or the login cookie."""
     if token_matches(bearer_token(headers), token):
         return True
-    return token_matches(cookie_value(headers), session_value(token))
+    return token_matches(cookie_value(headers, cookie), session_value(token))
 
 
 def cross_site(headers: Headers) -> bool:
@@ -148,6 +149,14 @@ class AdminAuth:
     apply. ``hosts``: the only names accepted in the ``Host`` header (None: any); a server
     on loopback takes only loopback names, so a page whose DNS name is rebound to 127.0.0.1
     (same-origin to the browser) still cannot reach it.
+
+    ``key_in_path``: a regular expression with a ``key`` group; a websocket whose path
+    matches it must present the token as that path segment (the conductor's
+    ``/websocket/<app>/<key>``: DBOS apps send their ``conductor_key`` there, no header).
+    ``cookie``, ``service`` and ``token_name`` name the cookie, the server on the login
+    page and the setting the token comes from, so two servers on one host keep apart;
+    ``cookie_path`` widens the cookie beyond ``prefix`` (the fleet's ``/dbos/fleet.json``
+    is a sibling of ``/dbos/fleet``, not under it).
     """
 
     def __init__(
@@ -161,9 +170,14 @@ class AdminAuth:
         home: str | None = "/threads",
         max_body_bytes: int = MAX_BODY_BYTES,
         hosts: Iterable[str] | None = None,
+        key_in_path: str | None = None,
+        cookie: str = COOKIE,
+        cookie_path: str | None = None,
+        service: str = "admin",
+        token_name: str = "admin_token",
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token):
-            raise ValueError("admin_token must be a non-empty string or None")
+            raise ValueError(f"{token_name} must be a non-empty string or None")
         self.app = app
         self.token = token
         self.prefix = prefix.rstrip("/")
@@ -172,6 +186,11 @@ class AdminAuth:
         self.home = home
         self.max_body_bytes = max_body_bytes
         self.hosts = frozenset(hosts) if hosts is not None else None
+        self.key_in_path = re.compile(key_in_path) if key_in_path is not None else None
+        self.cookie = cookie
+        self.cookie_path = cookie_path
+        self.service = service
+        self.token_name = token_name
         self.login_path = f"{self.prefix}/login"
         self.logout_path = f"{self.prefix}/logout"
         self.css_path = f"{self.prefix}/static/dashboard.css"
@@ -208,9 +227,9 @@ class AdminAuth:
                 return await self._login_route(scope, receive, method)
             if path == self.logout_path and method == "POST":
                 response = RedirectResponse(self._url(scope, self.login_path), status_code=303)
-                response.delete_cookie(COOKIE, path=self._cookie_path(scope))
+                response.delete_cookie(self.cookie, path=self._cookie_path(scope))
                 return response
-            if path not in self.public and not authenticated(headers, self.token):
+            if path not in self.public and not authenticated(headers, self.token, self.cookie):
                 return self._unauthorized(scope, headers, path)
         if self.hosts is not None and host_name(headers) not in self.hosts:
             host = headers.get("host", "")
@@ -237,19 +256,24 @@ class AdminAuth:
         # cookie and Origin on the upgrade, so the cross-site rule holds too.
         headers = Headers(scope=scope)
         wrong_host = self.hosts is not None and host_name(headers) not in self.hosts
-        refused = (
-            wrong_host
-            or cross_site(headers)
-            or (
-                self.token is not None
-                and route_path(scope) not in self.public
-                and not authenticated(headers, self.token)
-            )
-        )
+        refused = wrong_host or cross_site(headers) or not self._websocket_allowed(scope, headers)
         if refused:
             await send({"type": "websocket.close", "code": 1008})
             return
         await self.app(scope, receive, send)
+
+    def _websocket_allowed(self, scope: Scope, headers: Headers) -> bool:
+        if self.token is None:
+            return True
+        path = route_path(scope)
+        if path in self.public:
+            return True
+        match = self.key_in_path.fullmatch(path) if self.key_in_path is not None else None
+        if match is not None:
+            # The key in the path is this route's credential: a wrong key is refused even
+            # from a browser holding the login cookie (it names the app's key, not a person).
+            return token_matches(match.group("key"), self.token)
+        return authenticated(headers, self.token, self.cookie)
 
     async def _login(self, scope: Scope, receive: Receive) -> Response:
         assert self.token is not None
@@ -273,7 +297,7 @@ class AdminAuth:
         else:
             response = RedirectResponse(target, status_code=303)
         response.set_cookie(
-            COOKIE,
+            self.cookie,
             session_value(self.token),
             httponly=True,
             samesite="strict",
@@ -283,8 +307,9 @@ class AdminAuth:
         return response
 
     def _unauthorized(self, scope: Scope, headers: Headers, path: str) -> Response:
-        message = "admin token required: send 'Authorization: Bearer <token>' or log in"
-        auth = {"WWW-Authenticate": 'Bearer realm="spindle"'}
+        message = f"{self.service} token required: send 'Authorization: Bearer <token>' or log in"
+        realm = "spindle" if self.service == "admin" else f"spindle-{self.service}"
+        auth = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
         if _wants_json(headers, path, self.prefix):
             login = self._url(scope, self.login_path)
             body = {"error": message, "status": 401, "login": login}
@@ -313,6 +338,8 @@ class AdminAuth:
             message=message,
             ok=ok,
             required=required,
+            service=self.service,
+            token_name=self.token_name,
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -331,6 +358,8 @@ class AdminAuth:
         return str(scope.get("root_path", "")).rstrip("/") + path
 
     def _cookie_path(self, scope: Scope) -> str:
+        if self.cookie_path is not None:
+            return self._url(scope, self.cookie_path) or "/"
         return self._url(scope, self.prefix) or "/"
 
 

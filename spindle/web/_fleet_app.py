@@ -4,9 +4,9 @@
 DBOS and Spindle apps connect (their ``conductor_url`` is this server's ``ws://`` URL and
 their ``conductor_key`` the token), ``/dbos/fleet`` lists every executor with its threads,
 recent workflows and last shutdown, and sends cancel/resume/fork over the protocol.
-Behind a token like the admin server: apps present it as their key, people as a bearer
-header or the cookie the login form sets. The page works without JavaScript; htmx
-refreshes it every two seconds.
+Behind the admin server's authentication layer (:class:`AdminAuth`): apps present the
+token as their key, people as a bearer header or the cookie the login form sets. The
+page works without JavaScript; htmx refreshes it every two seconds.
 """
 
 from __future__ import annotations
@@ -14,80 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hmac
 import time
 from collections.abc import AsyncIterator
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ._auth import AdminAuth
 from ._fleet import Executor, Fleet, RequestFailed
 from ._views import ENV, STATIC, htmx_available
 
 FLEET = "/dbos/fleet"
 COOKIE = "spindle_conductor_token"
-#: Reachable without the token: the login form, and the stylesheet it uses.
-PUBLIC = (f"{FLEET}/login", f"{FLEET}/static/")
 ACTIONS = ("cancel", "resume", "fork")
 MAX_ID = 256
-
-
-def _matches(given: str | None, token: str) -> bool:
-    # Constant time: the token cannot be guessed byte by byte from response times.
-    return given is not None and hmac.compare_digest(
-        given.encode("utf-8", "replace"), token.encode("utf-8")
-    )
-
-
-def _request_token(headers: Headers) -> str | None:
-    scheme, _, value = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    cookie: SimpleCookie = SimpleCookie()
-    try:
-        cookie.load(headers.get("cookie", ""))
-    except CookieError:
-        return None
-    morsel = cookie.get(COOKIE)
-    return morsel.value if morsel is not None else None
-
-
-class FleetAuth:
-    """401 for any HTTP request without the token (the websocket checks its key itself)."""
-
-    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            self.token is None
-            or scope["type"] != "http"
-            or path.startswith(PUBLIC)
-            or _matches(_request_token(Headers(scope=scope)), self.token)
-        ):
-            await self.app(scope, receive, send)
-            return
-        message = "conductor token required: send 'Authorization: Bearer <token>' or log in"
-        headers = {"WWW-Authenticate": 'Bearer realm="spindle-conductor"'}
-        if path.endswith(".json") or "json" in Headers(scope=scope).get("accept", ""):
-            response: Response = JSONResponse(
-                {"error": message, "status": 401}, status_code=401, headers=headers
-            )
-        else:
-            response = _page("fleet_login.html", 401, error=None, note=message)
-            response.headers.update(headers)
-        await response(scope, receive, send)
 
 
 def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -105,14 +51,6 @@ def _ago(wall: float | None) -> str:
     if wall is None:
         return "—"
     return f"{max(0.0, time.time() - wall):.0f}s ago"
-
-
-def _same_origin(request: Request) -> bool:
-    """A form post from another site is refused (the cookie alone is not consent)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    return urlsplit(origin).netloc == request.headers.get("host")
 
 
 MAX_FORM_BYTES = 8192
@@ -147,9 +85,7 @@ def create_conductor_app(
     watchers: set[asyncio.Task[None]] = set()
 
     async def websocket(ws: WebSocket) -> None:
-        if token is not None and not _matches(ws.path_params["key"], token):
-            await ws.close(code=1008, reason="bad conductor key")
-            return
+        # The key in the path was checked by the auth layer (key_in_path) before this runs.
         await ws.accept()
         ex = fleet.connect(ws.path_params["app"], ws)
         task = asyncio.create_task(_watch(ex))
@@ -198,8 +134,6 @@ def create_conductor_app(
 
     async def action(request: Request) -> Response:
         wants_json = "json" in request.headers.get("accept", "")
-        if not _same_origin(request):
-            return _answer(wants_json, 403, "cross-origin form posts are refused")
         ex = fleet.get(request.path_params["session_id"])
         if ex is None:
             return _answer(wants_json, 404, "no such executor")
@@ -244,17 +178,6 @@ def create_conductor_app(
         executors = fleet.executors()
         return _page("fleet.html", status, executors=executors, flash=message, flash_error=True)
 
-    async def login(request: Request) -> Response:
-        if request.method == "GET":
-            return _page("fleet_login.html", error=None, note=None)
-        form = await _form(request) or {}
-        given = str(form.get("token", ""))
-        if token is not None and not _matches(given, token):
-            return _page("fleet_login.html", 401, error="wrong token", note=None)
-        response = RedirectResponse(FLEET, status_code=303)
-        response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path="/")
-        return response
-
     async def home(_: Request) -> Response:
         return RedirectResponse(FLEET, status_code=303)
 
@@ -271,12 +194,24 @@ def create_conductor_app(
             Route(FLEET, page),
             Route(f"{FLEET}.json", as_json),
             Route(f"{FLEET}/fragment", fragment),
-            Route(f"{FLEET}/login", login, methods=["GET", "POST"]),
             Route(f"{FLEET}/executors/{{session_id}}/actions", action, methods=["POST"]),
             Mount(f"{FLEET}/static", StaticFiles(directory=STATIC)),
         ],
         lifespan=lifespan,
     )
     app.state.fleet = fleet
-    app.add_middleware(FleetAuth, token=token)
+    # The one authentication layer the admin server uses: bearer or login cookie for people,
+    # the key in the websocket path for apps; it also refuses cross-site posts (the cookie
+    # alone is not consent) and serves the login form at /dbos/fleet/login.
+    app.add_middleware(
+        AdminAuth,
+        token=token,
+        prefix=FLEET,
+        home="",
+        key_in_path=r"/websocket/[^/]+/(?P<key>[^/]+)",
+        cookie=COOKIE,
+        cookie_path="/",
+        service="conductor",
+        token_name="--token",
+    )
     return app

@@ -67,6 +67,24 @@ def test_workflow_endpoints(admin: httpx.Client) -> None:
     assert admin.post("/dbos-workflow-recovery", json=["local"]).status_code == 200
 
 
+def test_fork_runs_the_facades_operation(admin: httpx.Client) -> None:
+    """The admin fork is DBOS.fork_workflow's: a copy for another application version
+    waits PENDING for a process of that version instead of running here."""
+    handle = DBOS.start_workflow(admin_workflow, 1)
+    assert handle.get_result() == 14
+    other = admin.post(
+        f"/workflows/{handle.workflow_id}/fork",
+        json={"start_step": 1, "application_version": "not-this-one"},
+    )
+    assert other.status_code == 200
+    status = DBOS.get_workflow_status(other.json()["workflow_id"])
+    assert status is not None
+    assert (status.status, status.app_version) == ("PENDING", "not-this-one")
+    assert status.forked_from == handle.workflow_id
+    restarted = admin.post(f"/workflows/{handle.workflow_id}/restart").json()["workflow_id"]
+    assert DBOS.retrieve_workflow(restarted).get_result() == 14
+
+
 def test_bad_requests_are_4xx(admin: httpx.Client) -> None:
     """Unknown IDs are 404 and malformed bodies 400, never a 500."""
     assert admin.get("/workflows/nope").status_code == 404

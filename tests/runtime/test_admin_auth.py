@@ -182,3 +182,52 @@ def test_cross_site_requests_are_refused_even_without_a_token(make_dbos: MakeDBO
         assert c.get("/workflows/" + wf, headers={"Host": "evil.example"}).status_code == 400
         assert c.get(f"/workflows/{wf}", headers={"Host": f"localhost:{port}"}).status_code == 200
         assert DBOS.get_workflow_status(wf).status == "SUCCESS"  # type: ignore[union-attr]
+
+
+def test_after_phase_5_a_request_without_the_token_is_still_401(make_dbos: MakeDBOS) -> None:
+    """During a hung shutdown, once phase 5 closed the management routes (503), the auth
+    layer still answers first: no token is 401 on every route, the token gets the 503."""
+    make_dbos(
+        run_admin_server=True,
+        admin_port=0,
+        enable_diagnostics=True,
+        admin_token=TOKEN,
+        admin_healthz_public=False,
+        thread_join_timeout_sec=30.0,
+    ).launch()
+    url = DBOS.runtime.admin_url
+    assert url is not None
+    _release.clear()
+    _started.clear()
+    wf = DBOS.start_workflow(held_workflow).workflow_id
+    assert _started.wait(10.0)
+    destroyer = threading.Thread(target=DBOS.destroy, name="test-destroyer")
+    destroyer.start()
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            # Each poll is a request (no sleep): wait until the management gate is closed.
+            closed = False
+            for _ in range(5000):
+                if c.get("/dbos-healthz", headers=AUTH).status_code == 503:
+                    closed = True
+                    break
+            assert closed, "the management routes never closed"
+            for method, path in (
+                ("GET", "/dbos-healthz"),
+                ("POST", "/workflows"),
+                ("POST", f"/workflows/{wf}/cancel"),
+                ("GET", f"/workflows/{wf}"),
+                ("GET", "/dbos/threads.json"),
+                ("GET", "/dbos/shutdown.json"),
+            ):
+                for headers in ({}, {"Authorization": "Bearer nope"}):
+                    r = c.request(method, path, headers=headers, json={})
+                    assert r.status_code == 401, (method, path, headers, r.status_code)
+                    assert r.headers["www-authenticate"].startswith("Bearer")
+            # With the token: management is closed (503), the dashboard still answers.
+            assert c.post("/workflows", json={}, headers=AUTH).status_code == 503
+            assert c.get("/dbos/shutdown.json", headers=AUTH).status_code == 200
+    finally:
+        _release.set()
+        destroyer.join(30)
+    assert not destroyer.is_alive()

@@ -182,6 +182,10 @@ def test_workflow_queue_and_executor_families(admin: httpx.Client) -> None:
             break
         busy = scrape(admin)[1]["spindle_executor_busy"][()]
     assert busy == 1
+    # The same reading as the dashboard's: executor rows that are not idle in threads.json.
+    rows = admin.get("/dbos/threads.json", params={"kind": "executor"}, headers=AUTH).json()
+    working = [r for r in rows["threads"] if r["state"] != "idle" and r["state"] != "exited-ok"]
+    assert [r["workflow_id"] for r in working] == ["m-blocked"]
     release.set()
     assert blocked.get_result() == 1
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-import time
+import threading
 
 import pytest
 
 from spindle import DBOS, DBOSMaxStepRetriesExceeded
 from spindle.runtime._durable import _Attempts
 from spindle.runtime._functions import StepInfo
+from spindle.testing import FakeClock
+from tests.conftest import MakeDBOS
 
 
 def _policy(**overrides: object) -> StepInfo:
@@ -43,14 +44,20 @@ def test_no_retries_allowed_gives_up_at_once() -> None:
 
 
 attempt_times: list[float] = []
+attempted = threading.Condition()
+clock: FakeClock | None = None
 
 
-@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.1, backoff_rate=4.0)
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=1.0, backoff_rate=4.0)
 def fails_twice() -> int:
-    attempt_times.append(time.monotonic())
-    if len(attempt_times) < 3:
-        raise ConnectionError(f"attempt {len(attempt_times)}")
-    return len(attempt_times)
+    assert clock is not None
+    with attempted:
+        attempt_times.append(clock.time())
+        attempted.notify_all()
+        count = len(attempt_times)
+    if count < 3:
+        raise ConnectionError(f"attempt {count}")
+    return count
 
 
 @DBOS.workflow()
@@ -58,15 +65,37 @@ def backoff_workflow() -> int:
     return fails_twice()
 
 
-@pytest.mark.usefixtures("dbos")
-def test_a_running_step_waits_longer_before_each_retry() -> None:
-    """The waits between the three attempts are at least 0.1 s, then at least 0.4 s.
+def _attempts(n: int) -> bool:
+    with attempted:
+        return attempted.wait_for(lambda: len(attempt_times) >= n, timeout=10)
 
-    Lower bounds only: a loaded machine lengthens a wait, never shortens it, so this cannot
-    fail spuriously; without backoff the second wait is 0.1 s and the test fails.
+
+def test_a_running_step_waits_exactly_interval_times_rate_before_each_retry(
+    make_dbos: MakeDBOS,
+) -> None:
+    """On the injected clock: after the first failure the step waits exactly 1 s, after
+    the second exactly 4 s (interval_seconds 1, backoff_rate 4), and no attempt comes early.
     """
+    global clock
+    clock = FakeClock()
     attempt_times.clear()
-    assert DBOS.start_workflow(backoff_workflow).get_result() == 3
-    first, second = (b - a for a, b in itertools.pairwise(attempt_times))
-    assert first >= 0.1 - 0.005, attempt_times
-    assert second >= 0.4 - 0.005, attempt_times
+    make_dbos(clock=clock).launch()
+    handle = DBOS.start_workflow(backoff_workflow)
+    assert _attempts(1)
+    first = attempt_times[0]
+    # The back-off is a wait on the fake clock ending exactly 1 s after the failure.
+    assert clock.wait_for_deadline(first + 1.0), clock.deadlines()
+    clock.advance(0.5)
+    assert clock.wait_for_deadline(first + 1.0), clock.deadlines()  # still waiting
+    assert len(attempt_times) == 1
+    clock.advance(0.5)
+    assert _attempts(2)
+    second = attempt_times[1]
+    assert second - first == pytest.approx(1.0, abs=1e-9)
+    assert clock.wait_for_deadline(second + 4.0), clock.deadlines()
+    clock.advance(3.0)
+    assert clock.wait_for_deadline(second + 4.0), clock.deadlines()
+    assert len(attempt_times) == 2
+    clock.advance(1.0)
+    assert handle.get_result() == 3
+    assert [t - first for t in attempt_times] == pytest.approx([0.0, 1.0, 5.0], abs=1e-9)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from spindle.runtime._introspect_db import Filters, list_status
 from spindle.runtime._migrations import LATEST_VERSION
 from spindle.runtime._rows import ERROR, PENDING, SUCCESS
 from spindle.runtime._schema import schema_version, workflow_status
@@ -94,7 +95,7 @@ def test_concurrent_writers_all_land(sysdb: SystemDatabase) -> None:
     for th in threads:
         th.join(60)
     assert errors == []
-    rows = sysdb.list_workflows(status=SUCCESS)
+    rows, _ = list_status(sysdb, Filters(status=[SUCCESS]))
     assert len(rows) == 8 * 15
     assert all(len(sysdb.step_outputs(r.workflow_id)) == 3 for r in rows[:10])
     assert len(sysdb.hot.idle) <= 2  # the hot path keeps at most pool_size connections

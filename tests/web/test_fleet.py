@@ -229,6 +229,9 @@ def test_conductor_server_speaks_the_protocol_and_guards_every_route() -> None:
         ok = client.post("/dbos/fleet/login", data={"token": TOKEN}, follow_redirects=False)
         assert ok.status_code == 303
         assert "samesite=strict" in ok.headers["set-cookie"].lower()
+        # The admin server's one auth layer: the cookie holds a keyed hash, never the token.
+        assert ok.headers["set-cookie"].startswith("spindle_conductor_token=")
+        assert TOKEN not in ok.headers["set-cookie"]
         assert client.get("/dbos/fleet").status_code == 200  # the cookie now
 
         with (
