@@ -4,6 +4,7 @@ from .runtime import DBOS as DBOS
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
+from .runtime import DBOSConfiguredInstance as DBOSConfiguredInstance
 from .runtime import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
@@ -42,6 +43,7 @@ __all__ = [
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSConfiguredInstance",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",

@@ -2,6 +2,7 @@
 
 from . import _errors as error
 from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
+from ._classes import DBOSConfiguredInstance as DBOSConfiguredInstance
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
@@ -42,6 +43,7 @@ __all__ = [
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSConfiguredInstance",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",

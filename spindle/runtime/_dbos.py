@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from spindle.diagnostics import Clock, DiagnosticsSession, ShutdownTimeline, ThreadRegistry
 
-from . import _current, _lifecycle, _messaging, _schedule_api, _workflows
+from . import _classes, _current, _lifecycle, _messaging, _schedule_api, _workflows
 from ._appdb import current_session
+from ._classes import CLASSES, INSTANCES, decoding
 from ._config import DBOSConfig, load_config
 from ._context import current_workflow
 from ._core import durable_sleep, durable_sleep_async
@@ -43,6 +44,7 @@ from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: DBOS's default bound on a workflow's recoveries (a process that keeps crashing on it).
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
@@ -142,6 +144,8 @@ class DBOS(
             after_destroy(rt)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
+            CLASSES.clear()
+            INSTANCES.clear()
             GLOBAL_QUEUES.clear()
             POLLERS.clear()
 
@@ -159,6 +163,18 @@ class DBOS(
     # -- decorators ----------------------------------------------------------------------
 
     @classmethod
+    def dbos_class(cls, class_name: str | None = None) -> Callable[[type[T]], type[T]]:
+        """Register a class whose methods are workflows, steps or transactions (its name:
+        ``class_name``, else its qualified name; unique per app)."""
+        return lambda klass: _classes.dbos_class(klass, class_name)
+
+    @classmethod
+    def register_instance(cls, inst: object) -> None:
+        """Register an object with a ``config_name`` so recovery finds it by class and
+        config name (``DBOSConfiguredInstance`` does it on construction)."""
+        _classes.register_instance(inst, launched=_classes.app_is_running())
+
+    @classmethod
     def workflow(
         cls,
         *,
@@ -170,7 +186,8 @@ class DBOS(
         MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
 
         def decorator(func: F) -> F:
-            info = WorkflowInfo(name or fn_name(func), func, is_async(func), max_recovery_attempts)
+            body = decoding(func, is_async=is_async(func))  # resolves a stored self/cls
+            info = WorkflowInfo(name or fn_name(func), body, is_async(func), max_recovery_attempts)
             GLOBAL_REGISTRY.add_workflow(info)
             return workflow_wrapper(info, func)
 

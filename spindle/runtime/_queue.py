@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from . import _current
 from ._attributes import for_new_workflow as attributes_for_new_workflow
 from ._attributes import store as store_attributes
+from ._classes import call_args
 from ._context import ContextBlock
 from ._core import resolve_identity
 from ._errors import DBOSConflictingWorkflowError, DBOSException
@@ -316,6 +317,7 @@ def enqueue_workflow(
     info = getattr(func, "__spindle_workflow__", None)
     if not isinstance(info, WorkflowInfo):
         raise DBOSException(f"{function_name(func)} is not a @DBOS.workflow()")
+    args = call_args(func, args)  # a method's self/cls is stored by name
     options = _enqueue_options.get() or EnqueueOptions()
     if options.priority is not None and not queue.priority_enabled:
         raise DBOSException(

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from . import _introspection
 from ._active import ActiveWorkflow
+from ._classes import call_args, check_resolvable
 from ._core import Start, prepare_workflow
 from ._errors import (
     DBOSException,
@@ -64,6 +65,7 @@ def start_workflow(
     """Start a workflow in the background and return its handle at once."""
     check_no_enqueue_options()
     info = workflow_info(func)
+    args = call_args(func, args)
     start = prepare_workflow(rt, info, args, kwargs)
     dispatch(rt, info, start)
     return WorkflowHandle(rt, start.entry.workflow_id, start.entry)
@@ -75,6 +77,7 @@ def start_workflow_async(
     """Start a workflow from async code: an async workflow runs on the caller's loop."""
     check_no_enqueue_options()
     info = workflow_info(func)
+    args = call_args(func, args)
     start = prepare_workflow(rt, info, args, kwargs)
     if start.run is not None:
         if info.is_async:
@@ -195,6 +198,7 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
             raise DBOSMaxRecoveryAttemptsExceededError(wf_id, limit)
         rt.sysdb.claim_for_recovery(wf_id, rt.config.executor_id)
     args, kwargs = deserialize(row.inputs)
+    check_resolvable(wf_id, args)  # an unregistered instance: not run, stays PENDING
     start = prepare_workflow(rt, info, tuple(args), dict(kwargs), workflow_id=wf_id)
     dispatch(rt, info, start)
     return WorkflowHandle(rt, wf_id, start.entry)
