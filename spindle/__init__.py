@@ -2,6 +2,7 @@
 
 from .runtime import DBOS as DBOS
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
+from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
 from .runtime import DBOSConfiguredInstance as DBOSConfiguredInstance
@@ -41,6 +42,7 @@ from .runtime import error as error
 __all__ = [
     "DBOS",
     "DBOSAwaitedWorkflowCancelledError",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",

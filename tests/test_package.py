@@ -17,6 +17,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(spindle.__all__) == [
         "DBOS",
         "DBOSAwaitedWorkflowCancelledError",
+        "DBOSClient",
         "DBOSConfig",
         "DBOSConfigError",
         "DBOSConfiguredInstance",

@@ -3,6 +3,7 @@
 from . import _errors as error
 from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
 from ._classes import DBOSConfiguredInstance as DBOSConfiguredInstance
+from ._client import DBOSClient as DBOSClient
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
@@ -41,6 +42,7 @@ from ._versions import VersionInfo as VersionInfo
 __all__ = [
     "DBOS",
     "DBOSAwaitedWorkflowCancelledError",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",

@@ -47,27 +47,7 @@ def enqueue_with_options(
 ) -> str:
     """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID)."""
     rt.require_launched()
-    unknown = sorted(set(options) - _KNOWN)
-    if unknown:
-        raise DBOSException(
-            f"EnqueueOptions key {unknown[0]!r} is not supported by Spindle "
-            f"(supported: {sorted(_KNOWN)})"
-        )
-    name, queue_name = options.get("workflow_name"), options.get("queue_name")
-    if not isinstance(name, str) or not name or not isinstance(queue_name, str) or not queue_name:
-        raise DBOSException("EnqueueOptions needs workflow_name and queue_name")
-    priority = options.get("priority")
-    if priority is not None and not 1 <= priority <= MAX_PRIORITY:
-        raise DBOSException(
-            f"Invalid priority {priority}. Priority must be between 1~{MAX_PRIORITY}."
-        )
-    timeout = options.get("workflow_timeout")
-    if timeout is not None and not timeout > 0:
-        raise DBOSException(f"Invalid workflow timeout {timeout}. Timeouts must be positive.")
-    validate_attributes(options.get("attributes"))
-    delay = options.get("delay_seconds")
-    if delay is not None and delay < 0:
-        raise DBOSException("delay_seconds must be >= 0")
+    name, queue_name, priority, timeout, delay = check_options(options)
     ident = resolve_identity(rt, options.get("workflow_id"))
     timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
     existing = insert_enqueued(
@@ -100,3 +80,32 @@ def enqueue_with_options(
     if existing is None:
         rt.queues.wake(queue_name)
     return ident.workflow_id
+
+
+def check_options(
+    options: EnqueueOptions,
+) -> tuple[str, str, int | None, float | None, float | None]:
+    """Validate DBOS's ``EnqueueOptions``; returns the workflow and queue names, priority,
+    timeout and delay (shared by ``enqueue_workflow_with_options`` and ``DBOSClient``)."""
+    unknown = sorted(set(options) - _KNOWN)
+    if unknown:
+        raise DBOSException(
+            f"EnqueueOptions key {unknown[0]!r} is not supported by Spindle "
+            f"(supported: {sorted(_KNOWN)})"
+        )
+    name, queue_name = options.get("workflow_name"), options.get("queue_name")
+    if not isinstance(name, str) or not name or not isinstance(queue_name, str) or not queue_name:
+        raise DBOSException("EnqueueOptions needs workflow_name and queue_name")
+    priority = options.get("priority")
+    if priority is not None and not 1 <= priority <= MAX_PRIORITY:
+        raise DBOSException(
+            f"Invalid priority {priority}. Priority must be between 1~{MAX_PRIORITY}."
+        )
+    timeout = options.get("workflow_timeout")
+    if timeout is not None and not timeout > 0:
+        raise DBOSException(f"Invalid workflow timeout {timeout}. Timeouts must be positive.")
+    validate_attributes(options.get("attributes"))
+    delay = options.get("delay_seconds")
+    if delay is not None and delay < 0:
+        raise DBOSException("delay_seconds must be >= 0")
+    return name, queue_name, priority, timeout, delay

@@ -18,6 +18,7 @@ from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 
 class StepInfo(TypedDict):
@@ -152,8 +153,15 @@ def list_workflows(
 ) -> list[WorkflowStatus]:
     """Workflows matching DBOS's ``list_workflows`` filters, oldest first."""
     rt.require_launched()
+    return list_workflows_in(rt.sysdb, given, queues_only=queues_only)
+
+
+def list_workflows_in(
+    sysdb: SystemDatabase, given: Mapping[str, Any], *, queues_only: bool = False
+) -> list[WorkflowStatus]:
+    """:func:`list_workflows` on a system database alone (``DBOSClient`` has no runtime)."""
     filters = build_filters(given, queues_only=queues_only)
-    rows, forked = _introspect_db.list_status(rt.sysdb, filters)
+    rows, forked = _introspect_db.list_status(sysdb, filters)
     load_input = bool(given.get("load_input", True))
     load_output = bool(given.get("load_output", True))
     return [
@@ -192,8 +200,20 @@ def list_steps(
 ) -> list[StepInfo]:
     """A workflow's recorded steps, in order (an unknown workflow has none, as in DBOS)."""
     rt.require_launched()
+    return list_steps_in(rt.sysdb, workflow_id, load_output=load_output, limit=limit, offset=offset)
+
+
+def list_steps_in(
+    sysdb: SystemDatabase,
+    workflow_id: str,
+    *,
+    load_output: bool = True,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> list[StepInfo]:
+    """:func:`list_steps` on a system database alone."""
     rows = _introspect_db.list_steps(
-        rt.sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
+        sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
     )
     return [
         StepInfo(
