@@ -6,6 +6,7 @@ from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
 from .runtime import DBOSConfiguredInstance as DBOSConfiguredInstance
+from .runtime import DBOSContextSetAuth as DBOSContextSetAuth
 from .runtime import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
@@ -46,6 +47,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",
+    "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",

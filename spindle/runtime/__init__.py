@@ -34,6 +34,7 @@ from ._pollers import Event as Event
 from ._pollers import EventSource as EventSource
 from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
+from ._roles import DBOSContextSetAuth as DBOSContextSetAuth
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
@@ -46,6 +47,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",
+    "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from spindle.diagnostics import Clock, DiagnosticsSession, ShutdownTimeline, ThreadRegistry
 
-from . import _classes, _current, _lifecycle, _messaging, _schedule_api, _workflows
+from . import _current, _lifecycle, _messaging, _schedule_api, _workflows
 from ._appdb import current_session
 from ._classes import CLASSES, INSTANCES, decoding
 from ._config import DBOSConfig, load_config
@@ -24,6 +24,7 @@ from ._context import current_workflow
 from ._core import durable_sleep, durable_sleep_async
 from ._cron import check_cron
 from ._errors import DBOSException, DBOSNotLaunchedError
+from ._facade_auth import AuthProperties, ClassesAndRolesAPI
 from ._facade_messaging import MessagingAPI
 from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
@@ -38,6 +39,7 @@ from ._kafka import KafkaSource, import_confluent_kafka
 from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
@@ -56,7 +58,7 @@ def _launched() -> Runtime:
     return rt
 
 
-class _DBOSMeta(DBOSClassProperties):
+class _DBOSMeta(DBOSClassProperties, AuthProperties):
     """Class-level properties, as DBOS Transact exposes them (``DBOS.workflow_id``)."""
 
     @property
@@ -105,7 +107,14 @@ class _DBOSMeta(DBOSClassProperties):
 
 
 class DBOS(
-    WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, VersionAPI, metaclass=_DBOSMeta
+    WorkflowAPI,
+    QueueAPI,
+    MessagingAPI,
+    StepAPI,
+    ScheduleAPI,
+    VersionAPI,
+    ClassesAndRolesAPI,
+    metaclass=_DBOSMeta,
 ):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
@@ -163,18 +172,6 @@ class DBOS(
     # -- decorators ----------------------------------------------------------------------
 
     @classmethod
-    def dbos_class(cls, class_name: str | None = None) -> Callable[[type[T]], type[T]]:
-        """Register a class whose methods are workflows, steps or transactions (its name:
-        ``class_name``, else its qualified name; unique per app)."""
-        return lambda klass: _classes.dbos_class(klass, class_name)
-
-    @classmethod
-    def register_instance(cls, inst: object) -> None:
-        """Register an object with a ``config_name`` so recovery finds it by class and
-        config name (``DBOSConfiguredInstance`` does it on construction)."""
-        _classes.register_instance(inst, launched=_classes.app_is_running())
-
-    @classmethod
     def workflow(
         cls,
         *,
@@ -186,7 +183,8 @@ class DBOS(
         MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
 
         def decorator(func: F) -> F:
-            body = decoding(func, is_async=is_async(func))  # resolves a stored self/cls
+            # The stored call's self/cls and authentication are restored for the body.
+            body = restoring(decoding(func, is_async=is_async(func)), is_async=is_async(func))
             info = WorkflowInfo(name or fn_name(func), body, is_async(func), max_recovery_attempts)
             GLOBAL_REGISTRY.add_workflow(info)
             return workflow_wrapper(info, func)

@@ -19,6 +19,8 @@ from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue_db import RateLimit, insert_enqueued
+from ._roles import guard
+from ._roles import stored as stored_auth
 from ._serialization import serialize
 
 if TYPE_CHECKING:
@@ -336,6 +338,8 @@ def enqueue_workflow(
             f"the partition key {key!r} would have no effect"
         )
     ident = resolve_identity(rt)
+    with guard(func):  # required roles checked now; the assumed role is stored
+        kwargs = stored_auth(kwargs)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
     delay_until = (
         int((rt.clock.now() + options.delay_seconds) * 1000)

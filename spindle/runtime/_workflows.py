@@ -27,6 +27,8 @@ from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import check_no_enqueue_options
 from ._queue_db import requeue_resumed
+from ._roles import guard
+from ._roles import stored as stored_auth
 from ._rows import PENDING
 from ._runtime import Runtime
 from ._serialization import deserialize
@@ -66,7 +68,8 @@ def start_workflow(
     check_no_enqueue_options()
     info = workflow_info(func)
     args = call_args(func, args)
-    start = prepare_workflow(rt, info, args, kwargs)
+    with guard(func):
+        start = prepare_workflow(rt, info, args, stored_auth(kwargs))
     dispatch(rt, info, start)
     return WorkflowHandle(rt, start.entry.workflow_id, start.entry)
 
@@ -78,7 +81,8 @@ def start_workflow_async(
     check_no_enqueue_options()
     info = workflow_info(func)
     args = call_args(func, args)
-    start = prepare_workflow(rt, info, args, kwargs)
+    with guard(func):
+        start = prepare_workflow(rt, info, args, stored_auth(kwargs))
     if start.run is not None:
         if info.is_async:
             coro = cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()

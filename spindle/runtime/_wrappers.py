@@ -19,6 +19,8 @@ from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
 from ._queue import check_no_enqueue_options
+from ._roles import restoring
+from ._roles import stored as stored_auth
 from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +38,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
-            start = prepare_workflow(rt, info, binding.encode(args), kwargs)
+            start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
             if start.run is not None:
                 return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
             return await wait_async(start.entry)
@@ -48,7 +50,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
-            start = prepare_workflow(rt, info, binding.encode(args), kwargs)
+            start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
             # Called directly: run in the caller's thread.
             if start.run is not None and start.entry.claim():
                 return start.run()
@@ -102,7 +104,8 @@ def _temporary_workflow(
 ) -> Callable[..., Any]:
     """Register ``<temp>.<name>`` running ``body`` and mark ``target`` (a step's or a
     transaction's wrapper) as startable through it; returns the workflow's own wrapper."""
-    temp_info = WorkflowInfo(TEMP_PREFIX + name, decoding(body, is_async=is_async), is_async, None)
+    stored_body = restoring(decoding(body, is_async=is_async), is_async=is_async)
+    temp_info = WorkflowInfo(TEMP_PREFIX + name, stored_body, is_async, None)
     GLOBAL_REGISTRY.add_workflow(temp_info, warn=False)
     target.__spindle_workflow__ = temp_info  # type: ignore[attr-defined]
     return workflow_wrapper(temp_info, body)
