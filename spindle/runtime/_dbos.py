@@ -30,6 +30,7 @@ from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
 from ._facade_schedules import ScheduleAPI, start_if_launched
 from ._facade_steps import StepAPI, check_step_options
+from ._facade_streams import StreamAPI
 from ._facade_versions import VersionAPI
 from ._facade_workflows import WorkflowAPI
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo, is_async
@@ -114,6 +115,7 @@ class DBOS(
     ScheduleAPI,
     VersionAPI,
     ClassesAndRolesAPI,
+    StreamAPI,
     metaclass=_DBOSMeta,
 ):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
