@@ -43,6 +43,7 @@ from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
+from ._web_frameworks import setup_fastapi, setup_flask
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,6 +128,8 @@ class DBOS(
         clock: Clock | None = None,
         conductor_url: str | None = None,
         conductor_key: str | None = None,
+        fastapi: Any = None,
+        flask: Any = None,
     ) -> None:
         # Validate first (a bad config leaves the current instance alone); arguments win.
         cfg = load_config(config, conductor_url=conductor_url, conductor_key=conductor_key)
@@ -134,6 +137,11 @@ class DBOS(
         logging.getLogger("spindle").setLevel(self._runtime.config.log_level)
         dbos_logger.setLevel(self._runtime.config.log_level)
         _current.install(self._runtime)
+        # As DBOS: requests run as handlers; FastAPI's lifespan launches and destroys.
+        if fastapi is not None:
+            setup_fastapi(fastapi, type(self).launch, type(self).destroy)
+        if flask is not None:
+            setup_flask(flask)
 
     # -- lifecycle -----------------------------------------------------------------------
 
