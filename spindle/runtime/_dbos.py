@@ -43,7 +43,7 @@ from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
-from ._web_frameworks import setup_fastapi, setup_flask
+from ._web_frameworks import RuntimeDashboardSource, setup_fastapi, setup_flask
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,6 +100,12 @@ class _DBOSMeta(DBOSClassProperties, AuthProperties):
         if diag is None:
             raise DBOSNotLaunchedError("launch() was not called")
         return diag
+
+    @property
+    def dashboard_source(cls) -> RuntimeDashboardSource:
+        """What ``spindle.web.create_app`` mounts, valid before launch (for an app whose
+        lifespan launches DBOS): ``app.mount("/dbos", create_app(DBOS.dashboard_source))``."""
+        return RuntimeDashboardSource(_current.get())
 
     @property
     def last_shutdown_timeline(cls) -> ShutdownTimeline | None:

@@ -24,6 +24,10 @@ from ._errors import DBOSException
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from spindle.diagnostics import ShutdownTimeline, ThreadRegistry
+
+    from ._runtime import Runtime
+
 REQUEST_ID_HEADER = "x-request-id"
 IDEMPOTENCY_HEADER = "dbos-idempotency-key"
 
@@ -132,3 +136,32 @@ def setup_flask(app: Any) -> None:
         return body
 
     app.wsgi_app = wsgi
+
+
+class RuntimeDashboardSource:
+    """The dashboard's read-only view of an app, valid before its launch: so
+    ``app.mount("/dbos", create_app(DBOS.dashboard_source))`` works in a FastAPI app whose
+    lifespan launches DBOS later (``DBOS.diagnostics`` exists only once launched)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    @property
+    def registry(self) -> ThreadRegistry:
+        """The app's thread registry (made with the app, before launch)."""
+        return self._rt.registry
+
+    @property
+    def service_name(self) -> str:
+        """The app's name."""
+        return self._rt.config.name
+
+    def timelines(self) -> list[ShutdownTimeline]:
+        """The shutdown timelines of the current diagnostics session (none before launch)."""
+        diag = self._rt.diag
+        return list(diag.timelines) if diag is not None else []
+
+    @property
+    def stuck_grace_sec(self) -> float:
+        """The grace before a signalled thread counts as stuck (the lints use it)."""
+        return self._rt.config.diagnostics_stuck_grace_sec

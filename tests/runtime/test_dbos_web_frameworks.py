@@ -93,6 +93,27 @@ def test_fastapi_lifespan_header_spans_and_errors(db_url: str, spindle_span_expo
 
 
 @pytest.mark.usefixtures("destroyed")
+def test_dashboard_mounted_in_the_fastapi_app(db_url: str) -> None:
+    """The thread dashboard mounts in the app before DBOS is launched (by the lifespan),
+    behind its token, and shows the app's threads."""
+    from spindle.web import create_app
+
+    app = _fastapi_app()
+    DBOS(fastapi=app, config=_config(db_url, enable_diagnostics=True))  # type: ignore[arg-type]
+    app.mount("/dbos", create_app(DBOS.dashboard_source, admin_token="s3cret"))
+    with TestClient(app) as client:
+        assert client.get("/dbos/threads.json").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        threads = client.get("/dbos/threads.json", headers=auth)
+        assert threads.status_code == 200
+        names = {t["name"] for t in threads.json()["threads"]}
+        assert "dbos-notification-listener" in names  # started by the lifespan's launch
+        page = client.get("/dbos/threads", headers=auth)
+        assert page.status_code == 200
+        assert "dbos-notification-listener" in page.text
+
+
+@pytest.mark.usefixtures("destroyed")
 def test_flask_requests_run_as_handlers(db_url: str) -> None:
     app = flask.Flask(__name__)
 
