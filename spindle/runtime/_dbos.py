@@ -26,6 +26,7 @@ from ._cron import check_cron
 from ._errors import DBOSException, DBOSNotLaunchedError
 from ._facade_auth import AuthProperties, ClassesAndRolesAPI
 from ._facade_messaging import MessagingAPI
+from ._facade_patching import PatchAPI
 from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
 from ._facade_schedules import ScheduleAPI, start_if_launched
@@ -123,6 +124,7 @@ class DBOS(
     VersionAPI,
     ClassesAndRolesAPI,
     StreamAPI,
+    PatchAPI,
     metaclass=_DBOSMeta,
 ):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
