@@ -39,6 +39,7 @@ from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
 from .runtime import WorkflowStatusString as WorkflowStatusString
 from .runtime import error as error
+from .runtime import run_dbos_database_migrations as run_dbos_database_migrations
 
 __all__ = [
     "DBOS",
@@ -80,4 +81,5 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "run_dbos_database_migrations",
 ]

@@ -54,6 +54,7 @@ def test_public_names_are_pinned() -> None:
         "WorkflowStatus",
         "WorkflowStatusString",
         "error",
+        "run_dbos_database_migrations",
     ]
     for name in spindle.__all__:
         assert getattr(spindle, name) is getattr(spindle.runtime, name)

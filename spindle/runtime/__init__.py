@@ -7,6 +7,7 @@ from ._client import DBOSClient as DBOSClient
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
 from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
@@ -80,4 +81,5 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "run_dbos_database_migrations",
 ]
