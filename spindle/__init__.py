@@ -19,6 +19,7 @@ from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import DuplicationPolicy as DuplicationPolicy
 from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
@@ -61,6 +62,7 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",

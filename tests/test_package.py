@@ -34,6 +34,7 @@ def test_public_names_are_pinned() -> None:
         "DBOSSystemDatabaseUnavailableError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",
+        "DuplicationPolicy",
         "EnqueueOptions",
         "Event",
         "EventSource",

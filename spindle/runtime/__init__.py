@@ -9,6 +9,7 @@ from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
+from ._duplication import DuplicationPolicy as DuplicationPolicy
 from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
@@ -61,6 +62,7 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, Unpack
 from . import _introspect_db, _introspection
 from ._admin_db import fork_workflow as fork_copy
 from ._attributes import store as store_attributes
+from ._duplication import enqueue_or_holder
 from ._enqueue_options import EnqueueOptions, check_options
 from ._errors import (
     DBOSConflictingWorkflowError,
@@ -139,22 +140,31 @@ class DBOSClient:
     def _enqueue(self, options: EnqueueOptions, args: tuple[Any, ...], kwargs: Any) -> str:
         name, queue_name, priority, timeout, delay = check_options(options)
         workflow_id = options.get("workflow_id") or str(uuid.uuid4())
-        existing = insert_enqueued(
+        delay_until = int((time.time() + delay) * 1000) if delay is not None else None
+        existing, holder = enqueue_or_holder(
             self._sysdb,
-            workflow_id=workflow_id,
-            name=name,
-            inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
-            queue_name=queue_name,
-            executor_id=CLIENT_EXECUTOR_ID,
-            application_version=options.get("app_version"),
-            parent_workflow_id=None,
-            timeout_ms=int(timeout * 1000) if timeout is not None else None,
-            deadline_epoch_ms=None,
-            deduplication_id=options.get("deduplication_id"),
-            priority=priority or 0,
-            queue_partition_key=options.get("queue_partition_key"),
-            delay_until_epoch_ms=(int((time.time() + delay) * 1000) if delay is not None else None),
+            options.get("duplication_policy"),
+            queue_name,
+            options.get("deduplication_id"),
+            lambda: insert_enqueued(
+                self._sysdb,
+                workflow_id=workflow_id,
+                name=name,
+                inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+                queue_name=queue_name,
+                executor_id=CLIENT_EXECUTOR_ID,
+                application_version=options.get("app_version"),
+                parent_workflow_id=None,
+                timeout_ms=int(timeout * 1000) if timeout is not None else None,
+                deadline_epoch_ms=None,
+                deduplication_id=options.get("deduplication_id"),
+                priority=priority or 0,
+                queue_partition_key=options.get("queue_partition_key"),
+                delay_until_epoch_ms=delay_until,
+            ),
         )
+        if holder is not None:
+            return holder  # "return-existing": the workflow holding the deduplication ID
         if existing is not None and existing.name != name:
             raise DBOSConflictingWorkflowError(
                 workflow_id,
