@@ -9,9 +9,11 @@ this database first); waits (``get_result``, ``get_event``) poll from the caller
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar, Unpack
 
 from . import _introspect_db, _introspection
@@ -30,6 +32,7 @@ from ._messaging_db import NULL_TOPIC, MessagingDatabase
 from ._queue_db import insert_enqueued, requeue_resumed
 from ._serialization import deserialize, serialize
 from ._status import WorkflowStatus
+from ._streams import END, StreamDB, next_value
 from ._sysdb import SystemDatabase
 
 R = TypeVar("R")
@@ -229,6 +232,33 @@ class DBOSClient:
         return await asyncio.to_thread(self.get_event, workflow_id, key, timeout_seconds)
 
     # -- reading -------------------------------------------------------------------------
+
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0) -> Iterator[Any]:
+        """A workflow's stream, in order from ``offset``, until it is closed or the workflow
+        is no longer active (polled: the client has no listener thread)."""
+        db = StreamDB(self._sysdb)
+        while True:
+            _, value = _poll(
+                functools.partial(next_value, db, workflow_id, key, offset), None, self._stop
+            )
+            if value is END:
+                return
+            yield value
+            offset += 1
+
+    async def read_stream_async(
+        self, workflow_id: str, key: str, *, offset: int = 0
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`read_stream` (each poll runs off the loop)."""
+        db = StreamDB(self._sysdb)
+        while True:
+            _, value = await asyncio.to_thread(
+                _poll, functools.partial(next_value, db, workflow_id, key, offset), None, self._stop
+            )
+            if value is END:
+                return
+            yield value
+            offset += 1
 
     def _status(self, workflow_id: str) -> WorkflowStatus | None:
         found = _introspection.list_workflows_in(self._sysdb, {"workflow_ids": [workflow_id]})

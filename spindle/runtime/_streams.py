@@ -35,10 +35,12 @@ from ._sysdb import SystemDatabase
 #: DBOS's value that closes a stream.
 CLOSED_SENTINEL = "__DBOS_STREAM_CLOSED__"
 _ACTIVE = (PENDING, ENQUEUED, DELAYED)
-_NO_VALUE = object()
+#: What :func:`next_value` returns at the end of a stream.
+END = object()
+_NO_VALUE = END
 
 
-class _StreamDB:
+class StreamDB:
     """The stream queries, each in one transaction under the transient-error retry."""
 
     def __init__(self, sysdb: SystemDatabase) -> None:
@@ -111,8 +113,8 @@ class _StreamDB:
         return status, (_NO_VALUE if data is None else data)
 
 
-def _db(rt: Runtime) -> _StreamDB:
-    return _StreamDB(rt.sysdb)  # two references: cheaper than caching it per launch
+def _db(rt: Runtime) -> StreamDB:
+    return StreamDB(rt.sysdb)  # two references: cheaper than caching it per launch
 
 
 def _write(rt: Runtime, ctx: WorkflowContext | None, key: str, value: Any, what: str) -> None:
@@ -146,7 +148,7 @@ def close_stream(rt: Runtime, key: str) -> None:
     _write(rt, ctx, key, CLOSED_SENTINEL, "close_stream")
 
 
-def _next(rt: Runtime, db: _StreamDB, wf_id: str, key: str, offset: int) -> tuple[bool, Any]:
+def next_value(db: StreamDB, wf_id: str, key: str, offset: int) -> tuple[bool, Any]:
     """``(True, value)``, ``(True, _NO_VALUE)`` at the end, or ``(False, None)``: wait."""
     status, value = db.read(wf_id, key, offset)
     if status is None:
@@ -175,7 +177,7 @@ def read_stream(rt: Runtime, workflow_id: str, key: str, offset: int = 0) -> Ite
     try:
         while True:
             waiter.clear()  # before the read: a value committed after it sets the waiter
-            ready, value = _next(rt, db, workflow_id, key, offset)
+            ready, value = next_value(db, workflow_id, key, offset)
             if ready and value is _NO_VALUE:
                 return
             if ready:
@@ -202,7 +204,7 @@ async def read_stream_async(
     try:
         while True:
             waiter.clear()
-            ready, value = await asyncio.to_thread(_next, rt, db, workflow_id, key, offset)
+            ready, value = await asyncio.to_thread(next_value, db, workflow_id, key, offset)
             if ready and value is _NO_VALUE:
                 return
             if ready:

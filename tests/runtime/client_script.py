@@ -66,6 +66,10 @@ def main(url: str, marker: Path) -> dict[str, Any]:
         seen["queued"] = [s.workflow_id for s in client.list_queued_workflows(queue_name=QUEUE)]
         client.cancel_workflow("c-later")
         seen["cancelled"] = client.retrieve_workflow("c-later").get_status().status
+        client.enqueue(
+            {"queue_name": QUEUE, "workflow_name": "client_streamer", "workflow_id": "c-stream"}, 3
+        )
+        seen["stream"] = list(client.read_stream("c-stream", "numbers"))
         seen["threads_during"] = threading.active_count()
     finally:
         client.destroy()

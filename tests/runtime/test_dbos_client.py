@@ -46,6 +46,13 @@ def client_flaky() -> str:
     return "ok"
 
 
+@DBOS.workflow()
+def client_streamer(n: int) -> None:
+    for i in range(n):
+        DBOS.write_stream("numbers", i)
+    DBOS.close_stream("numbers")
+
+
 @pytest.mark.slow
 def test_client_from_another_process(make_dbos: MakeDBOS, db_url: str, tmp_path: Path) -> None:
     MARKER[:] = [tmp_path / "marker"]
@@ -74,6 +81,7 @@ def test_client_from_another_process(make_dbos: MakeDBOS, db_url: str, tmp_path:
     assert seen["resumed"] == "ok"
     assert "c-later" in seen["queued"]
     assert seen["cancelled"] == "CANCELLED"
+    assert seen["stream"] == [0, 1, 2]
     # The client runs no thread of its own.
     assert seen["threads_before"] == seen["threads_during"] == 1
     # The app saw the same workflows.
