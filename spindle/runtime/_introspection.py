@@ -161,7 +161,10 @@ def list_workflows_in(
 ) -> list[WorkflowStatus]:
     """:func:`list_workflows` on a system database alone (``DBOSClient`` has no runtime)."""
     filters = build_filters(given, queues_only=queues_only)
-    rows, forked = _introspect_db.list_status(sysdb, filters)
+    # Under the transient-error retry, like every system-database query.
+    rows, forked = sysdb.retrier.call(
+        "list_workflows", lambda: _introspect_db.list_status(sysdb, filters)
+    )
     load_input = bool(given.get("load_input", True))
     load_output = bool(given.get("load_output", True))
     return [
@@ -212,8 +215,10 @@ def list_steps_in(
     offset: int | None = None,
 ) -> list[StepInfo]:
     """:func:`list_steps` on a system database alone."""
-    rows = _introspect_db.list_steps(
-        sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
+    count, skip = _count(limit, "limit"), _count(offset, "offset")
+    rows = sysdb.retrier.call(
+        "list_workflow_steps",
+        lambda: _introspect_db.list_steps(sysdb, workflow_id, limit=count, offset=skip),
     )
     return [
         StepInfo(
