@@ -2,8 +2,11 @@
 
 from .runtime import DBOS as DBOS
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
+from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
+from .runtime import DBOSConfiguredInstance as DBOSConfiguredInstance
+from .runtime import DBOSContextSetAuth as DBOSContextSetAuth
 from .runtime import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from .runtime import DBOSException as DBOSException
 from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAttemptsExceededError
@@ -16,6 +19,7 @@ from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import DuplicationPolicy as DuplicationPolicy
 from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
@@ -36,12 +40,16 @@ from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
 from .runtime import WorkflowStatusString as WorkflowStatusString
 from .runtime import error as error
+from .runtime import run_dbos_database_migrations as run_dbos_database_migrations
 
 __all__ = [
     "DBOS",
     "DBOSAwaitedWorkflowCancelledError",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSConfiguredInstance",
+    "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",
@@ -54,6 +62,7 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",
@@ -74,4 +83,5 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "run_dbos_database_migrations",
 ]

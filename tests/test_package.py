@@ -17,8 +17,11 @@ def test_public_names_are_pinned() -> None:
     assert sorted(spindle.__all__) == [
         "DBOS",
         "DBOSAwaitedWorkflowCancelledError",
+        "DBOSClient",
         "DBOSConfig",
         "DBOSConfigError",
+        "DBOSConfiguredInstance",
+        "DBOSContextSetAuth",
         "DBOSDestroyInWorkflowError",
         "DBOSException",
         "DBOSMaxRecoveryAttemptsExceededError",
@@ -31,6 +34,7 @@ def test_public_names_are_pinned() -> None:
         "DBOSSystemDatabaseUnavailableError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",
+        "DuplicationPolicy",
         "EnqueueOptions",
         "Event",
         "EventSource",
@@ -51,6 +55,7 @@ def test_public_names_are_pinned() -> None:
         "WorkflowStatus",
         "WorkflowStatusString",
         "error",
+        "run_dbos_database_migrations",
     ]
     for name in spindle.__all__:
         assert getattr(spindle, name) is getattr(spindle.runtime, name)

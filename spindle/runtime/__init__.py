@@ -2,10 +2,14 @@
 
 from . import _errors as error
 from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
+from ._classes import DBOSConfiguredInstance as DBOSConfiguredInstance
+from ._client import DBOSClient as DBOSClient
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
+from ._duplication import DuplicationPolicy as DuplicationPolicy
 from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from ._errors import DBOSConfigError as DBOSConfigError
@@ -32,6 +36,7 @@ from ._pollers import Event as Event
 from ._pollers import EventSource as EventSource
 from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
+from ._roles import DBOSContextSetAuth as DBOSContextSetAuth
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
@@ -40,8 +45,11 @@ from ._versions import VersionInfo as VersionInfo
 __all__ = [
     "DBOS",
     "DBOSAwaitedWorkflowCancelledError",
+    "DBOSClient",
     "DBOSConfig",
     "DBOSConfigError",
+    "DBOSConfiguredInstance",
+    "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
     "DBOSMaxRecoveryAttemptsExceededError",
@@ -54,6 +62,7 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",
@@ -74,4 +83,5 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "run_dbos_database_migrations",
 ]

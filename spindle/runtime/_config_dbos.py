@@ -93,7 +93,7 @@ INERT: dict[str, tuple[Callable[[Any], bool], str, str]] = {
         "a JSON-serializable dict or None",
         "used: sent in the conductor client's executor_info, with Spindle's own fields",
     ),
-    "enable_patching": (_bool, "True or False", "DBOS.patch is not implemented"),
+    "enable_patching": (_bool, "True or False", "used: DBOS.patch/deprecate_patch need it True"),
     "use_listen_notify": (
         _bool,
         "True or False",

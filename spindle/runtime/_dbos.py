@@ -18,16 +18,20 @@ from spindle.diagnostics import Clock, DiagnosticsSession, ShutdownTimeline, Thr
 
 from . import _current, _lifecycle, _messaging, _schedule_api, _workflows
 from ._appdb import current_session
+from ._classes import CLASSES, INSTANCES, decoding
 from ._config import DBOSConfig, load_config
 from ._context import current_workflow
 from ._core import durable_sleep, durable_sleep_async
 from ._cron import check_cron
 from ._errors import DBOSException, DBOSNotLaunchedError
+from ._facade_auth import AuthProperties, ClassesAndRolesAPI
 from ._facade_messaging import MessagingAPI
+from ._facade_patching import PatchAPI
 from ._facade_props import DBOSClassProperties, dbos_logger
 from ._facade_queues import QueueAPI
 from ._facade_schedules import ScheduleAPI, start_if_launched
 from ._facade_steps import StepAPI, check_step_options
+from ._facade_streams import StreamAPI
 from ._facade_versions import VersionAPI
 from ._facade_workflows import WorkflowAPI
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo, is_async
@@ -37,12 +41,15 @@ from ._kafka import KafkaSource, import_confluent_kafka
 from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
+from ._web_frameworks import RuntimeDashboardSource, setup_fastapi, setup_flask
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: DBOS's default bound on a workflow's recoveries (a process that keeps crashing on it).
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
@@ -54,7 +61,7 @@ def _launched() -> Runtime:
     return rt
 
 
-class _DBOSMeta(DBOSClassProperties):
+class _DBOSMeta(DBOSClassProperties, AuthProperties):
     """Class-level properties, as DBOS Transact exposes them (``DBOS.workflow_id``)."""
 
     @property
@@ -96,6 +103,12 @@ class _DBOSMeta(DBOSClassProperties):
         return diag
 
     @property
+    def dashboard_source(cls) -> RuntimeDashboardSource:
+        """What ``spindle.web.create_app`` mounts, valid before launch (for an app whose
+        lifespan launches DBOS): ``app.mount("/dbos", create_app(DBOS.dashboard_source))``."""
+        return RuntimeDashboardSource(_current.get())
+
+    @property
     def last_shutdown_timeline(cls) -> ShutdownTimeline | None:
         """The timeline of the latest ``destroy()``."""
         rt = _current.peek()
@@ -103,7 +116,16 @@ class _DBOSMeta(DBOSClassProperties):
 
 
 class DBOS(
-    WorkflowAPI, QueueAPI, MessagingAPI, StepAPI, ScheduleAPI, VersionAPI, metaclass=_DBOSMeta
+    WorkflowAPI,
+    QueueAPI,
+    MessagingAPI,
+    StepAPI,
+    ScheduleAPI,
+    VersionAPI,
+    ClassesAndRolesAPI,
+    StreamAPI,
+    PatchAPI,
+    metaclass=_DBOSMeta,
 ):
     """A durable-workflow runtime, with the API of DBOS Transact for Python."""
 
@@ -114,6 +136,8 @@ class DBOS(
         clock: Clock | None = None,
         conductor_url: str | None = None,
         conductor_key: str | None = None,
+        fastapi: Any = None,
+        flask: Any = None,
     ) -> None:
         # Validate first (a bad config leaves the current instance alone); arguments win.
         cfg = load_config(config, conductor_url=conductor_url, conductor_key=conductor_key)
@@ -121,6 +145,11 @@ class DBOS(
         logging.getLogger("spindle").setLevel(self._runtime.config.log_level)
         dbos_logger.setLevel(self._runtime.config.log_level)
         _current.install(self._runtime)
+        # As DBOS: requests run as handlers; FastAPI's lifespan launches and destroys.
+        if fastapi is not None:
+            setup_fastapi(fastapi, type(self).launch, type(self).destroy)
+        if flask is not None:
+            setup_flask(flask)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -142,6 +171,8 @@ class DBOS(
             after_destroy(rt)
         if destroy_registry:
             GLOBAL_REGISTRY.workflows.clear()
+            CLASSES.clear()
+            INSTANCES.clear()
             GLOBAL_QUEUES.clear()
             POLLERS.clear()
 
@@ -170,7 +201,9 @@ class DBOS(
         MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
 
         def decorator(func: F) -> F:
-            info = WorkflowInfo(name or fn_name(func), func, is_async(func), max_recovery_attempts)
+            # The stored call's self/cls and authentication are restored for the body.
+            body = restoring(decoding(func, is_async=is_async(func)), is_async=is_async(func))
+            info = WorkflowInfo(name or fn_name(func), body, is_async(func), max_recovery_attempts)
             GLOBAL_REGISTRY.add_workflow(info)
             return workflow_wrapper(info, func)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from ._attributes import store as store_attributes
 from ._attributes import validate as validate_attributes
 from ._core import resolve_identity
+from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._queue import MAX_PRIORITY
 from ._queue_db import insert_enqueued
@@ -37,6 +38,7 @@ class EnqueueOptions(_Required, total=False):
     priority: int
     queue_partition_key: str
     attributes: dict[str, Any]
+    duplication_policy: DuplicationPolicy
 
 
 _KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annotations__)
@@ -47,6 +49,55 @@ def enqueue_with_options(
 ) -> str:
     """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID)."""
     rt.require_launched()
+    name, queue_name, priority, timeout, delay = check_options(options)
+    ident = resolve_identity(rt, options.get("workflow_id"))
+    timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
+    delay_until = int((rt.clock.now() + delay) * 1000) if delay is not None else None
+    existing, holder = enqueue_or_holder(
+        rt.sysdb,
+        options.get("duplication_policy"),
+        queue_name,
+        options.get("deduplication_id"),
+        lambda: insert_enqueued(
+            rt.sysdb,
+            workflow_id=ident.workflow_id,
+            name=name,
+            inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+            queue_name=queue_name,
+            executor_id=rt.config.executor_id,
+            application_version=options.get("app_version"),
+            parent_workflow_id=ident.parent_workflow_id,
+            timeout_ms=timeout_ms,
+            deadline_epoch_ms=None
+            if timeout is not None or ident.own_timeout
+            else ident.deadline_epoch_ms,
+            deduplication_id=options.get("deduplication_id"),
+            priority=priority or 0,
+            queue_partition_key=options.get("queue_partition_key"),
+            delay_until_epoch_ms=delay_until,
+        ),
+    )
+    if holder is not None:
+        return holder  # "return-existing": the workflow holding the deduplication ID
+    if existing is not None and existing.name != name:
+        raise DBOSConflictingWorkflowError(
+            ident.workflow_id,
+            f"Workflow already exists with a different function name: {existing.name}, "
+            f"but the provided function name is: {name}",
+        )
+    attributes = options.get("attributes")
+    if existing is None and attributes is not None:
+        store_attributes(rt.sysdb, ident.workflow_id, attributes)
+    if existing is None:
+        rt.queues.wake(queue_name)
+    return ident.workflow_id
+
+
+def check_options(
+    options: EnqueueOptions,
+) -> tuple[str, str, int | None, float | None, float | None]:
+    """Validate DBOS's ``EnqueueOptions``; returns the workflow and queue names, priority,
+    timeout and delay (shared by ``enqueue_workflow_with_options`` and ``DBOSClient``)."""
     unknown = sorted(set(options) - _KNOWN)
     if unknown:
         raise DBOSException(
@@ -68,35 +119,5 @@ def enqueue_with_options(
     delay = options.get("delay_seconds")
     if delay is not None and delay < 0:
         raise DBOSException("delay_seconds must be >= 0")
-    ident = resolve_identity(rt, options.get("workflow_id"))
-    timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
-    existing = insert_enqueued(
-        rt.sysdb,
-        workflow_id=ident.workflow_id,
-        name=name,
-        inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
-        queue_name=queue_name,
-        executor_id=rt.config.executor_id,
-        application_version=options.get("app_version"),
-        parent_workflow_id=ident.parent_workflow_id,
-        timeout_ms=timeout_ms,
-        deadline_epoch_ms=None
-        if timeout is not None or ident.own_timeout
-        else ident.deadline_epoch_ms,
-        deduplication_id=options.get("deduplication_id"),
-        priority=priority or 0,
-        queue_partition_key=options.get("queue_partition_key"),
-        delay_until_epoch_ms=(int((rt.clock.now() + delay) * 1000) if delay is not None else None),
-    )
-    if existing is not None and existing.name != name:
-        raise DBOSConflictingWorkflowError(
-            ident.workflow_id,
-            f"Workflow already exists with a different function name: {existing.name}, "
-            f"but the provided function name is: {name}",
-        )
-    attributes = options.get("attributes")
-    if existing is None and attributes is not None:
-        store_attributes(rt.sysdb, ident.workflow_id, attributes)
-    if existing is None:
-        rt.queues.wake(queue_name)
-    return ident.workflow_id
+    check_policy(options.get("duplication_policy"), queue_name, options.get("deduplication_id"))
+    return name, queue_name, priority, timeout, delay

@@ -264,7 +264,7 @@ class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSMaxRecoveryAttemptsExce
 
 
 class DBOSNotAuthorizedError(DBOSException):
-    """A caller lacks a role the function requires (DBOS's class; Spindle has no roles)."""
+    """A caller lacks a role the function requires (DBOS's class, raised by required_roles)."""
 
     def __init__(self, msg: str) -> None:
         super().__init__(msg, DBOSErrorCode.NotAuthorized.value)

@@ -21,6 +21,7 @@ from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 R = TypeVar("R")
 
@@ -30,9 +31,13 @@ _POLL_MAX = 1.0
 
 
 def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
+    return settled(rt.sysdb, workflow_id)
+
+
+def settled(sysdb: SystemDatabase, workflow_id: str) -> tuple[bool, Any]:
     """``(True, result)`` once the workflow ended (its error or cancellation is raised),
     ``(False, None)`` while it runs elsewhere."""
-    row = rt.sysdb.get_status(workflow_id)
+    row = sysdb.get_status(workflow_id)
     if row is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
     if row.status == SUCCESS:

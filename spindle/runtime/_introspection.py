@@ -153,8 +153,15 @@ def list_workflows(
 ) -> list[WorkflowStatus]:
     """Workflows matching DBOS's ``list_workflows`` filters, oldest first."""
     rt.require_launched()
+    return list_workflows_in(rt.sysdb, given, queues_only=queues_only)
+
+
+def list_workflows_in(
+    sysdb: SystemDatabase, given: Mapping[str, Any], *, queues_only: bool = False
+) -> list[WorkflowStatus]:
+    """:func:`list_workflows` on a system database alone (``DBOSClient`` has no runtime)."""
     return query_workflows(
-        rt.sysdb,
+        sysdb,
         build_filters(given, queues_only=queues_only),
         load_input=bool(given.get("load_input", True)),
         load_output=bool(given.get("load_output", True)),
@@ -165,8 +172,9 @@ def query_workflows(
     sysdb: SystemDatabase, filters: Filters, *, load_input: bool = True, load_output: bool = True
 ) -> list[WorkflowStatus]:
     """The one workflow listing every surface shares (the facade, the admin API, the
-    conductor, the CLI): no launch check, so the conductor answers during ``destroy()``
-    and the CLI reads a database no app has open."""
+    conductor, the CLI, the client): no launch check, so the conductor answers during
+    ``destroy()`` and the CLI reads a database no app has open. ``list_status`` runs under
+    the transient-error retry (``@retried``)."""
     rows, forked = _introspect_db.list_status(sysdb, filters)
     return [
         WorkflowStatus.from_row(
@@ -204,8 +212,20 @@ def list_steps(
 ) -> list[StepInfo]:
     """A workflow's recorded steps, in order (an unknown workflow has none, as in DBOS)."""
     rt.require_launched()
+    return list_steps_in(rt.sysdb, workflow_id, load_output=load_output, limit=limit, offset=offset)
+
+
+def list_steps_in(
+    sysdb: SystemDatabase,
+    workflow_id: str,
+    *,
+    load_output: bool = True,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> list[StepInfo]:
+    """:func:`list_steps` on a system database alone (``step_rows`` is ``@retried``)."""
     rows = _admin_db.step_rows(
-        rt.sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
+        sysdb, workflow_id, limit=_count(limit, "limit"), offset=_count(offset, "offset")
     )
     return [
         StepInfo(

@@ -12,11 +12,13 @@ from ._schema import (
     ENQUEUE_SEQUENCE,
     NOTIFICATIONS_CHANNEL,
     SCHEMA,
+    STREAMS_CHANNEL,
     WORKFLOW_EVENTS_CHANNEL,
     application_versions,
     notifications,
     operation_outputs,
     schema_version,
+    streams,
     workflow_events,
     workflow_schedules,
     workflow_status,
@@ -128,6 +130,27 @@ def _v6_forks_and_delays(conn: Connection) -> None:
     application_versions.create(conn, checkfirst=True)
 
 
+_PG_STREAMS_TRIGGER = f"""
+CREATE OR REPLACE FUNCTION {SCHEMA}.streams_function() RETURNS TRIGGER AS $$
+BEGIN
+    PERFORM pg_notify('{STREAMS_CHANNEL}', json_build_array(NEW.workflow_uuid, NEW.key)::text);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS dbos_streams_trigger ON {SCHEMA}.streams;
+CREATE TRIGGER dbos_streams_trigger AFTER INSERT ON {SCHEMA}.streams
+    FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.streams_function();
+"""
+
+
+def _v7_streams(conn: Connection) -> None:
+    """DBOS's streams; on PostgreSQL a trigger NOTIFYs each value written (by any process),
+    so readers wake at once instead of polling."""
+    streams.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_PG_STREAMS_TRIGGER)
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -139,6 +162,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_queues,
     _v5_partitions,
     _v6_forks_and_delays,
+    _v7_streams,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

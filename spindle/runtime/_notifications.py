@@ -34,7 +34,7 @@ from spindle.diagnostics import Clock, StopEvent, ThreadKind, ThreadRecord
 
 from ._clock_wait import wait_on_clock
 from ._messaging_db import MessagingDatabase
-from ._schema import NOTIFICATIONS_CHANNEL, WORKFLOW_EVENTS_CHANNEL
+from ._schema import NOTIFICATIONS_CHANNEL, STREAMS_CHANNEL, WORKFLOW_EVENTS_CHANNEL
 from ._supervisor import Supervised, Supervisor
 from ._sysdb_gate import SystemDatabaseClosed
 
@@ -52,6 +52,11 @@ BACKOFF_MAX = 5.0
 def message_key(workflow_id: str, topic: str) -> Key:
     """The waiter key of messages to ``workflow_id`` on ``topic``."""
     return ("msg", workflow_id, topic)
+
+
+def stream_key(workflow_id: str, key: str) -> Key:
+    """The waiter key of the values written to the stream ``key`` of ``workflow_id``."""
+    return ("stream", workflow_id, key)
 
 
 def event_key(workflow_id: str, key: str) -> Key:
@@ -372,6 +377,7 @@ class PostgresListener(NotificationListener):
         try:
             conn.execute(f"LISTEN {NOTIFICATIONS_CHANNEL}")
             conn.execute(f"LISTEN {WORKFLOW_EVENTS_CHANNEL}")
+            conn.execute(f"LISTEN {STREAMS_CHANNEL}")
         except BaseException:
             conn.close()
             raise
@@ -499,6 +505,8 @@ def _parse(channel: bytes | str, payload: bytes | str) -> Key | None:
         return message_key(workflow_id, str(sub))
     if name == WORKFLOW_EVENTS_CHANNEL:
         return event_key(workflow_id, str(sub))
+    if name == STREAMS_CHANNEL:
+        return stream_key(workflow_id, str(sub))
     return None
 
 

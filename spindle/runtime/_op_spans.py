@@ -82,6 +82,20 @@ class OperationTracer:
             self._log_failure()
             return None
 
+    def start_handler(self, name: str, attributes: Mapping[str, Any]) -> tuple[Span, object] | None:
+        """The span of a web request handled by the app (``operationType`` ``handler``),
+        current while it runs so the workflows it starts nest under it."""
+        try:
+            span = self._tracer.start_span(name)
+            for key, value in {**attributes, "operationType": "handler", **self._common}.items():
+                if value is not None:
+                    span.set_attribute(self._name(key), value)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            return span, token
+        except Exception:
+            self._log_failure()
+            return None
+
     def end(self, started: tuple[Span, object] | None, error: BaseException | None) -> None:
         """Restore the previous current span and end this one (with its error, if any)."""
         if started is None:

@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from . import _current
 from ._attributes import for_new_workflow as attributes_for_new_workflow
 from ._attributes import store as store_attributes
+from ._classes import call_args
 from ._context import ContextBlock
 from ._core import resolve_identity
+from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue_db import RateLimit, insert_enqueued
+from ._roles import guard
+from ._roles import stored as stored_auth
 from ._serialization import serialize
 
 if TYPE_CHECKING:
@@ -206,6 +210,8 @@ class EnqueueOptions:
     app_version: str | None = None
     #: DBOS's ``delay_seconds``: the workflow is DELAYED this long, then ENQUEUED.
     delay_seconds: float | None = None
+    #: DBOS's ``duplication_policy`` for a held deduplication ID (see ``_duplication``).
+    duplication_policy: str | None = None
 
 
 _enqueue_options: contextvars.ContextVar[EnqueueOptions | None] = contextvars.ContextVar(
@@ -232,7 +238,10 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
         app_version: str | None = None,
         queue_partition_key: str | None = None,
         delay_seconds: float | None = None,
+        duplication_policy: DuplicationPolicy | None = None,
     ):
+        # A policy also holds outside an enqueue: checked here for its value only.
+        check_policy(duplication_policy, "", deduplication_id)
         if queue_partition_key is not None and (
             not isinstance(queue_partition_key, str) or not queue_partition_key
         ):
@@ -273,7 +282,12 @@ class SetEnqueueOptions(ContextBlock[EnqueueOptions | None]):
                 f"got {delay_seconds!r}"
             )
         self.options = EnqueueOptions(
-            deduplication_id, priority, queue_partition_key, app_version, delay_seconds
+            deduplication_id,
+            priority,
+            queue_partition_key,
+            app_version,
+            delay_seconds,
+            duplication_policy,
         )
         super().__init__(_enqueue_options, self.options)
 
@@ -316,6 +330,7 @@ def enqueue_workflow(
     info = getattr(func, "__spindle_workflow__", None)
     if not isinstance(info, WorkflowInfo):
         raise DBOSException(f"{function_name(func)} is not a @DBOS.workflow()")
+    args = call_args(func, args)  # a method's self/cls is stored by name
     options = _enqueue_options.get() or EnqueueOptions()
     if options.priority is not None and not queue.priority_enabled:
         raise DBOSException(
@@ -334,29 +349,39 @@ def enqueue_workflow(
             f"the partition key {key!r} would have no effect"
         )
     ident = resolve_identity(rt)
+    with guard(func):  # required roles checked now; the assumed role is stored
+        kwargs = stored_auth(kwargs)
     inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
     delay_until = (
         int((rt.clock.now() + options.delay_seconds) * 1000)
         if options.delay_seconds is not None
         else None
     )
-    existing = insert_enqueued(
+    existing, holder = enqueue_or_holder(
         rt.sysdb,
-        workflow_id=ident.workflow_id,
-        name=info.name,
-        inputs=inputs,
-        queue_name=queue.name,
-        executor_id=rt.config.executor_id,
-        application_version=options.app_version or rt.config.application_version,
-        parent_workflow_id=ident.parent_workflow_id,
-        timeout_ms=ident.timeout_ms,
-        # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
-        deadline_epoch_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
-        deduplication_id=options.deduplication_id,
-        priority=options.priority or 0,
-        queue_partition_key=key,
-        delay_until_epoch_ms=delay_until,
+        options.duplication_policy,
+        queue.name,
+        options.deduplication_id,
+        lambda: insert_enqueued(
+            rt.sysdb,
+            workflow_id=ident.workflow_id,
+            name=info.name,
+            inputs=inputs,
+            queue_name=queue.name,
+            executor_id=rt.config.executor_id,
+            application_version=options.app_version or rt.config.application_version,
+            parent_workflow_id=ident.parent_workflow_id,
+            timeout_ms=ident.timeout_ms,
+            # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
+            deadline_epoch_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
+            deduplication_id=options.deduplication_id,
+            priority=options.priority or 0,
+            queue_partition_key=key,
+            delay_until_epoch_ms=delay_until,
+        ),
     )
+    if holder is not None:
+        return holder  # "return-existing": the workflow holding the deduplication ID
     if existing is not None and existing.name != info.name:
         raise DBOSConflictingWorkflowError(
             ident.workflow_id,

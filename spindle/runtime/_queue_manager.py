@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from spindle.diagnostics import StopEvent, ThreadKind
 
+from ._classes import check_resolvable
 from ._core import start_dequeued
-from ._errors import DBOSRuntimeShutdownError
+from ._errors import DBOSRuntimeShutdownError, DBOSWorkflowFunctionNotFoundError
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
 from ._queue_db import Dequeued, dequeue, has_enqueued, promote_delayed, requeue
@@ -250,6 +251,12 @@ class QueueManager:
             rt.sysdb.finish_workflow(
                 row.workflow_id, ERROR, output=None, error=serialize_exception(exc)
             )
+            return
+        try:
+            check_resolvable(row.workflow_id, args)
+        except DBOSWorkflowFunctionNotFoundError as exc:
+            # As an unregistered function: not run here, it stays PENDING for recovery.
+            logger.warning("spindle: queue %r: %s", worker.queue.name, exc)
             return
         # A first start has nothing to replay; a recovered one reads what it recorded.
         recorded = rt.sysdb.step_outputs(row.workflow_id) if row.recovery_attempts else None

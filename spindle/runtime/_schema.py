@@ -146,6 +146,26 @@ application_versions = sa.Table(
     sa.Column("application_name", sa.Text, nullable=True),
 )
 
+#: DBOS's streams: the values a workflow wrote under ``key``, numbered from 0 by ``offset``
+#: (a closed stream ends with DBOS's sentinel value). Deleted with their workflow.
+streams = sa.Table(
+    "streams",
+    metadata,
+    sa.Column(
+        "workflow_uuid",
+        sa.Text,
+        sa.ForeignKey(
+            f"{SCHEMA}.workflow_status.workflow_uuid", onupdate="CASCADE", ondelete="CASCADE"
+        ),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("offset", sa.Integer, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    # The step that wrote it (None for a write from inside a step, as DBOS).
+    sa.Column("function_id", sa.Integer, nullable=True),
+)
+
 schema_version = sa.Table(
     "spindle_schema_version",
     metadata,
@@ -158,3 +178,4 @@ schema_version = sa.Table(
 #: is a JSON array [workflow id, topic or key], so an ID containing any separator is safe.
 NOTIFICATIONS_CHANNEL = "dbos_notifications_channel"
 WORKFLOW_EVENTS_CHANNEL = "dbos_workflow_events_channel"
+STREAMS_CHANNEL = "dbos_streams_channel"

@@ -8,6 +8,8 @@ from enum import Enum
 from typing import Any
 
 from ._attributes import load as load_attributes
+from ._classes import split_input
+from ._roles import split_auth
 from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
 
@@ -28,7 +30,8 @@ class WorkflowStatusString(Enum):
 class WorkflowStatus:
     """One workflow's status, as DBOS Transact names its fields (timestamps in epoch ms).
 
-    Spindle records no users, roles, classes or owning application: those fields are None,
+    ``class_name``/``config_name`` and the user, roles and assumed role come with the
+    stored input (None when it is not loaded). Spindle records no owning application: None,
     as they are in DBOS for a workflow that has none.
     """
 
@@ -90,11 +93,24 @@ class WorkflowStatus:
         }
         if hasattr(row, "attributes"):
             extra["attributes"] = load_attributes(row.attributes)
+        # A method's self/cls is stored as its class and config name (see _classes).
+        value, class_name, config_name = (
+            split_input(_safe(deserialize, row.inputs)) if load_input else (None, None, None)
+        )
+        # So is the identity it was started with (see _roles).
+        value, auth = split_auth(value)
         return cls(
             workflow_id=row.workflow_id,
             status=row.status,
             name=row.name,
-            input=_safe(deserialize, row.inputs) if load_input else None,
+            input=value,
+            class_name=class_name,
+            config_name=config_name,
+            authenticated_user=auth.user if auth is not None else None,
+            assumed_role=auth.assumed_role if auth is not None else None,
+            authenticated_roles=(
+                list(auth.roles) if auth is not None and auth.roles is not None else None
+            ),
             output=_safe(deserialize, row.output) if load_output else None,
             error=(
                 deserialize_exception(row.error) if load_output and row.error is not None else None

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from . import _introspection
 from ._active import ActiveWorkflow
+from ._classes import call_args, check_resolvable
 from ._core import Start, prepare_workflow
 from ._errors import (
     DBOSException,
@@ -26,6 +27,8 @@ from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import check_no_enqueue_options
 from ._queue_db import requeue_resumed
+from ._roles import guard
+from ._roles import stored as stored_auth
 from ._rows import PENDING
 from ._runtime import Runtime
 from ._serialization import deserialize
@@ -64,7 +67,9 @@ def start_workflow(
     """Start a workflow in the background and return its handle at once."""
     check_no_enqueue_options()
     info = workflow_info(func)
-    start = prepare_workflow(rt, info, args, kwargs)
+    args = call_args(func, args)
+    with guard(func):
+        start = prepare_workflow(rt, info, args, stored_auth(kwargs))
     dispatch(rt, info, start)
     return WorkflowHandle(rt, start.entry.workflow_id, start.entry)
 
@@ -75,7 +80,9 @@ def start_workflow_async(
     """Start a workflow from async code: an async workflow runs on the caller's loop."""
     check_no_enqueue_options()
     info = workflow_info(func)
-    start = prepare_workflow(rt, info, args, kwargs)
+    args = call_args(func, args)
+    with guard(func):
+        start = prepare_workflow(rt, info, args, stored_auth(kwargs))
     if start.run is not None:
         if info.is_async:
             coro = cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
@@ -195,6 +202,7 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
             raise DBOSMaxRecoveryAttemptsExceededError(wf_id, limit)
         rt.sysdb.claim_for_recovery(wf_id, rt.config.executor_id)
     args, kwargs = deserialize(row.inputs)
+    check_resolvable(wf_id, args)  # an unregistered instance: not run, stays PENDING
     start = prepare_workflow(rt, info, tuple(args), dict(kwargs), workflow_id=wf_id)
     dispatch(rt, info, start)
     return WorkflowHandle(rt, wf_id, start.entry)

@@ -12,12 +12,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from . import _current
+from ._classes import Binding, attach, decoding
 from ._context import current_workflow
 from ._core import prepare_workflow, run_step, run_step_async, wait_async
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
 from ._queue import check_no_enqueue_options
+from ._roles import restoring
+from ._roles import stored as stored_auth
 from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,13 +31,14 @@ TEMP_PREFIX = "<temp>."
 
 def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
     """Calling the workflow directly runs it in the caller's thread (or awaits it)."""
+    binding = Binding(func)  # a method's first argument is stored by name (_classes)
     if info.is_async:
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
-            start = prepare_workflow(rt, info, args, kwargs)
+            start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
             if start.run is not None:
                 return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
             return await wait_async(start.entry)
@@ -46,7 +50,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
-            start = prepare_workflow(rt, info, args, kwargs)
+            start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
             # Called directly: run in the caller's thread.
             if start.run is not None and start.entry.claim():
                 return start.run()
@@ -54,6 +58,7 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
 
         wrapper = sync_wrapper
     wrapper.__spindle_workflow__ = info  # type: ignore[attr-defined]
+    wrapper.__spindle_binding__ = binding  # type: ignore[attr-defined]
     return cast(F, wrapper)
 
 
@@ -75,6 +80,7 @@ def step_wrapper(info: StepInfo, func: F) -> F:
         async def temporary_async(*args: Any, **kwargs: Any) -> Any:
             return await run_step_async(_current.get(), info, args, kwargs)
 
+        attach(async_wrapper, func)
         _temporary_workflow(info.name, temporary_async, async_wrapper, is_async=True)
         return cast(F, async_wrapper)
 
@@ -88,6 +94,7 @@ def step_wrapper(info: StepInfo, func: F) -> F:
     def temporary(*args: Any, **kwargs: Any) -> Any:
         return run_step(_current.get(), info, args, kwargs)
 
+    attach(sync_wrapper, func)
     _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)
 
@@ -97,7 +104,8 @@ def _temporary_workflow(
 ) -> Callable[..., Any]:
     """Register ``<temp>.<name>`` running ``body`` and mark ``target`` (a step's or a
     transaction's wrapper) as startable through it; returns the workflow's own wrapper."""
-    temp_info = WorkflowInfo(TEMP_PREFIX + name, body, is_async, None)
+    stored_body = restoring(decoding(body, is_async=is_async), is_async=is_async)
+    temp_info = WorkflowInfo(TEMP_PREFIX + name, stored_body, is_async, None)
     GLOBAL_REGISTRY.add_workflow(temp_info, warn=False)
     target.__spindle_workflow__ = temp_info  # type: ignore[attr-defined]
     return workflow_wrapper(temp_info, body)
@@ -122,8 +130,10 @@ def transaction_wrapper(info: TransactionInfo, func: F) -> F:
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         if current_workflow.get() is None:
-            return run_temporary(*args, **kwargs)
+            return run_temporary(*binding.encode(args), **kwargs)
         return run_transaction(_current.get(), info, args, kwargs)
 
+    binding = Binding(func)
+    sync_wrapper.__spindle_binding__ = binding  # type: ignore[attr-defined]
     run_temporary = _temporary_workflow(info.name, temporary, sync_wrapper, is_async=False)
     return cast(F, sync_wrapper)

@@ -1,0 +1,394 @@
+"""``DBOSClient``: DBOS's client for a process with no workflow code (a web tier, a script).
+
+It talks to the system database only: enqueues workflows by name for the app's queue
+workers, sends messages, reads events, statuses and steps, and manages workflows. It runs
+no workflow, starts no thread and never migrates the schema (an app must have launched on
+this database first); waits (``get_result``, ``get_event``) poll from the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Generic, TypeVar, Unpack
+
+from . import _introspect_db, _introspection
+from ._admin_db import fork_workflow as fork_copy
+from ._attributes import store as store_attributes
+from ._duplication import enqueue_or_holder
+from ._enqueue_options import EnqueueOptions, check_options
+from ._errors import (
+    DBOSConflictingWorkflowError,
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+)
+from ._handles import settled
+from ._introspection import StepInfo, WorkflowFilters
+from ._messaging_db import NULL_TOPIC, MessagingDatabase
+from ._queue_db import insert_enqueued, requeue_resumed
+from ._serialization import deserialize, serialize
+from ._status import WorkflowStatus
+from ._streams import END, StreamDB, next_value
+from ._sysdb import SystemDatabase
+
+R = TypeVar("R")
+
+#: The executor ID recorded on what the client writes (DBOS's client records none).
+CLIENT_EXECUTOR_ID = "dbos-client"
+# Polls back off from 10 ms to 1 s, as the runtime's handles do.
+_POLL_MIN = 0.01
+_POLL_MAX = 1.0
+
+
+def _poll(done: Any, timeout: float | None, stop: threading.Event) -> Any:
+    """Call ``done()`` (returning ``(True, value)`` when finished) with back-off until it
+    finishes or ``timeout`` seconds pass (then ``(False, None)``)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = _POLL_MIN
+    while True:
+        finished, value = done()
+        if finished:
+            return True, value
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False, None
+        if stop.wait(delay if left is None else min(delay, left)):
+            raise DBOSException("the DBOSClient was destroyed while waiting")
+        delay = min(delay * 2, _POLL_MAX)
+
+
+class WorkflowHandleClient(Generic[R]):
+    """A workflow seen from a client: its ID, its status, and its result (by polling)."""
+
+    def __init__(self, client: DBOSClient, workflow_id: str) -> None:
+        self._client = client
+        self.workflow_id = workflow_id
+
+    def get_workflow_id(self) -> str:
+        return self.workflow_id
+
+    def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
+        """Wait until the workflow ends; its result, or its error raised."""
+        del polling_interval_sec  # the poll backs off to 1 s by itself
+        sysdb = self._client._sysdb
+        _, value = _poll(lambda: settled(sysdb, self.workflow_id), None, self._client._stop)
+        result: R = value
+        return result
+
+    def get_status(self) -> WorkflowStatus:
+        status = self._client._status(self.workflow_id)
+        if status is None:
+            raise DBOSNonExistentWorkflowError(self.workflow_id)
+        return status
+
+
+class WorkflowHandleClientAsync(Generic[R]):
+    """Async twin of :class:`WorkflowHandleClient` (each poll runs off the loop)."""
+
+    def __init__(self, client: DBOSClient, workflow_id: str) -> None:
+        self._sync = WorkflowHandleClient[R](client, workflow_id)
+        self.workflow_id = workflow_id
+
+    def get_workflow_id(self) -> str:
+        return self.workflow_id
+
+    async def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
+        return await asyncio.to_thread(self._sync.get_result)
+
+    async def get_status(self) -> WorkflowStatus:
+        return await asyncio.to_thread(self._sync.get_status)
+
+
+class DBOSClient:
+    """DBOS's ``DBOSClient(system_database_url=...)``: enqueue, message and manage the
+    workflows of an app that runs elsewhere, on the same system database."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        system_database_url: str | None = None,
+        application_database_url: str | None = None,
+        dbos_system_schema: str | None = "dbos",
+        system_database_pool_size: int | None = None,
+        application_name: str | None = None,
+    ) -> None:
+        url = system_database_url or database_url or application_database_url
+        if not url:
+            raise DBOSException("DBOSClient needs system_database_url")
+        if dbos_system_schema not in (None, "dbos"):
+            raise DBOSException(
+                f"dbos_system_schema={dbos_system_schema!r}: Spindle keeps its tables in 'dbos'"
+            )
+        pool = 5 if system_database_pool_size is None else system_database_pool_size
+        if pool < 1:
+            raise DBOSException("system_database_pool_size must be >= 1")
+        self.application_name = application_name
+        self._sysdb = SystemDatabase(url, pool_size=pool, max_connections=pool)
+        self._messages = MessagingDatabase(self._sysdb)
+        # Set by destroy(): a wait in another thread returns instead of polling on.
+        self._stop = threading.Event()
+
+    def destroy(self) -> None:
+        """Close the client's connections (waits in progress raise)."""
+        self._stop.set()
+        self._sysdb.close()
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def _enqueue(self, options: EnqueueOptions, args: tuple[Any, ...], kwargs: Any) -> str:
+        name, queue_name, priority, timeout, delay = check_options(options)
+        workflow_id = options.get("workflow_id") or str(uuid.uuid4())
+        delay_until = int((time.time() + delay) * 1000) if delay is not None else None
+        existing, holder = enqueue_or_holder(
+            self._sysdb,
+            options.get("duplication_policy"),
+            queue_name,
+            options.get("deduplication_id"),
+            lambda: insert_enqueued(
+                self._sysdb,
+                workflow_id=workflow_id,
+                name=name,
+                inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+                queue_name=queue_name,
+                executor_id=CLIENT_EXECUTOR_ID,
+                application_version=options.get("app_version"),
+                parent_workflow_id=None,
+                timeout_ms=int(timeout * 1000) if timeout is not None else None,
+                deadline_epoch_ms=None,
+                deduplication_id=options.get("deduplication_id"),
+                priority=priority or 0,
+                queue_partition_key=options.get("queue_partition_key"),
+                delay_until_epoch_ms=delay_until,
+            ),
+        )
+        if holder is not None:
+            return holder  # "return-existing": the workflow holding the deduplication ID
+        if existing is not None and existing.name != name:
+            raise DBOSConflictingWorkflowError(
+                workflow_id,
+                f"Workflow already exists with a different function name: {existing.name}, "
+                f"but the provided function name is: {name}",
+            )
+        attributes = options.get("attributes")
+        if existing is None and attributes is not None:
+            store_attributes(self._sysdb, workflow_id, attributes)
+        return workflow_id
+
+    def enqueue(
+        self, options: EnqueueOptions, *args: Any, **kwargs: Any
+    ) -> WorkflowHandleClient[Any]:
+        """Enqueue the workflow ``options['workflow_name']`` on ``options['queue_name']``;
+        an app process draining that queue runs it (idempotent by ``workflow_id``)."""
+        return WorkflowHandleClient(self, self._enqueue(options, args, kwargs))
+
+    async def enqueue_async(
+        self, options: EnqueueOptions, *args: Any, **kwargs: Any
+    ) -> WorkflowHandleClientAsync[Any]:
+        workflow_id = await asyncio.to_thread(self._enqueue, options, args, kwargs)
+        return WorkflowHandleClientAsync(self, workflow_id)
+
+    # -- messages and events -------------------------------------------------------------
+
+    def send(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send ``message`` to a workflow (on PostgreSQL its receiver is woken by NOTIFY)."""
+        if idempotency_key is not None:
+            raise DBOSException(
+                "DBOSClient.send(idempotency_key=) is not supported by Spindle yet: send from "
+                "a workflow, or DBOS.send(idempotency_key=) in an app process"
+            )
+        data = serialize(message, "the message of DBOSClient.send")
+        self._messages.send(destination_id, NULL_TOPIC if topic is None else topic, data)
+
+    async def send_async(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        await asyncio.to_thread(self.send, destination_id, message, topic, idempotency_key)
+
+    def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """A workflow's event, polled for up to ``timeout_seconds`` (None when unset)."""
+
+        def read() -> tuple[bool, Any]:
+            data = self._messages.get_event(workflow_id, key)
+            return (True, deserialize(data)) if data is not None else (False, None)
+
+        return _poll(read, timeout_seconds, self._stop)[1]
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        return await asyncio.to_thread(self.get_event, workflow_id, key, timeout_seconds)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0) -> Iterator[Any]:
+        """A workflow's stream, in order from ``offset``, until it is closed or the workflow
+        is no longer active (polled: the client has no listener thread)."""
+        db = StreamDB(self._sysdb)
+        while True:
+            _, value = _poll(
+                functools.partial(next_value, db, workflow_id, key, offset), None, self._stop
+            )
+            if value is END:
+                return
+            yield value
+            offset += 1
+
+    async def read_stream_async(
+        self, workflow_id: str, key: str, *, offset: int = 0
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`read_stream` (each poll runs off the loop)."""
+        db = StreamDB(self._sysdb)
+        while True:
+            _, value = await asyncio.to_thread(
+                _poll, functools.partial(next_value, db, workflow_id, key, offset), None, self._stop
+            )
+            if value is END:
+                return
+            yield value
+            offset += 1
+
+    def _status(self, workflow_id: str) -> WorkflowStatus | None:
+        found = _introspection.list_workflows_in(self._sysdb, {"workflow_ids": [workflow_id]})
+        return found[0] if found else None
+
+    def retrieve_workflow(self, workflow_id: str) -> WorkflowHandleClient[Any]:
+        """A handle to an existing workflow (raises for an unknown ID)."""
+        if self._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        return WorkflowHandleClient(self, workflow_id)
+
+    async def retrieve_workflow_async(self, workflow_id: str) -> WorkflowHandleClientAsync[Any]:
+        await asyncio.to_thread(self.retrieve_workflow, workflow_id)
+        return WorkflowHandleClientAsync(self, workflow_id)
+
+    def list_workflows(self, **filters: Unpack[WorkflowFilters]) -> list[WorkflowStatus]:
+        """Workflows matching DBOS's filters (as ``DBOS.list_workflows``)."""
+        return _introspection.list_workflows_in(self._sysdb, filters)
+
+    async def list_workflows_async(
+        self, **filters: Unpack[WorkflowFilters]
+    ) -> list[WorkflowStatus]:
+        return await asyncio.to_thread(_introspection.list_workflows_in, self._sysdb, filters)
+
+    def list_queued_workflows(self, **filters: Unpack[WorkflowFilters]) -> list[WorkflowStatus]:
+        """Workflows still in a queue (as ``DBOS.list_queued_workflows``)."""
+        return _introspection.list_workflows_in(self._sysdb, filters, queues_only=True)
+
+    async def list_queued_workflows_async(
+        self, **filters: Unpack[WorkflowFilters]
+    ) -> list[WorkflowStatus]:
+        return await asyncio.to_thread(self.list_queued_workflows, **filters)
+
+    def list_workflow_steps(
+        self,
+        workflow_id: str,
+        *,
+        load_output: bool = True,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[StepInfo]:
+        """A workflow's recorded steps, in order."""
+        return _introspection.list_steps_in(
+            self._sysdb, workflow_id, load_output=load_output, limit=limit, offset=offset
+        )
+
+    async def list_workflow_steps_async(self, workflow_id: str) -> list[StepInfo]:
+        return await asyncio.to_thread(self.list_workflow_steps, workflow_id)
+
+    # -- management ----------------------------------------------------------------------
+
+    def cancel_workflow(self, workflow_id: str) -> None:
+        """Cancel a workflow: it records no outcome; a process running it stops at its end
+        or next step boundary that reads its status."""
+        if self._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        self._sysdb.cancel(workflow_id)
+
+    async def cancel_workflow_async(self, workflow_id: str) -> None:
+        await asyncio.to_thread(self.cancel_workflow, workflow_id)
+
+    def resume_workflow(
+        self, workflow_id: str, *, queue_name: str | None = None
+    ) -> WorkflowHandleClient[Any]:
+        """Put a cancelled or failed workflow back in a queue (its own, or ``queue_name``):
+        an app process draining that queue resumes it from its last completed step.
+
+        The client runs no workflow, so one that was never queued needs ``queue_name``.
+        """
+        if self._sysdb.get_status(workflow_id) is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        if queue_name is not None:
+            _introspect_db.set_queue(self._sysdb, workflow_id, queue_name)
+        if requeue_resumed(self._sysdb, workflow_id) is None:
+            raise DBOSException(
+                f"workflow {workflow_id} is on no queue (or already succeeded): the client "
+                "runs no workflow, pass resume_workflow(..., queue_name=) for an app to run it"
+            )
+        return WorkflowHandleClient(self, workflow_id)
+
+    async def resume_workflow_async(
+        self, workflow_id: str, *, queue_name: str | None = None
+    ) -> WorkflowHandleClientAsync[Any]:
+        await asyncio.to_thread(self.resume_workflow, workflow_id, queue_name=queue_name)
+        return WorkflowHandleClientAsync(self, workflow_id)
+
+    def fork_workflow(
+        self,
+        workflow_id: str,
+        start_step: int,
+        *,
+        application_version: str | None = None,
+        queue_name: str | None = None,
+        queue_partition_key: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> WorkflowHandleClient[Any]:
+        """Copy a workflow under a new ID onto ``queue_name``: an app draining that queue
+        replays the steps before ``start_step`` and runs the rest (the client runs none,
+        so the queue is required)."""
+        if queue_name is None:
+            raise DBOSException(
+                "DBOSClient.fork_workflow needs queue_name: the client runs no workflow, an "
+                "app process draining that queue runs the fork"
+            )
+        if timeout_seconds is not None and not timeout_seconds > 0:
+            raise DBOSException(
+                f"Invalid workflow timeout {timeout_seconds}. Timeouts must be positive."
+            )
+        forked = fork_copy(
+            self._sysdb,
+            workflow_id,
+            start_step,
+            executor_id=CLIENT_EXECUTOR_ID,
+            application_version=application_version,
+        )
+        if forked is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        timeout_ms = int(timeout_seconds * 1000) if timeout_seconds is not None else None
+        _introspect_db.place_fork(
+            self._sysdb,
+            forked,
+            queue_name=queue_name,
+            queue_partition_key=queue_partition_key,
+            timeout_ms=timeout_ms,
+            deadline_epoch_ms=None,
+        )
+        return WorkflowHandleClient(self, forked)
+
+    async def fork_workflow_async(
+        self, workflow_id: str, start_step: int, **options: Any
+    ) -> WorkflowHandleClientAsync[Any]:
+        handle = await asyncio.to_thread(self.fork_workflow, workflow_id, start_step, **options)
+        return WorkflowHandleClientAsync(self, handle.workflow_id)
