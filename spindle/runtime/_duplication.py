@@ -10,6 +10,7 @@ from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 
+from ._db_retry import retried
 from ._errors import DBOSException, DBOSQueueDeduplicatedError
 from ._rows import ENQUEUED, PENDING
 from ._schema import workflow_status as ws
@@ -37,19 +38,17 @@ def check_policy(policy: str | None, queue_name: str | None, deduplication_id: s
         raise DBOSException("duplication_policy 'return-existing' requires a deduplication_id.")
 
 
+@retried
 def _holder(sysdb: SystemDatabase, queue_name: str, deduplication_id: str) -> str | None:
-    def read() -> str | None:
-        with sysdb.transaction(read=True) as conn:
-            found = conn.execute(
-                sa.select(ws.c.workflow_uuid).where(
-                    ws.c.queue_name == queue_name,
-                    ws.c.deduplication_id == deduplication_id,
-                    ws.c.status.in_((ENQUEUED, PENDING)),  # the unique index's rows
-                )
-            ).scalar_one_or_none()
-        return None if found is None else str(found)
-
-    return sysdb.retrier.call("duplication.holder", read)
+    with sysdb.transaction(read=True) as conn:
+        found = conn.execute(
+            sa.select(ws.c.workflow_uuid).where(
+                ws.c.queue_name == queue_name,
+                ws.c.deduplication_id == deduplication_id,
+                ws.c.status.in_((ENQUEUED, PENDING)),  # the unique index's rows
+            )
+        ).scalar_one_or_none()
+    return None if found is None else str(found)
 
 
 def enqueue_or_holder(
