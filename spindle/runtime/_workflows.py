@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from . import _recovery
 from ._active import ActiveWorkflow
 from ._core import Start, prepare_workflow
 from ._errors import (
@@ -214,12 +215,6 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
 
 
 def recover_pending(rt: Runtime, executor_ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
-    """Restart the PENDING workflows the given executors owned (of this app version)."""
-    handles: list[WorkflowHandle[Any]] = []
-    version = rt.config.application_version
-    for wf_id in rt.sysdb.pending_workflow_ids(executor_ids, version):
-        try:
-            handles.append(restart(rt, wf_id, count_attempt=True))
-        except (DBOSWorkflowFunctionNotFoundError, DBOSMaxRecoveryAttemptsExceededError) as exc:
-            logger.warning("spindle: cannot recover %s: %s", wf_id, exc)
-    return handles
+    """Restart the PENDING workflows the given executors owned (of this app version), in
+    batches of a few queries each (:mod:`._recovery`)."""
+    return _recovery.recover_pending(rt, executor_ids)
