@@ -103,34 +103,81 @@ def fork_workflow(
     return new_id
 
 
-@retried
+#: Workflows deleted per transaction by :func:`garbage_collect`.
+GC_BATCH = 1000
+
+
 def garbage_collect(
-    sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
+    sysdb: SystemDatabase,
+    *,
+    cutoff_epoch_ms: int | None,
+    rows_threshold: int | None,
+    batch_size: int = GC_BATCH,
 ) -> int:
     """Delete finished workflows created before the cutoff, and beyond the newest
-    ``rows_threshold`` rows; running and queued workflows are never deleted."""
-    with sysdb.transaction() as conn:
-        cutoff = cutoff_epoch_ms
-        if rows_threshold is not None:
+    ``rows_threshold`` rows; running and queued workflows are never deleted.
+
+    In batches of ``batch_size`` workflows, each its own short transaction: one transaction
+    over a million rows would hold SQLite's write lock (and PostgreSQL's row locks and WAL)
+    for seconds, stalling every running workflow's checkpoints behind it. Between batches
+    the writers get their turn. Returns the number of workflows deleted.
+    """
+    cutoff = _gc_cutoff(sysdb, cutoff_epoch_ms, rows_threshold)
+    if cutoff is None:
+        return 0
+    deleted = 0
+    while True:
+        count, more = _gc_batch(sysdb, cutoff, batch_size)
+        deleted += count
+        if not more:
+            return deleted
+
+
+@retried
+def _gc_cutoff(
+    sysdb: SystemDatabase, cutoff_epoch_ms: int | None, rows_threshold: int | None
+) -> int | None:
+    cutoff = cutoff_epoch_ms
+    if rows_threshold is not None:
+        with sysdb.transaction(read=True) as conn:
+            # An index scan of rows_threshold entries of idx_ws_created_at, not a sort.
             nth = conn.execute(
                 sa.select(ws.c.created_at)
                 .order_by(ws.c.created_at.desc())
                 .offset(rows_threshold)
                 .limit(1)
             ).scalar()
-            if nth is not None:
-                cutoff = max(cutoff or 0, int(nth) + 1)
-        if cutoff is None:
-            return 0
-        doomed = sa.select(ws.c.workflow_uuid).where(
-            ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL))
-        )
-        conn.execute(oo.delete().where(oo.c.workflow_uuid.in_(doomed)))
-        return int(
+        if nth is not None:
+            cutoff = max(cutoff or 0, int(nth) + 1)
+    return cutoff
+
+
+@retried
+def _gc_batch(sysdb: SystemDatabase, cutoff: int, batch_size: int) -> tuple[int, bool]:
+    """Delete up to ``batch_size`` of the oldest finished workflows before ``cutoff``:
+    (deleted, whether there may be more). Idempotent, so a retried batch is safe."""
+    doomed = sa.and_(ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL)))
+    with sysdb.transaction() as conn:
+        ids = list(
             conn.execute(
-                ws.delete().where(ws.c.created_at < cutoff, ws.c.status.in_(list(TERMINAL)))
-            ).rowcount
+                sa.select(ws.c.workflow_uuid)
+                .where(doomed)
+                .order_by(ws.c.created_at)
+                .limit(batch_size)
+            ).scalars()
         )
+        if not ids:
+            return 0, False
+        # The status condition again, and the steps only of the rows this deleted: a
+        # workflow resumed since the SELECT keeps its row and its recorded steps.
+        gone = list(
+            conn.execute(
+                ws.delete().where(ws.c.workflow_uuid.in_(ids), doomed).returning(ws.c.workflow_uuid)
+            ).scalars()
+        )
+        if gone:
+            conn.execute(oo.delete().where(oo.c.workflow_uuid.in_(gone)))
+    return len(gone), len(ids) == batch_size
 
 
 @retried
