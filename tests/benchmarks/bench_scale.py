@@ -205,6 +205,7 @@ DRIVER = textwrap.dedent(
     def queries():
         """The queries behind list_workflows and the admin/dashboard routes (ms, medians)."""
         from spindle.runtime import _admin_db
+        from spindle.runtime._metrics import database_families
         rt = DBOS.runtime
         some = DBOS.list_workflows(limit=1, sort_desc=True)[0].workflow_id
         return {
@@ -217,6 +218,8 @@ DRIVER = textwrap.dedent(
             "get_status": timed(lambda: DBOS.get_workflow_status(some)),
             "steps": timed(lambda: _admin_db.list_steps(rt.sysdb, some)),
             "pending_ids": timed(lambda: rt.sysdb.pending_workflow_ids(["local"], "x")),
+            # /metrics counts every row by status: a full scan, reported, not hidden.
+            "metrics_counts": timed(lambda: database_families(rt), reps=3),
         }
 
 
@@ -593,7 +596,8 @@ def part_processes(ctx: Ctx, opts: Any) -> None:
     )
     probe = Commits("postgres", ctx.tmp)
     try:
-        ctx.say(f"{'procs':<7}{'wf/s':>7}{'16w/s':>8}{'%16w':>6}  per process")
+        ctx.say(f"{'procs':<7}{'wf/s':>7}{'16w/s':>8}{'%16w':>6}{'conns':>7}  per process")
+        peaks: list[int] = []
         for k in opts.procs:
             rates = probe.around((16,))
 
@@ -617,6 +621,7 @@ def part_processes(ctx: Ctx, opts: Any) -> None:
                         assert p.stdout is not None
                         if p.stdout.readline().strip() != "READY":
                             raise RuntimeError("a drain process did not start")
+                    peak = _ConnectionPeak(url.rsplit("/", 1)[1])
                     t0 = time.perf_counter()
                     for p in procs:
                         assert p.stdin is not None
@@ -624,6 +629,7 @@ def part_processes(ctx: Ctx, opts: Any) -> None:
                         p.stdin.flush()
                     outs = [p.communicate(timeout=900) for p in procs]
                     elapsed = time.perf_counter() - t0
+                    peaks.append(peak.stop())
                     ran = [
                         _result(o, e, p.returncode)["ran"]
                         for (o, e), p in zip(outs, procs, strict=True)
@@ -642,6 +648,29 @@ def part_processes(ctx: Ctx, opts: Any) -> None:
                 )
     finally:
         probe.close()
+
+
+class _ConnectionPeak:
+    """The most backends connected to one database, sampled every 50 ms."""
+
+    def __init__(self, dbname: str) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(dbname,))
+        self._thread.start()
+
+    def _run(self, dbname: str) -> None:
+        with bw.pg_connect() as conn:
+            while not self._stop.wait(0.05):
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+                ).fetchone()
+                self.peak = max(self.peak, int(row[0]) if row else 0)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def _enqueue(url: str, n: int) -> None:
