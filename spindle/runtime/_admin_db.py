@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -103,8 +104,11 @@ def fork_workflow(
     return new_id
 
 
-#: Workflows deleted per transaction by :func:`garbage_collect`.
+#: Workflows deleted per transaction by :func:`garbage_collect`: at most GC_BATCH, fewer
+#: while a batch takes longer than about GC_BATCH_TARGET_SEC.
 GC_BATCH = 1000
+GC_BATCH_MIN = 50
+GC_BATCH_TARGET_SEC = 0.02
 
 
 def garbage_collect(
@@ -126,11 +130,20 @@ def garbage_collect(
     if cutoff is None:
         return 0
     deleted = 0
+    size = batch_size
     while True:
-        count, more = _gc_batch(sysdb, cutoff, batch_size)
+        started = time.monotonic()
+        count, more = _gc_batch(sysdb, cutoff, size)
         deleted += count
         if not more:
             return deleted
+        # Each batch holds the write lock (SQLite) while it runs: keep it short enough
+        # that a checkpoint waiting behind it is not felt, long enough to make progress.
+        took = time.monotonic() - started
+        if took > GC_BATCH_TARGET_SEC * 2:
+            size = max(min(GC_BATCH_MIN, batch_size), size // 2)
+        elif took < GC_BATCH_TARGET_SEC / 2:
+            size = min(batch_size, size * 2)
 
 
 @retried

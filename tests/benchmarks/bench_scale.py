@@ -418,7 +418,7 @@ class Ctx:
 def _env(impl: str) -> dict[str, str]:
     env = dict(os.environ)
     if impl.startswith("spindle"):
-        env["PYTHONPATH"] = str(bw.ROOT)
+        env["PYTHONPATH"] = str(bw.SPINDLE_TREES.get(impl, bw.ROOT))
     else:
         env.pop("PYTHONPATH", None)
     return env
@@ -438,7 +438,13 @@ def _result(proc_out: str, err: str, code: int | None) -> dict[str, Any]:
     raise RuntimeError(f"exit {code}: {tail[:200]}")
 
 
+#: Parts run with the baseline tree (--baseline, --base-parts) instead of this one.
+BASE_PARTS: set[str] = set()
+
+
 def drive(ctx: Ctx, impl: str, part: str, url: str, **extra: Any) -> dict[str, Any]:
+    if impl == "spindle" and part in BASE_PARTS:
+        impl = "spindle-base"
     proc = subprocess.run(
         _spec(ctx, impl, part, url, **extra),
         capture_output=True,
@@ -710,6 +716,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sleep", type=float, default=0.5, help="each recovered workflow's sleep")
     ap.add_argument("--drain-n", type=int, default=3000)
     ap.add_argument("--procs", default="1,2,4")
+    ap.add_argument(
+        "--baseline",
+        metavar="TREE",
+        help="also run the Spindle checked out at TREE as 'spindle-base' (throughput), and "
+        "use it instead of this tree for --base-parts, for before/after figures",
+    )
+    ap.add_argument("--base-parts", default="", help="parts run with the baseline tree")
     opts = ap.parse_args(argv)
     opts.procs = [int(p) for p in opts.procs.split(",") if p]
     parts = [p for p in opts.parts.split(",") if p]
@@ -721,6 +734,15 @@ def main(argv: list[str] | None = None) -> int:
         driver = tmp / "driver.py"
         driver.write_text(DRIVER)
         ctx = Ctx(tmp, driver, {"spindle": Path(sys.executable)}, opts.threads)
+        if opts.baseline:
+            bw.SPINDLE_TREES["spindle-base"] = Path(opts.baseline).resolve()
+            ctx.pythons["spindle-base"] = Path(sys.executable)
+            if "spindle-base" not in impls:
+                impls.insert(0, "spindle-base")
+            for part in opts.base_parts.split(","):
+                if part:
+                    # This part measures the baseline tree instead (same driver, same rows).
+                    BASE_PARTS.add(part)
         ctx.say(
             f"bench_scale: load average {os.getloadavg()[0]:.2f} at start, {os.cpu_count()} cores"
         )
