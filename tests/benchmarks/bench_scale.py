@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -243,27 +244,24 @@ DRIVER = textwrap.dedent(
         result["queued"] = queued(n, args["clients"])
         result["queued1"] = queued_one(n)
         result["seq2"] = seq(n // 2)
-    elif part == "large":
+    elif part == "build":
+        DBOS.launch()
+        t = time.perf_counter()
+        big = args["rows"]
+        insert_workflows("big-", big, "SUCCESS", "three_steps", "old", None, args["base"])
+        insert_steps("big-", big, 3, args["base"])
+        result["build_s"] = time.perf_counter() - t
+    elif part == "measure":
         DBOS.launch()
         for i in range(args["warmup"]):
             three_steps(i)
-        n, big = args["n"], args["rows"]
-        result["seq_empty"] = seq(n)
-        result["conc_empty"] = conc(n, args["clients"])
-        result["q_empty"] = queries()
-        t = time.perf_counter()
-        base = int(time.time() * 1000) - 10 * big - 86_400_000  # older than everything
-        insert_workflows("big-", big, "SUCCESS", "three_steps", "old", None, base)
-        insert_steps("big-", big, 3, base)
-        result["build_s"] = time.perf_counter() - t
-        for i in range(args["warmup"]):
-            three_steps(i)
-        result["seq_large"] = seq(n)
-        result["conc_large"] = conc(n, args["clients"])
-        result["seq_empty2"] = None
-        result["q_large"] = queries()
-        # GC of the oldest gc_rows while a client runs workflows: its slowest one against
-        # its slowest before the GC.
+        result["seq"] = seq(args["n"])
+        result["conc"] = conc(args["n"], args["clients"])
+        result["queries"] = queries()
+    elif part == "gc":
+        # GC of the oldest gc_rows while a client runs workflows: its latency meanwhile
+        # against its latency just before.
+        DBOS.launch()
         from spindle.runtime import _admin_db
         stop, before, during = threading.Event(), [], []
         th = threading.Thread(target=workflow_latencies, args=(stop, before))
@@ -273,7 +271,8 @@ DRIVER = textwrap.dedent(
         th.start()
         t = time.perf_counter()
         deleted = _admin_db.garbage_collect(
-            DBOS.runtime.sysdb, cutoff_epoch_ms=base + args["gc_rows"] + 1, rows_threshold=None)
+            DBOS.runtime.sysdb, cutoff_epoch_ms=args["base"] + args["gc_rows"] + 1,
+            rows_threshold=None)
         result["gc_s"] = time.perf_counter() - t
         stop.set(); th.join()
         result["gc_deleted"] = deleted
@@ -532,44 +531,61 @@ def part_throughput(ctx: Ctx, backend: str, impls: list[str], opts: Any) -> None
 
 
 def part_large(ctx: Ctx, backend: str, opts: Any) -> None:
-    ctx.say(f"\n[large {backend}] {opts.rows:,} finished workflows (+3 steps each) bulk-inserted")
+    ctx.say(
+        f"\n[large {backend}] {opts.rows:,} finished workflows (+3 steps each) bulk-inserted; "
+        f"{opts.large_rounds} rounds alternating a process on an empty and on the large "
+        f"database, {opts.large_n} workflows per mode"
+    )
+    base = int(time.time() * 1000) - 10 * opts.rows - 86_400_000  # older than everything
 
-    def run() -> dict[str, Any]:
-        with Database(backend, ctx.tmp, "large") as url:
-            return drive(
-                ctx,
-                "spindle",
-                "large",
-                url,
-                n=opts.large_n,
-                rows=opts.rows,
-                clients=opts.clients,
-                warmup=opts.warmup,
-                gc_rows=opts.gc_rows,
+    def run() -> None:
+        with (
+            Database(backend, ctx.tmp, "empty") as empty,
+            Database(backend, ctx.tmp, "large") as large,
+        ):
+            drive(ctx, "spindle", "migrate", empty)
+            built = drive(ctx, "spindle", "build", large, rows=opts.rows, base=base)
+            ctx.say(f"  build {built['build_s']:.1f} s")
+            ratios: dict[str, list[float]] = {"seq": [], "conc": []}
+            last: dict[str, dict[str, Any]] = {}
+            for r in range(opts.large_rounds):
+                order = [("empty", empty), ("large", large)]
+                if r % 2:
+                    order.reverse()  # neither size always runs first
+                for label, url in order:
+                    last[label] = drive(
+                        ctx,
+                        "spindle",
+                        "measure",
+                        url,
+                        n=opts.large_n,
+                        clients=opts.clients,
+                        warmup=opts.warmup,
+                    )
+                for mode in ratios:
+                    ratios[mode].append(last["large"][mode] / last["empty"][mode])
+                ctx.say(
+                    f"  round {r + 1}: seq empty {last['empty']['seq']:.0f} large "
+                    f"{last['large']['seq']:.0f} wf/s; conc empty {last['empty']['conc']:.0f} "
+                    f"large {last['large']['conc']:.0f} wf/s"
+                )
+            for mode, values in ratios.items():
+                ctx.say(
+                    f"  {mode} large/empty: median {statistics.median(values):.2f} "
+                    f"({', '.join(f'{v:.2f}' for v in values)})"
+                )
+            q_empty, q_large = last["empty"]["queries"], last["large"]["queries"]
+            for key in q_empty:
+                ctx.say(f"  {key:<16} empty {q_empty[key]:7.2f} ms   large {q_large[key]:7.2f} ms")
+            res = drive(ctx, "spindle", "gc", large, base=base, gc_rows=opts.gc_rows)
+            ctx.say(
+                f"  gc of {res['gc_deleted']:,} rows in batches: {res['gc_s']:.1f} s; a "
+                f"client's workflows meanwhile p50 {res['lat_gc_p50_ms']:.1f} ms max "
+                f"{res['lat_gc_max_ms']:.0f} ms (before: p50 {res['lat_before_p50_ms']:.1f} "
+                f"ms max {res['lat_before_max_ms']:.0f} ms)"
             )
 
-    res = attempt(ctx, f"{backend} large", run)
-    if res is None:
-        return
-    ctx.say(f"  build {res['build_s']:.1f} s")
-    ctx.say(
-        f"  seq  wf/s empty {res['seq_empty']:.0f}  large {res['seq_large']:.0f}  "
-        f"ratio {res['seq_large'] / res['seq_empty']:.2f}"
-    )
-    ctx.say(
-        f"  conc wf/s empty {res['conc_empty']:.0f}  large {res['conc_large']:.0f}  "
-        f"ratio {res['conc_large'] / res['conc_empty']:.2f}"
-    )
-    for key in res["q_empty"]:
-        ctx.say(
-            f"  {key:<16} empty {res['q_empty'][key]:7.2f} ms   large {res['q_large'][key]:7.2f} ms"
-        )
-    ctx.say(
-        f"  gc of {res['gc_deleted']:,} rows in batches: {res['gc_s']:.1f} s; a client's "
-        f"workflows meanwhile p50 {res['lat_gc_p50_ms']:.1f} ms max "
-        f"{res['lat_gc_max_ms']:.0f} ms (before: p50 {res['lat_before_p50_ms']:.1f} ms "
-        f"max {res['lat_before_max_ms']:.0f} ms)"
-    )
+    attempt(ctx, f"{backend} large", run)
 
 
 def part_recovery(ctx: Ctx, backend: str, opts: Any) -> None:
@@ -710,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--rows", type=int, default=1_000_000, help="finished workflows (large)")
     ap.add_argument("--large-n", type=int, default=800, help="workflows per large-table mode")
+    ap.add_argument("--large-rounds", type=int, default=3)
     ap.add_argument("--gc-rows", type=int, default=100_000)
     ap.add_argument("--recovery-n", type=int, default=10_000)
     ap.add_argument("--recovery-threads", type=int, default=64)
