@@ -140,6 +140,10 @@ def garbage_collect(
         # Each batch holds the write lock (SQLite) while it runs: keep it short enough
         # that a checkpoint waiting behind it is not felt, long enough to make progress.
         took = time.monotonic() - started
+        # Then step aside as long: the write lock is not fair, and without a pause this
+        # loop takes it again before the checkpoints queued behind it (measured on SQLite:
+        # a client's p50 workflow latency 1.8 -> 67 ms during a GC). GC gets half the time.
+        time.sleep(min(took, GC_BATCH_TARGET_SEC * 4))
         if took > GC_BATCH_TARGET_SEC * 2:
             size = max(min(GC_BATCH_MIN, batch_size), size // 2)
         elif took < GC_BATCH_TARGET_SEC / 2:
