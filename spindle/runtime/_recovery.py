@@ -24,7 +24,7 @@ from spindle.diagnostics import ThreadGroup, ThreadKind
 
 from ._core import start_dequeued
 from ._db_retry import retried
-from ._errors import DBOSMaxRecoveryAttemptsExceededError
+from ._errors import DBOSMaxRecoveryAttemptsExceededError, DBOSRuntimeShutdownError
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo
 from ._handles import WorkflowHandle
 from ._rows import MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, StatusRow, StepRow, now_ms
@@ -151,10 +151,21 @@ def recover_batch(rt: Runtime, ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
             recorded=steps[wf_id],
         )
         if start.run is not None:
-            if info.is_async:
-                rt.loop.submit(start.run())
-            else:
-                rt.executor.submit(start.entry.run_if_unclaimed)
+            try:
+                if info.is_async:
+                    rt.loop.submit(start.run())
+                else:
+                    rt.executor.submit(start.entry.run_if_unclaimed)
+            except RuntimeError:
+                # The executor or loop is shutting down: it stays PENDING for next time.
+                start.entry.finish(
+                    error=DBOSRuntimeShutdownError(
+                        f"the runtime shut down; workflow {wf_id!r} stays PENDING"
+                    )
+                )
+                rt.timeouts.remove(wf_id)
+                rt.active.release(start.entry)
+                return handles
         handles.append(WorkflowHandle(rt, wf_id, start.entry))
     return handles
 
