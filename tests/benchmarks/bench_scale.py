@@ -666,7 +666,7 @@ def part_processes(ctx: Ctx, opts: Any) -> None:
                 wfps, ran = res
                 ctx.say(
                     f"{k:<7}{wfps:>7.0f}{rates16:>8.0f}"
-                    f"{100 * wfps / (rates16 / MIN_COMMITS):>5.0f}%  {ran}"
+                    f"{100 * wfps / (rates16 / MIN_COMMITS):>5.0f}%{peaks[-1]:>7}  {ran}"
                 )
     finally:
         probe.close()
