@@ -32,6 +32,12 @@ def test_gc_deletes_in_batches_and_keeps_running_workflows(make_dbos: MakeDBOS) 
             gc_workflow(i)
     sysdb = DBOS.runtime.sysdb
     with sysdb.engine.begin() as conn:
+        # Distinct creation times (fast runs share a millisecond, and the threshold is a
+        # time cutoff), in the order they ran.
+        for i in range(11):
+            conn.execute(
+                ws.update().where(ws.c.workflow_uuid == f"gc-{i:02d}").values(created_at=1000 * i)
+            )
         # One old workflow still running: never deleted, nor its steps.
         conn.execute(ws.update().where(ws.c.workflow_uuid == "gc-00").values(status="PENDING"))
     caller = threading.get_ident()
