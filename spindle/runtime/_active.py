@@ -157,6 +157,9 @@ class ActiveWorkflows:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_id: dict[str, ActiveWorkflow] = {}
+        # Handles waiting for a workflow not (yet) in flight here, by ID: set when it starts
+        # here (a queued workflow this process dequeues), so they wait on it, not poll.
+        self._watchers: dict[str, list[threading.Event]] = {}
         self.idle = threading.Event()
         self.idle.set()
 
@@ -169,7 +172,11 @@ class ActiveWorkflows:
             entry = ActiveWorkflow(workflow_id, is_async=is_async)
             self._by_id[workflow_id] = entry
             self.idle.clear()
-            return entry, True
+            watchers = self._watchers.pop(workflow_id, None) if self._watchers else None
+        if watchers is not None:
+            for event in watchers:
+                event.set()
+        return entry, True
 
     def release(self, entry: ActiveWorkflow) -> None:
         """Forget a finished entry."""
@@ -178,6 +185,27 @@ class ActiveWorkflows:
                 del self._by_id[entry.workflow_id]
             if not self._by_id:
                 self.idle.set()
+
+    def watch(self, workflow_id: str, event: threading.Event) -> ActiveWorkflow | None:
+        """The in-flight entry for this ID; if there is none, ``event`` is set when one is
+        acquired (checked and registered under one lock: a start in between is not missed).
+        Undo with :meth:`unwatch`."""
+        with self._lock:
+            entry = self._by_id.get(workflow_id)
+            if entry is None:
+                events = self._watchers.setdefault(workflow_id, [])
+                if event not in events:
+                    events.append(event)
+            return entry
+
+    def unwatch(self, workflow_id: str, event: threading.Event) -> None:
+        """Stop watching (a no-op if the watch already fired)."""
+        with self._lock:
+            events = self._watchers.get(workflow_id)
+            if events is not None and event in events:
+                events.remove(event)
+                if not events:
+                    del self._watchers[workflow_id]
 
     def get(self, workflow_id: str) -> ActiveWorkflow | None:
         """The in-flight entry for this ID, if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -121,47 +122,117 @@ def fork_workflow(
     return new_id
 
 
-@retried
+#: Workflows deleted per transaction by :func:`garbage_collect`: at most GC_BATCH, fewer
+#: while a batch takes longer than about GC_BATCH_TARGET_SEC.
+GC_BATCH = 1000
+GC_BATCH_MIN = 50
+GC_BATCH_TARGET_SEC = 0.02
+
+
 def garbage_collect(
-    sysdb: SystemDatabase, *, cutoff_epoch_ms: int | None, rows_threshold: int | None
+    sysdb: SystemDatabase,
+    *,
+    cutoff_epoch_ms: int | None,
+    rows_threshold: int | None,
+    batch_size: int = GC_BATCH,
 ) -> int:
     """Delete finished workflows created before the cutoff, and those outside the newest
     ``rows_threshold`` rows; running and queued workflows are never deleted.
 
     "Newest" orders by ``created_at`` and then by workflow ID, so rows created in the same
     millisecond are ranked too: exactly ``rows_threshold`` rows are kept, never fewer.
+
+    In batches of ``batch_size`` workflows, each its own short transaction: one transaction
+    over a million rows would hold SQLite's write lock (and PostgreSQL's row locks and WAL)
+    for seconds, stalling every running workflow's checkpoints behind it. Between batches
+    the writers get their turn. Returns the number of workflows deleted.
     """
-    with sysdb.transaction() as conn:
-        doomed: list[sa.ColumnElement[bool]] = []
-        if cutoff_epoch_ms is not None:
-            doomed.append(ws.c.created_at < cutoff_epoch_ms)
-        if rows_threshold is not None:
+    doomed = _gc_doomed(sysdb, cutoff_epoch_ms, rows_threshold)
+    if doomed is None:
+        return 0
+    deleted = 0
+    size = batch_size
+    while True:
+        started = time.monotonic()
+        count, more = _gc_batch(sysdb, doomed, size)
+        deleted += count
+        if not more:
+            return deleted
+        # Each batch holds the write lock (SQLite) while it runs: keep it short enough
+        # that a checkpoint waiting behind it is not felt, long enough to make progress.
+        took = time.monotonic() - started
+        # Then step aside as long: the write lock is not fair, and without a pause this
+        # loop takes it again before the checkpoints queued behind it (measured on SQLite:
+        # a client's p50 workflow latency 1.8 -> 67 ms during a GC). GC gets half the time.
+        time.sleep(min(took, GC_BATCH_TARGET_SEC * 4))
+        if took > GC_BATCH_TARGET_SEC * 2:
+            size = max(min(GC_BATCH_MIN, batch_size), size // 2)
+        elif took < GC_BATCH_TARGET_SEC / 2:
+            size = min(batch_size, size * 2)
+
+
+@retried
+def _gc_doomed(
+    sysdb: SystemDatabase, cutoff_epoch_ms: int | None, rows_threshold: int | None
+) -> sa.ColumnElement[bool] | None:
+    """Which finished rows go, fixed once before the first batch (rows created later are
+    newer than any bound here, so the batches never reach them); None when none can."""
+    doomed: list[sa.ColumnElement[bool]] = []
+    if cutoff_epoch_ms is not None:
+        doomed.append(ws.c.created_at < cutoff_epoch_ms)
+    if rows_threshold is not None:
+        with sysdb.transaction(read=True) as conn:
             # The newest row beyond the ones kept; it and every row ranked after it go. A
             # keyset bound (not NOT IN over the kept IDs) stays cheap for a large threshold
-            # and uses the created_at index on both backends.
+            # and is an index scan of rows_threshold entries, not a sort.
             edge = conn.execute(
                 sa.select(ws.c.created_at, ws.c.workflow_uuid)
                 .order_by(ws.c.created_at.desc(), ws.c.workflow_uuid.desc())
                 .offset(rows_threshold)
                 .limit(1)
             ).one_or_none()
-            if edge is not None:
-                doomed.append(
-                    sa.or_(
-                        ws.c.created_at < edge.created_at,
-                        sa.and_(
-                            ws.c.created_at == edge.created_at,
-                            ws.c.workflow_uuid <= edge.workflow_uuid,
-                        ),
-                    )
+        if edge is not None:
+            doomed.append(
+                sa.or_(
+                    ws.c.created_at < edge.created_at,
+                    sa.and_(
+                        ws.c.created_at == edge.created_at,
+                        ws.c.workflow_uuid <= edge.workflow_uuid,
+                    ),
                 )
-        if not doomed:
-            return 0
-        where = sa.and_(sa.or_(*doomed), ws.c.status.in_(list(TERMINAL)))
-        conn.execute(
-            oo.delete().where(oo.c.workflow_uuid.in_(sa.select(ws.c.workflow_uuid).where(where)))
+            )
+    if not doomed:
+        return None
+    return sa.and_(sa.or_(*doomed), ws.c.status.in_(list(TERMINAL)))
+
+
+@retried
+def _gc_batch(
+    sysdb: SystemDatabase, doomed: sa.ColumnElement[bool], batch_size: int
+) -> tuple[int, bool]:
+    """Delete up to ``batch_size`` of the oldest ``doomed`` workflows: (deleted, whether
+    there may be more). Idempotent, so a retried batch is safe."""
+    with sysdb.transaction() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(ws.c.workflow_uuid)
+                .where(doomed)
+                .order_by(ws.c.created_at, ws.c.workflow_uuid)
+                .limit(batch_size)
+            ).scalars()
         )
-        return int(conn.execute(ws.delete().where(where)).rowcount)
+        if not ids:
+            return 0, False
+        # The condition again, and the steps only of the rows this deleted: a workflow
+        # resumed since the SELECT keeps its row and its recorded steps.
+        gone = list(
+            conn.execute(
+                ws.delete().where(ws.c.workflow_uuid.in_(ids), doomed).returning(ws.c.workflow_uuid)
+            ).scalars()
+        )
+        if gone:
+            conn.execute(oo.delete().where(oo.c.workflow_uuid.in_(gone)))
+    return len(gone), len(ids) == batch_size
 
 
 @retried

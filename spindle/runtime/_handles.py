@@ -92,22 +92,31 @@ class WorkflowHandle(Generic[R]):
 
     def _poll_result(self) -> R:
         delay = _POLL_MIN
-        waiter = threading.Event()
-        while True:
-            # A queued workflow starts here after the handle was made: once it runs in this
-            # process, wait on its outcome instead of polling the database.
-            entry = self._rt.active.get(self.workflow_id)
-            if entry is not None:
-                self._wait_entry(entry)
-                outcome: R = entry.outcome()
-                return outcome
-            done, value = _settled(self._rt, self.workflow_id)
-            if done:
-                result: R = value
-                return result
-            if self._rt.stopping.wait(0) or waiter.wait(delay):
-                raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
-            delay = min(delay * 2, _POLL_MAX)
+        started_here = threading.Event()
+        active = self._rt.active
+        try:
+            while True:
+                # A queued workflow starts here after the handle was made: once it runs in
+                # this process, wait on its outcome. The watch wakes us the moment it starts
+                # (registered before the database is read, so a start in between counts);
+                # the database is polled, backing off, for a run in another process.
+                entry = active.watch(self.workflow_id, started_here)
+                if entry is not None:
+                    self._wait_entry(entry)
+                    outcome: R = entry.outcome()
+                    return outcome
+                done, value = _settled(self._rt, self.workflow_id)
+                if done:
+                    result: R = value
+                    return result
+                if self._rt.stopping.is_set():
+                    raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
+                if started_here.wait(delay):
+                    started_here.clear()
+                    continue
+                delay = min(delay * 2, _POLL_MAX)
+        finally:
+            active.unwatch(self.workflow_id, started_here)
 
     def get_status(self) -> WorkflowStatus:
         """The workflow's current status, with every DBOS field."""

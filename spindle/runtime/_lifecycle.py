@@ -30,12 +30,13 @@ from ._notifications import make_listener
 from ._poller_set import PollerSet
 from ._queue_db import requeue_pending
 from ._queue_manager import QueueManager
+from ._recovery import recover_in_background
 from ._runtime import Runtime
 from ._signals import install_sigterm_handler
 from ._supervisor import Supervisor
 from ._sysdb import SystemDatabase
 from ._timeouts import TimeoutEnforcer
-from ._workflows import on_deadline, recover_pending
+from ._workflows import on_deadline
 
 logger = logging.getLogger("spindle")
 
@@ -184,9 +185,11 @@ def launch(rt: Runtime) -> None:
         _register_exit_hooks()
         if cfg.handle_signals:
             _install_signal_handler(rt)
-    recover_pending(rt, [cfg.executor_id])
-    # After recovery: a row a worker just dequeued is PENDING here and must not be
-    # mistaken for one to recover.
+    # The IDs are listed here, the workflows restarted in batches on a supervised thread:
+    # launch() returns at once however many there are.
+    rt.recovery_done = recover_in_background(rt, [cfg.executor_id])
+    # After the IDs were listed: a row a worker just dequeued is PENDING here and must not
+    # be mistaken for one to recover.
     queues.start()
 
 

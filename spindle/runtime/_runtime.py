@@ -116,6 +116,8 @@ class Runtime:
         self.pollers: PollerService | None = None
         self.admin: AdminServer | None = None
         self.conductor: ConductorService | None = None
+        #: Set once launch-time recovery dispatched its last batch (None: nothing to recover).
+        self.recovery_done: threading.Event | None = None
         # The timeline of the shutdown under way (live: phases are appended as they run).
         self.shutdown_timeline: ShutdownTimeline | None = None
         # Tasks of async workflows started on the caller's loop: held so they are not

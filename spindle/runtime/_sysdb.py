@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,6 +48,20 @@ def this_version(application_version: str) -> sa.ColumnElement[bool]:
     return sa.or_(
         ws.c.application_version == application_version, ws.c.application_version.is_(None)
     )
+
+
+def rare(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """SQLite: mark a status condition as true of few rows (PENDING, ENQUEUED).
+
+    After an ANALYZE of a table of finished workflows, SQLite's statistics say every status
+    value matches every row (they hold no histogram), and its planner scans the whole table
+    instead of searching idx_ws_status_executor: 50-90 ms at a million rows, against 0.1.
+    ``likelihood()`` is SQLite's own hint for that; PostgreSQL's statistics know.
+    """
+    # Untyped: typed Boolean, SQLAlchemy would write "likelihood(...) = 1", which SQLite
+    # no longer reads as the hint.
+    hint: Any = sa.func.likelihood(condition, sa.literal_column("0.001"))
+    return cast(sa.ColumnElement[bool], hint)
 
 
 def _is_this_insert(row: StatusRow, values: Mapping[str, Any]) -> bool:
@@ -261,17 +275,17 @@ class SystemDatabase:
         """IDs of PENDING workflows owned by these executors, oldest first, of this
         application version or of none: as DBOS, a process recovers only workflows its own
         code wrote (another version's wait for a process of that version)."""
-        stmt = (
-            sa.select(ws.c.workflow_uuid)
-            .where(
-                ws.c.status == PENDING,
-                ws.c.executor_id.in_(list(executor_ids)),
-                this_version(application_version),
-            )
-            .order_by(ws.c.created_at)
+        # Sorted here, not by ORDER BY: with ORDER BY created_at, SQLite's planner may walk
+        # idx_ws_created_at over every finished row (90 ms at a million rows).
+        pending = ws.c.status == PENDING
+        stmt = sa.select(ws.c.workflow_uuid, ws.c.created_at).where(
+            rare(pending) if self.sqlite else pending,
+            ws.c.executor_id.in_(list(executor_ids)),
+            this_version(application_version),
         )
         with self.transaction(read=True) as conn:
-            return [r[0] for r in conn.execute(stmt)]
+            rows = [(r[1], r[0]) for r in conn.execute(stmt)]
+        return [wf_id for _, wf_id in sorted(rows)]
 
     @retried
     def cancel_tree(self, workflow_id: str) -> list[str]:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from . import _introspection
+from . import _introspection, _recovery
 from ._active import ActiveWorkflow
 from ._classes import call_args, check_resolvable
 from ._core import Start, prepare_workflow
@@ -209,12 +209,6 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
 
 
 def recover_pending(rt: Runtime, executor_ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
-    """Restart the PENDING workflows the given executors owned (of this app version)."""
-    handles: list[WorkflowHandle[Any]] = []
-    version = rt.config.application_version
-    for wf_id in rt.sysdb.pending_workflow_ids(executor_ids, version):
-        try:
-            handles.append(restart(rt, wf_id, count_attempt=True))
-        except (DBOSWorkflowFunctionNotFoundError, DBOSMaxRecoveryAttemptsExceededError) as exc:
-            logger.warning("spindle: cannot recover %s: %s", wf_id, exc)
-    return handles
+    """Restart the PENDING workflows the given executors owned (of this app version), in
+    batches of a few queries each (:mod:`._recovery`)."""
+    return _recovery.recover_pending(rt, executor_ids)

@@ -132,6 +132,10 @@ def test_max_recovery_attempts_makes_a_dead_letter(
     DBOS.destroy()
     caplog.set_level(logging.WARNING)
     DBOS.launch()
+    # Recovery runs in the background (as in DBOS): wait for its last batch.
+    done = DBOS.runtime.recovery_done
+    assert done is not None
+    assert done.wait(30)
     status = DBOS.retrieve_workflow("crashy").get_status()
     assert status.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
     assert any("exceeded its maximum of 2" in r.getMessage() for r in caplog.records)
