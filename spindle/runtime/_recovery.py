@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from spindle.diagnostics import ThreadGroup, ThreadKind
 
+from ._classes import check_resolvable
 from ._core import start_dequeued
 from ._db_retry import retried
 from ._errors import DBOSMaxRecoveryAttemptsExceededError, DBOSRuntimeShutdownError
@@ -138,6 +139,9 @@ def recover_batch(rt: Runtime, ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
             continue
         try:
             args, kwargs = deserialize(row.inputs)
+            # A method of a class instance this process never registered: not run, it
+            # stays PENDING for a process that has it (DBOS's not-found error, logged).
+            check_resolvable(wf_id, args)
         except Exception as exc:  # one unreadable row must not stop the others
             logger.warning("spindle: cannot recover %s: %s", wf_id, exc)
             continue

@@ -73,8 +73,12 @@ def test_shutdown_page_shows_a_hung_join_live(
     destroyer.start()
     try:
         page.goto(f"{url}/dbos/shutdown")
-        # The page refreshes every second while the shutdown runs: wait for the join.
+        # The page refreshes every second while the shutdown runs: wait for the join of the
+        # stuck worker (join_threads joins the other threads first, each for a moment).
         page.wait_for_selector("#joining")
+        page.wait_for_function(
+            "() => (document.querySelector('#live')?.innerText ?? '').includes('stuck_page_wf')"
+        )
         live = page.inner_text("#live")
         assert "In progress: join_threads" in live
         assert "stuck_page_wf" in live
