@@ -19,6 +19,8 @@ from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import Debouncer as Debouncer
+from .runtime import DebouncerClient as DebouncerClient
 from .runtime import DuplicationPolicy as DuplicationPolicy
 from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
@@ -62,6 +64,8 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Debouncer",
+    "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",

@@ -18,6 +18,8 @@ def test_public_names_are_pinned() -> None:
         "DBOS",
         "DBOSAwaitedWorkflowCancelledError",
         "DBOSClient",
+        "Debouncer",
+        "DebouncerClient",
         "DBOSConfig",
         "DBOSConfigError",
         "DBOSConfiguredInstance",

@@ -9,6 +9,8 @@ from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
+from ._debouncer import Debouncer as Debouncer
+from ._debouncer import DebouncerClient as DebouncerClient
 from ._duplication import DuplicationPolicy as DuplicationPolicy
 from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
@@ -62,6 +64,8 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Debouncer",
+    "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
