@@ -8,8 +8,10 @@ existing ``promote_delayed`` starts it when it falls due. ``debounce_timeout_sec
 the due time at the first call's time plus the timeout, computed from the row's
 ``created_at``, so no schema change is needed.
 
-A workflow that has left DELAYED (started, or ENQUEUED) is no longer extended: the next
-call starts a new debounce window with a new workflow.
+A workflow that has left DELAYED (started, or ENQUEUED) is no longer extended: it gives
+up the key and the next call starts a new window with a new workflow. Migration v8 makes
+DELAYED rows hold their deduplication ID, so two first calls racing cannot both insert:
+the loser gets ``DBOSQueueDeduplicatedError`` and extends the winner's workflow.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import sqlalchemy as sa
 from . import _current
 from ._classes import call_args
 from ._db_retry import retried
-from ._errors import DBOSException
+from ._errors import DBOSException, DBOSQueueDeduplicatedError
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import GLOBAL_QUEUES, Queue, SetEnqueueOptions, _enqueue_options
 from ._roles import guard
 from ._roles import stored as stored_auth
-from ._rows import DELAYED, now_ms
+from ._rows import DELAYED, ENQUEUED, PENDING, now_ms
 from ._schema import workflow_status as ws
 from ._serialization import serialize
 
@@ -95,8 +97,22 @@ def bounce(
         .returning(ws.c.workflow_uuid)
     )
     with sysdb.transaction() as conn:
-        rows = conn.execute(stmt).all()
-    return str(rows[0][0]) if rows else None
+        row = conn.execute(stmt).one_or_none()
+        if row is not None:
+            return str(row[0])
+        # The key's workflow already left DELAYED (it is ENQUEUED or running): it keeps
+        # running with the inputs it has, and gives up the key so that this call opens a
+        # new window (else the fresh enqueue would be deduplicated against it).
+        conn.execute(
+            ws.update()
+            .where(
+                ws.c.queue_name == queue_name,
+                ws.c.deduplication_id == deduplication_id,
+                ws.c.status.in_([ENQUEUED, PENDING]),
+            )
+            .values(deduplication_id=None)
+        )
+    return None
 
 
 class Debouncer(Generic[P, R]):
@@ -185,22 +201,27 @@ class Debouncer(Generic[P, R]):
             (call_args(func, args), stored), f"the inputs of workflow {self.func_name!r}"
         )
         timeout_ms = _ms(self.debounce_timeout_sec)
-        now = rt.clock.now()
-        found = bounce(
-            rt.sysdb,
-            queue_name=queue.name,
-            deduplication_id=dedup,
-            inputs=inputs,
-            due_epoch_ms=int((now + debounce_period_sec) * 1000),
-            timeout_ms=timeout_ms,
-        )
-        if found is not None:
-            return WorkflowHandle(rt, found, rt.active.get(found))
         delay = debounce_period_sec
         if self.debounce_timeout_sec is not None:
             delay = min(delay, self.debounce_timeout_sec)
-        with SetEnqueueOptions(deduplication_id=dedup, delay_seconds=delay):
-            return queue.enqueue(cast(Callable[P, R], func), *args, **kwargs)
+        while True:
+            found = bounce(
+                rt.sysdb,
+                queue_name=queue.name,
+                deduplication_id=dedup,
+                inputs=inputs,
+                due_epoch_ms=int((rt.clock.now() + debounce_period_sec) * 1000),
+                timeout_ms=timeout_ms,
+            )
+            if found is not None:
+                return WorkflowHandle(rt, found, rt.active.get(found))
+            try:
+                with SetEnqueueOptions(deduplication_id=dedup, delay_seconds=delay):
+                    return queue.enqueue(cast(Callable[P, R], func), *args, **kwargs)
+            except DBOSQueueDeduplicatedError:
+                # A concurrent first call took the key between our bounce and our insert
+                # (the index holds DELAYED keys, migration v8): extend that one instead.
+                continue
 
     async def debounce_async(
         self, debounce_key: str, debounce_period_sec: float, *args: P.args, **kwargs: P.kwargs
@@ -274,16 +295,6 @@ class DebouncerClient(Generic[R]):
         name = self.workflow_options["workflow_name"]
         dedup = f"{name}-{debounce_key}"
         inputs = serialize((args, kwargs), f"the inputs of workflow {name!r}")
-        found = bounce(
-            self.client._sysdb,
-            queue_name=self.queue_name,
-            deduplication_id=dedup,
-            inputs=inputs,
-            due_epoch_ms=now_ms() + int(debounce_period_sec * 1000),
-            timeout_ms=_ms(self.debounce_timeout_sec),
-        )
-        if found is not None:
-            return WorkflowHandleClient[R](self.client, found)
         delay = debounce_period_sec
         if self.debounce_timeout_sec is not None:
             delay = min(delay, self.debounce_timeout_sec)
@@ -296,7 +307,22 @@ class DebouncerClient(Generic[R]):
                 "delay_seconds": delay,
             },
         )
-        return cast("WorkflowHandleClient[R]", self.client.enqueue(options, *args, **kwargs))
+        while True:
+            found = bounce(
+                self.client._sysdb,
+                queue_name=self.queue_name,
+                deduplication_id=dedup,
+                inputs=inputs,
+                due_epoch_ms=now_ms() + int(debounce_period_sec * 1000),
+                timeout_ms=_ms(self.debounce_timeout_sec),
+            )
+            if found is not None:
+                return WorkflowHandleClient[R](self.client, found)
+            try:
+                handle = self.client.enqueue(options, *args, **kwargs)
+            except DBOSQueueDeduplicatedError:
+                continue  # a concurrent first call took the key: extend that one
+            return cast("WorkflowHandleClient[R]", handle)
 
     async def debounce_async(
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any

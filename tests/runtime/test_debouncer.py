@@ -13,6 +13,7 @@ from spindle import (
     DBOS,
     DBOSClient,
     DBOSException,
+    DBOSQueueDeduplicatedError,
     Debouncer,
     DebouncerClient,
     Queue,
@@ -31,6 +32,12 @@ def deb_echo(value: str) -> str:
 @DBOS.workflow()
 async def deb_echo_async(value: str) -> str:
     return f"async {value}"
+
+
+@DBOS.workflow()
+def deb_waiter(value: str) -> str:
+    DBOS.set_event("started", value)
+    return f"{value} got {DBOS.recv('go', timeout_seconds=30)}"
 
 
 def _status(wf_id: str) -> Any:
@@ -77,6 +84,30 @@ def test_debounce_short_period_runs_on_internal_queue(dbos: type[DBOS]) -> None:
     handle = Debouncer.create(deb_echo).debounce("q", 0, "now")
     assert handle.get_result() == "ran now"
     assert _status(handle.workflow_id).queue_name == "_dbos_internal_queue"
+
+
+def test_started_workflow_gives_up_its_key(dbos: type[DBOS]) -> None:
+    """A window whose workflow already runs is not extended: the next call opens a new
+    window (the running one releases the key, so the new one can be promoted)."""
+    debouncer = Debouncer.create(deb_waiter, queue=deb_queue)
+    first = debouncer.debounce("w", 0, "one")
+    assert DBOS.get_event(first.workflow_id, "started", timeout_seconds=30) == "one"
+    second = debouncer.debounce("w", 0, "two")
+    assert second.workflow_id != first.workflow_id
+    assert DBOS.get_event(second.workflow_id, "started", timeout_seconds=30) == "two"
+    for handle in (first, second):
+        DBOS.send(handle.workflow_id, "go", "go")
+    assert (first.get_result(), second.get_result()) == ("one got go", "two got go")
+
+
+def test_delayed_workflow_holds_its_deduplication_id(dbos: type[DBOS]) -> None:
+    """Migration v8: a DELAYED workflow holds its deduplication ID (as DBOS), which is what
+    serialises two racing first debounce calls."""
+    with SetEnqueueOptions(deduplication_id="held", delay_seconds=3600):
+        held = deb_queue.enqueue(deb_echo, "x")
+        with pytest.raises(DBOSQueueDeduplicatedError):
+            deb_queue.enqueue(deb_echo, "y")
+    DBOS.cancel_workflow(held.workflow_id)
 
 
 def test_debounce_async(dbos: type[DBOS]) -> None:
