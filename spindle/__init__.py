@@ -1,6 +1,7 @@
 """Spindle: a durable-workflow runtime, DBOS Transact-compatible, that shows its threads."""
 
 from .runtime import DBOS as DBOS
+from .runtime import ClientScheduleInput as ClientScheduleInput
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
@@ -46,6 +47,7 @@ from .runtime import run_dbos_database_migrations as run_dbos_database_migration
 
 __all__ = [
     "DBOS",
+    "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
     "DBOSConfig",

@@ -4,6 +4,7 @@ from . import _errors as error
 from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
 from ._classes import DBOSConfiguredInstance as DBOSConfiguredInstance
 from ._client import DBOSClient as DBOSClient
+from ._client_schedules import ClientScheduleInput as ClientScheduleInput
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
@@ -46,6 +47,7 @@ from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
     "DBOS",
+    "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
     "DBOSConfig",
