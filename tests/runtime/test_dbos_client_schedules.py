@@ -70,7 +70,8 @@ def test_client_schedule_management(dbos: type[DBOS], client: DBOSClient) -> Non
     with pytest.raises((DBOSException, ValueError), match="z"):
         client.create_schedule(schedule_name="z", workflow_name="cs_task", schedule="not cron")
     found = client.get_schedule("a")
-    assert found is not None and found["workflow_name"] == "cs_task"
+    assert found is not None
+    assert found["workflow_name"] == "cs_task"
     assert DBOS.get_schedule("a") == found  # the app sees the same row
     client.pause_schedule("a")
     assert [s["schedule_name"] for s in client.list_schedules(status="PAUSED")] == ["a"]
@@ -101,7 +102,8 @@ def test_client_wait_first(dbos: type[DBOS], client: DBOSClient) -> None:
     fast = client.enqueue({"workflow_name": "cs_wait", "queue_name": cs_queue.name}, "go")
     client.send(fast.workflow_id, "done", "go")
     first = client.wait_first([slow, fast], polling_interval_sec=0.05)
-    assert first is fast and first.get_result() == "done"
+    assert first is fast
+    assert first.get_result() == "done"
     with pytest.raises(ValueError, match="empty"):
         client.wait_first([])
     with pytest.raises(ValueError, match="duplicate"):
