@@ -43,6 +43,8 @@ from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
 from .runtime import WorkflowStatusString as WorkflowStatusString
 from .runtime import error as error
+from .runtime import make_pydantic_args_validator as make_pydantic_args_validator
+from .runtime import pydantic_args_validator as pydantic_args_validator
 from .runtime import run_dbos_database_migrations as run_dbos_database_migrations
 
 __all__ = [
@@ -89,5 +91,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "make_pydantic_args_validator",
+    "pydantic_args_validator",
     "run_dbos_database_migrations",
 ]

@@ -58,6 +58,8 @@ def test_public_names_are_pinned() -> None:
         "WorkflowStatus",
         "WorkflowStatusString",
         "error",
+        "make_pydantic_args_validator",
+        "pydantic_args_validator",
         "run_dbos_database_migrations",
     ]
     for name in spindle.__all__:

@@ -43,6 +43,8 @@ from ._roles import DBOSContextSetAuth as DBOSContextSetAuth
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
+from ._validation import make_pydantic_args_validator as make_pydantic_args_validator
+from ._validation import pydantic_args_validator as pydantic_args_validator
 from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
@@ -89,5 +91,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "make_pydantic_args_validator",
+    "pydantic_args_validator",
     "run_dbos_database_migrations",
 ]
