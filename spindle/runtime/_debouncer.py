@@ -17,13 +17,14 @@ the loser gets ``DBOSQueueDeduplicatedError`` and extends the winner's workflow.
 from __future__ import annotations
 
 import asyncio
+import functools
 import types
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 
-from . import _current
+from . import _current, _durable
 from ._classes import call_args
 from ._db_retry import retried
 from ._errors import DBOSException, DBOSQueueDeduplicatedError
@@ -205,13 +206,20 @@ class Debouncer(Generic[P, R]):
         if self.debounce_timeout_sec is not None:
             delay = min(delay, self.debounce_timeout_sec)
         while True:
-            found = bounce(
-                rt.sysdb,
-                queue_name=queue.name,
-                deduplication_id=dedup,
-                inputs=inputs,
-                due_epoch_ms=int((rt.clock.now() + debounce_period_sec) * 1000),
-                timeout_ms=timeout_ms,
+            # Inside a workflow the bounce is a step (as DBOS's): a replay returns what the
+            # first execution found instead of extending the window again.
+            found = _durable.call(
+                rt,
+                "DBOS.debounce_delayed_workflow",
+                functools.partial(
+                    bounce,
+                    rt.sysdb,
+                    queue_name=queue.name,
+                    deduplication_id=dedup,
+                    inputs=inputs,
+                    due_epoch_ms=int((rt.clock.now() + debounce_period_sec) * 1000),
+                    timeout_ms=timeout_ms,
+                ),
             )
             if found is not None:
                 return WorkflowHandle(rt, found, rt.active.get(found))

@@ -40,6 +40,12 @@ def deb_waiter(value: str) -> str:
     return f"{value} got {DBOS.recv('go', timeout_seconds=30)}"
 
 
+@DBOS.workflow()
+def deb_from_workflow() -> list[str]:
+    debouncer = Debouncer.create(deb_echo, queue=deb_queue)
+    return [debouncer.debounce("in-wf", 3600, v).workflow_id for v in ("p", "q")]
+
+
 def _status(wf_id: str) -> Any:
     status = DBOS.get_workflow_status(wf_id)
     assert status is not None
@@ -108,6 +114,18 @@ def test_delayed_workflow_holds_its_deduplication_id(dbos: type[DBOS]) -> None:
         with pytest.raises(DBOSQueueDeduplicatedError):
             deb_queue.enqueue(deb_echo, "y")
     DBOS.cancel_workflow(held.workflow_id)
+
+
+def test_debounce_from_a_workflow_is_checkpointed(dbos: type[DBOS]) -> None:
+    """From a workflow, the bounce is a step (as DBOS's) and the enqueue a child: both
+    calls name one debounced workflow, which holds the second call's inputs."""
+    parent = DBOS.start_workflow(deb_from_workflow)
+    first, second = parent.get_result()
+    assert first == second
+    assert _status(first).input == (("q",), {})
+    names = [s["function_name"] for s in DBOS.list_workflow_steps(parent.workflow_id)]
+    assert names.count("DBOS.debounce_delayed_workflow") == 2
+    DBOS.cancel_workflow(first)
 
 
 def test_debounce_async(dbos: type[DBOS]) -> None:
