@@ -1,6 +1,7 @@
 """Spindle: a durable-workflow runtime, DBOS Transact-compatible, that shows its threads."""
 
 from .runtime import DBOS as DBOS
+from .runtime import ClientScheduleInput as ClientScheduleInput
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
@@ -19,6 +20,8 @@ from .runtime import DBOSSerializationError as DBOSSerializationError
 from .runtime import DBOSSystemDatabaseUnavailableError as DBOSSystemDatabaseUnavailableError
 from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
+from .runtime import Debouncer as Debouncer
+from .runtime import DebouncerClient as DebouncerClient
 from .runtime import DuplicationPolicy as DuplicationPolicy
 from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
@@ -40,10 +43,13 @@ from .runtime import WorkflowSchedule as WorkflowSchedule
 from .runtime import WorkflowStatus as WorkflowStatus
 from .runtime import WorkflowStatusString as WorkflowStatusString
 from .runtime import error as error
+from .runtime import make_pydantic_args_validator as make_pydantic_args_validator
+from .runtime import pydantic_args_validator as pydantic_args_validator
 from .runtime import run_dbos_database_migrations as run_dbos_database_migrations
 
 __all__ = [
     "DBOS",
+    "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
     "DBOSConfig",
@@ -62,6 +68,8 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Debouncer",
+    "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
@@ -83,5 +91,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "make_pydantic_args_validator",
+    "pydantic_args_validator",
     "run_dbos_database_migrations",
 ]

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_public_names_are_pinned() -> None:
     """The top-level API is exactly this set (a change here is an API change)."""
     assert sorted(spindle.__all__) == [
+        "ClientScheduleInput",
         "DBOS",
         "DBOSAwaitedWorkflowCancelledError",
         "DBOSClient",
@@ -34,6 +35,8 @@ def test_public_names_are_pinned() -> None:
         "DBOSSystemDatabaseUnavailableError",
         "DBOSWorkflowCancelledError",
         "DBOSWorkflowConflictIDError",
+        "Debouncer",
+        "DebouncerClient",
         "DuplicationPolicy",
         "EnqueueOptions",
         "Event",
@@ -55,6 +58,8 @@ def test_public_names_are_pinned() -> None:
         "WorkflowStatus",
         "WorkflowStatusString",
         "error",
+        "make_pydantic_args_validator",
+        "pydantic_args_validator",
         "run_dbos_database_migrations",
     ]
     for name in spindle.__all__:

@@ -4,11 +4,14 @@ from . import _errors as error
 from ._attributes import SetWorkflowAttributes as SetWorkflowAttributes
 from ._classes import DBOSConfiguredInstance as DBOSConfiguredInstance
 from ._client import DBOSClient as DBOSClient
+from ._client_schedules import ClientScheduleInput as ClientScheduleInput
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
+from ._debouncer import Debouncer as Debouncer
+from ._debouncer import DebouncerClient as DebouncerClient
 from ._duplication import DuplicationPolicy as DuplicationPolicy
 from ._enqueue_options import EnqueueOptions as EnqueueOptions
 from ._errors import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
@@ -40,10 +43,13 @@ from ._roles import DBOSContextSetAuth as DBOSContextSetAuth
 from ._schedules import WorkflowSchedule as WorkflowSchedule
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
+from ._validation import make_pydantic_args_validator as make_pydantic_args_validator
+from ._validation import pydantic_args_validator as pydantic_args_validator
 from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
     "DBOS",
+    "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
     "DBOSConfig",
@@ -62,6 +68,8 @@ __all__ = [
     "DBOSSystemDatabaseUnavailableError",
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
+    "Debouncer",
+    "DebouncerClient",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
@@ -83,5 +91,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "make_pydantic_args_validator",
+    "pydantic_args_validator",
     "run_dbos_database_migrations",
 ]

@@ -13,12 +13,13 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Generic, TypeVar, Unpack
 
 from . import _introspect_db, _introspection
 from ._admin_db import fork_workflow as fork_copy
 from ._attributes import store as store_attributes
+from ._client_schedules import ClientSchedules
 from ._duplication import enqueue_or_holder
 from ._enqueue_options import EnqueueOptions, check_options
 from ._errors import (
@@ -30,6 +31,7 @@ from ._handles import settled
 from ._introspection import StepInfo, WorkflowFilters
 from ._messaging_db import NULL_TOPIC, MessagingDatabase
 from ._queue_db import insert_enqueued, requeue_resumed
+from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._serialization import deserialize, serialize
 from ._status import WorkflowStatus
 from ._streams import END, StreamDB, next_value
@@ -39,12 +41,15 @@ R = TypeVar("R")
 
 #: The executor ID recorded on what the client writes (DBOS's client records none).
 CLIENT_EXECUTOR_ID = "dbos-client"
-# Polls back off from 10 ms to 1 s, as the runtime's handles do.
+# Polls back off from 10 ms to 1 s (by default), as the runtime's handles do.
 _POLL_MIN = 0.01
-_POLL_MAX = 1.0
+#: Finished statuses, for wait_first.
+_ENDED = (SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 
 
-def _poll(done: Any, timeout: float | None, stop: threading.Event) -> Any:
+def _poll(
+    done: Any, timeout: float | None, stop: threading.Event, *, max_delay: float = 1.0
+) -> Any:
     """Call ``done()`` (returning ``(True, value)`` when finished) with back-off until it
     finishes or ``timeout`` seconds pass (then ``(False, None)``)."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -58,7 +63,7 @@ def _poll(done: Any, timeout: float | None, stop: threading.Event) -> Any:
             return False, None
         if stop.wait(delay if left is None else min(delay, left)):
             raise DBOSException("the DBOSClient was destroyed while waiting")
-        delay = min(delay * 2, _POLL_MAX)
+        delay = min(delay * 2, max_delay)
 
 
 class WorkflowHandleClient(Generic[R]):
@@ -103,7 +108,7 @@ class WorkflowHandleClientAsync(Generic[R]):
         return await asyncio.to_thread(self._sync.get_status)
 
 
-class DBOSClient:
+class DBOSClient(ClientSchedules):
     """DBOS's ``DBOSClient(system_database_url=...)``: enqueue, message and manage the
     workflows of an app that runs elsewhere, on the same system database."""
 
@@ -273,6 +278,46 @@ class DBOSClient:
     async def retrieve_workflow_async(self, workflow_id: str) -> WorkflowHandleClientAsync[Any]:
         await asyncio.to_thread(self.retrieve_workflow, workflow_id)
         return WorkflowHandleClientAsync(self, workflow_id)
+
+    def wait_first(
+        self, handles: list[WorkflowHandleClient[Any]], *, polling_interval_sec: float = 1.0
+    ) -> WorkflowHandleClient[Any]:
+        """The first of ``handles`` whose workflow ended (success, error or cancelled).
+
+        Polls from the caller's thread (the client has no thread): back-off from 10 ms up
+        to ``polling_interval_sec``."""
+        return {h.workflow_id: h for h in handles}[self._first_ended(handles, polling_interval_sec)]
+
+    async def wait_first_async(
+        self, handles: list[WorkflowHandleClientAsync[Any]], *, polling_interval_sec: float = 1.0
+    ) -> WorkflowHandleClientAsync[Any]:
+        """Async :meth:`wait_first` (the polls run off the loop)."""
+        first = await asyncio.to_thread(self._first_ended, handles, polling_interval_sec)
+        return {h.workflow_id: h for h in handles}[first]
+
+    def _first_ended(self, handles: Sequence[Any], polling_interval_sec: float) -> str:
+        if not handles:
+            raise ValueError("handles must not be empty")
+        ids = [h.workflow_id for h in handles]
+        if len(set(ids)) != len(ids):
+            raise ValueError("handles must not contain duplicate workflow IDs")
+        if polling_interval_sec <= 0:
+            raise ValueError("polling_interval_sec must be > 0")
+        filters: WorkflowFilters = {
+            "workflow_ids": ids,
+            "status": list(_ENDED),
+            "load_input": False,
+            "load_output": False,
+        }
+
+        def ended() -> tuple[bool, str | None]:
+            found = _introspection.list_workflows_in(self._sysdb, filters)
+            # The earliest to finish, as DBOS returns the first handle to complete.
+            first = min(found, key=lambda s: s.updated_at).workflow_id if found else None
+            return first is not None, first
+
+        _, first = _poll(ended, None, self._stop, max_delay=polling_interval_sec)
+        return str(first)
 
     def list_workflows(self, **filters: Unpack[WorkflowFilters]) -> list[WorkflowStatus]:
         """Workflows matching DBOS's filters (as ``DBOS.list_workflows``)."""

@@ -44,6 +44,8 @@ from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
+from ._validation import ValidateArgs, validating
+from ._validation import resolve as resolve_validator
 from ._web_frameworks import RuntimeDashboardSource, setup_fastapi, setup_flask
 from ._wrappers import step_wrapper, transaction_wrapper, workflow_wrapper
 
@@ -195,14 +197,21 @@ class DBOS(
         *,
         name: str | None = None,
         max_recovery_attempts: int | None = DEFAULT_MAX_RECOVERY_ATTEMPTS,
+        validate_args: ValidateArgs | None = None,
     ) -> Callable[[F], F]:
         """Make a function a durable workflow (sync or ``async def``); after
         ``max_recovery_attempts`` recoveries (DBOS's default 100; None: no limit) it is
-        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again."""
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again. ``validate_args`` (e.g.
+        ``pydantic_args_validator``) checks the arguments each time the workflow starts
+        running, after they are read back from the database."""
 
         def decorator(func: F) -> F:
+            inner: Callable[..., Any] = func
+            validator = resolve_validator(func, validate_args)
+            if validator is not None:
+                inner = validating(func, validator, is_async=is_async(func))
             # The stored call's self/cls and authentication are restored for the body.
-            body = restoring(decoding(func, is_async=is_async(func)), is_async=is_async(func))
+            body = restoring(decoding(inner, is_async=is_async(func)), is_async=is_async(func))
             info = WorkflowInfo(name or fn_name(func), body, is_async(func), max_recovery_attempts)
             GLOBAL_REGISTRY.add_workflow(info)
             return workflow_wrapper(info, func)

@@ -151,6 +151,19 @@ def _v7_streams(conn: Connection) -> None:
         conn.exec_driver_sql(_PG_STREAMS_TRIGGER)
 
 
+def _v8_delayed_dedup(conn: Connection) -> None:
+    """A DELAYED workflow holds its deduplication ID too (as DBOS: the key is held until the
+    workflow ends). Without it two DELAYED rows could share a key and their promotion to
+    ENQUEUED would break the index; the debouncer relies on it to serialise first calls."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}uq_ws_queue_dedup")
+    conn.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_ws_queue_dedup_held "
+        f"ON {prefix}workflow_status (queue_name, deduplication_id) "
+        "WHERE deduplication_id IS NOT NULL AND status IN ('DELAYED', 'ENQUEUED', 'PENDING')"
+    )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -163,6 +176,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_partitions,
     _v6_forks_and_delays,
     _v7_streams,
+    _v8_delayed_dedup,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from spindle import DBOSClient
+from spindle import DBOSClient, DebouncerClient
 
 QUEUE = "client-queue"
 
@@ -70,6 +70,26 @@ def main(url: str, marker: Path) -> dict[str, Any]:
             {"queue_name": QUEUE, "workflow_name": "client_streamer", "workflow_id": "c-stream"}, 3
         )
         seen["stream"] = list(client.read_stream("c-stream", "numbers"))
+
+        # Debounce by name: three calls, one workflow, the last call's inputs.
+        debouncer = DebouncerClient[int](
+            client, {"queue_name": QUEUE, "workflow_name": "client_add"}
+        )
+        calls = [
+            debouncer.debounce("k", period, n, n) for period, n in ((600, 1), (600, 2), (0, 3))
+        ]
+        seen["debounced"] = [len({h.workflow_id for h in calls}), calls[-1].get_result()]
+        # wait_first: the first of two to end.
+        slow = client.enqueue({"queue_name": QUEUE, "workflow_name": "client_waiter"})
+        fast = client.enqueue({"queue_name": QUEUE, "workflow_name": "client_add"}, 4, 4)
+        seen["first"] = client.wait_first([slow, fast]).workflow_id == fast.workflow_id
+        client.send(slow.workflow_id, "bye", "greeting")
+        slow.get_result()
+        client.create_schedule(
+            schedule_name="c-sched", workflow_name="client_add", schedule="0 0 * * *"
+        )
+        client.pause_schedule("c-sched")
+        seen["schedule"] = [s["status"] for s in client.list_schedules(schedule_name_prefix="c-")]
         seen["threads_during"] = threading.active_count()
     finally:
         client.destroy()

@@ -82,6 +82,10 @@ def test_client_from_another_process(make_dbos: MakeDBOS, db_url: str, tmp_path:
     assert "c-later" in seen["queued"]
     assert seen["cancelled"] == "CANCELLED"
     assert seen["stream"] == [0, 1, 2]
+    assert seen["debounced"] == [1, 6]  # one workflow, run with the last call's (3, 3)
+    assert seen["first"] is True
+    assert seen["schedule"] == ["PAUSED"]
+    assert DBOS.get_schedule("c-sched") is not None  # the app sees the client's schedule
     # The client runs no thread of its own.
     assert seen["threads_before"] == seen["threads_during"] == 1
     # The app saw the same workflows.
