@@ -151,6 +151,22 @@ class ActiveWorkflow:
         return self.result
 
 
+class StartWatch:
+    """A handle's wish to hear when its workflow starts here: ``started`` is set once an
+    entry for the ID is acquired, and ``entry`` is that entry.
+
+    The entry is handed over, not looked up again: a short workflow may finish and leave
+    the table before the woken handle runs, and a second lookup would miss it and read
+    the status row back from the database (the queued path's main extra cost).
+    """
+
+    __slots__ = ("entry", "started")
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.entry: ActiveWorkflow | None = None
+
+
 class ActiveWorkflows:
     """The table of in-flight workflow IDs, with an event for "none left"."""
 
@@ -159,7 +175,7 @@ class ActiveWorkflows:
         self._by_id: dict[str, ActiveWorkflow] = {}
         # Handles waiting for a workflow not (yet) in flight here, by ID: set when it starts
         # here (a queued workflow this process dequeues), so they wait on it, not poll.
-        self._watchers: dict[str, list[threading.Event]] = {}
+        self._watchers: dict[str, list[StartWatch]] = {}
         self.idle = threading.Event()
         self.idle.set()
 
@@ -174,8 +190,10 @@ class ActiveWorkflows:
             self.idle.clear()
             watchers = self._watchers.pop(workflow_id, None) if self._watchers else None
         if watchers is not None:
-            for event in watchers:
-                event.set()
+            for watch in watchers:
+                # The entry before the event: a woken waiter reads it without the lock.
+                watch.entry = entry
+                watch.started.set()
         return entry, True
 
     def release(self, entry: ActiveWorkflow) -> None:
@@ -186,25 +204,25 @@ class ActiveWorkflows:
             if not self._by_id:
                 self.idle.set()
 
-    def watch(self, workflow_id: str, event: threading.Event) -> ActiveWorkflow | None:
-        """The in-flight entry for this ID; if there is none, ``event`` is set when one is
-        acquired (checked and registered under one lock: a start in between is not missed).
-        Undo with :meth:`unwatch`."""
+    def watch(self, workflow_id: str, watch: StartWatch) -> ActiveWorkflow | None:
+        """The in-flight entry for this ID; if there is none, ``watch`` is given the next
+        entry acquired for it (checked and registered under one lock: a start in between
+        is not missed). Undo with :meth:`unwatch`."""
         with self._lock:
             entry = self._by_id.get(workflow_id)
             if entry is None:
-                events = self._watchers.setdefault(workflow_id, [])
-                if event not in events:
-                    events.append(event)
+                watches = self._watchers.setdefault(workflow_id, [])
+                if watch not in watches:
+                    watches.append(watch)
             return entry
 
-    def unwatch(self, workflow_id: str, event: threading.Event) -> None:
+    def unwatch(self, workflow_id: str, watch: StartWatch) -> None:
         """Stop watching (a no-op if the watch already fired)."""
         with self._lock:
-            events = self._watchers.get(workflow_id)
-            if events is not None and event in events:
-                events.remove(event)
-                if not events:
+            watches = self._watchers.get(workflow_id)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
                     del self._watchers[workflow_id]
 
     def get(self, workflow_id: str) -> ActiveWorkflow | None:

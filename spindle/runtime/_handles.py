@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._active import ActiveWorkflow
+from ._active import ActiveWorkflow, StartWatch
 from ._core import wait_async
 from ._errors import (
     DBOSAwaitedWorkflowCancelledError,
@@ -92,31 +91,37 @@ class WorkflowHandle(Generic[R]):
 
     def _poll_result(self) -> R:
         delay = _POLL_MIN
-        started_here = threading.Event()
+        watch = StartWatch()
         active = self._rt.active
         try:
             while True:
                 # A queued workflow starts here after the handle was made: once it runs in
-                # this process, wait on its outcome. The watch wakes us the moment it starts
-                # (registered before the database is read, so a start in between counts);
-                # the database is polled, backing off, for a run in another process.
-                entry = active.watch(self.workflow_id, started_here)
+                # this process, wait on its outcome. The watch hands over the entry the
+                # moment it is acquired (registered before the database is read, so a start
+                # in between counts), and the handle keeps it even if the run has already
+                # finished and left the table: no status read for a run seen starting here.
+                # The database is polled, backing off, for a run in another process.
+                entry = active.watch(self.workflow_id, watch)
                 if entry is not None:
-                    self._wait_entry(entry)
-                    outcome: R = entry.outcome()
-                    return outcome
+                    return self._outcome_of(entry)
                 done, value = _settled(self._rt, self.workflow_id)
                 if done:
                     result: R = value
                     return result
                 if self._rt.stopping.is_set():
                     raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
-                if started_here.wait(delay):
-                    started_here.clear()
-                    continue
+                if watch.started.wait(delay):
+                    started = watch.entry
+                    assert started is not None  # set before the event
+                    return self._outcome_of(started)
                 delay = min(delay * 2, _POLL_MAX)
         finally:
-            active.unwatch(self.workflow_id, started_here)
+            active.unwatch(self.workflow_id, watch)
+
+    def _outcome_of(self, entry: ActiveWorkflow) -> R:
+        self._wait_entry(entry)
+        outcome: R = entry.outcome()
+        return outcome
 
     def get_status(self) -> WorkflowStatus:
         """The workflow's current status, with every DBOS field."""
