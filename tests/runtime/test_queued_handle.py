@@ -55,5 +55,6 @@ def test_handle_of_a_run_seen_starting_here_reads_no_status(dbos: type[DBOS]) ->
     assert len(reads) == 1, reads
     # The outcome the handle returned is the recorded one, and a new handle reads it back.
     status = dbos.get_workflow_status("qh-1")
-    assert status is not None and status.status == SUCCESS
+    assert status is not None
+    assert status.status == SUCCESS
     assert dbos.retrieve_workflow("qh-1").get_result() == 21
