@@ -51,7 +51,7 @@ def test_handle_of_a_run_seen_starting_here_reads_no_status(dbos: type[DBOS]) ->
             handle = handle_queue.enqueue(q_after_first_read, 7)
         assert handle.get_result() == 21
     finally:
-        del sysdb.get_status  # type: ignore[method-assign]
+        del sysdb.get_status
     assert len(reads) == 1, reads
     # The outcome the handle returned is the recorded one, and a new handle reads it back.
     status = dbos.get_workflow_status("qh-1")
