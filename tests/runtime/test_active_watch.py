@@ -3,7 +3,12 @@ yet is handed its entry the moment this process starts it, instead of polling th
 
 from __future__ import annotations
 
-from spindle.runtime._active import ActiveWorkflows, StartWatch
+from spindle.runtime._active import (
+    FINISHED_KEEP,
+    FINISHED_MAX_BYTES,
+    ActiveWorkflows,
+    StartWatch,
+)
 
 
 def test_watch_fires_when_the_workflow_starts_here() -> None:
@@ -50,3 +55,20 @@ def test_unwatch_forgets_the_watcher() -> None:
     assert first.entry is None
     assert second.started.is_set()
     table.unwatch("wf", second)  # after it fired: a no-op
+
+
+def test_kept_success_outputs_are_bounded_and_dropped_by_a_new_run() -> None:
+    table = ActiveWorkflows()
+    for i in range(FINISHED_KEEP + 1):
+        table.remember_success(f"wf-{i}", b"out")
+    assert table.finished_output("wf-0") is None, "the oldest falls out"
+    assert table.finished_output(f"wf-{FINISHED_KEEP}") == b"out"
+    table.remember_success("big", b"x" * (FINISHED_MAX_BYTES + 1))
+    assert table.finished_output("big") is None, "a large output is read from the database"
+    # A new run of the same ID here (restart): its outcome is the news, not the kept one.
+    table.acquire("wf-1", is_async=False)
+    assert table.finished_output("wf-1") is None
+    table.forget_finished(["wf-2"])
+    assert table.finished_output("wf-2") is None
+    table.forget_finished()
+    assert table.finished_output("wf-3") is None
