@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._errors import DBOSAwaitedWorkflowCancelledError, DBOSRuntimeShutdownError
@@ -151,6 +152,28 @@ class ActiveWorkflow:
         return self.result
 
 
+#: Successful outputs kept for handles (:meth:`ActiveWorkflows.finished_output`): the newest
+#: this many, each at most FINISHED_MAX_BYTES (a larger one is read from the database).
+FINISHED_KEEP = 4096
+FINISHED_MAX_BYTES = 64 * 1024
+
+
+class StartWatch:
+    """A handle's wish to hear when its workflow starts here: ``started`` is set once an
+    entry for the ID is acquired, and ``entry`` is that entry.
+
+    The entry is handed over, not looked up again: a short workflow may finish and leave
+    the table before the woken handle runs, and a second lookup would miss it and read
+    the status row back from the database (the queued path's main extra cost).
+    """
+
+    __slots__ = ("entry", "started")
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.entry: ActiveWorkflow | None = None
+
+
 class ActiveWorkflows:
     """The table of in-flight workflow IDs, with an event for "none left"."""
 
@@ -159,9 +182,41 @@ class ActiveWorkflows:
         self._by_id: dict[str, ActiveWorkflow] = {}
         # Handles waiting for a workflow not (yet) in flight here, by ID: set when it starts
         # here (a queued workflow this process dequeues), so they wait on it, not poll.
-        self._watchers: dict[str, list[threading.Event]] = {}
+        self._watchers: dict[str, list[StartWatch]] = {}
+        # The recorded output of workflows that succeeded here lately, for their handles: a
+        # handle made by enqueue is usually asked for its result after the run finished,
+        # and without this it read the row back in a transaction of its own. Only SUCCESS
+        # is kept because only SUCCESS is final: resume and requeue skip SUCCESS rows (as
+        # DBOS), while an error or a cancel can be resumed from any process. A new run of
+        # the ID here (acquire) and this process's delete / GC drop the entry.
+        self._finished: OrderedDict[str, bytes] = OrderedDict()
         self.idle = threading.Event()
         self.idle.set()
+
+    def remember_success(self, workflow_id: str, output: bytes) -> None:
+        """Keep a just-recorded SUCCESS output; call before the entry is released, so a
+        handle that no longer finds the entry finds the output."""
+        if len(output) > FINISHED_MAX_BYTES:
+            return
+        with self._lock:
+            self._finished[workflow_id] = output
+            self._finished.move_to_end(workflow_id)
+            if len(self._finished) > FINISHED_KEEP:
+                self._finished.popitem(last=False)
+
+    def finished_output(self, workflow_id: str) -> bytes | None:
+        """The recorded output of a workflow that succeeded here lately, if kept."""
+        with self._lock:
+            return self._finished.get(workflow_id)
+
+    def forget_finished(self, workflow_ids: Iterable[str] | None = None) -> None:
+        """Drop kept outputs (all of them with None): their rows are being deleted."""
+        with self._lock:
+            if workflow_ids is None:
+                self._finished.clear()
+                return
+            for workflow_id in workflow_ids:
+                self._finished.pop(workflow_id, None)
 
     def acquire(self, workflow_id: str, *, is_async: bool) -> tuple[ActiveWorkflow, bool]:
         """The entry for this ID and True if the caller created it (and must run it)."""
@@ -171,11 +226,15 @@ class ActiveWorkflows:
                 return entry, False
             entry = ActiveWorkflow(workflow_id, is_async=is_async)
             self._by_id[workflow_id] = entry
+            if self._finished:
+                self._finished.pop(workflow_id, None)  # a new run: its outcome is the news
             self.idle.clear()
             watchers = self._watchers.pop(workflow_id, None) if self._watchers else None
         if watchers is not None:
-            for event in watchers:
-                event.set()
+            for watch in watchers:
+                # The entry before the event: a woken waiter reads it without the lock.
+                watch.entry = entry
+                watch.started.set()
         return entry, True
 
     def release(self, entry: ActiveWorkflow) -> None:
@@ -186,25 +245,25 @@ class ActiveWorkflows:
             if not self._by_id:
                 self.idle.set()
 
-    def watch(self, workflow_id: str, event: threading.Event) -> ActiveWorkflow | None:
-        """The in-flight entry for this ID; if there is none, ``event`` is set when one is
-        acquired (checked and registered under one lock: a start in between is not missed).
-        Undo with :meth:`unwatch`."""
+    def watch(self, workflow_id: str, watch: StartWatch) -> ActiveWorkflow | None:
+        """The in-flight entry for this ID; if there is none, ``watch`` is given the next
+        entry acquired for it (checked and registered under one lock: a start in between
+        is not missed). Undo with :meth:`unwatch`."""
         with self._lock:
             entry = self._by_id.get(workflow_id)
             if entry is None:
-                events = self._watchers.setdefault(workflow_id, [])
-                if event not in events:
-                    events.append(event)
+                watches = self._watchers.setdefault(workflow_id, [])
+                if watch not in watches:
+                    watches.append(watch)
             return entry
 
-    def unwatch(self, workflow_id: str, event: threading.Event) -> None:
+    def unwatch(self, workflow_id: str, watch: StartWatch) -> None:
         """Stop watching (a no-op if the watch already fired)."""
         with self._lock:
-            events = self._watchers.get(workflow_id)
-            if events is not None and event in events:
-                events.remove(event)
-                if not events:
+            watches = self._watchers.get(workflow_id)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
                     del self._watchers[workflow_id]
 
     def get(self, workflow_id: str) -> ActiveWorkflow | None:

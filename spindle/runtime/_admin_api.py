@@ -339,6 +339,7 @@ def build_admin_app(rt: Runtime, dashboard: Starlette | None = None) -> Starlett
                 rows_threshold=b.get("rows_threshold"),
             )
         )
+        rt.active.forget_finished()  # rows are gone: handles read the database again
         return JSONResponse({"deleted": deleted})
 
     async def global_timeout(call: Call) -> Response:

@@ -303,6 +303,7 @@ def _retention(rt: Runtime, msg: dict[str, Any]) -> Fields:
         cutoff_epoch_ms=field(b, "gc_cutoff_epoch_ms", int, None),
         rows_threshold=field(b, "gc_rows_threshold", int, None),
     )
+    rt.active.forget_finished()  # rows are gone: handles read the database again
     timeout_cutoff = field(b, "timeout_cutoff_epoch_ms", int, None)
     if timeout_cutoff is not None:
         for wf_id in _admin_db.global_timeout(rt.sysdb, timeout_cutoff):

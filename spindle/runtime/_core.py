@@ -336,6 +336,8 @@ def _conclude_ok(rt: Runtime, entry: ActiveWorkflow, info: WorkflowInfo, result:
         return
     try:
         if rt.sysdb.finish_workflow(entry.workflow_id, SUCCESS, output=output, error=None):
+            # Recorded: from now on the row's output is final, so handles may take it here.
+            rt.active.remember_success(entry.workflow_id, output)
             entry.finish(result=result)
         else:
             entry.cancel()  # cancelled (or timed out) while its last step ran

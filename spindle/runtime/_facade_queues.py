@@ -178,7 +178,7 @@ class QueueAPI:
         may implement it); inside a workflow it is a child, enqueued exactly once."""
         rt = _current.get()
         workflow_id = enqueue_with_options(rt, options, args, kwargs)
-        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id))
+        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id), enqueued=True)
 
     @classmethod
     async def enqueue_workflow_with_options_async(

@@ -261,6 +261,7 @@ def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_childre
             rt.sysdb.cancel(wf_id)
             rt.timeouts.remove(wf_id)
             entry.cancel()
+    rt.active.forget_finished(ids)
     _introspect_db.delete(rt.sysdb, ids)
 
 

@@ -138,7 +138,7 @@ class Queue:
         """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
         rt = _current.get()
         workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
-        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id))
+        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id), enqueued=True)
 
     async def enqueue_async(
         self, func: Callable[..., Any], *args: Any, **kwargs: Any

@@ -1,38 +1,74 @@
 """The in-flight table's watch: a handle waiting for a workflow that is not running here
-yet is woken the moment this process starts it, instead of polling the database."""
+yet is handed its entry the moment this process starts it, instead of polling the database."""
 
 from __future__ import annotations
 
-import threading
-
-from spindle.runtime._active import ActiveWorkflows
+from spindle.runtime._active import (
+    FINISHED_KEEP,
+    FINISHED_MAX_BYTES,
+    ActiveWorkflows,
+    StartWatch,
+)
 
 
 def test_watch_fires_when_the_workflow_starts_here() -> None:
     table = ActiveWorkflows()
-    event = threading.Event()
-    assert table.watch("wf", event) is None
+    watch = StartWatch()
+    assert table.watch("wf", watch) is None
     other, _ = table.acquire("other", is_async=False)
-    assert not event.is_set(), "only its own ID wakes a watcher"
+    assert not watch.started.is_set(), "only its own ID wakes a watcher"
     entry, created = table.acquire("wf", is_async=False)
     assert created
-    assert event.is_set()
+    assert watch.started.is_set()
+    assert watch.entry is entry
     # Fired watches are dropped: once running, the watcher is given the entry itself.
-    event.clear()
-    assert table.watch("wf", event) is entry
+    again = StartWatch()
+    assert table.watch("wf", again) is entry
     table.release(entry)
     table.release(other)
     table.acquire("wf", is_async=False)
-    assert not event.is_set(), "a watch that returned an entry registered nothing"
+    assert not again.started.is_set(), "a watch that returned an entry registered nothing"
+
+
+def test_the_entry_outlives_its_release() -> None:
+    # A short run may finish and leave the table before the woken handle looks: the watch
+    # still holds that run's entry and its outcome (no status read from the database).
+    table = ActiveWorkflows()
+    watch = StartWatch()
+    table.watch("wf", watch)
+    entry, _ = table.acquire("wf", is_async=False)
+    entry.finish(result=42)
+    table.release(entry)
+    assert table.get("wf") is None
+    assert watch.entry is entry
+    assert entry.outcome() == 42
 
 
 def test_unwatch_forgets_the_watcher() -> None:
     table = ActiveWorkflows()
-    first, second = threading.Event(), threading.Event()
+    first, second = StartWatch(), StartWatch()
     assert table.watch("wf", first) is None
     assert table.watch("wf", second) is None
     table.unwatch("wf", first)
     table.acquire("wf", is_async=False)
-    assert not first.is_set()
-    assert second.is_set()
+    assert not first.started.is_set()
+    assert first.entry is None
+    assert second.started.is_set()
     table.unwatch("wf", second)  # after it fired: a no-op
+
+
+def test_kept_success_outputs_are_bounded_and_dropped_by_a_new_run() -> None:
+    table = ActiveWorkflows()
+    for i in range(FINISHED_KEEP + 1):
+        table.remember_success(f"wf-{i}", b"out")
+    assert table.finished_output("wf-0") is None, "the oldest falls out"
+    assert table.finished_output(f"wf-{FINISHED_KEEP}") == b"out"
+    table.remember_success("big", b"x" * (FINISHED_MAX_BYTES + 1))
+    assert table.finished_output("big") is None, "a large output is read from the database"
+    # A new run of the same ID here (restart): its outcome is the news, not the kept one.
+    table.acquire("wf-1", is_async=False)
+    assert table.finished_output("wf-1") is None
+    table.forget_finished(["wf-2"])
+    assert table.finished_output("wf-2") is None
+    table.forget_finished()
+    assert table.finished_output("wf-3") is None

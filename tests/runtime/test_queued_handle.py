@@ -1,0 +1,103 @@
+"""A handle of a queued workflow that starts in this process takes the run's outcome from
+the run itself: no status read once the start was seen, even when the run has finished and
+left the in-flight table before the handle looks (both backends)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from spindle.runtime._rows import SUCCESS
+
+WAIT = 30.0
+
+handle_queue = Queue("test-queued-handle")
+# One at a time: a held workflow keeps the next one queued until the test lets it go.
+serial_queue = Queue("test-queued-handle-serial", concurrency=1, polling_interval_sec=0.1)
+unblock = threading.Event()
+body_started = threading.Event()
+
+
+@DBOS.workflow()
+def q_blocker() -> None:
+    assert unblock.wait(WAIT)
+
+
+@DBOS.workflow()
+def q_started(x: int) -> int:
+    body_started.set()
+    return x * 3
+
+
+def test_handle_of_a_run_seen_starting_here_reads_no_status(dbos: type[DBOS]) -> None:
+    unblock.clear()
+    body_started.clear()
+    rt = dbos.runtime
+    sysdb = rt.sysdb
+    original = sysdb.get_status
+    reads: list[str] = []
+
+    def counted(workflow_id: str) -> Any:
+        row = original(workflow_id)
+        if workflow_id == "qh-1":
+            reads.append(row.status if row is not None else "none")
+            if len(reads) == 1:
+                # Hold the handle here (its watch registered, its first read saw the row
+                # queued) until the run started, finished and left the table: the order in
+                # which the old handle read the row a second time.
+                unblock.set()
+                assert body_started.wait(WAIT)
+                assert rt.active.idle.wait(WAIT)
+        return row
+
+    blocker = serial_queue.enqueue(q_blocker)
+    with SetWorkflowID("qh-1"):
+        handle = serial_queue.enqueue(q_started, 7)
+    sysdb.get_status = counted  # type: ignore[method-assign]
+    try:
+        assert handle.get_result() == 21
+    finally:
+        del sysdb.get_status
+        unblock.set()
+    blocker.get_result()
+    assert len(reads) == 1, reads
+    # The outcome the handle returned is the recorded one, and a new handle reads it back.
+    status = dbos.get_workflow_status("qh-1")
+    assert status is not None
+    assert status.status == SUCCESS
+    assert dbos.retrieve_workflow("qh-1").get_result() == 21
+
+
+@DBOS.workflow()
+def q_triple(x: int) -> int:
+    return x * 3
+
+
+def test_handle_of_a_run_that_succeeded_here_reads_no_status(dbos: type[DBOS]) -> None:
+    rt = dbos.runtime
+    sysdb = rt.sysdb
+    original = sysdb.get_status
+    reads: list[str] = []
+
+    def counted(workflow_id: str) -> Any:
+        reads.append(workflow_id)
+        return original(workflow_id)
+
+    with SetWorkflowID("qh-2"):
+        handle = handle_queue.enqueue(q_triple, 5)
+    # The run finishes (and leaves the in-flight table) before the handle is asked.
+    assert dbos.retrieve_workflow("qh-2").get_result() == 15
+    assert rt.active.get("qh-2") is None
+    sysdb.get_status = counted  # type: ignore[method-assign]
+    try:
+        assert handle.get_result() == 15
+    finally:
+        del sysdb.get_status
+    assert reads == [], "the recorded output kept for handles, not a status read"
+    # Deleting the row drops what was kept: a handle reads the database again.
+    dbos.delete_workflow("qh-2")
+    with pytest.raises(DBOSNonExistentWorkflowError):
+        handle.get_result()
