@@ -216,11 +216,17 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 
 def copy_tree(src: Path, dest: Path, tests_from: Path | None) -> None:
-    """The package, the tests (from ``tests_from`` when given) and pyproject, into ``dest``."""
+    """The package, the tests (from ``tests_from`` when given), pyproject and the files tests
+    read (docs/, dashboards/), into ``dest``."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.sqlite*")
     shutil.copytree(src / "spindle", dest / "spindle", ignore=ignore)
     shutil.copytree((tests_from or src) / "tests", dest / "tests", ignore=ignore)
     shutil.copy2(src / "pyproject.toml", dest / "pyproject.toml")
+    # Tests check the docs against the code (the rule pages) and the dashboards against
+    # /metrics: without them the unmutated baseline fails and no mutation means anything.
+    for folder in ("docs", "dashboards"):
+        if (src / folder).is_dir():
+            shutil.copytree(src / folder, dest / folder, ignore=ignore)
 
 
 def apply(tree: Path, m: Mutation) -> str | None:
