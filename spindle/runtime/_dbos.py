@@ -40,7 +40,7 @@ from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._kafka import KafkaSource, import_confluent_kafka
 from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
-from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
+from ._queue import GLOBAL_QUEUES
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
@@ -366,29 +366,6 @@ class DBOS(
         return _workflows.handle(rt, _schedule_api.trigger(rt, schedule_name))
 
     # -- queues ------------------------------------------------------------------------------
-
-    @classmethod
-    def register_queue(
-        cls,
-        name: str,
-        concurrency: int | None = None,
-        limiter: QueueRateLimit | None = None,
-        *,
-        worker_concurrency: int | None = None,
-        priority_enabled: bool = False,
-        polling_interval_sec: float = 1.0,
-        partition_queue: bool = False,
-    ) -> Queue:
-        """Declare a queue (as ``Queue(...)``); a launched runtime starts draining it at once."""
-        return Queue(
-            name,
-            concurrency,
-            limiter,
-            worker_concurrency=worker_concurrency,
-            priority_enabled=priority_enabled,
-            polling_interval_sec=polling_interval_sec,
-            partition_queue=partition_queue,
-        )
 
     # -- starting and inspecting workflows ------------------------------------------------
 

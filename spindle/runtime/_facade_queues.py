@@ -1,4 +1,4 @@
-"""``DBOS``'s queue names of DBOS 2.30 beyond ``register_queue``: enqueue by queue name,
+"""``DBOS``'s queue names of DBOS 2.30: declaring queues, enqueue by queue name,
 retrieve and list queues, and their ``_async`` twins, as a base class of the facade.
 
 Spindle's queues are declared in the process (``Queue(...)`` / ``DBOS.register_queue``) and
@@ -65,6 +65,29 @@ class QueueAPI:
     """The queue classmethods of ``DBOS``."""
 
     @classmethod
+    def register_queue(
+        cls,
+        name: str,
+        concurrency: int | None = None,
+        limiter: QueueRateLimit | None = None,
+        *,
+        worker_concurrency: int | None = None,
+        priority_enabled: bool = False,
+        polling_interval_sec: float = 1.0,
+        partition_queue: bool = False,
+    ) -> Queue:
+        """Declare a queue (as ``Queue(...)``); a launched runtime starts draining it at once."""
+        return Queue(
+            name,
+            concurrency,
+            limiter,
+            worker_concurrency=worker_concurrency,
+            priority_enabled=priority_enabled,
+            polling_interval_sec=polling_interval_sec,
+            partition_queue=partition_queue,
+        )
+
+    @classmethod
     async def register_queue_async(
         cls,
         name: str,
@@ -77,7 +100,7 @@ class QueueAPI:
         polling_interval_sec: float = 1.0,
     ) -> Queue:
         """Async ``register_queue``: declare a queue; a launched runtime drains it at once."""
-        return Queue(
+        return cls.register_queue(
             name,
             concurrency,
             limiter,
