@@ -18,7 +18,7 @@ from ._serialization import deserialize, deserialize_exception, serialize, seria
 from ._sql_tx import AlreadyRecorded, Checkpoint, isolated, run_sync
 from ._sysdb_engine import ensure_postgres_database, make_engine
 from ._sysdb_gate import SystemDatabaseClosed
-from ._tx_op import Done
+from ._tx_op import Done, Thunk
 
 _metadata = sa.MetaData(schema=SCHEMA)
 
@@ -66,15 +66,15 @@ class ApplicationDatabase:
     ) -> Effect:
         """An effect running ``call`` in one transaction with ``DBOS.sql_session`` bound to
         it and, under ``key``, its checkpoint inserted in the same transaction."""
-        return _Transact(self, call, name, key, isolation)
+        return Thunk(lambda: self.run(call, name, key, isolation))
 
     def lookup(self, workflow_id: str, function_id: int) -> Effect:
         """An effect answering the recorded outcome of one transaction, if it committed."""
-        return _Lookup(self, workflow_id, function_id)
+        return Thunk(lambda: self.recorded(workflow_id, function_id))
 
     def record_error(self, workflow_id: str, function_id: int, error: BaseException) -> Effect:
         """An effect recording a transaction's error (its own transaction rolled back)."""
-        return _RecordError(self, workflow_id, function_id, error)
+        return Thunk(lambda: self.insert_error(workflow_id, function_id, error))
 
     def run(self, call: Call, name: str, key: tuple[str, int] | None, isolation: str | None) -> Any:
         """Run ``call`` in one transaction (see :meth:`transact`)."""
@@ -136,51 +136,3 @@ class ApplicationDatabase:
         """Dispose the engine."""
         self._closed = True
         self.engine.dispose()
-
-
-class _Transact(Effect):
-    __slots__ = ("call", "db", "isolation", "key", "name")
-
-    def __init__(
-        self,
-        db: ApplicationDatabase,
-        call: Call,
-        name: str,
-        key: tuple[str, int] | None,
-        isolation: str | None,
-    ) -> None:
-        self.db = db
-        self.call = call
-        self.name = name
-        self.key = key
-        self.isolation = isolation
-
-    def run(self) -> Any:
-        return self.db.run(self.call, self.name, self.key, self.isolation)
-
-
-class _Lookup(Effect):
-    __slots__ = ("db", "function_id", "workflow_id")
-
-    def __init__(self, db: ApplicationDatabase, workflow_id: str, function_id: int) -> None:
-        self.db = db
-        self.workflow_id = workflow_id
-        self.function_id = function_id
-
-    def run(self) -> Done | None:
-        return self.db.recorded(self.workflow_id, self.function_id)
-
-
-class _RecordError(Effect):
-    __slots__ = ("db", "error", "function_id", "workflow_id")
-
-    def __init__(
-        self, db: ApplicationDatabase, workflow_id: str, function_id: int, error: BaseException
-    ) -> None:
-        self.db = db
-        self.workflow_id = workflow_id
-        self.function_id = function_id
-        self.error = error
-
-    def run(self) -> None:
-        self.db.insert_error(self.workflow_id, self.function_id, self.error)

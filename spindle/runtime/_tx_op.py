@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +73,31 @@ class TxStore(Protocol):
     def record_error(self, workflow_id: str, function_id: int, error: BaseException) -> Effect:
         """Record the function's error under the key (its own transaction rolled back)."""
         ...
+
+
+class Thunk(Effect):
+    """A store's database work as an effect: ``sync()`` on the calling thread, or the
+    awaitable ``async_()`` on the running loop (each store gives the one it can do)."""
+
+    __slots__ = ("async_", "sync")
+
+    def __init__(
+        self,
+        sync: Callable[[], Any] | None = None,
+        async_: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.sync = sync
+        self.async_ = async_
+
+    def run(self) -> Any:
+        """The sync work (a sync store's operations are only ever driven by ``drive``)."""
+        assert self.sync is not None, "an async store's work driven sync"
+        return self.sync()
+
+    def run_async(self) -> Awaitable[Any]:
+        """The async work (an async store's operations only by ``drive_async``)."""
+        assert self.async_ is not None, "a sync store's work driven async"
+        return self.async_()
 
 
 class Pause(Effect):
