@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,8 @@ from ._tx_op import Done, Thunk, transactional
 __all__ = ["DatasourceOptions", "IsolationLevel", "SQLAlchemyDatasource"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 IsolationLevel = Literal["SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED"]
 ISOLATION_LEVELS: tuple[str, ...] = ("SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED")
@@ -83,6 +85,17 @@ def step_options(func: Callable[..., Any], options: DatasourceOptions | None) ->
     return name, check_isolation(options.get("isolation_level") or "SERIALIZABLE")
 
 
+def check_settings(schema: object, serializer: object) -> None:
+    """Raise :class:`DBOSConfigError` naming the argument that cannot work (before any
+    engine is made, so a refused datasource leaves no connection behind)."""
+    if schema is not None and (not isinstance(schema, str) or not schema):
+        raise DBOSConfigError("schema", f"must be a non-empty string, not {schema!r}")
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise DBOSConfigError(
+            "serializer", f"must be a spindle.Serializer, not {type(serializer).__name__}"
+        )
+
+
 class DatasourceBase:
     """What the sync and async datasources share: settings, the table and its codec."""
 
@@ -93,12 +106,6 @@ class DatasourceBase:
         schema: str | None,
         serializer: Serializer | None,
     ) -> None:
-        if schema is not None and (not isinstance(schema, str) or not schema):
-            raise DBOSConfigError("schema", f"must be a non-empty string, not {schema!r}")
-        if serializer is not None and not isinstance(serializer, Serializer):
-            raise DBOSConfigError(
-                "serializer", f"must be a spindle.Serializer, not {type(serializer).__name__}"
-            )
         self.sqlite = dialect == "sqlite"
         #: The schema of ``datasource_outputs`` (None on SQLite, which has none).
         self.schema: str | None = None if self.sqlite else (schema or DEFAULT_SCHEMA)
@@ -200,6 +207,7 @@ class SQLAlchemyDatasource(DatasourceBase):
         schema: str | None,
         serializer: Serializer | None,
     ) -> None:
+        check_settings(schema, serializer)
         if engine is None:
             if not isinstance(database_url, str) or not database_url:
                 raise DBOSConfigError("database_url", f"must be a URL, not {database_url!r}")
@@ -245,6 +253,20 @@ class SQLAlchemyDatasource(DatasourceBase):
             raise DBOSException("sql_session() must be called within a sync datasource transaction")
         return session
 
+    @overload
+    def transaction(
+        self, func: F, *, name: str | None = None, isolation_level: IsolationLevel = ...
+    ) -> F: ...
+
+    @overload
+    def transaction(
+        self,
+        func: None = None,
+        *,
+        name: str | None = None,
+        isolation_level: IsolationLevel = ...,
+    ) -> Callable[[F], F]: ...
+
     def transaction(
         self,
         func: Callable[..., Any] | None = None,
@@ -278,17 +300,17 @@ class SQLAlchemyDatasource(DatasourceBase):
     def run_tx_step(
         self,
         ds_options: DatasourceOptions | None,
-        func: Callable[..., Any],
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
+        func: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
         """Run ``func(*args, **kwargs)`` as a transaction: in a workflow exactly once (its
         recorded outcome on a replay), outside one just in a transaction."""
         name, isolation = step_options(func, ds_options)
         op = transactional(
             _current.peek(), _Store(self), name, Call(func, args, kwargs), isolation, as_step=True
         )
-        return drive(op)
+        return cast(R, drive(op))
 
 
 class _Store:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -18,6 +18,7 @@ from ._datasource import (
     DatasourceOptions,
     IsolationLevel,
     check_isolation,
+    check_settings,
     step_options,
 )
 from ._db_retry import Retrier
@@ -31,6 +32,7 @@ from ._tx_op import Done, Thunk, transactional
 __all__ = ["AsyncSQLAlchemyDatasource"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -46,6 +48,7 @@ class AsyncSQLAlchemyDatasource(DatasourceBase):
         schema: str | None,
         serializer: Serializer | None,
     ) -> None:
+        check_settings(schema, serializer)
         if engine is None:
             if not isinstance(database_url, str) or not database_url:
                 raise DBOSConfigError("database_url", f"must be a URL, not {database_url!r}")
@@ -95,6 +98,20 @@ class AsyncSQLAlchemyDatasource(DatasourceBase):
             )
         return session
 
+    @overload
+    def transaction(
+        self, func: F, *, name: str | None = None, isolation_level: IsolationLevel = ...
+    ) -> F: ...
+
+    @overload
+    def transaction(
+        self,
+        func: None = None,
+        *,
+        name: str | None = None,
+        isolation_level: IsolationLevel = ...,
+    ) -> Callable[[F], F]: ...
+
     def transaction(
         self,
         func: Callable[..., Any] | None = None,
@@ -127,9 +144,9 @@ class AsyncSQLAlchemyDatasource(DatasourceBase):
     async def run_tx_step_async(
         self,
         ds_options: DatasourceOptions | None,
-        func: Callable[..., Coroutine[Any, Any, R]],
-        *args: Any,
-        **kwargs: Any,
+        func: Callable[P, Coroutine[Any, Any, R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> R:
         """Await ``func(*args, **kwargs)`` as a transaction: in a workflow exactly once (its
         recorded outcome on a replay), outside one just in a transaction."""
