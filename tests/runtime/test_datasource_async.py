@@ -8,6 +8,7 @@ import collections
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -106,7 +107,8 @@ async def ads_ledger_workflow(account: str) -> tuple[int, str, str]:
 def _ledger(source: AsyncSQLAlchemyDatasource) -> list[tuple[str, int]]:
     async def read() -> list[tuple[str, int]]:
         async with source.engine.connect() as conn:
-            rows = (await conn.exec_driver_sql("SELECT account, amount FROM ledger")).all()
+            result = await conn.exec_driver_sql("SELECT account, amount FROM ledger")
+            rows: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
         return [(str(row[0]), int(row[1])) for row in rows]
 
     return asyncio.run(read())
