@@ -431,3 +431,15 @@ def test_a_commit_whose_answer_was_lost_is_settled_from_its_record_not_run_again
     assert ledger(ds) == [("gus", 5)]
     assert ds.retrier.failures == 1
     assert [s["output"] for s in DBOS.list_workflow_steps("ds-ambiguous")] == [5]
+
+
+def test_outside_a_workflow_a_lost_commit_answer_is_raised_not_run_again(
+    ds: SQLAlchemyDatasource,
+) -> None:
+    """Outside a workflow nothing records the commit, so an error that may follow one (a
+    lost connection) is raised, never retried: the function ran once, its write stands."""
+    _lose_next_commit_answer(ds)
+    with pytest.raises(sa.exc.OperationalError):
+        ds.run_tx_step(None, credit, "hank", 1)
+    assert RUNS["credit"] == 1
+    assert ledger(ds) == [("hank", 1)]
