@@ -237,6 +237,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a datasource transaction is not recorded as the workflow's step",
     ),
     Mutation(
+        "datasource-savepoint-join",
+        "spindle/runtime/_datasource.py",
+        'checkpoint, "rollback_only"))',
+        'checkpoint, "create_savepoint"))',
+        (R + "test_datasource.py",),
+        "on pysqlite the SAVEPOINT's release commits the writes before their checkpoint",
+    ),
+    Mutation(
         "tx-isolation-ignored",
         "spindle/runtime/_sql_tx.py",
         "if isolation_level is None or sqlite:",

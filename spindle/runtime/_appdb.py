@@ -93,7 +93,7 @@ class ApplicationDatabase:
                     "created_at": now_ms(),
                 },
             )
-        return run_sync(engine, call, current_session, checkpoint)
+        return run_sync(engine, call, current_session, checkpoint, "create_savepoint")
 
     def recorded(self, workflow_id: str, function_id: int) -> Done | None:
         """The recorded outcome of one transaction, if it committed."""

@@ -330,7 +330,9 @@ class _Store:
     ) -> Effect:
         ds = self.ds
         engine = isolated(ds.engine, isolation, sqlite=ds.sqlite)
-        return Thunk(lambda: run_sync(engine, call, ds._session, ds._checkpoint(name, key)))
+        checkpoint = ds._checkpoint(name, key)
+        # The engine is the app's: pysqlite may control its transactions (see JoinMode).
+        return Thunk(lambda: run_sync(engine, call, ds._session, checkpoint, "rollback_only"))
 
     def lookup(self, workflow_id: str, function_id: int) -> Effect:
         def read() -> Done | None:

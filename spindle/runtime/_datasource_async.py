@@ -181,7 +181,10 @@ class _AsyncStore:
     ) -> Effect:
         ds = self.ds
         engine = isolated(ds.engine, isolation, sqlite=ds.sqlite)
-        return Thunk(async_=lambda: run_async(engine, call, ds._session, ds._checkpoint(name, key)))
+        checkpoint = ds._checkpoint(name, key)
+        return Thunk(
+            async_=lambda: run_async(engine, call, ds._session, checkpoint, "rollback_only")
+        )
 
     def lookup(self, workflow_id: str, function_id: int) -> Effect:
         async def read() -> Done | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -36,18 +36,27 @@ def isolated(engine: Any, isolation_level: str | None, *, sqlite: bool) -> Any:
     return engine.execution_options(isolation_level=isolation_level)
 
 
+#: How the function's session joins the transaction (SQLAlchemy's ``join_transaction_mode``).
+#: ``create_savepoint``: the function's commit() or rollback() ends a savepoint only, so the
+#: checkpoint still commits with what it kept; right only where the engine itself begins
+#: the transaction (Spindle's application database). On an engine left to pysqlite's own
+#: transaction control, the outermost SAVEPOINT *is* the transaction and its release
+#: commits the function's writes without the checkpoint: there ``rollback_only``, where a
+#: commit() by the function only flushes.
+JoinMode = Literal["create_savepoint", "rollback_only"]
+
+
 def run_sync(
     engine: sa.Engine,
     call: Call,
     session_var: contextvars.ContextVar[Session | None],
     checkpoint: Checkpoint | None,
+    join: JoinMode,
 ) -> Any:
     """``call`` in one transaction of ``engine`` with a session in ``session_var``, then the
     checkpoint row; raises :class:`AlreadyRecorded` when that row exists already."""
     with engine.begin() as conn:
-        # A savepoint of our transaction: a commit() or rollback() by the function ends
-        # the savepoint only, so the checkpoint still commits with (only) what it kept.
-        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        session = Session(bind=conn, join_transaction_mode=join)
         token = session_var.set(session)
         try:
             value = call.run()
@@ -69,10 +78,11 @@ async def run_async(
     call: Call,
     session_var: contextvars.ContextVar[AsyncSession | None],
     checkpoint: Checkpoint | None,
+    join: JoinMode,
 ) -> Any:
     """Async :func:`run_sync`: the coroutine ``call`` awaited inside the transaction."""
     async with engine.begin() as conn:
-        session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+        session = AsyncSession(bind=conn, join_transaction_mode=join)
         token = session_var.set(session)
         try:
             value = await call.run_async()

@@ -443,3 +443,31 @@ def test_outside_a_workflow_a_lost_commit_answer_is_raised_not_run_again(
         ds.run_tx_step(None, credit, "hank", 1)
     assert RUNS["credit"] == 1
     assert ledger(ds) == [("hank", 1)]
+
+
+@DBOS.workflow()
+def ds_taken_workflow(account: str) -> int:
+    """One transaction, whose checkpoint key another execution took first."""
+    return HOLD["ds"].run_tx_step({"name": "credit"}, credit, account, 9)
+
+
+def test_a_taken_checkpoint_rolls_the_writes_back_and_returns_the_recorded_output(
+    make_dbos: MakeDBOS, ds: SQLAlchemyDatasource
+) -> None:
+    """Another execution recorded this step first: this one's writes roll back with its
+    failed checkpoint insert (one transaction, SQLite too), and its outcome wins."""
+    with ds.engine.begin() as conn:
+        conn.execute(
+            ds.outputs.insert().values(
+                workflow_id="ds-taken",
+                step_id=1,
+                output=ds.serializer.serialize(42),
+                serialization=ds.serializer.name(),
+            )
+        )
+    make_dbos().launch()
+    with SetWorkflowID("ds-taken"):
+        assert ds_taken_workflow("ida") == 42
+    assert RUNS["credit"] == 1
+    assert ledger(ds) == []
+    assert [s["output"] for s in DBOS.list_workflow_steps("ds-taken")] == [42]

@@ -235,3 +235,36 @@ def test_a_transaction_committed_before_a_kill_9_is_not_run_again_by_recovery(
             source.engine.dispose()
         else:
             asyncio.run(source.engine.dispose())
+
+
+@DBOS.workflow()
+async def ads_taken_workflow(account: str) -> int:
+    """One async transaction, whose checkpoint key another execution took first."""
+    return await HOLD["ads"].run_tx_step_async({"name": "credit"}, credit_async, account, 9)
+
+
+def test_async_a_taken_checkpoint_rolls_the_writes_back_and_returns_the_recorded_output(
+    make_dbos: MakeDBOS, ads: AsyncSQLAlchemyDatasource
+) -> None:
+    """The async twin: the writes and the failed checkpoint insert are one transaction."""
+
+    async def take() -> None:
+        async with ads.engine.begin() as conn:
+            await conn.execute(
+                ads.outputs.insert().values(
+                    workflow_id="ads-taken",
+                    step_id=1,
+                    output=ads.serializer.serialize(42),
+                    serialization=ads.serializer.name(),
+                )
+            )
+
+    async def run() -> int:
+        with SetWorkflowID("ads-taken"):
+            return await ads_taken_workflow("jo")
+
+    asyncio.run(take())
+    make_dbos().launch()
+    assert asyncio.run(run()) == 42
+    assert RUNS["credit"] == 1
+    assert _ledger(ads) == []
