@@ -212,6 +212,46 @@ MUTATIONS: tuple[Mutation, ...] = (
         (R + "test_config_keys.py", R + "test_recovery.py"),
         "DBOS__VMID no longer names the executor",
     ),
+    Mutation(
+        "tx-replay-skips-record",
+        "spindle/runtime/_tx_op.py",
+        "    if ctx.recorded is not None:",
+        "    if False:",
+        (R + "test_datasource_async.py",),
+        "a recovered workflow never reads datasource_outputs: a commit before a crash reruns",
+    ),
+    Mutation(
+        "tx-retries-any-error-outside-workflows",
+        "spindle/runtime/_tx_op.py",
+        "            if not is_rollback(exc):",
+        "            if not is_transient(exc):",
+        (R + "test_datasource.py",),
+        "outside a workflow a lost connection (commit maybe landed) is run again",
+    ),
+    Mutation(
+        "datasource-not-a-step",
+        "spindle/runtime/_datasource.py",
+        "isolation, as_step=True",
+        "isolation, as_step=False",
+        (R + "test_datasource.py",),
+        "a datasource transaction is not recorded as the workflow's step",
+    ),
+    Mutation(
+        "datasource-savepoint-join",
+        "spindle/runtime/_datasource.py",
+        'checkpoint, "rollback_only"))',
+        'checkpoint, "create_savepoint"))',
+        (R + "test_datasource.py",),
+        "on pysqlite the SAVEPOINT's release commits the writes before their checkpoint",
+    ),
+    Mutation(
+        "tx-isolation-ignored",
+        "spindle/runtime/_sql_tx.py",
+        "if isolation_level is None or sqlite:",
+        "if True:",
+        (R + "test_datasource.py",),
+        "every transaction runs at the database's default isolation level",
+    ),
 )
 
 

@@ -1,6 +1,7 @@
 """Spindle: a durable-workflow runtime, DBOS Transact-compatible, that shows its threads."""
 
 from .runtime import DBOS as DBOS
+from .runtime import AsyncSQLAlchemyDatasource as AsyncSQLAlchemyDatasource
 from .runtime import ClientScheduleInput as ClientScheduleInput
 from .runtime import DBOSAwaitedWorkflowCancelledError as DBOSAwaitedWorkflowCancelledError
 from .runtime import DBOSClient as DBOSClient
@@ -34,6 +35,7 @@ from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowAttributes as SetWorkflowAttributes
 from .runtime import SetWorkflowID as SetWorkflowID
 from .runtime import SetWorkflowTimeout as SetWorkflowTimeout
+from .runtime import SQLAlchemyDatasource as SQLAlchemyDatasource
 from .runtime import StepInfo as StepInfo
 from .runtime import StepOptions as StepOptions
 from .runtime import VersionInfo as VersionInfo
@@ -49,6 +51,7 @@ from .runtime import run_dbos_database_migrations as run_dbos_database_migration
 
 __all__ = [
     "DBOS",
+    "AsyncSQLAlchemyDatasource",
     "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
@@ -76,6 +79,7 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "SQLAlchemyDatasource",
     "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",

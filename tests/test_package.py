@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_public_names_are_pinned() -> None:
     """The top-level API is exactly this set (a change here is an API change)."""
     assert sorted(spindle.__all__) == [
+        "AsyncSQLAlchemyDatasource",
         "ClientScheduleInput",
         "DBOS",
         "DBOSAwaitedWorkflowCancelledError",
@@ -43,6 +44,7 @@ def test_public_names_are_pinned() -> None:
         "EventSource",
         "KafkaMessage",
         "Queue",
+        "SQLAlchemyDatasource",
         "ScheduleInput",
         "SendMessage",
         "SetEnqueueOptions",

@@ -8,6 +8,8 @@ from ._client_schedules import ClientScheduleInput as ClientScheduleInput
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._datasource import SQLAlchemyDatasource as SQLAlchemyDatasource
+from ._datasource_async import AsyncSQLAlchemyDatasource as AsyncSQLAlchemyDatasource
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
 from ._debouncer import Debouncer as Debouncer
@@ -49,6 +51,7 @@ from ._versions import VersionInfo as VersionInfo
 
 __all__ = [
     "DBOS",
+    "AsyncSQLAlchemyDatasource",
     "ClientScheduleInput",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSClient",
@@ -76,6 +79,7 @@ __all__ = [
     "EventSource",
     "KafkaMessage",
     "Queue",
+    "SQLAlchemyDatasource",
     "ScheduleInput",
     "SendMessage",
     "SetEnqueueOptions",

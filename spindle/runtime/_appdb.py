@@ -3,9 +3,7 @@ transaction so each runs exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,10 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ._db_retry import Retrier
+from ._durable import Call, Effect
 from ._rows import now_ms
 from ._schema import SCHEMA
+from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
+from ._sql_tx import AlreadyRecorded, Checkpoint, isolated, run_sync
 from ._sysdb_engine import ensure_postgres_database, make_engine
 from ._sysdb_gate import SystemDatabaseClosed
+from ._tx_op import Done, Thunk
 
 _metadata = sa.MetaData(schema=SCHEMA)
 
@@ -29,15 +31,6 @@ transaction_outputs = sa.Table(
     sa.Column("error", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
-
-
-class _Outcome:
-    """The result a transaction's block hands back to :meth:`ApplicationDatabase.transaction`."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: Any = None
 
 
 current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
@@ -68,10 +61,42 @@ class ApplicationDatabase:
                 conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             transaction_outputs.create(conn, checkfirst=True)
 
-    def recorded(
-        self, workflow_id: str, function_id: int
-    ) -> tuple[bytes | None, bytes | None] | None:
-        """The recorded (output, error) of one transaction, if it committed."""
+    def transact(
+        self, call: Call, name: str, key: tuple[str, int] | None, isolation: str | None
+    ) -> Effect:
+        """An effect running ``call`` in one transaction with ``DBOS.sql_session`` bound to
+        it and, under ``key``, its checkpoint inserted in the same transaction."""
+        return Thunk(lambda: self.run(call, name, key, isolation))
+
+    def lookup(self, workflow_id: str, function_id: int) -> Effect:
+        """An effect answering the recorded outcome of one transaction, if it committed."""
+        return Thunk(lambda: self.recorded(workflow_id, function_id))
+
+    def record_error(self, workflow_id: str, function_id: int, error: BaseException) -> Effect:
+        """An effect recording a transaction's error (its own transaction rolled back)."""
+        return Thunk(lambda: self.insert_error(workflow_id, function_id, error))
+
+    def run(self, call: Call, name: str, key: tuple[str, int] | None, isolation: str | None) -> Any:
+        """Run ``call`` in one transaction (see :meth:`transact`)."""
+        self._check()
+        engine = isolated(self.engine, isolation, sqlite=self.sqlite)
+        checkpoint: Checkpoint | None = None
+        if key is not None:
+            wf_id, fid = key
+            checkpoint = (
+                transaction_outputs,
+                lambda value: {
+                    "workflow_uuid": wf_id,
+                    "function_id": fid,
+                    "output": serialize(value, f"the output of transaction {name!r}"),
+                    "error": None,
+                    "created_at": now_ms(),
+                },
+            )
+        return run_sync(engine, call, current_session, checkpoint, "create_savepoint")
+
+    def recorded(self, workflow_id: str, function_id: int) -> Done | None:
+        """The recorded outcome of one transaction, if it committed."""
         self._check()
         t = transaction_outputs
         with self.engine.connect() as conn:
@@ -80,49 +105,14 @@ class ApplicationDatabase:
                     t.c.workflow_uuid == workflow_id, t.c.function_id == function_id
                 )
             ).one_or_none()
-        return (row[0], row[1]) if row is not None else None
+        if row is None:
+            return None
+        if row[1] is not None:
+            return Done(None, deserialize_exception(row[1]))
+        return Done(deserialize(row[0]), None)
 
-    @contextlib.contextmanager
-    def transaction(
-        self,
-        *,
-        workflow_id: str | None,
-        function_id: int | None,
-        serialize_output: Callable[[Any], bytes],
-        isolation_level: str | None,
-    ) -> Iterator[_Outcome]:
-        """One transaction around the caller's block, with ``DBOS.sql_session`` bound to it.
-
-        The block stores its result in the yielded outcome; the result's checkpoint is
-        inserted in the same transaction, so the work and its record commit together.
-        """
-        self._check()
-        engine = self.engine
-        if isolation_level is not None and not self.sqlite:
-            engine = engine.execution_options(isolation_level=isolation_level)
-        outcome = _Outcome()
-        with engine.begin() as conn:
-            session = Session(bind=conn, join_transaction_mode="create_savepoint")
-            token = current_session.set(session)
-            try:
-                yield outcome
-                session.commit()  # releases its savepoint; the outer transaction is ours
-            finally:
-                current_session.reset(token)
-                session.close()
-            if workflow_id is not None and function_id is not None:
-                conn.execute(
-                    transaction_outputs.insert().values(
-                        workflow_uuid=workflow_id,
-                        function_id=function_id,
-                        output=serialize_output(outcome.value),
-                        error=None,
-                        created_at=now_ms(),
-                    )
-                )
-
-    def record_error(self, workflow_id: str, function_id: int, error: bytes) -> None:
-        """Record a transaction's error (its own transaction rolled back)."""
+    def insert_error(self, workflow_id: str, function_id: int, error: BaseException) -> None:
+        """Record a transaction's error; :class:`AlreadyRecorded` if its id was taken."""
         self._check()
         try:
             with self.engine.begin() as conn:
@@ -131,12 +121,12 @@ class ApplicationDatabase:
                         workflow_uuid=workflow_id,
                         function_id=function_id,
                         output=None,
-                        error=error,
+                        error=serialize_exception(error),
                         created_at=now_ms(),
                     )
                 )
-        except IntegrityError:
-            pass  # recorded by another execution of the same workflow
+        except IntegrityError as exc:
+            raise AlreadyRecorded() from exc
 
     def _check(self) -> None:
         if self._closed:

@@ -82,6 +82,21 @@ def is_transient(exc: BaseException) -> bool:
     return _driver_transient(exc)
 
 
+def is_rollback(exc: BaseException) -> bool:
+    """True for an error that certainly rolled its transaction back before any commit: a
+    serialization failure or deadlock (SQLSTATE class 40), SQLite busy or locked. Unlike a
+    lost connection, running the transaction again cannot repeat a commit that landed."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is None:
+            text = str(orig).lower()
+            return "locked" in text or "busy" in text
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    state = getattr(orig, "sqlstate", None)
+    return isinstance(state, str) and state.startswith("40")
+
+
 def _driver_transient(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)

@@ -16,9 +16,6 @@ RUNTIME = Path(__file__).resolve().parents[2] / "spindle" / "runtime"
 EXEMPT = {
     # The definition every query goes through, not a query.
     ("_sysdb.py", "transaction"): "SystemDatabase.transaction itself",
-    # The application database: a @DBOS.transaction's retries are its own (serialization
-    # failures retried there, the function's errors recorded as its outcome).
-    ("_transactions.py", "_transaction"): "the application database, not the system one",
     # A scrape must not wait out an outage: it reports spindle_system_database_up 0 instead.
     ("_metrics.py", "database_families"): "a failing database is a sample, not a wait",
 }
