@@ -49,6 +49,7 @@ def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
                 "output": _text(deserialize, row.output),
                 "error": _text(deserialize_exception, row.error),
                 "child_workflow_id": row.child_workflow_id,
+                "started_at_epoch_ms": row.started_at,
                 "completed_at_epoch_ms": row.completed_at,
             }
         )

@@ -166,7 +166,6 @@ def step_output(step: dict[str, Any]) -> dict[str, Any]:
         "output": step.get("output"),
         "error": step.get("error"),
         "child_workflow_id": step.get("child_workflow_id"),
-        # Spindle records when a step completed, not when it started.
-        "started_at_epoch_ms": None,
+        "started_at_epoch_ms": _opt_str(step.get("started_at_epoch_ms")),
         "completed_at_epoch_ms": _opt_str(step.get("completed_at_epoch_ms")),
     }

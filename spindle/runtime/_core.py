@@ -73,6 +73,9 @@ class Identity:
     deadline_epoch_ms: int | None
     #: True when ``SetWorkflowTimeout`` gave it a timeout (not inherited from its parent).
     own_timeout: bool
+    #: The parent's context and the function id its start takes there (None: no parent).
+    parent: WorkflowContext | None = None
+    child_fid: int | None = None
 
 
 def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
@@ -82,7 +85,12 @@ def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
     if explicit is not None:
         next_workflow_id.set(None)  # SetWorkflowID names the next workflow only
     child_fid = parent.next_id() if parent is not None else None
-    if explicit is not None:
+    started = _recorded_child(parent, child_fid)
+    if started is not None:
+        # Replayed (recovery, or a fork that copied the start): the child it started then,
+        # as DBOS does; a fork's children before its start step are not run again.
+        wf_id = started
+    elif explicit is not None:
         wf_id = explicit
     elif workflow_id is not None:
         wf_id = workflow_id
@@ -103,8 +111,49 @@ def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
     elif parent is not None:
         deadline_ms = parent.deadline_epoch_ms
     return Identity(
-        wf_id, parent.workflow_id if parent is not None else None, timeout_ms, deadline_ms, own
+        wf_id,
+        parent.workflow_id if parent is not None else None,
+        timeout_ms,
+        deadline_ms,
+        own,
+        parent,
+        child_fid,
     )
+
+
+def _recorded_child(parent: WorkflowContext | None, fid: int | None) -> str | None:
+    if parent is None or fid is None or parent.recorded is None:
+        return None
+    row = parent.recorded.get(fid)
+    return row.child_workflow_id if row is not None else None
+
+
+def record_child_start(rt: Runtime, ident: Identity, name: str) -> None:
+    """Record a child's start in its parent's steps, as DBOS lists it: a step named as the
+    child's workflow, with its ID (``list_workflow_steps``' ``child_workflow_id``).
+
+    After the child's insert, not in its transaction: the child's ID is derived from the
+    parent's, so a parent recovered between the two finds the same child and records it
+    then. A cancelled parent (``not-pending``) is not stopped here but at its next boundary:
+    raising now would leave the child just inserted with no thread to run it.
+    """
+    parent, fid = ident.parent, ident.child_fid
+    if parent is None or fid is None or parent.in_step:
+        return  # a step is its own checkpoint: what it starts is not a step of the parent
+    recorded = parent.recorded
+    if recorded is not None and fid in recorded:
+        return
+    try:
+        rt.sysdb.record_step(
+            parent.workflow_id,
+            fid,
+            name,
+            output=None,
+            error=None,
+            child_workflow_id=ident.workflow_id,
+        )
+    except SystemDatabaseClosed as exc:
+        raise WorkflowInterrupted() from exc
 
 
 def prepare_workflow(
@@ -131,6 +180,7 @@ def prepare_workflow(
 
     entry, created = rt.active.acquire(wf_id, is_async=info.is_async)
     if not created:
+        record_child_start(rt, ident, info.name)  # in flight here: started before
         return Start(entry, False)
     try:
         inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
@@ -156,14 +206,20 @@ def prepare_workflow(
     if existing is not None and if_new:
         rt.active.release(entry)
         return Start(entry, False)
-    if existing is not None:
-        if existing.name != info.name:
+    if existing is not None and existing.name != info.name:
+        rt.active.release(entry)
+        raise DBOSConflictingWorkflowError(
+            wf_id,
+            f"Workflow already exists with a different function name: {existing.name}, "
+            f"but the provided function name is: {info.name}",
+        )
+    if ident.parent is not None:
+        try:
+            record_child_start(rt, ident, info.name)
+        except BaseException:
             rt.active.release(entry)
-            raise DBOSConflictingWorkflowError(
-                wf_id,
-                f"Workflow already exists with a different function name: {existing.name}, "
-                f"but the provided function name is: {info.name}",
-            )
+            raise
+    if existing is not None:
         if existing.status in TERMINAL:
             _publish_row(entry, existing.status, existing.output, existing.error)
             rt.active.release(entry)

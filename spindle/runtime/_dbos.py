@@ -388,7 +388,7 @@ class DBOS(
         """A handle to a workflow by ID (raises if it does not exist)."""
         rt = _launched()
         if existing_workflow:
-            _workflows.require_exists(rt, workflow_id)
+            _workflows.require_retrievable(rt, workflow_id)
         return _workflows.handle(rt, workflow_id)
 
     @classmethod
@@ -398,7 +398,7 @@ class DBOS(
         """Async :meth:`retrieve_workflow`."""
         rt = _current.get()
         if existing_workflow:
-            _workflows.require_exists(rt, workflow_id)
+            _workflows.require_retrievable(rt, workflow_id)
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
 
     @classmethod

@@ -34,13 +34,18 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._clock_wait import is_real, wait_on_clock
 from ._context import WorkflowContext, current_workflow
-from ._errors import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError, WorkflowInterrupted
-from ._rows import StepRow
+from ._errors import (
+    DBOSMaxStepRetriesExceeded,
+    DBOSRuntimeShutdownError,
+    DBOSWorkflowCancelledError,
+    WorkflowInterrupted,
+)
+from ._rows import StepRow, now_ms
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._sysdb import SystemDatabase
 from ._sysdb_gate import SystemDatabaseClosed
@@ -382,10 +387,20 @@ def record(
     *,
     output: bytes | None,
     error: bytes | None,
+    child_workflow_id: str | None = None,
+    started_at: int | None = None,
 ) -> StepRow | None:
     """Checkpoint one outcome; returns the row recorded by another execution on a conflict."""
     try:
-        outcome = rt.sysdb.record_step(ctx.workflow_id, fid, name, output=output, error=error)
+        outcome = rt.sysdb.record_step(
+            ctx.workflow_id,
+            fid,
+            name,
+            output=output,
+            error=error,
+            child_workflow_id=child_workflow_id,
+            started_at=started_at,
+        )
     except SystemDatabaseClosed as exc:
         raise WorkflowInterrupted() from exc
     return None if outcome == "recorded" else settle(rt, ctx, fid, outcome)
@@ -418,15 +433,35 @@ def conclude(
     name: str,
     result: Any,
     error: BaseException | None,
+    child_workflow_id: str | None = None,
+    started_at: int | None = None,
 ) -> Any:
     """Record a computed outcome and hand it back (the other execution's, on a conflict)."""
     if error is not None:
-        other = record(rt, ctx, fid, name, output=None, error=serialize_exception(error))
+        other = record(
+            rt,
+            ctx,
+            fid,
+            name,
+            output=None,
+            error=serialize_exception(error),
+            child_workflow_id=child_workflow_id,
+            started_at=started_at,
+        )
         if other is not None:
             return replay(other)
         raise error
     output = serialize(result, f"the output of step {name!r}")
-    other = record(rt, ctx, fid, name, output=output, error=None)
+    other = record(
+        rt,
+        ctx,
+        fid,
+        name,
+        output=output,
+        error=None,
+        child_workflow_id=child_workflow_id,
+        started_at=started_at,
+    )
     if other is not None:
         return replay(other)
     return result
@@ -475,9 +510,15 @@ class _Attempts:
 
 
 def step(
-    rt: Host, ctx: WorkflowContext, name: str, call: Call, retries: StepInfo | None = None
+    rt: Host,
+    ctx: WorkflowContext,
+    name: str,
+    call: Call,
+    retries: StepInfo | None = None,
+    child_workflow_id: str | None = None,
 ) -> Op[Any]:
-    """Run ``call`` once across replays and record its outcome, retrying per ``retries``."""
+    """Run ``call`` once across replays and record its outcome, retrying per ``retries``
+    (``child_workflow_id``: the workflow whose result or status the call reads)."""
     fid, row = begin(rt, ctx)
     if row is not None:
         if _step_log.isEnabledFor(logging.DEBUG):
@@ -487,6 +528,7 @@ def step(
         _step_log.debug("Running step, id: %d, name: %s", fid, name)
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
     error: BaseException | None = None
+    started_at = now_ms()
     ctx.in_step = True  # durable calls inside run plainly: this operation is the checkpoint
     record = ctx.record
     if record is not None:
@@ -533,7 +575,7 @@ def step(
         ctx.step_retry = None
         if spans is not None:
             spans.end(span, error)
-    return conclude(rt, ctx, fid, name, result, error)
+    return conclude(rt, ctx, fid, name, result, error, child_workflow_id, started_at)
 
 
 def sleep(rt: Host, ctx: WorkflowContext, seconds: float) -> Op[None]:
@@ -555,23 +597,52 @@ def sleep(rt: Host, ctx: WorkflowContext, seconds: float) -> Op[None]:
             record.work = (ctx.workflow_id, ctx.name, None, None)
 
 
-def _calling_workflow() -> WorkflowContext | None:
+def calling_workflow() -> WorkflowContext | None:
+    """The workflow whose durable call this is: None outside one and inside a step (the
+    step is the checkpoint: what it calls runs plainly)."""
     ctx = current_workflow.get()
     return None if ctx is None or ctx.in_step else ctx
 
 
-def call(rt: Host, name: str, func: Callable[..., T], *args: Any) -> T:
+@contextlib.contextmanager
+def shutdown_unrecorded() -> Iterator[None]:
+    """In a workflow, the runtime shutting down while a read waits must not become that
+    step's recorded error: it unwinds the workflow instead, which stays PENDING for recovery
+    (``WorkflowInterrupted`` passes the step's ``except Exception``)."""
+    try:
+        yield
+    except DBOSRuntimeShutdownError:
+        if current_workflow.get() is None:
+            raise
+        raise WorkflowInterrupted() from None
+
+
+def call(
+    rt: Host,
+    name: str,
+    func: Callable[..., T],
+    *args: Any,
+    child_workflow_id: str | None = None,
+) -> T:
     """``func(*args)`` exactly once per workflow: checkpointed as ``name`` under the next
     function id (a replay returns the recorded output); outside a workflow just called."""
-    ctx = _calling_workflow()
+    ctx = calling_workflow()
     if ctx is None:
         return func(*args)
-    return drive(step(rt, ctx, name, Call(func, args, {})))  # type: ignore[no-any-return]
+    op = step(rt, ctx, name, Call(func, args, {}), child_workflow_id=child_workflow_id)
+    return drive(op)  # type: ignore[no-any-return]
 
 
-async def call_async(rt: Host, name: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+async def call_async(
+    rt: Host,
+    name: str,
+    func: Callable[..., Awaitable[T]],
+    *args: Any,
+    child_workflow_id: str | None = None,
+) -> T:
     """Async :func:`call`: ``await func(*args)`` exactly once per workflow."""
-    ctx = _calling_workflow()
+    ctx = calling_workflow()
     if ctx is None:
         return await func(*args)
-    return await drive_async(step(rt, ctx, name, Call(func, args, {})))
+    op = step(rt, ctx, name, Call(func, args, {}), child_workflow_id=child_workflow_id)
+    return await drive_async(op)

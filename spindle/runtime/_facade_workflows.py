@@ -11,19 +11,17 @@ run them on the caller's loop, as the rest of the facade does; the twins that wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Unpack
 
 from . import _current, _durable, _introspection, _management, _workflows
 from ._attributes import store as store_attributes
 from ._attributes import validate as validate_attributes
-from ._context import current_workflow, next_workflow_id
+from ._context import next_workflow_id
 from ._errors import (
     DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
-    WorkflowInterrupted,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._introspection import StepInfo, WorkflowFilters
@@ -34,19 +32,6 @@ from ._status import WorkflowStatus
 #: DBOS's default polling interval of ``wait_first`` (seconds).
 DEFAULT_POLLING_INTERVAL = 1.0
 _ENDED = [SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED]
-
-
-@contextlib.contextmanager
-def _shutdown_unrecorded() -> Iterator[None]:
-    """In a workflow, the runtime shutting down while a read waits must not become that
-    step's recorded error: it unwinds the workflow instead, which stays PENDING for recovery
-    (``WorkflowInterrupted`` passes the step's ``except Exception``)."""
-    try:
-        yield
-    except DBOSRuntimeShutdownError:
-        if current_workflow.get() is None:
-            raise
-        raise WorkflowInterrupted() from None
 
 
 def _rt() -> Runtime:
@@ -84,7 +69,7 @@ def _wait_first_id(rt: Runtime, ids: list[str], interval: float) -> str:
         if first is not None:
             return first
         if rt.stopping.is_set():
-            with _shutdown_unrecorded():  # inside the step: never its recorded error
+            with _durable.shutdown_unrecorded():  # inside the step: never its recorded error
                 raise DBOSRuntimeShutdownError("the runtime shut down while waiting in wait_first")
         wake.wait(interval)
         wake.clear()
@@ -191,26 +176,17 @@ class WorkflowAPI:
 
     @classmethod
     def get_result(cls, workflow_id: str) -> Any:
-        """Wait for a workflow and return its result (or raise its error)."""
-        rt = _rt()
-
-        def result(rt: Runtime, wf_id: str) -> Any:
-            with _shutdown_unrecorded():
-                return _workflows.handle(rt, wf_id).get_result()
-
-        return _durable.call(rt, "DBOS.getResult", result, rt, workflow_id)
+        """Wait for a workflow and return its result (or raise its error); a
+        ``DBOS.getResult`` step inside a workflow."""
+        return _workflows.handle(_rt(), workflow_id).get_result()
 
     @classmethod
     async def get_result_async(cls, workflow_id: str) -> Any:
         """Await a workflow's result, holding no thread."""
         rt = _rt()
-
-        async def result(wf_id: str) -> Any:
-            with _shutdown_unrecorded():
-                handle = WorkflowHandleAsync[Any](rt, wf_id, rt.active.get(wf_id))
-                return await handle.get_result()
-
-        return await _durable.call_async(rt, "DBOS.getResult", result, workflow_id)
+        return await WorkflowHandleAsync[Any](
+            rt, workflow_id, rt.active.get(workflow_id)
+        ).get_result()
 
     @classmethod
     def wait_first(
@@ -253,7 +229,7 @@ class WorkflowAPI:
                 if first is not None:
                     return first
                 if rt.stopping.is_set():
-                    with _shutdown_unrecorded():
+                    with _durable.shutdown_unrecorded():
                         raise DBOSRuntimeShutdownError(
                             "the runtime shut down while waiting in wait_first"
                         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _durable
 from ._active import ActiveWorkflow, StartWatch
 from ._core import wait_async
 from ._errors import (
@@ -76,7 +77,21 @@ class WorkflowHandle(Generic[R]):
         """Wait for the workflow to end; returns its result or raises its error.
 
         A cancelled (or timed-out) workflow raises ``DBOSAwaitedWorkflowCancelledError``.
+        Inside a workflow the outcome is a step, ``DBOS.getResult``, as in DBOS: a replay
+        returns what the first execution got, even if that workflow is gone since.
         """
+        if _durable.calling_workflow() is None:
+            return self._result()
+        result: R = _durable.call(
+            self._rt, "DBOS.getResult", self._result_unrecorded, child_workflow_id=self.workflow_id
+        )
+        return result
+
+    def _result_unrecorded(self) -> R:
+        with _durable.shutdown_unrecorded():
+            return self._result()
+
+    def _result(self) -> R:
         entry = self._entry or self._rt.active.get(self.workflow_id)
         if entry is not None:
             # Not started by any worker yet: run it here. A parent blocked on its child
@@ -146,8 +161,15 @@ class WorkflowHandle(Generic[R]):
         return outcome
 
     def get_status(self) -> WorkflowStatus:
-        """The workflow's current status, with every DBOS field."""
-        return require_status(self._rt, self.workflow_id)
+        """The workflow's current status, with every DBOS field (a step, ``DBOS.getStatus``,
+        inside a workflow)."""
+        return status_step(self._rt, self.workflow_id)
+
+
+def status_step(rt: Runtime, workflow_id: str) -> WorkflowStatus:
+    """A workflow's status, checkpointed as ``DBOS.getStatus`` inside a workflow (DBOS's
+    handles and ``retrieve_workflow`` read it so); raises if it does not exist."""
+    return _durable.call(rt, "DBOS.getStatus", require_status, rt, workflow_id)
 
 
 class WorkflowHandleAsync(Generic[R]):
@@ -163,7 +185,20 @@ class WorkflowHandleAsync(Generic[R]):
         return self.workflow_id
 
     async def get_result(self) -> R:
-        """Await the workflow's result (or its error)."""
+        """Await the workflow's result (or its error); a ``DBOS.getResult`` step inside a
+        workflow."""
+        if _durable.calling_workflow() is None:
+            return await self._result()
+        result: R = await _durable.call_async(
+            self._rt, "DBOS.getResult", self._result_unrecorded, child_workflow_id=self.workflow_id
+        )
+        return result
+
+    async def _result_unrecorded(self) -> R:
+        with _durable.shutdown_unrecorded():
+            return await self._result()
+
+    async def _result(self) -> R:
         entry = self._entry or self._rt.active.get(self.workflow_id)
         if entry is not None:
             result: R = await wait_async(entry)
@@ -183,4 +218,4 @@ class WorkflowHandleAsync(Generic[R]):
 
     async def get_status(self) -> WorkflowStatus:
         """The workflow's current status, with every DBOS field."""
-        return require_status(self._rt, self.workflow_id)
+        return status_step(self._rt, self.workflow_id)

@@ -234,7 +234,7 @@ def list_steps_in(
             output=_loaded(deserialize, row.output) if load_output else None,
             error=_loaded(deserialize_exception, row.error) if load_output else None,
             child_workflow_id=row.child_workflow_id,
-            started_at_epoch_ms=None,
+            started_at_epoch_ms=row.started_at,
             completed_at_epoch_ms=row.completed_at,
         )
         for row in rows

@@ -164,6 +164,19 @@ def _v8_delayed_dedup(conn: Connection) -> None:
     )
 
 
+def _v9_step_started_at(conn: Connection) -> None:
+    """DBOS's ``started_at_epoch_ms`` on recorded steps: when a step began, beside when it was
+    recorded (``_v1`` makes a fresh table with it already)."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("operation_outputs", schema=schema)}
+    if "started_at_epoch_ms" not in columns:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {prefix}operation_outputs ADD COLUMN started_at_epoch_ms BIGINT"
+        )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -177,6 +190,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_forks_and_delays,
     _v7_streams,
     _v8_delayed_dedup,
+    _v9_step_started_at,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

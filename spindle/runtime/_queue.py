@@ -14,7 +14,7 @@ from ._attributes import for_new_workflow as attributes_for_new_workflow
 from ._attributes import store as store_attributes
 from ._classes import call_args
 from ._context import ContextBlock
-from ._core import resolve_identity
+from ._core import record_child_start, resolve_identity
 from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
@@ -382,6 +382,7 @@ def enqueue_workflow(
     )
     if holder is not None:
         return holder  # "return-existing": the workflow holding the deduplication ID
+    record_child_start(rt, ident, info.name)
     if existing is not None and existing.name != info.name:
         raise DBOSConflictingWorkflowError(
             ident.workflow_id,

@@ -138,6 +138,14 @@ class StepRow(TableRow):
     error: bytes | None
     child_workflow_id: str | None
     completed_at: int
+    started_at_epoch_ms: int | None = None
+
+    @property
+    def started_at(self) -> int:
+        """When the operation began. A one-statement write (send, set_event, a stream
+        write, recv's take) records no start: it began when it committed."""
+        started = self.started_at_epoch_ms
+        return self.completed_at if started is None else started
 
 
 StatusRow.check()

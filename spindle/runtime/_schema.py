@@ -79,6 +79,9 @@ operation_outputs = sa.Table(
     sa.Column("error", sa.LargeBinary, nullable=True),
     sa.Column("child_workflow_id", sa.Text, nullable=True),
     sa.Column("completed_at", sa.BigInteger, nullable=False),
+    # When the operation began (DBOS's started_at_epoch_ms); NULL for a one-statement write,
+    # which began when it committed.
+    sa.Column("started_at_epoch_ms", sa.BigInteger, nullable=True),
 )
 
 #: Dynamic schedules (DBOS 3.x ``create_schedule``): one row per named cron schedule.

@@ -368,14 +368,18 @@ class SystemDatabase:
         output: bytes | None,
         error: bytes | None,
         child_workflow_id: str | None = None,
+        started_at: int | None = None,
     ) -> str:
         """Durably record a step outcome, only while the workflow is PENDING.
+
+        ``started_at`` (epoch ms) is when the operation began; by default, now.
 
         Returns ``"recorded"``, ``"not-pending"`` (cancelled meanwhile: the check and the
         write are one statement, so no extra round trip) or ``"conflict"`` (already recorded
         by another execution of the same workflow).
         """
         insert = self._sql.record_step
+        now = now_ms()
         params = insert.params(
             {
                 "workflow_uuid": workflow_id,
@@ -384,7 +388,8 @@ class SystemDatabase:
                 "output": output,
                 "error": error,
                 "child_workflow_id": child_workflow_id,
-                "completed_at": now_ms(),
+                "completed_at": now,
+                "started_at_epoch_ms": now if started_at is None else started_at,
             }
         )
         try:

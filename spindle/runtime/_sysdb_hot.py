@@ -137,6 +137,7 @@ class HotStatements:
                 "error",
                 "child_workflow_id",
                 "completed_at",
+                "started_at_epoch_ms",
             ),
             is_sqlite=is_sqlite,
             guard="EXISTS (SELECT 1 FROM {s}workflow_status"

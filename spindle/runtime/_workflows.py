@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from . import _introspection, _recovery
+from . import _durable, _introspection, _recovery
 from ._active import ActiveWorkflow
 from ._classes import call_args, check_resolvable
 from ._core import Start, prepare_workflow
@@ -24,7 +24,7 @@ from ._errors import (
     DBOSWorkflowFunctionNotFoundError,
 )
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
-from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._handles import WorkflowHandle, WorkflowHandleAsync, status_step
 from ._queue import check_no_enqueue_options
 from ._queue_db import requeue_resumed
 from ._roles import guard
@@ -99,6 +99,16 @@ def require_exists(rt: Runtime, workflow_id: str) -> None:
     rt.require_launched()
     if rt.sysdb.get_status(workflow_id) is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
+
+
+def require_retrievable(rt: Runtime, workflow_id: str) -> None:
+    """``retrieve_workflow``'s check: inside a workflow a ``DBOS.getStatus`` step, as DBOS
+    records it; elsewhere one status read."""
+    if _durable.calling_workflow() is None:
+        require_exists(rt, workflow_id)
+    else:
+        rt.require_launched()
+        status_step(rt, workflow_id)
 
 
 def get_workflow_status(rt: Runtime, workflow_id: str) -> WorkflowStatus | None:

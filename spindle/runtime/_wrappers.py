@@ -11,16 +11,17 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
-from . import _current
+from . import _current, _durable
 from ._classes import Binding, attach, decoding
 from ._context import current_workflow
-from ._core import prepare_workflow, run_step, run_step_async, wait_async
+from ._core import Start, prepare_workflow, run_step, run_step_async, wait_async
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY, StepInfo, TransactionInfo, WorkflowInfo
 from ._handles import WorkflowHandle
 from ._queue import check_no_enqueue_options
 from ._roles import restoring
 from ._roles import stored as stored_auth
+from ._runtime import Runtime
 from ._transactions import run_transaction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,27 +35,53 @@ def workflow_wrapper(info: WorkflowInfo, func: F) -> F:
     binding = Binding(func)  # a method's first argument is stored by name (_classes)
     if info.is_async:
 
+        async def run_or_wait_async(start: Start) -> Any:
+            if start.run is not None:
+                return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
+            return await wait_async(start.entry)
+
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
             start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
-            if start.run is not None:
-                return await cast(Callable[[], Coroutine[Any, Any, Any]], start.run)()
-            return await wait_async(start.entry)
+            if _durable.calling_workflow() is None:
+                return await run_or_wait_async(start)
+            # A child called directly: its outcome is the parent's DBOS.getResult step.
+            return await _durable.call_async(
+                rt,
+                "DBOS.getResult",
+                run_or_wait_async,
+                start,
+                child_workflow_id=start.entry.workflow_id,
+            )
 
         wrapper: Callable[..., Any] = async_wrapper
     else:
+
+        def run_or_wait(rt: Runtime, start: Start) -> Any:
+            # Called directly: run in the caller's thread.
+            if start.run is not None and start.entry.claim():
+                return start.run()
+            with _durable.shutdown_unrecorded():
+                return WorkflowHandle[Any](rt, start.entry.workflow_id, start.entry).get_result()
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = _current.get()
             check_no_enqueue_options()
             start = prepare_workflow(rt, info, binding.encode(args), stored_auth(kwargs))
-            # Called directly: run in the caller's thread.
-            if start.run is not None and start.entry.claim():
-                return start.run()
-            return WorkflowHandle[Any](rt, start.entry.workflow_id, start.entry).get_result()
+            if _durable.calling_workflow() is None:
+                return run_or_wait(rt, start)
+            # A child called directly: its outcome is the parent's DBOS.getResult step.
+            return _durable.call(
+                rt,
+                "DBOS.getResult",
+                run_or_wait,
+                rt,
+                start,
+                child_workflow_id=start.entry.workflow_id,
+            )
 
         wrapper = sync_wrapper
     wrapper.__spindle_workflow__ = info  # type: ignore[attr-defined]

@@ -28,12 +28,20 @@ class FakeSysdb:
     closed: bool = False
 
     def record_step(
-        self, workflow_id: str, fid: int, name: str, *, output: bytes | None, error: bytes | None
+        self,
+        workflow_id: str,
+        fid: int,
+        name: str,
+        *,
+        output: bytes | None,
+        error: bytes | None,
+        child_workflow_id: str | None = None,
+        started_at: int | None = None,
     ) -> str:
         if self.closed:
             raise SystemDatabaseClosed("closed")
         if self.outcome == "recorded":
-            self.rows[fid] = StepRow(fid, name, output, error, None, 0)
+            self.rows[fid] = StepRow(fid, name, output, error, child_workflow_id, 0, started_at)
         return self.outcome
 
     def step_outputs(self, workflow_id: str) -> dict[int, StepRow]:

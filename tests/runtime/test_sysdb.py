@@ -337,3 +337,29 @@ def test_cancel_tree_returns_only_the_workflows_it_cancelled(sysdb: SystemDataba
     assert row is not None
     assert row.status == SUCCESS
     assert sysdb.cancel_tree("parent") == []
+
+
+def test_v9_adds_step_start_times_to_a_database_made_before_it(db_url: str) -> None:
+    """A version-8 database (steps without started_at_epoch_ms) is migrated; its steps are
+    kept and read with their commit time as their start."""
+    db = SystemDatabase(db_url, pool_size=1)
+    try:
+        db.migrate()
+        _insert(db, "old-steps")
+        assert db.record_step("old-steps", 1, "s", output=None, error=None) == "recorded"
+        prefix = "" if db.sqlite else "dbos."
+        with db.engine.begin() as conn:  # back to what version 8 made
+            conn.exec_driver_sql(
+                f"ALTER TABLE {prefix}operation_outputs DROP COLUMN started_at_epoch_ms"
+            )
+            conn.execute(schema_version.update().values(version=8))
+        db.migrate()
+        old = db.step_outputs("old-steps")[1]
+        assert old.started_at_epoch_ms is None
+        assert old.started_at == old.completed_at
+        assert (
+            db.record_step("old-steps", 2, "t", output=None, error=None, started_at=5) == "recorded"
+        )
+        assert db.step_outputs("old-steps")[2].started_at == 5
+    finally:
+        db.close()
