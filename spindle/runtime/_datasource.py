@@ -307,9 +307,7 @@ class SQLAlchemyDatasource(DatasourceBase):
         """Run ``func(*args, **kwargs)`` as a transaction: in a workflow exactly once (its
         recorded outcome on a replay), outside one just in a transaction."""
         name, isolation = step_options(func, ds_options)
-        op = transactional(
-            _current.peek(), _Store(self), name, Call(func, args, kwargs), isolation, as_step=True
-        )
+        op = transactional(_current.peek(), _Store(self), name, Call(func, args, kwargs), isolation)
         return cast(R, drive(op))
 
 

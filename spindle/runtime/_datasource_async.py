@@ -159,7 +159,6 @@ class AsyncSQLAlchemyDatasource(DatasourceBase):
             name,
             Call(func, args, kwargs),
             isolation,
-            as_step=True,
         )
         return cast(R, await drive_async(op))
 

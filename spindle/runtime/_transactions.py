@@ -34,4 +34,4 @@ def run_transaction(
     if appdb is None:
         raise DBOSException("@DBOS.transaction needs application_database_url in the config")
     call = Call(info.func, args, kwargs)
-    return drive(transactional(rt, appdb, info.name, call, info.isolation_level, as_step=False))
+    return drive(transactional(rt, appdb, info.name, call, info.isolation_level))

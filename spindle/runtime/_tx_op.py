@@ -30,6 +30,7 @@ from ._context import WorkflowContext, current_workflow
 from ._db_retry import Retrier, backoff, is_rollback, is_transient
 from ._durable import Call, Effect, Host, Op, WaitWake, begin, check_boundary, conclude, replay
 from ._errors import WorkflowInterrupted
+from ._rows import now_ms
 from ._sql_tx import AlreadyRecorded
 from ._sysdb_gate import SystemDatabaseClosed
 
@@ -123,30 +124,27 @@ def transactional(
     name: str,
     call: Call,
     isolation: str | None,
-    *,
-    as_step: bool,
 ) -> Op[Any]:
     """Run ``call`` as the transaction ``name``, exactly once per workflow across replays.
 
-    ``as_step``: also checkpoint the outcome as the workflow's step in the system database
-    (the datasources, as DBOS); else the store's checkpoint alone is the record.
+    The outcome is also checkpointed as the workflow's step in the system database, as DBOS
+    does: ``list_workflow_steps`` shows it, and a replay reads it there. The store's own
+    checkpoint, committed with the work, settles a crash between the two.
     """
     ctx = current_workflow.get()
     if rt is None or ctx is None or ctx.in_step:
         return (yield from _unrecorded(rt, store, call, name, isolation, ctx))
     wf_id = ctx.workflow_id
-    if as_step:
-        fid, row = begin(rt, ctx)
-        if row is not None:
-            return replay(row)
-    else:
-        fid = ctx.next_id()
+    fid, row = begin(rt, ctx)
+    if row is not None:
+        return replay(row)
     # Only a workflow running again reads to look: a new one has recorded nothing.
     if ctx.recorded is not None:
         done: Done | None = yield from _lookup(rt, ctx, store, fid, 0)
         if done is not None:
-            return _settle(rt, ctx, fid, name, done, as_step)
+            return conclude(rt, ctx, fid, name, done.value, done.error)
     check_boundary(rt, ctx.entry)
+    started_at = now_ms()
     spans: OperationTracer | None = getattr(rt, "op_tracer", None)
     span = spans.start(name, "transaction", wf_id) if spans is not None else None
     failure: BaseException | None = None
@@ -159,13 +157,7 @@ def transactional(
     finally:
         if spans is not None:
             spans.end(span, failure)
-    return _settle(rt, ctx, fid, name, done, as_step)
-
-
-def _settle(rt: Host, ctx: WorkflowContext, fid: int, name: str, done: Done, as_step: bool) -> Any:
-    if as_step:
-        return conclude(rt, ctx, fid, name, done.value, done.error)
-    return done.result()
+    return conclude(rt, ctx, fid, name, done.value, done.error, started_at=started_at)
 
 
 def _unrecorded(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import sqlalchemy as sa
+
 from spindle import DBOS, Queue, SetWorkflowID
 from tests.conftest import MakeDBOS
 
@@ -145,3 +147,29 @@ def test_a_step_that_starts_a_workflow_records_no_child_step(make_dbos: MakeDBOS
         child = listed_step_parent()
     assert DBOS.retrieve_workflow(child).get_result() == 9
     assert [name for _, name, _ in _shape("step-lister")] == ["starts_one"]
+
+
+@DBOS.transaction()
+def listed_tx(n: int) -> int:
+    return int(DBOS.sql_session.execute(sa.text("SELECT :n"), {"n": n}).scalar_one())
+
+
+@DBOS.workflow()
+def listed_tx_parent() -> int:
+    return listed_tx(4) + listed_step()
+
+
+def test_a_transaction_is_a_step_of_its_workflow(make_dbos: MakeDBOS, app_db_url: str) -> None:
+    """As in DBOS, a transaction's outcome is listed (and replayed) from the workflow's steps,
+    with the time it began."""
+    make_dbos(application_database_url=app_db_url).launch()
+    with SetWorkflowID("tx-lister"):
+        assert listed_tx_parent() == 104
+    steps = DBOS.list_workflow_steps("tx-lister")
+    assert [(s["function_id"], s["function_name"], s["output"]) for s in steps] == [
+        (1, "listed_tx", 4),
+        (2, "listed_step", 100),
+    ]
+    assert steps[0]["started_at_epoch_ms"] <= steps[0]["completed_at_epoch_ms"]
+    forked = DBOS.fork_workflow("tx-lister", 2)
+    assert forked.get_result() == 104
