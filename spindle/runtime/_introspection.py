@@ -78,6 +78,7 @@ _LISTS = (
     "queue_name",
     "workflow_id_prefix",
     "executor_id",
+    "user",
 )
 _TIMES = (
     ("start_time", "start_ms"),
@@ -88,7 +89,7 @@ _TIMES = (
     ("dequeued_before", "dequeued_before_ms"),
 )
 #: Filters on what Spindle never records: a value other than None matches no workflow.
-_NEVER_RECORDED = ("user", "schedule_name", "application_name")
+_NEVER_RECORDED = ("schedule_name", "application_name")
 _FLAGS = ("sort_desc", "load_input", "load_output", "queues_only")
 _TRISTATE = ("was_forked_from", "has_parent")
 KNOWN_FILTERS = frozenset(WorkflowFilters.__annotations__)

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._errors import DBOSNotLaunchedError
 from ._schema import (
     ENQUEUE_SEQUENCE,
+    IDENTITY_COLUMNS,
     NOTIFICATIONS_CHANNEL,
     SCHEMA,
     STREAMS_CHANNEL,
@@ -208,6 +209,19 @@ def _v8_delayed_dedup(conn: Connection) -> None:
     )
 
 
+def _v9_identity_columns(conn: Connection) -> None:
+    """DBOS's ``class_name``, ``config_name``, ``authenticated_user``, ``assumed_role`` and
+    ``authenticated_roles`` columns (``_v1`` makes a fresh table with them already). Rows
+    written before keep them NULL: their status still reads them from the inputs."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    for column in IDENTITY_COLUMNS:
+        if column not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} TEXT")
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -221,6 +235,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_forks_and_delays,
     _v7_streams,
     _v8_delayed_dedup,
+    _v9_identity_columns,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

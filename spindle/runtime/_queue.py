@@ -19,6 +19,7 @@ from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._identity_columns import identity_columns
 from ._queue_db import RateLimit, insert_enqueued
 from ._roles import guard
 from ._roles import stored as stored_auth
@@ -378,6 +379,7 @@ def enqueue_workflow(
             priority=options.priority or 0,
             queue_partition_key=key,
             delay_until_epoch_ms=delay_until,
+            identity=identity_columns(args, kwargs),
         ),
     )
     if holder is not None:
