@@ -8,6 +8,8 @@ from ._client_schedules import ClientScheduleInput as ClientScheduleInput
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._context_ensure import DBOSContextEnsure as DBOSContextEnsure
+from ._context_ensure import PropagateOtelContext as PropagateOtelContext
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
 from ._dbos import DBOS as DBOS
 from ._debouncer import Debouncer as Debouncer
@@ -55,6 +57,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",
+    "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
@@ -75,6 +78,7 @@ __all__ = [
     "Event",
     "EventSource",
     "KafkaMessage",
+    "PropagateOtelContext",
     "Queue",
     "ScheduleInput",
     "SendMessage",

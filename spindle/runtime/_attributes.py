@@ -41,6 +41,12 @@ def validate(attributes: Any) -> None:
             ) from exc
 
 
+#: DBOS's attribute carrying a propagated trace context (``PropagateOtelContext``). DBOS
+#: keeps that carrier apart from the attributes, so an inner ``SetWorkflowAttributes``
+#: block keeps it too.
+OTEL_CARRIER_ATTRIBUTE = "dbos.otelContext"
+
+
 @dataclass(frozen=True, slots=True)
 class _Block:
     values: dict[str, Any] | None
@@ -65,7 +71,11 @@ class SetWorkflowAttributes:
     def __enter__(self) -> Self:
         ctx = current_workflow.get()
         owner = ctx.workflow_id if ctx is not None else None
-        self._token = _next.set(_Block(self.attributes, owner))
+        values = self.attributes
+        outer = for_new_workflow()
+        if outer is not None and OTEL_CARRIER_ATTRIBUTE in outer:
+            values = {OTEL_CARRIER_ATTRIBUTE: outer[OTEL_CARRIER_ATTRIBUTE], **(values or {})}
+        self._token = _next.set(_Block(values, owner))
         return self
 
     def __exit__(
