@@ -134,6 +134,21 @@ class QueueAPI:
         return cls.list_queues(application_name=application_name)
 
     @classmethod
+    def delete_queue(cls, name: str) -> None:
+        """Forget the queue declared as ``name`` and stop its worker here (a no-op when
+        unknown). As in DBOS, its ENQUEUED workflows stay in the database unrun until the
+        queue is declared again; other processes still declaring it go on draining it."""
+        GLOBAL_QUEUES.remove(name)
+        rt = _current.peek()
+        if rt is not None and rt.launched:
+            rt.queues.retire(name)
+
+    @classmethod
+    async def delete_queue_async(cls, name: str) -> None:
+        """Async :meth:`delete_queue`."""
+        cls.delete_queue(name)
+
+    @classmethod
     def enqueue_workflow(
         cls, queue_name: str, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandle[R]:

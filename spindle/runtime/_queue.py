@@ -168,6 +168,11 @@ class QueueRegistry:
         for listener in listeners:
             listener(queue)
 
+    def remove(self, name: str) -> Queue | None:
+        """Forget the queue declared as ``name`` (``DBOS.delete_queue``); None if unknown."""
+        with self._lock:
+            return self._queues.pop(name, None)
+
     def get(self, name: str) -> Queue | None:
         """A queue by name."""
         with self._lock:
