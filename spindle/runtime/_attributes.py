@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ._context import current_workflow
 from ._db_retry import retried
-from ._errors import DBOSException
+from ._errors import DBOSException, DBOSNonExistentWorkflowError
 from ._rows import now_ms
 from ._schema import workflow_status as ws
 
@@ -111,6 +111,14 @@ def store(sysdb: SystemDatabase, workflow_id: str, attributes: dict[str, Any] | 
             ).rowcount
             == 1
         )
+
+
+def replace(sysdb: SystemDatabase, workflow_id: str, attributes: dict[str, Any] | None) -> None:
+    """``update_workflow_attributes`` (of ``DBOS`` and ``DBOSClient``): validate, replace,
+    and raise DBOS's error for an unknown workflow."""
+    validate(attributes)
+    if not store(sysdb, workflow_id, attributes):
+        raise DBOSNonExistentWorkflowError(workflow_id)
 
 
 def load(text: str | None) -> dict[str, Any] | None:

@@ -150,6 +150,11 @@ class Queue:
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
 
 
+#: DBOS's internal queue: a debounced workflow given no queue runs there, and a client's
+#: schedule backfill or trigger is enqueued there.
+INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
+
+
 class QueueRegistry:
     """Queues by name, filled by ``Queue(...)`` (before or after ``DBOS(...)``)."""
 
