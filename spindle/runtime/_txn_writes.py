@@ -3,13 +3,17 @@
 with the caller's own work on the system database.
 
 The caller owns the transaction, so these run no retry of their own (a retried write
-could not be told from the caller's other work) and open none: each write sits in a
-savepoint, so a refused row (an unknown destination, a held deduplication ID) raises
-DBOS's error and leaves the caller's transaction usable, on PostgreSQL too.
+could not be told from the caller's other work) and open none. A refused row (an unknown
+destination, a held deduplication ID) raises DBOS's error and leaves the caller's
+transaction usable: on PostgreSQL the write sits in a savepoint (an error there would
+abort the whole transaction); SQLite undoes only the failed statement by itself, and a
+savepoint there would be wrong (pysqlite opens no transaction before it, so its RELEASE
+would commit the caller's work).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -51,6 +55,10 @@ def _execute(db: Executor, stmt: sa.Executable) -> sa.CursorResult[Any]:
     return result  # type: ignore[return-value]
 
 
+def _statement_guard(db: Executor) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if _is_sqlite(db) else db.begin_nested()
+
+
 def send_many(db: Executor, messages: Sequence[tuple[str, str, bytes]]) -> None:
     """Insert ``(destination, topic, message)`` rows in the caller's transaction."""
     if not messages:
@@ -67,7 +75,7 @@ def send_many(db: Executor, messages: Sequence[tuple[str, str, bytes]]) -> None:
         for dest, topic, data in messages
     ]
     try:
-        with db.begin_nested():
+        with _statement_guard(db):
             _execute(db, nt.insert().values(rows))
     except IntegrityError as exc:
         if is_foreign_key_violation(exc):
@@ -114,7 +122,7 @@ def enqueue(
         stmt = postgresql.insert(ws).values(values)
     stmt = stmt.on_conflict_do_nothing(index_elements=["workflow_uuid"])
     try:
-        with db.begin_nested():
+        with _statement_guard(db):
             inserted = _execute(db, stmt).rowcount
     except IntegrityError as exc:
         if dedup is None:
