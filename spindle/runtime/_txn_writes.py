@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ._bulk_send import message_rows
 from ._client_handles import CLIENT_EXECUTOR_ID
 from ._enqueue_options import EnqueueOptions, check_options
 from ._errors import (
@@ -33,7 +34,7 @@ from ._errors import (
     DBOSNonExistentWorkflowError,
     DBOSQueueDeduplicatedError,
 )
-from ._messaging_db import is_foreign_key_violation, message_uuid
+from ._messaging_db import is_foreign_key_violation
 from ._rows import DELAYED, ENQUEUED, now_ms
 from ._schema import ENQUEUE_SEQUENCE, SCHEMA
 from ._schema import notifications as nt
@@ -63,17 +64,7 @@ def send_many(db: Executor, messages: Sequence[tuple[str, str, bytes]]) -> None:
     """Insert ``(destination, topic, message)`` rows in the caller's transaction."""
     if not messages:
         return
-    now = now_ms()
-    rows = [
-        {
-            "destination_uuid": dest,
-            "topic": topic,
-            "message": data,
-            "created_at_epoch_ms": now,
-            "message_uuid": message_uuid(),
-        }
-        for dest, topic, data in messages
-    ]
+    rows = message_rows(messages)
     try:
         with _statement_guard(db):
             _execute(db, nt.insert().values(rows))
