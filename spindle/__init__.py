@@ -8,6 +8,7 @@ from .runtime import DBOSClient as DBOSClient
 from .runtime import DBOSConfig as DBOSConfig
 from .runtime import DBOSConfigError as DBOSConfigError
 from .runtime import DBOSConfiguredInstance as DBOSConfiguredInstance
+from .runtime import DBOSContextEnsure as DBOSContextEnsure
 from .runtime import DBOSContextSetAuth as DBOSContextSetAuth
 from .runtime import DBOSDestroyInWorkflowError as DBOSDestroyInWorkflowError
 from .runtime import DBOSException as DBOSException
@@ -28,6 +29,7 @@ from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
+from .runtime import PropagateOtelContext as PropagateOtelContext
 from .runtime import Queue as Queue
 from .runtime import ScheduleInput as ScheduleInput
 from .runtime import SendMessage as SendMessage
@@ -58,6 +60,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",
+    "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
@@ -78,6 +81,7 @@ __all__ = [
     "Event",
     "EventSource",
     "KafkaMessage",
+    "PropagateOtelContext",
     "Queue",
     "SQLAlchemyDatasource",
     "ScheduleInput",

@@ -8,6 +8,8 @@ from ._client_schedules import ClientScheduleInput as ClientScheduleInput
 from ._config import DBOSConfig as DBOSConfig
 from ._context import SetWorkflowID as SetWorkflowID
 from ._context import SetWorkflowTimeout as SetWorkflowTimeout
+from ._context_ensure import DBOSContextEnsure as DBOSContextEnsure
+from ._context_ensure import PropagateOtelContext as PropagateOtelContext
 from ._datasource import SQLAlchemyDatasource as SQLAlchemyDatasource
 from ._datasource_async import AsyncSQLAlchemyDatasource as AsyncSQLAlchemyDatasource
 from ._db_migrations_cli import run_dbos_database_migrations as run_dbos_database_migrations
@@ -58,6 +60,7 @@ __all__ = [
     "DBOSConfig",
     "DBOSConfigError",
     "DBOSConfiguredInstance",
+    "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "DBOSDestroyInWorkflowError",
     "DBOSException",
@@ -78,6 +81,7 @@ __all__ = [
     "Event",
     "EventSource",
     "KafkaMessage",
+    "PropagateOtelContext",
     "Queue",
     "SQLAlchemyDatasource",
     "ScheduleInput",

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from ._db_retry import retried
 from ._errors import DBOSWorkflowConflictIDError
 from ._rows import CANCELLED, ENQUEUED, PENDING, TERMINAL, StepRow, now_ms
+from ._schema import IDENTITY_COLUMNS
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase
@@ -82,9 +83,13 @@ def fork_workflow(
     now = now_ms()
     with sysdb.transaction() as conn:
         src = conn.execute(
-            sa.select(ws.c.name, ws.c.inputs, ws.c.application_version, ws.c.queue_name).where(
-                ws.c.workflow_uuid == workflow_id
-            )
+            sa.select(
+                ws.c.name,
+                ws.c.inputs,
+                ws.c.application_version,
+                ws.c.queue_name,
+                *(ws.c[name] for name in IDENTITY_COLUMNS),
+            ).where(ws.c.workflow_uuid == workflow_id)
         ).one_or_none()
         if src is None:
             return None
@@ -108,6 +113,8 @@ def fork_workflow(
                 recovery_attempts=0,
                 started_at_epoch_ms=now,
                 forked_from=workflow_id,
+                # The fork runs as the same identity (its inputs carry it too).
+                **{name: src._mapping[name] for name in IDENTITY_COLUMNS},
             )
         )
         # Every column of a step but its workflow's ID is copied as it is.

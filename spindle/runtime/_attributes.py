@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ._context import current_workflow
 from ._db_retry import retried
-from ._errors import DBOSException
+from ._errors import DBOSException, DBOSNonExistentWorkflowError
 from ._rows import now_ms
 from ._schema import workflow_status as ws
 
@@ -39,6 +39,12 @@ def validate(attributes: Any) -> None:
             raise DBOSException(
                 f"Invalid workflow attributes {attributes}. Attributes must be JSON-serializable."
             ) from exc
+
+
+#: DBOS's attribute carrying a propagated trace context (``PropagateOtelContext``). DBOS
+#: keeps that carrier apart from the attributes, so an inner ``SetWorkflowAttributes``
+#: block keeps it too.
+OTEL_CARRIER_ATTRIBUTE = "dbos.otelContext"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,11 @@ class SetWorkflowAttributes:
     def __enter__(self) -> Self:
         ctx = current_workflow.get()
         owner = ctx.workflow_id if ctx is not None else None
-        self._token = _next.set(_Block(self.attributes, owner))
+        values = self.attributes
+        outer = for_new_workflow()
+        if outer is not None and OTEL_CARRIER_ATTRIBUTE in outer:
+            values = {OTEL_CARRIER_ATTRIBUTE: outer[OTEL_CARRIER_ATTRIBUTE], **(values or {})}
+        self._token = _next.set(_Block(values, owner))
         return self
 
     def __exit__(
@@ -101,6 +111,14 @@ def store(sysdb: SystemDatabase, workflow_id: str, attributes: dict[str, Any] | 
             ).rowcount
             == 1
         )
+
+
+def replace(sysdb: SystemDatabase, workflow_id: str, attributes: dict[str, Any] | None) -> None:
+    """``update_workflow_attributes`` (of ``DBOS`` and ``DBOSClient``): validate, replace,
+    and raise DBOS's error for an unknown workflow."""
+    validate(attributes)
+    if not store(sysdb, workflow_id, attributes):
+        raise DBOSNonExistentWorkflowError(workflow_id)
 
 
 def load(text: str | None) -> dict[str, Any] | None:

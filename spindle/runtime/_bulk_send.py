@@ -16,6 +16,21 @@ from ._schema import notifications as nt
 from ._sysdb import SystemDatabase
 
 
+def message_rows(messages: Sequence[tuple[str, str, bytes]]) -> list[dict[str, Any]]:
+    """The notifications rows of ``(destination, topic, message)`` triples, sent now."""
+    now = now_ms()
+    return [
+        {
+            "destination_uuid": dest,
+            "topic": topic,
+            "message": data,
+            "created_at_epoch_ms": now,
+            "message_uuid": message_uuid(),
+        }
+        for dest, topic, data in messages
+    ]
+
+
 @retried
 def send_many(
     sysdb: SystemDatabase,
@@ -30,17 +45,7 @@ def send_many(
     Raises :class:`DBOSNonExistentWorkflowError` naming the destinations when one does not
     exist; then nothing is written.
     """
-    now = now_ms()
-    rows: list[dict[str, Any]] = [
-        {
-            "destination_uuid": dest,
-            "topic": topic,
-            "message": data,
-            "created_at_epoch_ms": now,
-            "message_uuid": message_uuid(),
-        }
-        for dest, topic, data in messages
-    ]
+    rows = message_rows(messages)
 
     class _NotPending(Exception):
         pass

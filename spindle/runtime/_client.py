@@ -14,101 +14,33 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, Generic, TypeVar, Unpack
+from typing import Any, Unpack
 
 from . import _introspect_db, _introspection
-from ._admin_db import fork_workflow as fork_copy
-from ._attributes import store as store_attributes
+from ._client_handles import (
+    CLIENT_EXECUTOR_ID,
+    WorkflowHandleClient,
+    WorkflowHandleClientAsync,
+    _poll,
+)
+from ._client_management import ClientManagement
 from ._client_schedules import ClientSchedules
-from ._duplication import enqueue_or_holder
-from ._enqueue_options import EnqueueOptions, check_options
+from ._enqueue_options import EnqueueOptions, enqueue_by_name
 from ._errors import (
-    DBOSConflictingWorkflowError,
     DBOSException,
     DBOSNonExistentWorkflowError,
 )
-from ._handles import settled
 from ._introspection import StepInfo, WorkflowFilters
+from ._management import check_handles, first_ended, fork_placed
 from ._messaging_db import NULL_TOPIC, MessagingDatabase
-from ._queue_db import insert_enqueued, requeue_resumed
-from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
+from ._queue_db import requeue_resumed
 from ._serialization import deserialize, serialize
 from ._status import WorkflowStatus
 from ._streams import END, StreamDB, next_value
 from ._sysdb import SystemDatabase
 
-R = TypeVar("R")
 
-#: The executor ID recorded on what the client writes (DBOS's client records none).
-CLIENT_EXECUTOR_ID = "dbos-client"
-# Polls back off from 10 ms to 1 s (by default), as the runtime's handles do.
-_POLL_MIN = 0.01
-#: Finished statuses, for wait_first.
-_ENDED = (SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-
-
-def _poll(
-    done: Any, timeout: float | None, stop: threading.Event, *, max_delay: float = 1.0
-) -> Any:
-    """Call ``done()`` (returning ``(True, value)`` when finished) with back-off until it
-    finishes or ``timeout`` seconds pass (then ``(False, None)``)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = _POLL_MIN
-    while True:
-        finished, value = done()
-        if finished:
-            return True, value
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return False, None
-        if stop.wait(delay if left is None else min(delay, left)):
-            raise DBOSException("the DBOSClient was destroyed while waiting")
-        delay = min(delay * 2, max_delay)
-
-
-class WorkflowHandleClient(Generic[R]):
-    """A workflow seen from a client: its ID, its status, and its result (by polling)."""
-
-    def __init__(self, client: DBOSClient, workflow_id: str) -> None:
-        self._client = client
-        self.workflow_id = workflow_id
-
-    def get_workflow_id(self) -> str:
-        return self.workflow_id
-
-    def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
-        """Wait until the workflow ends; its result, or its error raised."""
-        del polling_interval_sec  # the poll backs off to 1 s by itself
-        sysdb = self._client._sysdb
-        _, value = _poll(lambda: settled(sysdb, self.workflow_id), None, self._client._stop)
-        result: R = value
-        return result
-
-    def get_status(self) -> WorkflowStatus:
-        status = self._client._status(self.workflow_id)
-        if status is None:
-            raise DBOSNonExistentWorkflowError(self.workflow_id)
-        return status
-
-
-class WorkflowHandleClientAsync(Generic[R]):
-    """Async twin of :class:`WorkflowHandleClient` (each poll runs off the loop)."""
-
-    def __init__(self, client: DBOSClient, workflow_id: str) -> None:
-        self._sync = WorkflowHandleClient[R](client, workflow_id)
-        self.workflow_id = workflow_id
-
-    def get_workflow_id(self) -> str:
-        return self.workflow_id
-
-    async def get_result(self, *, polling_interval_sec: float = 1.0) -> R:
-        return await asyncio.to_thread(self._sync.get_result)
-
-    async def get_status(self) -> WorkflowStatus:
-        return await asyncio.to_thread(self._sync.get_status)
-
-
-class DBOSClient(ClientSchedules):
+class DBOSClient(ClientManagement, ClientSchedules):
     """DBOS's ``DBOSClient(system_database_url=...)``: enqueue, message and manage the
     workflows of an app that runs elsewhere, on the same system database."""
 
@@ -146,42 +78,15 @@ class DBOSClient(ClientSchedules):
     # -- enqueue -------------------------------------------------------------------------
 
     def _enqueue(self, options: EnqueueOptions, args: tuple[Any, ...], kwargs: Any) -> str:
-        name, queue_name, priority, timeout, delay = check_options(options)
-        workflow_id = options.get("workflow_id") or str(uuid.uuid4())
-        delay_until = int((time.time() + delay) * 1000) if delay is not None else None
-        existing, holder = enqueue_or_holder(
+        workflow_id, _ = enqueue_by_name(
             self._sysdb,
-            options.get("duplication_policy"),
-            queue_name,
-            options.get("deduplication_id"),
-            lambda: insert_enqueued(
-                self._sysdb,
-                workflow_id=workflow_id,
-                name=name,
-                inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
-                queue_name=queue_name,
-                executor_id=CLIENT_EXECUTOR_ID,
-                application_version=options.get("app_version"),
-                parent_workflow_id=None,
-                timeout_ms=int(timeout * 1000) if timeout is not None else None,
-                deadline_epoch_ms=None,
-                deduplication_id=options.get("deduplication_id"),
-                priority=priority or 0,
-                queue_partition_key=options.get("queue_partition_key"),
-                delay_until_epoch_ms=delay_until,
-            ),
+            options,
+            args,
+            kwargs,
+            workflow_id=options.get("workflow_id") or str(uuid.uuid4()),
+            executor_id=CLIENT_EXECUTOR_ID,
+            now=time.time(),
         )
-        if holder is not None:
-            return holder  # "return-existing": the workflow holding the deduplication ID
-        if existing is not None and existing.name != name:
-            raise DBOSConflictingWorkflowError(
-                workflow_id,
-                f"Workflow already exists with a different function name: {existing.name}, "
-                f"but the provided function name is: {name}",
-            )
-        attributes = options.get("attributes")
-        if existing is None and attributes is not None:
-            store_attributes(self._sysdb, workflow_id, attributes)
         return workflow_id
 
     def enqueue(
@@ -296,24 +201,12 @@ class DBOSClient(ClientSchedules):
         return {h.workflow_id: h for h in handles}[first]
 
     def _first_ended(self, handles: Sequence[Any], polling_interval_sec: float) -> str:
-        if not handles:
-            raise ValueError("handles must not be empty")
-        ids = [h.workflow_id for h in handles]
-        if len(set(ids)) != len(ids):
-            raise ValueError("handles must not contain duplicate workflow IDs")
+        ids = check_handles(handles)
         if polling_interval_sec <= 0:
             raise ValueError("polling_interval_sec must be > 0")
-        filters: WorkflowFilters = {
-            "workflow_ids": ids,
-            "status": list(_ENDED),
-            "load_input": False,
-            "load_output": False,
-        }
 
         def ended() -> tuple[bool, str | None]:
-            found = _introspection.list_workflows_in(self._sysdb, filters)
-            # The earliest to finish, as DBOS returns the first handle to complete.
-            first = min(found, key=lambda s: s.updated_at).workflow_id if found else None
+            first = first_ended(self._sysdb, ids)
             return first is not None, first
 
         _, first = _poll(ended, None, self._stop, max_delay=polling_interval_sec)
@@ -355,16 +248,6 @@ class DBOSClient(ClientSchedules):
 
     # -- management ----------------------------------------------------------------------
 
-    def cancel_workflow(self, workflow_id: str) -> None:
-        """Cancel a workflow: it records no outcome; a process running it stops at its end
-        or next step boundary that reads its status."""
-        if self._sysdb.get_status(workflow_id) is None:
-            raise DBOSNonExistentWorkflowError(workflow_id)
-        self._sysdb.cancel(workflow_id)
-
-    async def cancel_workflow_async(self, workflow_id: str) -> None:
-        await asyncio.to_thread(self.cancel_workflow, workflow_id)
-
     def resume_workflow(
         self, workflow_id: str, *, queue_name: str | None = None
     ) -> WorkflowHandleClient[Any]:
@@ -390,6 +273,21 @@ class DBOSClient(ClientSchedules):
         await asyncio.to_thread(self.resume_workflow, workflow_id, queue_name=queue_name)
         return WorkflowHandleClientAsync(self, workflow_id)
 
+    def resume_workflows(
+        self, workflow_ids: list[str], *, queue_name: str | None = None
+    ) -> list[WorkflowHandleClient[Any]]:
+        """Resume several workflows (each back in its queue, or in ``queue_name``)."""
+        return [self.resume_workflow(i, queue_name=queue_name) for i in workflow_ids]
+
+    async def resume_workflows_async(
+        self, workflow_ids: list[str], *, queue_name: str | None = None
+    ) -> list[WorkflowHandleClientAsync[Any]]:
+        """Async :meth:`resume_workflows`."""
+        handles = await asyncio.to_thread(
+            self.resume_workflows, workflow_ids, queue_name=queue_name
+        )
+        return [WorkflowHandleClientAsync(self, h.workflow_id) for h in handles]
+
     def fork_workflow(
         self,
         workflow_id: str,
@@ -408,27 +306,17 @@ class DBOSClient(ClientSchedules):
                 "DBOSClient.fork_workflow needs queue_name: the client runs no workflow, an "
                 "app process draining that queue runs the fork"
             )
-        if timeout_seconds is not None and not timeout_seconds > 0:
-            raise DBOSException(
-                f"Invalid workflow timeout {timeout_seconds}. Timeouts must be positive."
-            )
-        forked = fork_copy(
+        forked = fork_placed(
             self._sysdb,
             workflow_id,
             start_step,
             executor_id=CLIENT_EXECUTOR_ID,
+            new_workflow_id=str(uuid.uuid4()),
             application_version=application_version,
-        )
-        if forked is None:
-            raise DBOSNonExistentWorkflowError(workflow_id)
-        timeout_ms = int(timeout_seconds * 1000) if timeout_seconds is not None else None
-        _introspect_db.place_fork(
-            self._sysdb,
-            forked,
             queue_name=queue_name,
             queue_partition_key=queue_partition_key,
-            timeout_ms=timeout_ms,
-            deadline_epoch_ms=None,
+            timeout_seconds=timeout_seconds,
+            now_ms=None,  # a queued fork's timeout runs from its dequeue
         )
         return WorkflowHandleClient(self, forked)
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from spindle.diagnostics import dump_stacks
 
 from . import _admin_db, _introspect_db, _introspection, _management, _schedule_api, _workflows
+from ._alerts import handle_alert
 from ._conductor_protocol import (
     UNKNOWN_TYPE_ERROR,
     BadField,
@@ -56,7 +57,6 @@ Handler = Callable[["Runtime", dict[str, Any]], Fields]
 #: DBOS types Spindle has nothing behind: answered with this error, never dropped.
 UNSUPPORTED: frozenset[str] = frozenset(
     {
-        MessageType.ALERT,
         MessageType.EXPORT_WORKFLOW,
         MessageType.IMPORT_WORKFLOW,
         MessageType.LIST_APPLICATION_VERSIONS,
@@ -482,6 +482,7 @@ def _shutdown_report(rt: Runtime, _msg: dict[str, Any]) -> Fields:
 
 
 HANDLERS: dict[str, Handler] = {
+    MessageType.ALERT: handle_alert,
     MessageType.EXECUTOR_INFO: _executor_info,
     MessageType.RECOVERY: _recovery,
     MessageType.CANCEL: _cancel,
@@ -552,6 +553,7 @@ def _failure_fields(msg_type: str) -> Fields:
     if msg_type in (MessageType.LIST_WORKFLOWS, MessageType.LIST_QUEUED_WORKFLOWS):
         return {"output": []}
     if msg_type in (
+        MessageType.ALERT,
         MessageType.RECOVERY,
         MessageType.CANCEL,
         MessageType.DELETE,

@@ -38,6 +38,7 @@ from ._errors import (
     WorkflowInterrupted,
 )
 from ._functions import StepInfo, WorkflowInfo
+from ._identity_columns import identity_columns
 from ._rows import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow
 from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
 from ._sysdb_gate import SystemDatabaseClosed
@@ -194,6 +195,7 @@ def prepare_workflow(
             timeout_ms=ident.timeout_ms,
             deadline_epoch_ms=deadline_ms,
             queue_name=queue_name,
+            identity=identity_columns(args, kwargs),
         )
     except BaseException:
         rt.active.release(entry)

@@ -37,6 +37,11 @@ def tick_workflow_id(prefix: str, tick: datetime) -> str:
     return f"sched-{prefix}-{tick.isoformat()}"
 
 
+def trigger_workflow_id(prefix: str, now: datetime) -> str:
+    """The ID of a schedule's run triggered at ``now`` (``trigger_schedule``)."""
+    return f"sched-{prefix}-trigger-{now.isoformat()}"
+
+
 def cron_body(
     rt: Runtime,
     gate: PollerGate,

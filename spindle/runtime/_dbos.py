@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from spindle.diagnostics import Clock, DiagnosticsSession, ShutdownTimeline, ThreadRegistry
 
-from . import _current, _lifecycle, _messaging, _schedule_api, _workflows
+from . import _alerts, _current, _lifecycle, _messaging, _schedule_api, _workflows
+from ._alerts import AlertHandler
 from ._appdb import current_session
 from ._classes import CLASSES, INSTANCES, decoding
 from ._config import DBOSConfig, load_config
@@ -41,6 +42,7 @@ from ._kafka import KafkaSource, import_confluent_kafka
 from ._launch_extras import after_destroy, after_launch
 from ._pollers import POLLERS, EventSource, ReceiverPoller, ScheduledPoller
 from ._queue import GLOBAL_QUEUES
+from ._reset import reset_system_database
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
@@ -177,6 +179,31 @@ class DBOS(
             INSTANCES.clear()
             GLOBAL_QUEUES.clear()
             POLLERS.clear()
+            _alerts.clear()
+
+    @classmethod
+    def reset_system_database(
+        cls,
+        *,
+        system_database_url: str | None = None,
+        schema: str | None = None,
+        truncate: bool = False,
+    ) -> None:
+        """For tests: destroy the system database (``truncate=True``: empty its tables, much
+        faster); the next launch makes it again. Refused while DBOS is launched."""
+        rt = _current.peek()
+        if rt is not None and rt.launched and not rt.destroyed:
+            raise DBOSException("reset_system_database: call it before launch() or after destroy()")
+        url = system_database_url or (rt.config.system_database_url if rt is not None else None)
+        if url is None:
+            raise DBOSException("reset_system_database needs system_database_url (or DBOS(config))")
+        reset_system_database(url, schema=schema, truncate=truncate)
+
+    @classmethod
+    def alert_handler(cls, func: AlertHandler) -> AlertHandler:
+        """Make ``func(name, message, metadata)`` the handler of Conductor alerts (without
+        one, an alert is logged)."""
+        return _alerts.register(func)
 
     @property
     def admin_url(self) -> str | None:

@@ -30,7 +30,7 @@ from ._db_retry import retried
 from ._errors import DBOSException, DBOSQueueDeduplicatedError
 from ._functions import GLOBAL_REGISTRY, WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
-from ._queue import GLOBAL_QUEUES, Queue, SetEnqueueOptions, _enqueue_options
+from ._queue import GLOBAL_QUEUES, INTERNAL_QUEUE_NAME, Queue, SetEnqueueOptions, _enqueue_options
 from ._roles import guard
 from ._roles import stored as stored_auth
 from ._rows import DELAYED, ENQUEUED, PENDING, now_ms
@@ -38,15 +38,13 @@ from ._schema import workflow_status as ws
 from ._serialization import serialize
 
 if TYPE_CHECKING:
-    from ._client import DBOSClient, WorkflowHandleClient, WorkflowHandleClientAsync
+    from ._client import DBOSClient
+    from ._client_handles import WorkflowHandleClient, WorkflowHandleClientAsync
     from ._enqueue_options import EnqueueOptions
     from ._sysdb import SystemDatabase
 
 P = ParamSpec("P")
 R = TypeVar("R", covariant=True)
-
-#: DBOS's internal queue, where a debounced workflow runs when no queue is given.
-INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
 
 
 def _internal_queue() -> Queue:
@@ -297,7 +295,7 @@ class DebouncerClient(Generic[R]):
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandleClient[R]:
         """Submit a call under ``debounce_key`` (see :meth:`Debouncer.debounce`)."""
-        from ._client import WorkflowHandleClient
+        from ._client_handles import WorkflowHandleClient
 
         _check_period(debounce_period_sec, None)
         name = self.workflow_options["workflow_name"]
@@ -336,7 +334,7 @@ class DebouncerClient(Generic[R]):
         self, debounce_key: str, debounce_period_sec: float, *args: Any, **kwargs: Any
     ) -> WorkflowHandleClientAsync[R]:
         """:meth:`debounce` off the event loop; returns an async handle."""
-        from ._client import WorkflowHandleClientAsync
+        from ._client_handles import WorkflowHandleClientAsync
 
         handle = await asyncio.to_thread(
             self.debounce, debounce_key, debounce_period_sec, *args, **kwargs

@@ -20,6 +20,7 @@ from ._serialization import serialize
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sysdb import SystemDatabase
 
 
 class _Required(TypedDict):
@@ -49,48 +50,79 @@ def enqueue_with_options(
 ) -> str:
     """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID)."""
     rt.require_launched()
-    name, queue_name, priority, timeout, delay = check_options(options)
     ident = resolve_identity(rt, options.get("workflow_id"))
-    timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
-    delay_until = int((rt.clock.now() + delay) * 1000) if delay is not None else None
-    existing, holder = enqueue_or_holder(
+    workflow_id, created = enqueue_by_name(
         rt.sysdb,
+        options,
+        args,
+        kwargs,
+        workflow_id=ident.workflow_id,
+        executor_id=rt.config.executor_id,
+        now=rt.clock.now(),
+        parent_workflow_id=ident.parent_workflow_id,
+        inherited_timeout_ms=ident.timeout_ms,
+        inherited_deadline_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
+    )
+    if created:
+        rt.queues.wake(options["queue_name"])
+    return workflow_id
+
+
+def enqueue_by_name(
+    sysdb: SystemDatabase,
+    options: EnqueueOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    workflow_id: str,
+    executor_id: str,
+    now: float,
+    parent_workflow_id: str | None = None,
+    inherited_timeout_ms: int | None = None,
+    inherited_deadline_ms: int | None = None,
+) -> tuple[str, bool]:
+    """The one enqueue by name and options, for ``DBOS.enqueue_workflow_with_options`` and
+    ``DBOSClient.enqueue``: validate, insert, store the attributes of a new row. Returns the
+    workflow ID (the holder's under ``duplication_policy="return-existing"``) and whether
+    this call created it. ``inherited_*``: a parent workflow's timeout and deadline, which
+    an own ``workflow_timeout`` replaces."""
+    name, queue_name, priority, timeout, delay = check_options(options)
+    timeout_ms = int(timeout * 1000) if timeout is not None else inherited_timeout_ms
+    existing, holder = enqueue_or_holder(
+        sysdb,
         options.get("duplication_policy"),
         queue_name,
         options.get("deduplication_id"),
         lambda: insert_enqueued(
-            rt.sysdb,
-            workflow_id=ident.workflow_id,
+            sysdb,
+            workflow_id=workflow_id,
             name=name,
             inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
             queue_name=queue_name,
-            executor_id=rt.config.executor_id,
+            executor_id=executor_id,
             application_version=options.get("app_version"),
-            parent_workflow_id=ident.parent_workflow_id,
+            parent_workflow_id=parent_workflow_id,
             timeout_ms=timeout_ms,
-            deadline_epoch_ms=None
-            if timeout is not None or ident.own_timeout
-            else ident.deadline_epoch_ms,
+            # An own timeout runs from the dequeue; an inherited deadline stays the parent's.
+            deadline_epoch_ms=None if timeout is not None else inherited_deadline_ms,
             deduplication_id=options.get("deduplication_id"),
             priority=priority or 0,
             queue_partition_key=options.get("queue_partition_key"),
-            delay_until_epoch_ms=delay_until,
+            delay_until_epoch_ms=int((now + delay) * 1000) if delay is not None else None,
         ),
     )
     if holder is not None:
-        return holder  # "return-existing": the workflow holding the deduplication ID
+        return holder, False  # "return-existing": the workflow holding the deduplication ID
     if existing is not None and existing.name != name:
         raise DBOSConflictingWorkflowError(
-            ident.workflow_id,
+            workflow_id,
             f"Workflow already exists with a different function name: {existing.name}, "
             f"but the provided function name is: {name}",
         )
     attributes = options.get("attributes")
     if existing is None and attributes is not None:
-        store_attributes(rt.sysdb, ident.workflow_id, attributes)
-    if existing is None:
-        rt.queues.wake(queue_name)
-    return ident.workflow_id
+        store_attributes(sysdb, workflow_id, attributes)
+    return workflow_id, existing is None
 
 
 def check_options(

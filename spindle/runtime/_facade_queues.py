@@ -18,6 +18,7 @@ from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._queue_db import promote_delayed, set_delay
 from ._runtime import Runtime
+from ._sysdb import SystemDatabase
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,25 +34,38 @@ def _declared(queue_name: str) -> Queue:
     return queue
 
 
-def _set_delay(
-    rt: Runtime, workflow_id: str, delay_seconds: float | None, delay_until_epoch_ms: int | None
-) -> None:
+def delay_until(now_ms: int, delay_seconds: float | None, delay_until_epoch_ms: int | None) -> int:
+    """DBOS's ``set_workflow_delay`` arguments as a due time (exactly one of the two)."""
     if delay_until_epoch_ms is not None and delay_seconds is not None:
         raise DBOSException("Specify either delay_seconds or delay_until_epoch_ms, not both")
-    now_ms = int(rt.clock.now() * 1000)
     if delay_until_epoch_ms is not None:
         if delay_until_epoch_ms < 0:
             raise DBOSException("delay_until_epoch_ms must be >= 0")
-        until = delay_until_epoch_ms
-    elif delay_seconds is not None:
+        return delay_until_epoch_ms
+    if delay_seconds is not None:
         if delay_seconds < 0:
             raise DBOSException("delay_seconds must be >= 0")
-        until = now_ms + int(delay_seconds * 1000)
-    else:
-        raise DBOSException("Must specify either delay_seconds or delay_until_epoch_ms")
-    queue_name = set_delay(rt.sysdb, workflow_id, until)
-    if queue_name is not None and until <= now_ms and promote_delayed(rt.sysdb, queue_name, now_ms):
-        rt.queues.wake(queue_name)  # due now: not at the worker's next look
+        return now_ms + int(delay_seconds * 1000)
+    raise DBOSException("Must specify either delay_seconds or delay_until_epoch_ms")
+
+
+def move_delay(sysdb: SystemDatabase, workflow_id: str, until: int, now_ms: int) -> str | None:
+    """Move a DELAYED workflow's due time; one now due enters its queue at once. Returns
+    the queue a workflow entered (for a worker to wake), else None."""
+    queue_name = set_delay(sysdb, workflow_id, until)
+    if queue_name is not None and until <= now_ms and promote_delayed(sysdb, queue_name, now_ms):
+        return queue_name
+    return None
+
+
+def _set_delay(
+    rt: Runtime, workflow_id: str, delay_seconds: float | None, delay_until_epoch_ms: int | None
+) -> None:
+    now_ms = int(rt.clock.now() * 1000)
+    until = delay_until(now_ms, delay_seconds, delay_until_epoch_ms)
+    entered = move_delay(rt.sysdb, workflow_id, until, now_ms)
+    if entered is not None:
+        rt.queues.wake(entered)  # due now: not at the worker's next look
 
 
 def _owned(application_name: str | list[str] | None) -> bool:
@@ -132,6 +146,21 @@ class QueueAPI:
     ) -> list[Queue]:
         """Async :meth:`list_queues`."""
         return cls.list_queues(application_name=application_name)
+
+    @classmethod
+    def delete_queue(cls, name: str) -> None:
+        """Forget the queue declared as ``name`` and stop its worker here (a no-op when
+        unknown). As in DBOS, its ENQUEUED workflows stay in the database unrun until the
+        queue is declared again; other processes still declaring it go on draining it."""
+        GLOBAL_QUEUES.remove(name)
+        rt = _current.peek()
+        if rt is not None and rt.launched:
+            rt.queues.retire(name)
+
+    @classmethod
+    async def delete_queue_async(cls, name: str) -> None:
+        """Async :meth:`delete_queue`."""
+        cls.delete_queue(name)
 
     @classmethod
     def enqueue_workflow(

@@ -12,49 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 from typing import Any, Unpack
 
 from . import _current, _durable, _introspection, _management, _workflows
-from ._attributes import store as store_attributes
+from ._attributes import replace as replace_attributes
 from ._attributes import validate as validate_attributes
 from ._context import next_workflow_id
 from ._errors import (
-    DBOSNonExistentWorkflowError,
     DBOSRuntimeShutdownError,
 )
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._introspection import StepInfo, WorkflowFilters
-from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
 from ._runtime import Runtime
 from ._status import WorkflowStatus
 
 #: DBOS's default polling interval of ``wait_first`` (seconds).
 DEFAULT_POLLING_INTERVAL = 1.0
-_ENDED = [SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED]
 
 
 def _rt() -> Runtime:
     rt = _current.get()
     rt.require_launched()
     return rt
-
-
-def _ended_first(rt: Runtime, ids: list[str]) -> str | None:
-    found = _introspection.list_workflows(
-        rt, {"workflow_ids": ids, "status": _ENDED, "load_input": False, "load_output": False}
-    )
-    # The earliest to finish, as DBOS returns the first handle to complete.
-    return min(found, key=lambda s: s.updated_at).workflow_id if found else None
-
-
-def _check_handles(handles: Sequence[Any]) -> list[str]:
-    if not handles:
-        raise ValueError("handles must not be empty")
-    ids = [h.workflow_id for h in handles]
-    if len(set(ids)) != len(ids):
-        raise ValueError("handles must not contain duplicate workflow IDs")
-    return ids
 
 
 def _wait_first_id(rt: Runtime, ids: list[str], interval: float) -> str:
@@ -65,7 +44,7 @@ def _wait_first_id(rt: Runtime, ids: list[str], interval: float) -> str:
             # One ending in this process wakes the wait at once, not at the next poll.
             entry.add_done_callback(wake.set)
     while True:
-        first = _ended_first(rt, ids)
+        first = _management.first_ended(rt.sysdb, ids)
         if first is not None:
             return first
         if rt.stopping.is_set():
@@ -196,7 +175,7 @@ class WorkflowAPI:
         polling_interval_sec: float = DEFAULT_POLLING_INTERVAL,
     ) -> WorkflowHandle[Any]:
         """The first of ``handles`` whose workflow ended (success, error or cancelled)."""
-        ids = _check_handles(handles)
+        ids = _management.check_handles(handles)
         rt = _rt()
         first = _durable.call(rt, "DBOS.waitFirst", _wait_first_id, rt, ids, polling_interval_sec)
         return {h.workflow_id: h for h in handles}[first]
@@ -209,7 +188,7 @@ class WorkflowAPI:
         polling_interval_sec: float = DEFAULT_POLLING_INTERVAL,
     ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`wait_first`: waits on the loop, holding no thread."""
-        ids = _check_handles(handles)
+        ids = _management.check_handles(handles)
         rt = _rt()
         loop = asyncio.get_running_loop()
 
@@ -225,7 +204,7 @@ class WorkflowAPI:
                 if entry is not None:
                     entry.add_done_callback(wake_threadsafe)
             while True:
-                first = _ended_first(rt, ids)
+                first = _management.first_ended(rt.sysdb, ids)
                 if first is not None:
                     return first
                 if rt.stopping.is_set():
@@ -392,8 +371,7 @@ class WorkflowAPI:
         rt = _rt()
 
         def update(rt: Runtime, wf_id: str) -> None:
-            if not store_attributes(rt.sysdb, wf_id, attributes):
-                raise DBOSNonExistentWorkflowError(wf_id)
+            replace_attributes(rt.sysdb, wf_id, attributes)
 
         _durable.call(rt, "DBOS.updateWorkflowAttributes", update, rt, workflow_id)
 

@@ -36,6 +36,11 @@ class StatusDetailRow(StatusRow):
     forked_from: str | None
     delay_until_epoch_ms: int | None
     attributes: str | None
+    class_name: str | None
+    config_name: str | None
+    authenticated_user: str | None
+    assumed_role: str | None
+    authenticated_roles: str | None
 
 
 StatusDetailRow.check()
@@ -45,8 +50,8 @@ StatusDetailRow.check()
 class Filters:
     """The filters of ``list_workflows``, times already in epoch milliseconds.
 
-    ``unmatchable`` is set when a filter names something Spindle never records (users,
-    attributes, schedule or application names): no row can match it, as in DBOS where
+    ``unmatchable`` is set when a filter names something Spindle never records (schedule
+    or application names): no row can match it, as in DBOS where
     such a column is NULL.
     """
 
@@ -65,6 +70,8 @@ class Filters:
     queue_name: Sequence[str] | None = None
     workflow_id_prefix: Sequence[str] | None = None
     executor_id: Sequence[str] | None = None
+    #: Workflows started as one of these users (the ``authenticated_user`` column).
+    user: Sequence[str] | None = None
     queues_only: bool = False
     was_forked_from: bool | None = None
     has_parent: bool | None = None
@@ -86,6 +93,7 @@ def _where(f: Filters, *, sqlite: bool) -> list[sa.ColumnElement[bool]]:
         (f.parent_workflow_id, ws.c.parent_workflow_id),
         (f.queue_name, ws.c.queue_name),
         (f.executor_id, ws.c.executor_id),
+        (f.user, ws.c.authenticated_user),
     )
     for values, column in lists:
         if values is not None:

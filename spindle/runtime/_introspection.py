@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class StepInfo(TypedDict):
     """One recorded step of a workflow, with DBOS's ``StepInfo`` keys.
 
-    ``started_at_epoch_ms`` is None: Spindle records when a step completed, not when it began.
+    A one-statement operation (send, set_event, a stream write, recv's take) records no
+    start of its own: its ``started_at_epoch_ms`` is its commit, as its completion is.
     """
 
     function_id: int
@@ -78,6 +79,7 @@ _LISTS = (
     "queue_name",
     "workflow_id_prefix",
     "executor_id",
+    "user",
 )
 _TIMES = (
     ("start_time", "start_ms"),
@@ -88,7 +90,7 @@ _TIMES = (
     ("dequeued_before", "dequeued_before_ms"),
 )
 #: Filters on what Spindle never records: a value other than None matches no workflow.
-_NEVER_RECORDED = ("user", "schedule_name", "application_name")
+_NEVER_RECORDED = ("schedule_name", "application_name")
 _FLAGS = ("sort_desc", "load_input", "load_output", "queues_only")
 _TRISTATE = ("was_forked_from", "has_parent")
 KNOWN_FILTERS = frozenset(WorkflowFilters.__annotations__)

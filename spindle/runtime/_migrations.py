@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._errors import DBOSNotLaunchedError
 from ._schema import (
     ENQUEUE_SEQUENCE,
+    IDENTITY_COLUMNS,
     NOTIFICATIONS_CHANNEL,
     SCHEMA,
     STREAMS_CHANNEL,
@@ -23,6 +25,8 @@ from ._schema import (
     workflow_schedules,
     workflow_status,
 )
+
+_log = logging.getLogger("spindle")
 
 
 def _v1(conn: Connection) -> None:
@@ -151,10 +155,51 @@ def _v7_streams(conn: Connection) -> None:
         conn.exec_driver_sql(_PG_STREAMS_TRIGGER)
 
 
+_HOLDING = ("DELAYED", "ENQUEUED", "PENDING")
+
+
+def _release_duplicate_dedup_ids(conn: Connection) -> None:
+    """Before v8 a DELAYED row did not hold its deduplication ID, so a database may have a
+    DELAYED row sharing its (queue, deduplication ID) with a live row or with another
+    DELAYED row; the v8 index cannot be built over them. One row per key keeps the ID:
+    the ENQUEUED/PENDING one (it held it under the old index, so callers were already
+    deduplicated against it), else the oldest DELAYED one. The others keep running with
+    their ID cleared: no workflow is lost, only its deduplication, and each is logged."""
+    ws = workflow_status
+    rows = conn.execute(
+        sa.select(ws.c.workflow_uuid, ws.c.queue_name, ws.c.deduplication_id, ws.c.status)
+        .where(ws.c.deduplication_id.is_not(None), ws.c.status.in_(_HOLDING))
+        # Per key: live rows first, then the oldest DELAYED (workflow_uuid breaks ties).
+        .order_by(
+            ws.c.queue_name,
+            ws.c.deduplication_id,
+            sa.case((ws.c.status == "DELAYED", 1), else_=0),
+            ws.c.created_at,
+            ws.c.workflow_uuid,
+        )
+    ).all()
+    keeper: dict[tuple[str | None, str], str] = {}
+    for wf_id, queue_name, dedup_id, status in rows:
+        kept = keeper.setdefault((queue_name, dedup_id), wf_id)
+        if kept == wf_id:
+            continue
+        conn.execute(ws.update().where(ws.c.workflow_uuid == wf_id).values(deduplication_id=None))
+        _log.warning(
+            "migration v8: workflow %s (%s) shared deduplication ID %r on queue %r with "
+            "workflow %s, which keeps it; its deduplication ID is cleared (it still runs)",
+            wf_id,
+            status,
+            dedup_id,
+            queue_name,
+            kept,
+        )
+
+
 def _v8_delayed_dedup(conn: Connection) -> None:
     """A DELAYED workflow holds its deduplication ID too (as DBOS: the key is held until the
     workflow ends). Without it two DELAYED rows could share a key and their promotion to
     ENQUEUED would break the index; the debouncer relies on it to serialise first calls."""
+    _release_duplicate_dedup_ids(conn)
     prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}uq_ws_queue_dedup")
     conn.exec_driver_sql(
@@ -177,6 +222,19 @@ def _v9_step_started_at(conn: Connection) -> None:
         )
 
 
+def _v10_identity_columns(conn: Connection) -> None:
+    """DBOS's ``class_name``, ``config_name``, ``authenticated_user``, ``assumed_role`` and
+    ``authenticated_roles`` columns (``_v1`` makes a fresh table with them already). Rows
+    written before keep them NULL: their status still reads them from the inputs."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    for column in IDENTITY_COLUMNS:
+        if column not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} TEXT")
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -191,6 +249,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v7_streams,
     _v8_delayed_dedup,
     _v9_step_started_at,
+    _v10_identity_columns,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
 from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._identity_columns import identity_columns
 from ._queue_db import RateLimit, insert_enqueued
 from ._roles import guard
 from ._roles import stored as stored_auth
@@ -149,6 +150,11 @@ class Queue:
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
 
 
+#: DBOS's internal queue: a debounced workflow given no queue runs there, and a client's
+#: schedule backfill or trigger is enqueued there.
+INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
+
+
 class QueueRegistry:
     """Queues by name, filled by ``Queue(...)`` (before or after ``DBOS(...)``)."""
 
@@ -166,6 +172,11 @@ class QueueRegistry:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(queue)
+
+    def remove(self, name: str) -> Queue | None:
+        """Forget the queue declared as ``name`` (``DBOS.delete_queue``); None if unknown."""
+        with self._lock:
+            return self._queues.pop(name, None)
 
     def get(self, name: str) -> Queue | None:
         """A queue by name."""
@@ -378,6 +389,7 @@ def enqueue_workflow(
             priority=options.priority or 0,
             queue_partition_key=key,
             delay_until_epoch_ms=delay_until,
+            identity=identity_columns(args, kwargs),
         ),
     )
     if holder is not None:

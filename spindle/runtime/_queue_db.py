@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
 from ._rows import DELAYED, ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
-from ._schema import ENQUEUE_SEQUENCE, SCHEMA
+from ._schema import ENQUEUE_SEQUENCE, IDENTITY_COLUMNS, SCHEMA
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase, this_version
 from ._sysdb_hot import HotInsert, hot_sql
@@ -86,11 +86,12 @@ def advisory_key(queue_name: str) -> int:
     return zlib.crc32(queue_name.encode()) - 2**31
 
 
-def _insert_enqueued(*, is_sqlite: bool, delayed: bool = False) -> HotInsert:
+def _insert_enqueued(*, is_sqlite: bool, delayed: bool, identified: bool) -> HotInsert:
     # FIFO among same-millisecond enqueues: SQLite numbers rows by rowid already, and
     # PostgreSQL takes the next value of the enqueue sequence.
     literals = {"status": "'DELAYED'" if delayed else "'ENQUEUED'", "recovery_attempts": "0"}
     delay = ("delay_until_epoch_ms",) if delayed else ()
+    identity = IDENTITY_COLUMNS if identified else ()
     if not is_sqlite:
         literals["enqueue_seq"] = f"nextval('{SCHEMA}.{ENQUEUE_SEQUENCE}')"
     return HotInsert(
@@ -111,6 +112,7 @@ def _insert_enqueued(*, is_sqlite: bool, delayed: bool = False) -> HotInsert:
             "priority",
             "queue_partition_key",
             *delay,
+            *identity,
         ),
         is_sqlite=is_sqlite,
         literals=literals,
@@ -121,9 +123,16 @@ def _insert_enqueued(*, is_sqlite: bool, delayed: bool = False) -> HotInsert:
 
 # Prepared once per backend: enqueue is a serial loop in many apps, and it runs on the
 # system database's hot path (on SQLite, in the group commit with the steps' checkpoints).
-_INSERTS = {flag: _insert_enqueued(is_sqlite=flag) for flag in (True, False)}
-#: A delayed enqueue (rare) inserts the DELAYED row in the same one statement.
-_DELAYED_INSERTS = {flag: _insert_enqueued(is_sqlite=flag, delayed=True) for flag in (True, False)}
+# A delayed enqueue (rare) inserts the DELAYED row in the same one statement, and one with a
+# class binding or an identity its identity columns: keyed (sqlite, delayed, identified).
+_INSERTS = {
+    (sqlite, delayed, identified): _insert_enqueued(
+        is_sqlite=sqlite, delayed=delayed, identified=identified
+    )
+    for sqlite in (True, False)
+    for delayed in (True, False)
+    for identified in (True, False)
+}
 
 
 def _enqueue_order(*, is_sqlite: bool) -> str:
@@ -147,16 +156,17 @@ def insert_enqueued(
     priority: int,
     queue_partition_key: str | None = None,
     delay_until_epoch_ms: int | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> StatusRow | None:
-    """Insert an ENQUEUED workflow (DELAYED until ``delay_until_epoch_ms`` when given);
-    None when inserted, or the row already under this ID.
+    """Insert an ENQUEUED workflow (DELAYED until ``delay_until_epoch_ms`` when given, with
+    its identity columns when given); None when inserted, or the row already under this ID.
 
     Raises :class:`DBOSQueueDeduplicatedError` when another ENQUEUED or PENDING workflow of
     the queue holds ``deduplication_id`` (the partial unique index of migration v3).
     """
     now = now_ms()
     delayed = delay_until_epoch_ms is not None
-    insert = (_DELAYED_INSERTS if delayed else _INSERTS)[sysdb.sqlite]
+    insert = _INSERTS[sysdb.sqlite, delayed, identity is not None]
     values: dict[str, Any] = {
         "workflow_uuid": workflow_id,
         "name": name,
@@ -175,6 +185,8 @@ def insert_enqueued(
     }
     if delayed:
         values["delay_until_epoch_ms"] = delay_until_epoch_ms
+    if identity is not None:
+        values.update(identity)
     try:
         return sysdb.insert_or_existing(insert.sql, insert.params(values), values)
     except IntegrityError as exc:

@@ -109,6 +109,15 @@ class QueueManager:
             worker.hinted = True
             worker.wake.set()
 
+    def retire(self, queue_name: str) -> None:
+        """Stop the worker of a queue no longer declared (``DBOS.delete_queue``): it exits
+        at its next look at its stop event; workflows it started run on. Re-declaring the
+        queue spawns a new worker."""
+        with self._gate:
+            worker = self._workers.pop(queue_name, None)
+        if worker is not None and worker.thread is not None:
+            worker.thread.stop.set()
+
     def worker_threads(self) -> dict[str, Supervised]:
         """The workers spawned so far, by queue name."""
         return {n: w.thread for n, w in list(self._workers.items()) if w.thread is not None}

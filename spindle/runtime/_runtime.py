@@ -53,6 +53,9 @@ class QueueService(Protocol):
         """The per-queue worker threads spawned so far, by queue name."""
         ...
 
+    def retire(self, queue_name: str) -> None:
+        """Stop the worker of a queue that is no longer declared."""
+
 
 class PollerService(Protocol):
     """What the rest of the runtime asks of the pollers (cron, receivers, schedules)."""

@@ -8,14 +8,14 @@ runs twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from croniter import croniter
 
 from ._core import prepare_workflow
-from ._cron import tick_workflow_id
+from ._cron import tick_workflow_id, trigger_workflow_id
 from ._errors import DBOSException
 from ._functions import GLOBAL_REGISTRY
 from ._runtime import Runtime
@@ -121,24 +121,29 @@ def check_unsupported(options: dict[str, Any]) -> None:
             )
 
 
-def backfill(rt: Runtime, name: str, start: datetime, end: datetime) -> list[str]:
-    """Start every tick of a schedule in ``[start, end)`` that no process started yet;
-    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice).
-    Naive datetimes are UTC, as in DBOS."""
+def backfill_ticks(
+    row: WorkflowSchedule, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, str]]:
+    """Each tick of ``row``'s cron in ``[start, end)`` with the live scheduler's workflow ID
+    for it (naive datetimes are UTC, as in DBOS)."""
     start = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
     end = end if end.tzinfo is not None else end.replace(tzinfo=UTC)
+    ticks = croniter(row["schedule"], start, second_at_beginning=True)
+    while (tick := ticks.get_next(datetime)) < end:
+        yield tick, tick_workflow_id(row["schedule_name"], tick)
+
+
+def backfill(rt: Runtime, name: str, start: datetime, end: datetime) -> list[str]:
+    """Start every tick of a schedule in ``[start, end)`` that no process started yet;
+    returns the IDs of all of them (the live scheduler's IDs, so nothing runs twice)."""
     row = ScheduleStore(rt.sysdb).get(name)
     if row is None:
         raise DBOSException(f"schedule {name!r} does not exist")
-    ticks = croniter(row["schedule"], start, second_at_beginning=True)
     ids: list[str] = []
-    while True:
-        tick: datetime = ticks.get_next(datetime)
-        if tick >= end:
-            return ids
-        workflow_id = tick_workflow_id(name, tick)
+    for tick, workflow_id in backfill_ticks(row, start, end):
         _schedule_start(rt, row, tick, workflow_id)
         ids.append(workflow_id)
+    return ids
 
 
 def trigger(rt: Runtime, name: str) -> str:
@@ -147,6 +152,6 @@ def trigger(rt: Runtime, name: str) -> str:
     if row is None:
         raise DBOSException(f"schedule {name!r} does not exist")
     now = datetime.fromtimestamp(rt.clock.now(), UTC)
-    workflow_id = f"sched-{name}-trigger-{now.isoformat()}"
+    workflow_id = trigger_workflow_id(name, now)
     _schedule_start(rt, row, now, workflow_id)
     return workflow_id

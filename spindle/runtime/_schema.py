@@ -16,6 +16,15 @@ ENQUEUE_SEQUENCE = "workflow_enqueue_seq"
 
 metadata = sa.MetaData(schema=SCHEMA)
 
+#: DBOS's identity columns of ``workflow_status`` (see ``_identity_columns``).
+IDENTITY_COLUMNS = (
+    "class_name",
+    "config_name",
+    "authenticated_user",
+    "assumed_role",
+    "authenticated_roles",
+)
+
 workflow_status = sa.Table(
     "workflow_status",
     metadata,
@@ -47,6 +56,10 @@ workflow_status = sa.Table(
     sa.Column("delay_until_epoch_ms", sa.BigInteger, nullable=True),
     # DBOS's workflow attributes, as JSON text (SetWorkflowAttributes).
     sa.Column("attributes", sa.Text, nullable=True),
+    # DBOS's identity columns: the class and config name of a method's self/cls, and the
+    # user, assumed role and roles (JSON list) it was started as. Written by the creating
+    # insert, so a listing that does not load inputs still shows them.
+    *(sa.Column(name, sa.Text, nullable=True) for name in IDENTITY_COLUMNS),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)

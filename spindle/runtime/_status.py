@@ -9,6 +9,7 @@ from typing import Any
 
 from ._attributes import load as load_attributes
 from ._classes import split_input
+from ._identity_columns import IDENTITY_COLUMNS, roles_of
 from ._roles import split_auth
 from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
 from ._serialization import deserialize, deserialize_exception
@@ -30,9 +31,9 @@ class WorkflowStatusString(Enum):
 class WorkflowStatus:
     """One workflow's status, as DBOS Transact names its fields (timestamps in epoch ms).
 
-    ``class_name``/``config_name`` and the user, roles and assumed role come with the
-    stored input (None when it is not loaded). Spindle records no owning application: None,
-    as they are in DBOS for a workflow that has none.
+    ``class_name``/``config_name`` and the user, roles and assumed role are columns of
+    the row (migration v9), so they show without the input too. Spindle records no owning
+    application: None, as it is in DBOS for a workflow that has none.
     """
 
     workflow_id: str
@@ -99,18 +100,29 @@ class WorkflowStatus:
         )
         # So is the identity it was started with (see _roles).
         value, auth = split_auth(value)
+        identity: dict[str, Any] = {
+            "class_name": class_name,
+            "config_name": config_name,
+            "authenticated_user": auth.user if auth is not None else None,
+            "assumed_role": auth.assumed_role if auth is not None else None,
+            "authenticated_roles": (
+                list(auth.roles) if auth is not None and auth.roles is not None else None
+            ),
+        }
+        if hasattr(row, "authenticated_roles"):
+            # A detail row has the identity columns (migration v9): they answer without
+            # the input; a row written before them has NULLs, and keeps the input's.
+            columns = {name: getattr(row, name) for name in IDENTITY_COLUMNS}
+            columns["authenticated_roles"] = roles_of(columns["authenticated_roles"])
+            for name, column in columns.items():
+                if column is not None:
+                    identity[name] = column
         return cls(
             workflow_id=row.workflow_id,
             status=row.status,
             name=row.name,
             input=value,
-            class_name=class_name,
-            config_name=config_name,
-            authenticated_user=auth.user if auth is not None else None,
-            assumed_role=auth.assumed_role if auth is not None else None,
-            authenticated_roles=(
-                list(auth.roles) if auth is not None and auth.roles is not None else None
-            ),
+            **identity,
             output=_safe(deserialize, row.output) if load_output else None,
             error=(
                 deserialize_exception(row.error) if load_output and row.error is not None else None

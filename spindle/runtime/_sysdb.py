@@ -174,10 +174,13 @@ class SystemDatabase:
         timeout_ms: int | None = None,
         deadline_epoch_ms: int | None = None,
         queue_name: str | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> StatusRow | None:
-        """Insert a new workflow; returns None when inserted, or the existing row."""
+        """Insert a new workflow; returns None when inserted, or the existing row.
+
+        ``identity``: its identity columns (``_identity_columns``), in the same insert."""
         now = now_ms()
-        insert = self._sql.insert_workflow
+        insert = self._sql.insert_workflow if identity is None else self._sql.insert_identified
         values: dict[str, Any] = {
             "workflow_uuid": workflow_id,
             "status": status,
@@ -193,6 +196,8 @@ class SystemDatabase:
             "queue_name": queue_name,
             "started_at_epoch_ms": now if status == PENDING else None,
         }
+        if identity is not None:
+            values.update(identity)
         return self.insert_or_existing(insert.sql, insert.params(values), values)
 
     def insert_or_existing(

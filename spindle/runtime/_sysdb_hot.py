@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ._group_commit import GroupCommit, WriteRequest
-from ._schema import SCHEMA, operation_outputs, workflow_status
+from ._schema import IDENTITY_COLUMNS, SCHEMA, operation_outputs, workflow_status
 from ._sysdb_engine import BUSY_SLICE_MS, BUSY_TIMEOUT_MS, begin_immediate
 from ._sysdb_gate import WRITE_LOCK_TIMEOUT, Gate, closed_error, interrupted_error
 
@@ -97,26 +97,36 @@ class HotInsert:
 class HotStatements:
     """The statements every workflow runs, prepared once per backend."""
 
-    __slots__ = ("finish_workflow", "insert_workflow", "record_step")
+    __slots__ = ("finish_workflow", "insert_identified", "insert_workflow", "record_step")
 
     def __init__(self, is_sqlite: bool) -> None:
+        columns = (
+            "workflow_uuid",
+            "status",
+            "name",
+            "inputs",
+            "executor_id",
+            "application_version",
+            "created_at",
+            "updated_at",
+            "parent_workflow_id",
+            "workflow_timeout_ms",
+            "workflow_deadline_epoch_ms",
+            "queue_name",
+            "started_at_epoch_ms",
+        )
         self.insert_workflow = HotInsert(
             workflow_status,
-            (
-                "workflow_uuid",
-                "status",
-                "name",
-                "inputs",
-                "executor_id",
-                "application_version",
-                "created_at",
-                "updated_at",
-                "parent_workflow_id",
-                "workflow_timeout_ms",
-                "workflow_deadline_epoch_ms",
-                "queue_name",
-                "started_at_epoch_ms",
-            ),
+            columns,
+            is_sqlite=is_sqlite,
+            literals={"recovery_attempts": "0"},
+            suffix=" ON CONFLICT (workflow_uuid) DO NOTHING",
+        )
+        #: The same insert for a workflow with a class binding or an identity: its
+        #: identity columns in the one statement (most workflows use the one above).
+        self.insert_identified = HotInsert(
+            workflow_status,
+            (*columns, *IDENTITY_COLUMNS),
             is_sqlite=is_sqlite,
             literals={"recovery_attempts": "0"},
             suffix=" ON CONFLICT (workflow_uuid) DO NOTHING",

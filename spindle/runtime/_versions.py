@@ -74,11 +74,12 @@ def _insert(sysdb: SystemDatabase, stmt: Any) -> None:
 def list_versions(rt: Runtime) -> list[VersionInfo]:
     """Every registered version, the latest first."""
     rt.require_launched()
-    return _list(rt.sysdb)
+    return list_in(rt.sysdb)
 
 
 @retried
-def _list(sysdb: SystemDatabase) -> list[VersionInfo]:
+def list_in(sysdb: SystemDatabase) -> list[VersionInfo]:
+    """:func:`list_versions` on a system database alone (``DBOSClient``)."""
     stmt = sa.select(*_COLUMNS).order_by(av.c.version_timestamp.desc(), av.c.version_name)
     with sysdb.transaction(read=True) as conn:
         return [_info(r) for r in conn.execute(stmt)]
@@ -86,7 +87,13 @@ def _list(sysdb: SystemDatabase) -> list[VersionInfo]:
 
 def latest(rt: Runtime) -> VersionInfo:
     """The latest version (the greatest ``version_timestamp``)."""
-    versions = list_versions(rt)
+    rt.require_launched()
+    return latest_in(rt.sysdb)
+
+
+def latest_in(sysdb: SystemDatabase) -> VersionInfo:
+    """:func:`latest` on a system database alone (``DBOSClient``)."""
+    versions = list_in(sysdb)
     if not versions:
         raise DBOSException("No application versions found")
     return versions[0]
@@ -95,11 +102,12 @@ def latest(rt: Runtime) -> VersionInfo:
 def set_latest(rt: Runtime, version_name: str) -> None:
     """Make ``version_name`` the latest (registering it if it never launched)."""
     rt.require_launched()
-    _set_latest(rt.sysdb, version_name, rt.config.name)
+    set_latest_in(rt.sysdb, version_name, rt.config.name)
 
 
 @retried
-def _set_latest(sysdb: SystemDatabase, version_name: str, application_name: str) -> None:
+def set_latest_in(sysdb: SystemDatabase, version_name: str, application_name: str | None) -> None:
+    """:func:`set_latest` on a system database alone (``DBOSClient``)."""
     # A replay after an ambiguous commit stamps it latest again: the same outcome.
     now = now_ms()
     # Strictly after every other one, even within one millisecond of a launch.

@@ -39,14 +39,14 @@ def listed_parent() -> int:
         second = listed_child(3)  # 6: the start, 7: getResult
     queued = listed_queue.enqueue(listed_child, 5)  # 8
     third = queued.get_result()  # 9
-    return first + second + third + listed_step()  # 10
+    return int(first + second + third + listed_step())  # 10
 
 
 @DBOS.workflow()
 async def listed_async_parent() -> int:
     direct = await listed_async_child(7)  # 1: the start, 2: getResult
     handle = await DBOS.start_workflow_async(listed_async_child, 8)  # 3
-    return direct + await handle.get_result()  # 4
+    return int(direct + await handle.get_result())  # 4
 
 
 @DBOS.workflow()
@@ -85,8 +85,10 @@ def test_children_results_and_statuses_are_steps_numbered_as_dbos_numbers_them(
     steps = DBOS.list_workflow_steps("lister")
     assert [s["output"] for s in steps if s["function_name"] == "DBOS.getResult"] == [1, 3, 5]
     for s in steps:
-        assert s["started_at_epoch_ms"] is not None
-        assert s["started_at_epoch_ms"] <= s["completed_at_epoch_ms"]
+        started, completed = s["started_at_epoch_ms"], s["completed_at_epoch_ms"]
+        assert started is not None
+        assert completed is not None
+        assert started <= completed
 
 
 def test_an_async_parent_records_its_children_the_same_way(make_dbos: MakeDBOS) -> None:
@@ -170,6 +172,9 @@ def test_a_transaction_is_a_step_of_its_workflow(make_dbos: MakeDBOS, app_db_url
         (1, "listed_tx", 4),
         (2, "listed_step", 100),
     ]
-    assert steps[0]["started_at_epoch_ms"] <= steps[0]["completed_at_epoch_ms"]
+    started, completed = steps[0]["started_at_epoch_ms"], steps[0]["completed_at_epoch_ms"]
+    assert started is not None
+    assert completed is not None
+    assert started <= completed
     forked = DBOS.fork_workflow("tx-lister", 2)
     assert forked.get_result() == 104
