@@ -229,12 +229,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "outside a workflow a lost connection (commit maybe landed) is run again",
     ),
     Mutation(
-        "datasource-not-a-step",
-        "spindle/runtime/_datasource.py",
-        "isolation, as_step=True",
-        "isolation, as_step=False",
-        (R + "test_datasource.py",),
-        "a datasource transaction is not recorded as the workflow's step",
+        "transaction-not-a-step",
+        "spindle/runtime/_tx_op.py",
+        "    return conclude(rt, ctx, fid, name, done.value, done.error, started_at=started_at)",
+        "    return done.result()",
+        (R + "test_datasource.py", R + "test_step_listing.py"),
+        "a transaction (datasource or @DBOS.transaction) is not recorded as the workflow's step",
     ),
     Mutation(
         "datasource-savepoint-join",
