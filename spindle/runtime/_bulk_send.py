@@ -23,9 +23,11 @@ def send_many(
     *,
     workflow_id: str | None = None,
     function_id: int | None = None,
+    serialization: str | None = None,
 ) -> Outcome:
-    """Insert ``(destination, topic, message)`` rows in one transaction, with the checkpoint
-    ``DBOS.send_bulk`` of ``workflow_id`` when given.
+    """Insert ``(destination, topic, message)`` rows (``serialization``: the messages'
+    format) in one transaction, with the checkpoint ``DBOS.send_bulk`` of ``workflow_id``
+    when given.
 
     Raises :class:`DBOSNonExistentWorkflowError` naming the destinations when one does not
     exist; then nothing is written.
@@ -38,6 +40,7 @@ def send_many(
             "message": data,
             "created_at_epoch_ms": now,
             "message_uuid": message_uuid(),
+            "serialization": serialization,
         }
         for dest, topic, data in messages
     ]

@@ -16,7 +16,7 @@ from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._queue import MAX_PRIORITY
 from ._queue_db import insert_enqueued
-from ._serialization import serialize
+from ._serializer import WorkflowSerializationFormat
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -39,6 +39,8 @@ class EnqueueOptions(_Required, total=False):
     queue_partition_key: str
     attributes: dict[str, Any]
     duplication_policy: DuplicationPolicy
+    #: The format of the workflow's inputs, output and error (PORTABLE: portable JSON).
+    serialization_type: WorkflowSerializationFormat
 
 
 _KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annotations__)
@@ -53,6 +55,7 @@ def enqueue_with_options(
     ident = resolve_identity(rt, options.get("workflow_id"))
     timeout_ms = int(timeout * 1000) if timeout is not None else ident.timeout_ms
     delay_until = int((rt.clock.now() + delay) * 1000) if delay is not None else None
+    codec = rt.sysdb.codecs.for_type(options.get("serialization_type"))
     existing, holder = enqueue_or_holder(
         rt.sysdb,
         options.get("duplication_policy"),
@@ -62,7 +65,7 @@ def enqueue_with_options(
             rt.sysdb,
             workflow_id=ident.workflow_id,
             name=name,
-            inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+            inputs=codec.encode_inputs(args, kwargs, f"the inputs of workflow {name!r}"),
             queue_name=queue_name,
             executor_id=rt.config.executor_id,
             application_version=options.get("app_version"),
@@ -75,6 +78,7 @@ def enqueue_with_options(
             priority=priority or 0,
             queue_partition_key=options.get("queue_partition_key"),
             delay_until_epoch_ms=delay_until,
+            serialization=codec.format,
         ),
     )
     if holder is not None:

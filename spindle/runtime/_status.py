@@ -11,7 +11,7 @@ from ._attributes import load as load_attributes
 from ._classes import split_input
 from ._roles import split_auth
 from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
-from ._serialization import deserialize, deserialize_exception
+from ._serialization import Codecs
 
 
 class WorkflowStatusString(Enum):
@@ -73,12 +73,14 @@ class WorkflowStatus:
     def from_row(
         cls,
         row: StatusRow,
+        codecs: Codecs,
         *,
         load_input: bool = True,
         load_output: bool = True,
         was_forked_from: bool = False,
     ) -> WorkflowStatus:
-        """Build from a database row; inputs and outputs are deserialized when loaded."""
+        """Build from a database row; inputs and outputs are deserialized when loaded, by
+        the codec of the row's format."""
         # A detail row (see _introspect_db) also carries the queue and fork columns.
         extra: dict[str, Any] = {
             name: getattr(row, column)
@@ -95,7 +97,9 @@ class WorkflowStatus:
             extra["attributes"] = load_attributes(row.attributes)
         # A method's self/cls is stored as its class and config name (see _classes).
         value, class_name, config_name = (
-            split_input(_safe(deserialize, row.inputs)) if load_input else (None, None, None)
+            split_input(_safe(lambda d: codecs.inputs(d, row.serialization), row.inputs))
+            if load_input
+            else (None, None, None)
         )
         # So is the identity it was started with (see _roles).
         value, auth = split_auth(value)
@@ -111,10 +115,12 @@ class WorkflowStatus:
             authenticated_roles=(
                 list(auth.roles) if auth is not None and auth.roles is not None else None
             ),
-            output=_safe(deserialize, row.output) if load_output else None,
-            error=(
-                deserialize_exception(row.error) if load_output and row.error is not None else None
-            ),
+            output=_safe(lambda d: codecs.decode(d, row.serialization), row.output)
+            if load_output
+            else None,
+            error=_safe(lambda d: codecs.decode_error(d, row.serialization), row.error)
+            if load_output and row.error is not None
+            else None,
             executor_id=row.executor_id,
             app_version=row.application_version,
             created_at=row.created_at,

@@ -34,6 +34,7 @@ from ._rows import (
 )
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
+from ._serialization import Codecs
 from ._sysdb_engine import ensure_postgres_database, is_sqlite, normalize_url
 from ._sysdb_gate import Gate
 from ._sysdb_hot import HotPath, HotStatements
@@ -89,6 +90,7 @@ class SystemDatabase:
         sqlite_synchronous: str = "FULL",
         max_connections: int | None = None,
         client_retries: int = DEFAULT_CLIENT_RETRIES,
+        codecs: Codecs | None = None,
     ):
         self.url = normalize_url(url)
         self.sqlite = is_sqlite(self.url)
@@ -105,6 +107,8 @@ class SystemDatabase:
         self.engine = self.gate.engine
         #: The hot path: one prepared driver statement per write (:mod:`._sysdb_hot`).
         self.hot = HotPath(self.gate, max_idle=pool_size)
+        #: How values are written (the application's serializer) and read (by format).
+        self.codecs = codecs if codecs is not None else Codecs()
         self._sql = HotStatements(self.sqlite)
         self._insert: Callable[..., Any] = (sqlite if self.sqlite else postgresql).insert
 
@@ -174,8 +178,11 @@ class SystemDatabase:
         timeout_ms: int | None = None,
         deadline_epoch_ms: int | None = None,
         queue_name: str | None = None,
+        serialization: str | None = None,
     ) -> StatusRow | None:
-        """Insert a new workflow; returns None when inserted, or the existing row."""
+        """Insert a new workflow; returns None when inserted, or the existing row.
+
+        ``serialization``: the format of ``inputs``, and of the output and error to come."""
         now = now_ms()
         insert = self._sql.insert_workflow
         values: dict[str, Any] = {
@@ -192,6 +199,7 @@ class SystemDatabase:
             "workflow_deadline_epoch_ms": deadline_epoch_ms,
             "queue_name": queue_name,
             "started_at_epoch_ms": now if status == PENDING else None,
+            "serialization": serialization,
         }
         return self.insert_or_existing(insert.sql, insert.params(values), values)
 
@@ -368,6 +376,7 @@ class SystemDatabase:
         output: bytes | None,
         error: bytes | None,
         child_workflow_id: str | None = None,
+        serialization: str | None = None,
     ) -> str:
         """Durably record a step outcome, only while the workflow is PENDING.
 
@@ -385,6 +394,7 @@ class SystemDatabase:
                 "error": error,
                 "child_workflow_id": child_workflow_id,
                 "completed_at": now_ms(),
+                "serialization": serialization,
             }
         )
         try:

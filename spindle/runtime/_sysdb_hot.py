@@ -116,6 +116,7 @@ class HotStatements:
                 "workflow_deadline_epoch_ms",
                 "queue_name",
                 "started_at_epoch_ms",
+                "serialization",
             ),
             is_sqlite=is_sqlite,
             literals={"recovery_attempts": "0"},
@@ -137,6 +138,7 @@ class HotStatements:
                 "error",
                 "child_workflow_id",
                 "completed_at",
+                "serialization",
             ),
             is_sqlite=is_sqlite,
             guard="EXISTS (SELECT 1 FROM {s}workflow_status"
