@@ -388,9 +388,9 @@ def test_a_portable_workflow_started_and_read_by_plain_sql(
 def test_an_older_schema_gains_the_format_columns_and_its_rows_read_as_pickle(
     make_dbos: MakeDBOS, db_url: str
 ) -> None:
-    """A database from before formats (no ``serialization`` column, version 8) is migrated
+    """A database from before formats (no ``serialization`` column, an older version) is migrated
     on launch; its rows, NULL there, are read as the pickle they are."""
-    from spindle.runtime._migrations import _VALUE_TABLES, LATEST_VERSION
+    from spindle.runtime._migrations import _VALUE_TABLES, MIGRATIONS, _v9_serialization
 
     make_dbos().launch()
     with SetWorkflowID("ser-old"):
@@ -404,7 +404,9 @@ def test_an_older_schema_gains_the_format_columns_and_its_rows_read_as_pickle(
             for table in _VALUE_TABLES:
                 conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN serialization")
             conn.exec_driver_sql(
-                f"UPDATE {prefix}spindle_schema_version SET version = {LATEST_VERSION - 1}"
+                # The version before the one that adds the columns, wherever it lands.
+                f"UPDATE {prefix}spindle_schema_version"
+                f" SET version = {MIGRATIONS.index(_v9_serialization)}"
             )
     finally:
         old.dispose()
