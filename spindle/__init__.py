@@ -16,6 +16,7 @@ from .runtime import DBOSMaxRecoveryAttemptsExceededError as DBOSMaxRecoveryAtte
 from .runtime import DBOSMaxStepRetriesExceeded as DBOSMaxStepRetriesExceeded
 from .runtime import DBOSNonExistentWorkflowError as DBOSNonExistentWorkflowError
 from .runtime import DBOSNotLaunchedError as DBOSNotLaunchedError
+from .runtime import DBOSPortableJSONSerializer as DBOSPortableJSONSerializer
 from .runtime import DBOSQueueDeduplicatedError as DBOSQueueDeduplicatedError
 from .runtime import DBOSRuntimeShutdownError as DBOSRuntimeShutdownError
 from .runtime import DBOSSerializationError as DBOSSerializationError
@@ -24,15 +25,18 @@ from .runtime import DBOSWorkflowCancelledError as DBOSWorkflowCancelledError
 from .runtime import DBOSWorkflowConflictIDError as DBOSWorkflowConflictIDError
 from .runtime import Debouncer as Debouncer
 from .runtime import DebouncerClient as DebouncerClient
+from .runtime import DefaultSerializer as DefaultSerializer
 from .runtime import DuplicationPolicy as DuplicationPolicy
 from .runtime import EnqueueOptions as EnqueueOptions
 from .runtime import Event as Event
 from .runtime import EventSource as EventSource
 from .runtime import KafkaMessage as KafkaMessage
+from .runtime import PortableWorkflowError as PortableWorkflowError
 from .runtime import PropagateOtelContext as PropagateOtelContext
 from .runtime import Queue as Queue
 from .runtime import ScheduleInput as ScheduleInput
 from .runtime import SendMessage as SendMessage
+from .runtime import Serializer as Serializer
 from .runtime import SetEnqueueOptions as SetEnqueueOptions
 from .runtime import SetWorkflowAttributes as SetWorkflowAttributes
 from .runtime import SetWorkflowID as SetWorkflowID
@@ -44,6 +48,7 @@ from .runtime import VersionInfo as VersionInfo
 from .runtime import WorkflowHandle as WorkflowHandle
 from .runtime import WorkflowHandleAsync as WorkflowHandleAsync
 from .runtime import WorkflowSchedule as WorkflowSchedule
+from .runtime import WorkflowSerializationFormat as WorkflowSerializationFormat
 from .runtime import WorkflowStatus as WorkflowStatus
 from .runtime import WorkflowStatusString as WorkflowStatusString
 from .runtime import error as error
@@ -68,6 +73,7 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSPortableJSONSerializer",
     "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
@@ -76,16 +82,19 @@ __all__ = [
     "DBOSWorkflowConflictIDError",
     "Debouncer",
     "DebouncerClient",
+    "DefaultSerializer",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",
+    "PortableWorkflowError",
     "PropagateOtelContext",
     "Queue",
     "SQLAlchemyDatasource",
     "ScheduleInput",
     "SendMessage",
+    "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowAttributes",
     "SetWorkflowID",
@@ -96,6 +105,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
+    "WorkflowSerializationFormat",
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",

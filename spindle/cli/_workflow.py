@@ -182,7 +182,7 @@ def _status(sysdb: SystemDatabase, workflow_id: str) -> WorkflowStatus:
     row = sysdb.get_status(workflow_id)
     if row is None:
         raise CliError(f"no workflow with ID {workflow_id!r}")
-    return WorkflowStatus.from_row(row)
+    return WorkflowStatus.from_row(row, sysdb.codecs)
 
 
 def run_get(args: argparse.Namespace) -> int:

@@ -41,10 +41,15 @@ from ._introspection import StepInfo as StepInfo
 from ._kafka import KafkaMessage as KafkaMessage
 from ._pollers import Event as Event
 from ._pollers import EventSource as EventSource
+from ._portable import DBOSPortableJSONSerializer as DBOSPortableJSONSerializer
+from ._portable import PortableWorkflowError as PortableWorkflowError
 from ._queue import Queue as Queue
 from ._queue import SetEnqueueOptions as SetEnqueueOptions
 from ._roles import DBOSContextSetAuth as DBOSContextSetAuth
 from ._schedules import WorkflowSchedule as WorkflowSchedule
+from ._serializer import DefaultSerializer as DefaultSerializer
+from ._serializer import Serializer as Serializer
+from ._serializer import WorkflowSerializationFormat as WorkflowSerializationFormat
 from ._status import WorkflowStatus as WorkflowStatus
 from ._status import WorkflowStatusString as WorkflowStatusString
 from ._validation import make_pydantic_args_validator as make_pydantic_args_validator
@@ -68,6 +73,7 @@ __all__ = [
     "DBOSMaxStepRetriesExceeded",
     "DBOSNonExistentWorkflowError",
     "DBOSNotLaunchedError",
+    "DBOSPortableJSONSerializer",
     "DBOSQueueDeduplicatedError",
     "DBOSRuntimeShutdownError",
     "DBOSSerializationError",
@@ -76,16 +82,19 @@ __all__ = [
     "DBOSWorkflowConflictIDError",
     "Debouncer",
     "DebouncerClient",
+    "DefaultSerializer",
     "DuplicationPolicy",
     "EnqueueOptions",
     "Event",
     "EventSource",
     "KafkaMessage",
+    "PortableWorkflowError",
     "PropagateOtelContext",
     "Queue",
     "SQLAlchemyDatasource",
     "ScheduleInput",
     "SendMessage",
+    "Serializer",
     "SetEnqueueOptions",
     "SetWorkflowAttributes",
     "SetWorkflowID",
@@ -96,6 +105,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
+    "WorkflowSerializationFormat",
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",

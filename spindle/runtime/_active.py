@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._errors import DBOSAwaitedWorkflowCancelledError, DBOSRuntimeShutdownError
+from ._serialization import NATIVE, Codec
 
 
 class ActiveWorkflow:
@@ -26,6 +27,7 @@ class ActiveWorkflow:
         "_lock",
         "_settled",
         "cancelled",
+        "codec",
         "done",
         "error",
         "interrupted",
@@ -50,6 +52,8 @@ class ActiveWorkflow:
         self.wake = threading.Event()
         self.cancelled = False
         self.interrupted = False
+        #: The format of this workflow's row: its output and error are written in it.
+        self.codec: Codec = NATIVE
         self.result: Any = None
         self.error: BaseException | None = None
         self._callbacks: list[Callable[[], None]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import Any
@@ -39,16 +40,16 @@ def step_rows(
 @retried
 def list_steps(sysdb: SystemDatabase, workflow_id: str) -> list[dict[str, Any]]:
     """A workflow's recorded steps, in order, as plain data (rows of :func:`step_rows`)."""
-    from ._serialization import deserialize, deserialize_exception
-
     out = []
     for row in step_rows(sysdb, workflow_id, limit=None, offset=None):
+        codecs = sysdb.codecs
+        fmt = row.serialization
         out.append(
             {
                 "function_id": row.function_id,
                 "function_name": row.function_name,
-                "output": _text(deserialize, row.output),
-                "error": _text(deserialize_exception, row.error),
+                "output": _text(functools.partial(codecs.decode, format=fmt), row.output),
+                "error": _text(functools.partial(codecs.decode_error, format=fmt), row.error),
                 "child_workflow_id": row.child_workflow_id,
                 "started_at_epoch_ms": row.started_at,
                 "completed_at_epoch_ms": row.completed_at,
@@ -86,6 +87,7 @@ def fork_workflow(
             sa.select(
                 ws.c.name,
                 ws.c.inputs,
+                ws.c.serialization,
                 ws.c.application_version,
                 ws.c.queue_name,
                 *(ws.c[name] for name in IDENTITY_COLUMNS),
@@ -106,6 +108,7 @@ def fork_workflow(
                 status=PENDING,
                 name=src.name,
                 inputs=src.inputs,
+                serialization=src.serialization,  # the copy is read as the original was
                 executor_id=executor_id,
                 application_version=application_version or src.application_version,
                 created_at=now,

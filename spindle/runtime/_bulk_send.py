@@ -16,8 +16,11 @@ from ._schema import notifications as nt
 from ._sysdb import SystemDatabase
 
 
-def message_rows(messages: Sequence[tuple[str, str, bytes]]) -> list[dict[str, Any]]:
-    """The notifications rows of ``(destination, topic, message)`` triples, sent now."""
+def message_rows(
+    messages: Sequence[tuple[str, str, bytes]], serialization: str | None = None
+) -> list[dict[str, Any]]:
+    """The notifications rows of ``(destination, topic, message)`` triples, sent now
+    (``serialization``: the messages' format, None for native pickle)."""
     now = now_ms()
     return [
         {
@@ -26,6 +29,7 @@ def message_rows(messages: Sequence[tuple[str, str, bytes]]) -> list[dict[str, A
             "message": data,
             "created_at_epoch_ms": now,
             "message_uuid": message_uuid(),
+            "serialization": serialization,
         }
         for dest, topic, data in messages
     ]
@@ -38,14 +42,16 @@ def send_many(
     *,
     workflow_id: str | None = None,
     function_id: int | None = None,
+    serialization: str | None = None,
 ) -> Outcome:
-    """Insert ``(destination, topic, message)`` rows in one transaction, with the checkpoint
-    ``DBOS.send_bulk`` of ``workflow_id`` when given.
+    """Insert ``(destination, topic, message)`` rows (``serialization``: the messages'
+    format) in one transaction, with the checkpoint ``DBOS.send_bulk`` of ``workflow_id``
+    when given.
 
     Raises :class:`DBOSNonExistentWorkflowError` naming the destinations when one does not
     exist; then nothing is written.
     """
-    rows = message_rows(messages)
+    rows = message_rows(messages, serialization)
 
     class _NotPending(Exception):
         pass

@@ -34,7 +34,8 @@ from ._introspection import StepInfo, WorkflowFilters
 from ._management import check_handles, first_ended, fork_placed
 from ._messaging_db import NULL_TOPIC, MessagingDatabase
 from ._queue_db import requeue_resumed
-from ._serialization import deserialize, serialize
+from ._serialization import Codecs, check_serializer
+from ._serializer import Serializer, WorkflowSerializationFormat
 from ._status import WorkflowStatus
 from ._streams import END, StreamDB, next_value
 from ._sysdb import SystemDatabase
@@ -53,6 +54,7 @@ class DBOSClient(ClientManagement, ClientSchedules):
         dbos_system_schema: str | None = "dbos",
         system_database_pool_size: int | None = None,
         application_name: str | None = None,
+        serializer: Serializer | None = None,
     ) -> None:
         url = system_database_url or database_url or application_database_url
         if not url:
@@ -64,8 +66,13 @@ class DBOSClient(ClientManagement, ClientSchedules):
         pool = 5 if system_database_pool_size is None else system_database_pool_size
         if pool < 1:
             raise DBOSException("system_database_pool_size must be >= 1")
+        if not check_serializer(serializer):
+            raise DBOSException(f"serializer must be a Serializer or None, got {serializer!r}")
         self.application_name = application_name
-        self._sysdb = SystemDatabase(url, pool_size=pool, max_connections=pool)
+        # The app's serializer: what the client writes, and a format it can read back.
+        self._sysdb = SystemDatabase(
+            url, pool_size=pool, max_connections=pool, codecs=Codecs(serializer)
+        )
         self._messages = MessagingDatabase(self._sysdb)
         # Set by destroy(): a wait in another thread returns instead of polling on.
         self._stop = threading.Event()
@@ -110,15 +117,21 @@ class DBOSClient(ClientManagement, ClientSchedules):
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        serialization_type: WorkflowSerializationFormat
+        | None = WorkflowSerializationFormat.DEFAULT,
     ) -> None:
-        """Send ``message`` to a workflow (on PostgreSQL its receiver is woken by NOTIFY)."""
+        """Send ``message`` to a workflow (on PostgreSQL its receiver is woken by NOTIFY);
+        ``serialization_type``: its format (the client's serializer by default)."""
         if idempotency_key is not None:
             raise DBOSException(
                 "DBOSClient.send(idempotency_key=) is not supported by Spindle yet: send from "
                 "a workflow, or DBOS.send(idempotency_key=) in an app process"
             )
-        data = serialize(message, "the message of DBOSClient.send")
-        self._messages.send(destination_id, NULL_TOPIC if topic is None else topic, data)
+        codec = self._sysdb.codecs.for_type(serialization_type)
+        data = codec.encode(message, "the message of DBOSClient.send")
+        topic_s = NULL_TOPIC if topic is None else topic
+        self._messages.send(destination_id, topic_s, data, serialization=codec.format)
 
     async def send_async(
         self,
@@ -126,15 +139,28 @@ class DBOSClient(ClientManagement, ClientSchedules):
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        serialization_type: WorkflowSerializationFormat
+        | None = WorkflowSerializationFormat.DEFAULT,
     ) -> None:
-        await asyncio.to_thread(self.send, destination_id, message, topic, idempotency_key)
+        """Async :meth:`send`."""
+        await asyncio.to_thread(
+            functools.partial(
+                self.send,
+                destination_id,
+                message,
+                topic,
+                idempotency_key,
+                serialization_type=serialization_type,
+            )
+        )
 
     def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         """A workflow's event, polled for up to ``timeout_seconds`` (None when unset)."""
 
         def read() -> tuple[bool, Any]:
-            data = self._messages.get_event(workflow_id, key)
-            return (True, deserialize(data)) if data is not None else (False, None)
+            got = self._messages.get_event(workflow_id, key)
+            return (True, self._sysdb.codecs.decode(*got)) if got is not None else (False, None)
 
         return _poll(read, timeout_seconds, self._stop)[1]
 

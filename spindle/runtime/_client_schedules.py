@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 from ._cron import check_cron
 from ._errors import DBOSException
 from ._schedule_api import check_unsupported
-from ._schedules import ScheduleStore, WorkflowSchedule, encode_context
+from ._schedules import ScheduleStore, StoredContext, WorkflowSchedule, encode_context
 from ._sysdb import SystemDatabase
 
 
@@ -78,7 +78,7 @@ class ClientSchedules:
                 "queue_name": queue_name,
             },
         )
-        data = encode_context(schedule_name, context)
+        data = encode_context(self._sysdb.codecs, schedule_name, context)
         if not ScheduleStore(self._sysdb).create(schedule_name, workflow_name, schedule, data):
             raise DBOSException(f"schedule {schedule_name!r} already exists")
 
@@ -142,7 +142,7 @@ class ClientSchedules:
 
     def apply_schedules(self, schedules: list[ClientScheduleInput]) -> None:
         """Create or replace every schedule given, in one transaction."""
-        rows: list[tuple[str, str, str, bytes]] = []
+        rows: list[tuple[str, str, str, StoredContext]] = []
         for i, entry in enumerate(schedules):
             for key in ("schedule_name", "workflow_name", "schedule"):
                 if key not in entry:
@@ -160,7 +160,7 @@ class ClientSchedules:
                 entry.get("workflow_class_name"),
                 options,
             )
-            context = encode_context(name, entry.get("context"))
+            context = encode_context(self._sysdb.codecs, name, entry.get("context"))
             rows.append((name, entry["workflow_name"], entry["schedule"], context))
         ScheduleStore(self._sysdb).replace_all(rows)
 

@@ -42,7 +42,7 @@ from ._queue import GLOBAL_QUEUES, Queue
 from ._rows import ENQUEUED, PENDING
 from ._schedules import ACTIVE, PAUSED, WorkflowSchedule
 from ._schema import notifications, operation_outputs, workflow_events, workflow_status
-from ._serialization import deserialize
+from ._serialization import Codecs
 from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def _get_workflow(rt: Runtime, msg: dict[str, Any]) -> Fields:
     row = rt.sysdb.get_status(field(msg, "workflow_id", str))
     if row is None:
         return {"output": None}
-    return {"output": workflow_output(WorkflowStatus.from_row(row))}
+    return {"output": workflow_output(WorkflowStatus.from_row(row, rt.sysdb.codecs))}
 
 
 def _exist_pending(rt: Runtime, msg: dict[str, Any]) -> Fields:
@@ -429,9 +429,9 @@ def _get_queue(_rt: Runtime, msg: dict[str, Any]) -> Fields:
     return {"output": _queue_output(q) if q is not None else None}
 
 
-def _safe_text(data: bytes) -> str:
+def _safe_text(codecs: Codecs, data: bytes, fmt: str | None) -> str:
     try:
-        return str(deserialize(data))
+        return str(codecs.decode(data, fmt))
     except Exception as exc:
         return f"<cannot deserialize: {type(exc).__name__}>"
 
@@ -439,7 +439,8 @@ def _safe_text(data: bytes) -> str:
 def _events(rt: Runtime, msg: dict[str, Any]) -> Fields:
     # The query DBOS.get_all_events runs; the reply lists them by key.
     events = _introspect_db.all_events(rt.sysdb, field(msg, "workflow_id", str))
-    return {"events": [{"key": k, "value": _safe_text(events[k])} for k in sorted(events)]}
+    codecs = rt.sysdb.codecs
+    return {"events": [{"key": k, "value": _safe_text(codecs, *events[k])} for k in sorted(events)]}
 
 
 def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
@@ -447,8 +448,13 @@ def _notifications(rt: Runtime, msg: dict[str, Any]) -> Fields:
     # Spindle deletes a message when recv consumes it: every row left is unconsumed.
     return {
         "notifications": [
-            {"topic": t, "message": _safe_text(m), "created_at_epoch_ms": c, "consumed": False}
-            for t, m, c in rows
+            {
+                "topic": t,
+                "message": _safe_text(rt.sysdb.codecs, m, fmt),
+                "created_at_epoch_ms": c,
+                "consumed": False,
+            }
+            for t, m, c, fmt in rows
         ]
     }
 
@@ -460,7 +466,7 @@ def _unconsumed(sysdb: SystemDatabase, workflow_id: str) -> list[Any]:
     with sysdb.transaction(read=True) as conn:
         return list(
             conn.execute(
-                sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms)
+                sa.select(n.c.topic, n.c.message, n.c.created_at_epoch_ms, n.c.serialization)
                 .where(n.c.destination_uuid == workflow_id)
                 .order_by(n.c.created_at_epoch_ms, n.c.message_uuid)
             ).all()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from ._errors import DBOSConfigError
+from ._serialization import check_serializer
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -127,15 +128,15 @@ RENAMES: dict[str, str] = {
     "notification_listener_polling_interval_sec": "notification_polling_interval_sec",
 }
 
-#: Keys whose value is checked for the one value Spindle can honour.
+#: Keys whose value is checked for the values Spindle can honour.
 ONLY: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dbos_system_schema": (
         lambda v: v is None or v == "dbos",
         "'dbos' or None: Spindle's tables live in the schema 'dbos'",
     ),
     "serializer": (
-        lambda v: v is None,
-        "None: Spindle stores values with pickle and cannot take another serializer",
+        check_serializer,
+        "a Serializer (e.g. DBOSPortableJSONSerializer()) or None",
     ),
     "system_database_engine": (
         lambda v: v is None or _engine_url(v) is not None,

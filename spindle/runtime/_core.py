@@ -34,13 +34,14 @@ from ._durable import (
 from ._errors import (
     DBOSConflictingWorkflowError,
     DBOSRuntimeShutdownError,
+    DBOSSerializationError,
     DBOSWorkflowCancelledError,
     WorkflowInterrupted,
 )
 from ._functions import StepInfo, WorkflowInfo
 from ._identity_columns import identity_columns
-from ._rows import CANCELLED, ERROR, SUCCESS, TERMINAL, StepRow
-from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
+from ._rows import CANCELLED, ERROR, SUCCESS, TERMINAL, StatusRow, StepRow
+from ._serialization import NATIVE, Codec, Codecs
 from ._sysdb_gate import SystemDatabaseClosed
 
 if TYPE_CHECKING:
@@ -183,8 +184,10 @@ def prepare_workflow(
     if not created:
         record_child_start(rt, ident, info.name)  # in flight here: started before
         return Start(entry, False)
+    codecs = rt.sysdb.codecs
     try:
-        inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+        codec = entry.codec = codecs.for_type(info.serialization_type)
+        inputs = codec.encode_inputs(args, kwargs, f"the inputs of workflow {info.name!r}")
         existing = rt.sysdb.insert_workflow(
             workflow_id=wf_id,
             name=info.name,
@@ -196,6 +199,7 @@ def prepare_workflow(
             deadline_epoch_ms=deadline_ms,
             queue_name=queue_name,
             identity=identity_columns(args, kwargs),
+            serialization=codec.format,
         )
     except BaseException:
         rt.active.release(entry)
@@ -223,10 +227,16 @@ def prepare_workflow(
             raise
     if existing is not None:
         if existing.status in TERMINAL:
-            _publish_row(entry, existing.status, existing.output, existing.error)
+            _publish_row(codecs, entry, existing)
             rt.active.release(entry)
             return Start(entry, False)
-        # PENDING (recovery, or the same ID again after a crash): replay its history.
+        # PENDING (recovery, or the same ID again after a crash): replay its history, and
+        # end it in the format its row was started in.
+        try:
+            entry.codec = codecs.get(existing.serialization)
+        except BaseException:
+            rt.active.release(entry)
+            raise
         deadline_ms = existing.workflow_deadline_epoch_ms
         recorded = rt.sysdb.step_outputs(wf_id)
     return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
@@ -241,14 +251,17 @@ def start_dequeued(
     *,
     deadline_ms: int | None,
     recorded: dict[int, StepRow] | None,
+    codec: Codec = NATIVE,
 ) -> Start:
     """Start a workflow whose row a queue worker just set PENDING: no insert, no read.
 
-    ``run`` is None when the ID is already in flight in this process.
+    ``run`` is None when the ID is already in flight in this process. ``codec``: the
+    format of its row, which its output and error are written in.
     """
     entry, created = rt.active.acquire(workflow_id, is_async=info.is_async)
     if not created:
         return Start(entry, False)
+    entry.codec = codec
     return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
 
@@ -279,14 +292,16 @@ def _runnable(
     return Start(entry, True, run)
 
 
-def _publish_row(
-    entry: ActiveWorkflow, status: str, output: bytes | None, error: bytes | None
-) -> None:
-    if status == SUCCESS:
-        entry.finish(result=deserialize(output))
-    elif status == ERROR and error is not None:
-        entry.finish(error=deserialize_exception(error))
-    elif status == CANCELLED:
+def _publish_row(codecs: Codecs, entry: ActiveWorkflow, row: StatusRow) -> None:
+    status = row.status
+    try:
+        if status == SUCCESS:
+            entry.finish(result=codecs.decode(row.output, row.serialization))
+        elif status == ERROR and row.error is not None:
+            entry.finish(error=codecs.decode_error(row.error, row.serialization))
+    except DBOSSerializationError as exc:  # a format this process cannot read
+        entry.finish(error=exc)
+    if status == CANCELLED:
         entry.cancel()
 
 
@@ -388,14 +403,17 @@ def _workflow(
 
 def _conclude_ok(rt: Runtime, entry: ActiveWorkflow, info: WorkflowInfo, result: Any) -> None:
     try:
-        output = serialize(result, f"the output of workflow {info.name!r}")
+        codec = entry.codec
+        output = codec.encode(result, f"the output of workflow {info.name!r}")
     except Exception as exc:
         _conclude_error(rt, entry, exc)
         return
     try:
         if rt.sysdb.finish_workflow(entry.workflow_id, SUCCESS, output=output, error=None):
-            # Recorded: from now on the row's output is final, so handles may take it here.
-            rt.active.remember_success(entry.workflow_id, output)
+            # Recorded: from now on the row's output is final, so handles may take it here
+            # (kept as native bytes only: that is what a handle reads without a format).
+            if codec.format is None:
+                rt.active.remember_success(entry.workflow_id, output)
             entry.finish(result=result)
         else:
             entry.cancel()  # cancelled (or timed out) while its last step ran
@@ -419,7 +437,7 @@ def _conclude_error(rt: Runtime, entry: ActiveWorkflow, exc: BaseException) -> N
         raise exc
     try:
         recorded = rt.sysdb.finish_workflow(
-            entry.workflow_id, ERROR, output=None, error=serialize_exception(exc)
+            entry.workflow_id, ERROR, output=None, error=entry.codec.encode_error(exc)
         )
     except SystemDatabaseClosed:
         entry.finish(error=_shutdown_error(entry.workflow_id))

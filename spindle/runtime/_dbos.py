@@ -46,6 +46,7 @@ from ._reset import reset_system_database
 from ._roles import restoring
 from ._runtime import Runtime
 from ._schedules import PAUSED, WorkflowSchedule
+from ._serializer import WorkflowSerializationFormat
 from ._validation import ValidateArgs, validating
 from ._validation import resolve as resolve_validator
 from ._web_frameworks import RuntimeDashboardSource, setup_fastapi, setup_flask
@@ -224,13 +225,18 @@ class DBOS(
         *,
         name: str | None = None,
         max_recovery_attempts: int | None = DEFAULT_MAX_RECOVERY_ATTEMPTS,
+        serialization_type: WorkflowSerializationFormat | None = None,
         validate_args: ValidateArgs | None = None,
     ) -> Callable[[F], F]:
         """Make a function a durable workflow (sync or ``async def``); after
         ``max_recovery_attempts`` recoveries (DBOS's default 100; None: no limit) it is
-        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again. ``validate_args`` (e.g.
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of run again. ``serialization_type=PORTABLE``
+        stores its inputs, output and error as portable JSON whatever the application's
+        serializer (other languages start it and read its result). ``validate_args`` (e.g.
         ``pydantic_args_validator``) checks the arguments each time the workflow starts
         running, after they are read back from the database."""
+        if serialization_type is not None:
+            serialization_type = WorkflowSerializationFormat(serialization_type)
 
         def decorator(func: F) -> F:
             inner: Callable[..., Any] = func
@@ -239,7 +245,13 @@ class DBOS(
                 inner = validating(func, validator, is_async=is_async(func))
             # The stored call's self/cls and authentication are restored for the body.
             body = restoring(decoding(inner, is_async=is_async(func)), is_async=is_async(func))
-            info = WorkflowInfo(name or fn_name(func), body, is_async(func), max_recovery_attempts)
+            info = WorkflowInfo(
+                name or fn_name(func),
+                body,
+                is_async(func),
+                max_recovery_attempts,
+                serialization_type,
+            )
             GLOBAL_REGISTRY.add_workflow(info)
             return workflow_wrapper(info, func)
 
@@ -451,14 +463,27 @@ class DBOS(
         return await _messaging.recv_async(_current.get(), topic, timeout_seconds)
 
     @classmethod
-    def set_event(cls, key: str, value: Any) -> None:
-        """In a workflow: publish (or overwrite) the event ``key`` of this workflow."""
-        _messaging.set_event(_current.get(), key, value)
+    def set_event(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        serialization_type: WorkflowSerializationFormat = WorkflowSerializationFormat.DEFAULT,
+    ) -> None:
+        """In a workflow: publish (or overwrite) the event ``key`` of this workflow
+        (``serialization_type``: its format, the application's serializer by default)."""
+        _messaging.set_event(_current.get(), key, value, serialization_type)
 
     @classmethod
-    async def set_event_async(cls, key: str, value: Any) -> None:
+    async def set_event_async(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        serialization_type: WorkflowSerializationFormat = WorkflowSerializationFormat.DEFAULT,
+    ) -> None:
         """Async :meth:`set_event`."""
-        await _messaging.set_event_async(_current.get(), key, value)
+        await _messaging.set_event_async(_current.get(), key, value, serialization_type)
 
     @classmethod
     def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:

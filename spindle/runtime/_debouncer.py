@@ -35,7 +35,6 @@ from ._roles import guard
 from ._roles import stored as stored_auth
 from ._rows import DELAYED, ENQUEUED, PENDING, now_ms
 from ._schema import workflow_status as ws
-from ._serialization import serialize
 
 if TYPE_CHECKING:
     from ._client import DBOSClient
@@ -73,6 +72,7 @@ def bounce(
     inputs: bytes,
     due_epoch_ms: int,
     timeout_ms: int | None,
+    serialization: str | None = None,
 ) -> str | None:
     """Extend the DELAYED workflow holding ``deduplication_id`` on the queue: new inputs,
     new due time (capped at its creation plus ``timeout_ms``). Returns its ID, or None
@@ -92,7 +92,12 @@ def bounce(
             ws.c.deduplication_id == deduplication_id,
             ws.c.status == DELAYED,
         )
-        .values(inputs=inputs, delay_until_epoch_ms=due, updated_at=now_ms())
+        .values(
+            inputs=inputs,
+            serialization=serialization,
+            delay_until_epoch_ms=due,
+            updated_at=now_ms(),
+        )
         .returning(ws.c.workflow_uuid)
     )
     with sysdb.transaction() as conn:
@@ -196,8 +201,10 @@ class Debouncer(Generic[P, R]):
         dedup = f"{self.func_name}-{debounce_key}"
         with guard(func):  # required roles are checked on every call, as on an enqueue
             stored = stored_auth(dict(kwargs))
-        inputs = serialize(
-            (call_args(func, args), stored), f"the inputs of workflow {self.func_name!r}"
+        info = GLOBAL_REGISTRY.workflow(self.func_name)
+        codec = rt.sysdb.codecs.for_type(info.serialization_type if info else None)
+        inputs = codec.encode_inputs(
+            call_args(func, args), stored, f"the inputs of workflow {self.func_name!r}"
         )
         timeout_ms = _ms(self.debounce_timeout_sec)
         delay = debounce_period_sec
@@ -217,6 +224,7 @@ class Debouncer(Generic[P, R]):
                     inputs=inputs,
                     due_epoch_ms=int((rt.clock.now() + debounce_period_sec) * 1000),
                     timeout_ms=timeout_ms,
+                    serialization=codec.format,
                 ),
             )
             if found is not None:
@@ -300,7 +308,8 @@ class DebouncerClient(Generic[R]):
         _check_period(debounce_period_sec, None)
         name = self.workflow_options["workflow_name"]
         dedup = f"{name}-{debounce_key}"
-        inputs = serialize((args, kwargs), f"the inputs of workflow {name!r}")
+        codec = self.client._sysdb.codecs.for_type(self.workflow_options.get("serialization_type"))
+        inputs = codec.encode_inputs(args, kwargs, f"the inputs of workflow {name!r}")
         delay = debounce_period_sec
         if self.debounce_timeout_sec is not None:
             delay = min(delay, self.debounce_timeout_sec)
@@ -321,6 +330,7 @@ class DebouncerClient(Generic[R]):
                 inputs=inputs,
                 due_epoch_ms=now_ms() + int(debounce_period_sec * 1000),
                 timeout_ms=_ms(self.debounce_timeout_sec),
+                serialization=codec.format,
             )
             if found is not None:
                 return WorkflowHandleClient[R](self.client, found)

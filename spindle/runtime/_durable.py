@@ -46,7 +46,7 @@ from ._errors import (
     WorkflowInterrupted,
 )
 from ._rows import StepRow, now_ms
-from ._serialization import deserialize, deserialize_exception, serialize, serialize_exception
+from ._serialization import Codecs, serialize
 from ._sysdb import SystemDatabase
 from ._sysdb_gate import SystemDatabaseClosed
 
@@ -354,11 +354,11 @@ def begin(rt: Host, ctx: WorkflowContext, ids: int = 1) -> tuple[int, StepRow | 
     return fid, None
 
 
-def replay(row: StepRow) -> Any:
-    """A recorded outcome again: its output, or its error raised."""
+def replay(row: StepRow, codecs: Codecs) -> Any:
+    """A recorded outcome again: its output, or its error raised (read in its format)."""
     if row.error is not None:
-        raise deserialize_exception(row.error)
-    return deserialize(row.output)
+        raise codecs.decode_error(row.error, row.serialization)
+    return codecs.decode(row.output, row.serialization)
 
 
 def settle(rt: Host, ctx: WorkflowContext, fid: int, outcome: str) -> StepRow | None:
@@ -389,8 +389,10 @@ def record(
     error: bytes | None,
     child_workflow_id: str | None = None,
     started_at: int | None = None,
+    serialization: str | None = None,
 ) -> StepRow | None:
-    """Checkpoint one outcome; returns the row recorded by another execution on a conflict."""
+    """Checkpoint one outcome (``serialization``: its format, None for native); returns the
+    row recorded by another execution on a conflict."""
     try:
         outcome = rt.sysdb.record_step(
             ctx.workflow_id,
@@ -400,6 +402,7 @@ def record(
             error=error,
             child_workflow_id=child_workflow_id,
             started_at=started_at,
+            serialization=serialization,
         )
     except SystemDatabaseClosed as exc:
         raise WorkflowInterrupted() from exc
@@ -413,7 +416,7 @@ def write_once(rt: Host, ctx: WorkflowContext, write: Callable[[int], str]) -> b
     """
     fid, row = begin(rt, ctx)
     if row is not None:
-        replay(row)
+        replay(row, rt.sysdb.codecs)
         return False
     try:
         outcome = write(fid)
@@ -421,7 +424,7 @@ def write_once(rt: Host, ctx: WorkflowContext, write: Callable[[int], str]) -> b
         raise WorkflowInterrupted() from exc
     other = settle(rt, ctx, fid, outcome)
     if other is not None:
-        replay(other)
+        replay(other, rt.sysdb.codecs)
         return False
     return True
 
@@ -437,6 +440,7 @@ def conclude(
     started_at: int | None = None,
 ) -> Any:
     """Record a computed outcome and hand it back (the other execution's, on a conflict)."""
+    codec = rt.sysdb.codecs.app
     if error is not None:
         other = record(
             rt,
@@ -444,14 +448,15 @@ def conclude(
             fid,
             name,
             output=None,
-            error=serialize_exception(error),
+            error=codec.encode_error(error),
             child_workflow_id=child_workflow_id,
             started_at=started_at,
+            serialization=codec.format,
         )
         if other is not None:
-            return replay(other)
+            return replay(other, rt.sysdb.codecs)
         raise error
-    output = serialize(result, f"the output of step {name!r}")
+    output = codec.encode(result, f"the output of step {name!r}")
     other = record(
         rt,
         ctx,
@@ -461,9 +466,10 @@ def conclude(
         error=None,
         child_workflow_id=child_workflow_id,
         started_at=started_at,
+        serialization=codec.format,
     )
     if other is not None:
-        return replay(other)
+        return replay(other, rt.sysdb.codecs)
     return result
 
 
@@ -474,10 +480,10 @@ def deadline(rt: Host, ctx: WorkflowContext, fid: int, seconds: float) -> float:
     if recorded is not None:
         row = recorded.get(fid)
         if row is not None:
-            return float(replay(row))
+            return float(replay(row, rt.sysdb.codecs))
     wake_at = rt.clock.now() + seconds
     other = record(rt, ctx, fid, "DBOS.sleep", output=serialize(wake_at, "sleep"), error=None)
-    return float(replay(other)) if other is not None else wake_at
+    return float(replay(other, rt.sysdb.codecs)) if other is not None else wake_at
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -523,7 +529,7 @@ def step(
     if row is not None:
         if _step_log.isEnabledFor(logging.DEBUG):
             _step_log.debug("Replaying step, id: %d, name: %s", fid, name)
-        return replay(row)
+        return replay(row, rt.sysdb.codecs)
     if _step_log.isEnabledFor(logging.DEBUG):
         _step_log.debug("Running step, id: %d, name: %s", fid, name)
     attempts: _Attempts | None = None  # made on the first failure: none on the hot path
@@ -582,7 +588,9 @@ def sleep(rt: Host, ctx: WorkflowContext, seconds: float) -> Op[None]:
     """Sleep that survives a crash: the wake-up time is checkpointed, a recovered workflow
     sleeps only what is left. Cancel and shutdown cut it short."""
     fid, row = begin(rt, ctx)
-    wake_at = float(replay(row)) if row is not None else deadline(rt, ctx, fid, seconds)
+    wake_at = (
+        float(replay(row, rt.sysdb.codecs)) if row is not None else deadline(rt, ctx, fid, seconds)
+    )
     remaining = wake_at - rt.clock.now()
     if remaining <= 0:
         return

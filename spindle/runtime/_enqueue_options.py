@@ -16,7 +16,7 @@ from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._queue import MAX_PRIORITY
 from ._queue_db import insert_enqueued
-from ._serialization import serialize
+from ._serializer import WorkflowSerializationFormat
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -40,6 +40,8 @@ class EnqueueOptions(_Required, total=False):
     queue_partition_key: str
     attributes: dict[str, Any]
     duplication_policy: DuplicationPolicy
+    #: The format of the workflow's inputs, output and error (PORTABLE: portable JSON).
+    serialization_type: WorkflowSerializationFormat
 
 
 _KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annotations__)
@@ -88,6 +90,7 @@ def enqueue_by_name(
     an own ``workflow_timeout`` replaces."""
     name, queue_name, priority, timeout, delay = check_options(options)
     timeout_ms = int(timeout * 1000) if timeout is not None else inherited_timeout_ms
+    codec = sysdb.codecs.for_type(options.get("serialization_type"))
     existing, holder = enqueue_or_holder(
         sysdb,
         options.get("duplication_policy"),
@@ -97,7 +100,7 @@ def enqueue_by_name(
             sysdb,
             workflow_id=workflow_id,
             name=name,
-            inputs=serialize((args, kwargs), f"the inputs of workflow {name!r}"),
+            inputs=codec.encode_inputs(args, kwargs, f"the inputs of workflow {name!r}"),
             queue_name=queue_name,
             executor_id=executor_id,
             application_version=options.get("app_version"),
@@ -109,6 +112,7 @@ def enqueue_by_name(
             priority=priority or 0,
             queue_partition_key=options.get("queue_partition_key"),
             delay_until_epoch_ms=int((now + delay) * 1000) if delay is not None else None,
+            serialization=codec.format,
         ),
     )
     if holder is not None:

@@ -25,7 +25,7 @@ from ._handles import WorkflowHandle
 from ._messaging_db import NULL_TOPIC
 from ._notifications import message_key
 from ._runtime import Runtime
-from ._serialization import serialize
+from ._serializer import WorkflowSerializationFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,13 @@ class SendMessage:
     idempotency_key: str | None = None
 
 
-def _temp_send(destination_id: str, message: Any, topic: str | None) -> None:
-    _messaging.send(_current.get(), destination_id, message, topic)
+def _temp_send(
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
+    _messaging.send(_current.get(), destination_id, message, topic, serialization_type)
 
 
 #: DBOS's name for its temporary send workflow.
@@ -48,7 +53,14 @@ _TEMP_SEND = WorkflowInfo(TEMP_SEND_WORKFLOW, _temp_send, False, None)
 GLOBAL_REGISTRY.add_workflow(_TEMP_SEND)
 
 
-def _send_once(rt: Runtime, key: str, destination_id: str, message: Any, topic: str | None) -> None:
+def _send_once(
+    rt: Runtime,
+    key: str,
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
     # destroy(destroy_registry=True) clears the registry; this workflow must stay runnable.
     GLOBAL_REGISTRY.workflows.setdefault(TEMP_SEND_WORKFLOW, _TEMP_SEND)
     # The key names this workflow: a SetWorkflowID around the send is for the caller's next
@@ -59,7 +71,7 @@ def _send_once(rt: Runtime, key: str, destination_id: str, message: Any, topic: 
             rt,
             _TEMP_SEND,
             (destination_id, message, topic),
-            {},
+            {} if serialization_type is None else {"serialization_type": serialization_type},
             workflow_id=f"{key}::{destination_id}",
         )
     finally:
@@ -76,14 +88,19 @@ def _outside_workflow() -> bool:
 
 
 def send(
-    rt: Runtime, destination_id: str, message: Any, topic: str | None, idempotency_key: str | None
+    rt: Runtime,
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    idempotency_key: str | None,
+    serialization_type: WorkflowSerializationFormat | None = None,
 ) -> None:
     """``DBOS.send``: exactly once from a workflow, or per idempotency key from outside."""
     if idempotency_key is not None and _outside_workflow():
         rt.require_launched()
-        _send_once(rt, idempotency_key, destination_id, message, topic)
+        _send_once(rt, idempotency_key, destination_id, message, topic, serialization_type)
         return
-    _messaging.send(rt, destination_id, message, topic)
+    _messaging.send(rt, destination_id, message, topic, serialization_type)
 
 
 def send_bulk(rt: Runtime, messages: Sequence[SendMessage]) -> None:
@@ -95,11 +112,13 @@ def send_bulk(rt: Runtime, messages: Sequence[SendMessage]) -> None:
         raise DBOSException(
             f"send_bulk received duplicate idempotency keys: {', '.join(duplicates)}"
         )
+    codec = rt.sysdb.codecs.app
+    fmt = codec.format
     rows = [
         (
             m.destination_id,
             NULL_TOPIC if m.topic is None else m.topic,
-            serialize(m.message, "a message of DBOS.send_bulk"),
+            codec.encode(m.message, "a message of DBOS.send_bulk"),
         )
         for m in messages
     ]
@@ -108,14 +127,16 @@ def send_bulk(rt: Runtime, messages: Sequence[SendMessage]) -> None:
         if not write_once(
             rt,
             ctx,
-            lambda fid: send_many(rt.sysdb, rows, workflow_id=ctx.workflow_id, function_id=fid),
+            lambda fid: send_many(
+                rt.sysdb, rows, workflow_id=ctx.workflow_id, function_id=fid, serialization=fmt
+            ),
         ):
             return  # sent by an earlier execution
     else:
         keyed = [m for m in messages if m.idempotency_key is not None]
         plain = [row for row, m in zip(rows, messages, strict=True) if m.idempotency_key is None]
         if plain:
-            send_many(rt.sysdb, plain)
+            send_many(rt.sysdb, plain, serialization=fmt)
         # Outside a workflow a keyed message is sent once per key, by its own small
         # workflow: so these are not in the one transaction of the others.
         for m in keyed:
@@ -136,10 +157,13 @@ class MessagingAPI:
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
+        serialization_type: WorkflowSerializationFormat
+        | None = WorkflowSerializationFormat.DEFAULT,
     ) -> None:
         """Send a message to a workflow: exactly once from a workflow (even replayed), and
-        once per ``idempotency_key`` from outside one."""
-        send(_current.get(), destination_id, message, topic, idempotency_key)
+        once per ``idempotency_key`` from outside one (``serialization_type``: the message's
+        format, the application's serializer by default)."""
+        send(_current.get(), destination_id, message, topic, idempotency_key, serialization_type)
 
     @classmethod
     async def send_async(
@@ -149,9 +173,11 @@ class MessagingAPI:
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
+        serialization_type: WorkflowSerializationFormat
+        | None = WorkflowSerializationFormat.DEFAULT,
     ) -> None:
         """Async :meth:`send` (short transactions, run on the caller's loop)."""
-        send(_current.get(), destination_id, message, topic, idempotency_key)
+        send(_current.get(), destination_id, message, topic, idempotency_key, serialization_type)
 
     @classmethod
     def send_bulk(cls, messages: list[SendMessage]) -> None:

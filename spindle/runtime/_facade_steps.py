@@ -130,7 +130,7 @@ class StepAPI:
         # would then run unrecorded.
         fid, row = begin(rt, ctx)
         if row is not None:
-            picked = set(replay(row))
+            picked = set(replay(row, rt.sysdb.codecs))
         else:
             done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
             indices = [i for i, t in enumerate(tasks) if t in done]
@@ -142,7 +142,7 @@ class StepAPI:
                 output=serialize(indices, "the outcome of DBOS.asyncio_wait"),
                 error=None,
             )
-            picked = set(indices if other is None else replay(other))
+            picked = set(indices if other is None else replay(other, rt.sysdb.codecs))
         done_set = {tasks[i] for i in picked}
         if done_set:
             await asyncio.wait(done_set)

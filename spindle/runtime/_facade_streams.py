@@ -8,22 +8,35 @@ from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from . import _current, _streams
+from ._serializer import WorkflowSerializationFormat
 
 
 class StreamAPI:
     """DBOS Transact 2.30's stream names."""
 
     @classmethod
-    def write_stream(cls, key: str, value: Any) -> None:
+    def write_stream(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        serialization_type: WorkflowSerializationFormat = WorkflowSerializationFormat.DEFAULT,
+    ) -> None:
         """In a workflow (or a step): append ``value`` to this workflow's stream ``key``;
         a workflow's write is its own step, so a recovery never writes it twice."""
-        _streams.write_stream(_current.get(), key, value)
+        _streams.write_stream(_current.get(), key, value, serialization_type)
 
     @classmethod
-    async def write_stream_async(cls, key: str, value: Any) -> None:
+    async def write_stream_async(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        serialization_type: WorkflowSerializationFormat = WorkflowSerializationFormat.DEFAULT,
+    ) -> None:
         """Async :meth:`write_stream` (the write runs off the loop)."""
         rt = _current.get()
-        await asyncio.to_thread(_streams.write_stream, rt, key, value)
+        await asyncio.to_thread(_streams.write_stream, rt, key, value, serialization_type)
 
     @classmethod
     def close_stream(cls, key: str) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._serializer import WorkflowSerializationFormat
+
 _dbos_logger = logging.getLogger("dbos")
 
 
@@ -19,6 +21,9 @@ class WorkflowInfo:
     func: Callable[..., Any]
     is_async: bool
     max_recovery_attempts: int | None
+    #: DBOS's ``serialization_type``: the format of its inputs, output and error (None:
+    #: the application's serializer).
+    serialization_type: WorkflowSerializationFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)

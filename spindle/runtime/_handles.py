@@ -16,7 +16,7 @@ from ._errors import (
 )
 from ._introspection import require_status
 from ._rows import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, SUCCESS
-from ._serialization import deserialize, deserialize_exception
+from ._serialization import deserialize
 from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ def settled(sysdb: SystemDatabase, workflow_id: str) -> tuple[bool, Any]:
     if row is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
     if row.status == SUCCESS:
-        return True, deserialize(row.output)
+        return True, sysdb.codecs.decode(row.output, row.serialization)
     if row.status == ERROR and row.error is not None:
-        raise deserialize_exception(row.error)
+        raise sysdb.codecs.decode_error(row.error, row.serialization)
     if row.status == CANCELLED:
         raise DBOSAwaitedWorkflowCancelledError(workflow_id)
     if row.status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:

@@ -21,6 +21,7 @@ from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
 from ._schema import workflow_status as ws
+from ._serialization import as_bytes
 from ._sysdb import SystemDatabase, rare
 
 
@@ -181,11 +182,13 @@ def list_status(sysdb: SystemDatabase, f: Filters) -> tuple[list[StatusDetailRow
 
 
 @retried
-def all_events(sysdb: SystemDatabase, workflow_id: str) -> dict[str, bytes]:
-    """Every event a workflow set, serialized, by key."""
-    stmt = sa.select(we.c.key, we.c.value).where(we.c.workflow_uuid == workflow_id)
+def all_events(sysdb: SystemDatabase, workflow_id: str) -> dict[str, tuple[bytes, str | None]]:
+    """Every event a workflow set, serialized, with its format, by key."""
+    stmt = sa.select(we.c.key, we.c.value, we.c.serialization).where(
+        we.c.workflow_uuid == workflow_id
+    )
     with sysdb.transaction(read=True) as conn:
-        return {r[0]: bytes(r[1]) for r in conn.execute(stmt)}
+        return {r[0]: (as_bytes(r[1]), r[2]) for r in conn.execute(stmt)}
 
 
 @retried

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from . import _admin_db, _introspect_db
 from ._errors import DBOSNonExistentWorkflowError
-from ._serialization import deserialize, deserialize_exception
 from ._status import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -181,6 +180,7 @@ def query_workflows(
     return [
         WorkflowStatus.from_row(
             r,
+            sysdb.codecs,
             load_input=load_input,
             load_output=load_output,
             was_forked_from=r.workflow_id in forked,
@@ -233,8 +233,12 @@ def list_steps_in(
         StepInfo(
             function_id=row.function_id,
             function_name=row.function_name,
-            output=_loaded(deserialize, row.output) if load_output else None,
-            error=_loaded(deserialize_exception, row.error) if load_output else None,
+            output=_loaded(sysdb.codecs.get(row.serialization).decode, row.output)
+            if load_output
+            else None,
+            error=_loaded(sysdb.codecs.get(row.serialization).decode_error, row.error)
+            if load_output
+            else None,
             child_workflow_id=row.child_workflow_id,
             started_at_epoch_ms=row.started_at,
             completed_at_epoch_ms=row.completed_at,
@@ -246,7 +250,10 @@ def list_steps_in(
 def all_events(rt: Runtime, workflow_id: str) -> dict[str, Any]:
     """Every event a workflow set, by key (an unknown workflow has none)."""
     rt.require_launched()
-    return {k: deserialize(v) for k, v in _introspect_db.all_events(rt.sysdb, workflow_id).items()}
+    codecs = rt.sysdb.codecs
+    return {
+        k: codecs.decode(*v) for k, v in _introspect_db.all_events(rt.sysdb, workflow_id).items()
+    }
 
 
 def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_children: bool) -> None:

@@ -32,6 +32,7 @@ from ._queue_db import requeue_pending
 from ._queue_manager import QueueManager
 from ._recovery import recover_in_background
 from ._runtime import Runtime
+from ._serialization import Codecs
 from ._signals import install_sigterm_handler
 from ._supervisor import Supervisor
 from ._sysdb import SystemDatabase
@@ -125,6 +126,7 @@ def launch(rt: Runtime) -> None:
             # connections (the pool opens them on demand; a pool timeout is retried).
             max_connections=cfg.max_executor_threads + POOL_HEADROOM,
             client_retries=cfg.sys_db_client_retries,
+            codecs=Codecs(cfg.dbos_settings.get("serializer")),
         )
         # A workflow's database calls retry until the database answers, never giving up.
         rt.sysdb.retrier.in_workflow = lambda: current_workflow.get() is not None

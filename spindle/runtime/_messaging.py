@@ -36,7 +36,8 @@ from ._errors import (
 )
 from ._messaging_db import NULL_TOPIC
 from ._notifications import event_key, message_key
-from ._serialization import deserialize, serialize
+from ._serialization import serialize
+from ._serializer import WorkflowSerializationFormat
 from ._sysdb_gate import SystemDatabaseClosed
 
 if TYPE_CHECKING:
@@ -66,28 +67,48 @@ def _check_wake(rt: Runtime, ctx: WorkflowContext | None) -> None:
 # -- send ---------------------------------------------------------------------------------
 
 
-def send(rt: Runtime, destination_id: str, message: Any, topic: str | None) -> None:
-    """Send ``message`` to a workflow, exactly once even when the sender is replayed."""
+def send(
+    rt: Runtime,
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
+    """Send ``message`` to a workflow, exactly once even when the sender is replayed
+    (``serialization_type``: its format; the application's serializer by default)."""
     rt.require_launched()
     topic_s = NULL_TOPIC if topic is None else topic
-    data = serialize(message, "the message of DBOS.send")
+    codec = rt.sysdb.codecs.for_type(serialization_type)
+    data = codec.encode(message, "the message of DBOS.send")
+    fmt = codec.format
     ctx = _workflow_ctx()
     if ctx is None:
-        rt.messaging_db.send(destination_id, topic_s, data)
+        rt.messaging_db.send(destination_id, topic_s, data, serialization=fmt)
     elif not write_once(
         rt,
         ctx,
         lambda fid: rt.messaging_db.send(
-            destination_id, topic_s, data, workflow_id=ctx.workflow_id, function_id=fid
+            destination_id,
+            topic_s,
+            data,
+            workflow_id=ctx.workflow_id,
+            function_id=fid,
+            serialization=fmt,
         ),
     ):
         return  # sent by an earlier execution: its commit already woke the receiver
     rt.listener.committed(message_key(destination_id, topic_s))
 
 
-async def send_async(rt: Runtime, destination_id: str, message: Any, topic: str | None) -> None:
+async def send_async(
+    rt: Runtime,
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
     """Async :func:`send` (one short transaction, run on the caller's loop)."""
-    send(rt, destination_id, message, topic)
+    send(rt, destination_id, message, topic, serialization_type)
 
 
 # -- recv ---------------------------------------------------------------------------------
@@ -103,7 +124,7 @@ def _recv(
     topic_s = NULL_TOPIC if topic is None else topic
     fid, row = begin(rt, ctx, ids=2)
     if row is not None:
-        return replay(row)
+        return replay(row, rt.sysdb.codecs)
     timeout_fid = fid + 1
     db = rt.messaging_db
     # Register before the first read: a message committed after the read wakes us.
@@ -121,10 +142,10 @@ def _recv(
             except SystemDatabaseClosed as exc:
                 raise WorkflowInterrupted() from exc
             if got.outcome == "recorded":
-                return deserialize(got.message)
+                return rt.sysdb.codecs.decode(got.message, got.serialization)
             if got.outcome != "empty":
                 other = settle(rt, ctx, fid, got.outcome)
-                return replay(other) if other is not None else None
+                return replay(other, rt.sysdb.codecs) if other is not None else None
             if wake_at is None:
                 # Checkpointed only when we must wait: a message already there costs one
                 # transaction, not two.
@@ -138,7 +159,7 @@ def _recv(
         rt.listener.waiters.unregister(waiter)
     # Timed out (after a last read): None is the step's recorded output.
     other = record(rt, ctx, fid, "DBOS.recv", output=_NONE, error=None)
-    return replay(other) if other is not None else None
+    return replay(other, rt.sysdb.codecs) if other is not None else None
 
 
 def recv(rt: Runtime, topic: str | None, timeout_seconds: float) -> Any:
@@ -154,26 +175,41 @@ async def recv_async(rt: Runtime, topic: str | None, timeout_seconds: float) -> 
 # -- events -------------------------------------------------------------------------------
 
 
-def set_event(rt: Runtime, key: str, value: Any) -> None:
+def set_event(
+    rt: Runtime,
+    key: str,
+    value: Any,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
     """Set (or overwrite) an event of the calling workflow; wakes its ``get_event`` callers."""
     ctx = current_workflow.get()
     if ctx is None:
         raise DBOSException("DBOS.set_event() must be called from within a workflow")
     rt.require_launched()
-    data = serialize(value, f"the value of event {key!r}")
+    codec = rt.sysdb.codecs.for_type(serialization_type)
+    data = codec.encode(value, f"the value of event {key!r}")
+    fmt = codec.format
+    db = rt.messaging_db
     if ctx.in_step:
         # Inside a step the step is the checkpoint; the upsert is idempotent on a retry.
-        rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=None)
+        db.set_event(ctx.workflow_id, key, data, function_id=None, serialization=fmt)
     elif not write_once(
-        rt, ctx, lambda fid: rt.messaging_db.set_event(ctx.workflow_id, key, data, function_id=fid)
+        rt,
+        ctx,
+        lambda fid: db.set_event(ctx.workflow_id, key, data, function_id=fid, serialization=fmt),
     ):
         return  # set by an earlier execution, which woke its readers
     rt.listener.committed(event_key(ctx.workflow_id, key))
 
 
-async def set_event_async(rt: Runtime, key: str, value: Any) -> None:
+async def set_event_async(
+    rt: Runtime,
+    key: str,
+    value: Any,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
     """Async :func:`set_event`."""
-    set_event(rt, key, value)
+    set_event(rt, key, value, serialization_type)
 
 
 def _get_event(
@@ -185,12 +221,12 @@ def _get_event(
     if ctx is not None:
         fid, row = begin(rt, ctx, ids=2)
         if row is not None:
-            return replay(row)
+            return replay(row, rt.sysdb.codecs)
         timeout_fid = fid + 1
     db = rt.messaging_db
     waiter = rt.listener.waiters.register(event_key(workflow_id, key), loop)
     remove_wake = ctx.entry.add_wake_callback(waiter.notify) if ctx is not None else None
-    value: bytes | None = None
+    value: tuple[bytes, str | None] | None = None
     try:
         wake_at: float | None = None
         while True:
@@ -221,11 +257,17 @@ def _get_event(
     if ctx is not None:
         # The value as read is the step's output: a replay returns it without reading.
         other = record(
-            rt, ctx, fid, "DBOS.getEvent", output=value if value is not None else _NONE, error=None
+            rt,
+            ctx,
+            fid,
+            "DBOS.getEvent",
+            output=value[0] if value is not None else _NONE,
+            error=None,
+            serialization=value[1] if value is not None else None,
         )
         if other is not None:
-            return replay(other)
-    return deserialize(value)
+            return replay(other, rt.sysdb.codecs)
+    return None if value is None else rt.sysdb.codecs.decode(*value)
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:

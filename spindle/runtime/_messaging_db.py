@@ -29,6 +29,7 @@ from ._schema import notifications as nt
 from ._schema import operation_outputs as oo
 from ._schema import workflow_events as we
 from ._schema import workflow_status as ws
+from ._serialization import as_bytes
 from ._sysdb import SystemDatabase
 
 #: What DBOS stores as the topic of a message sent with ``topic=None``.
@@ -47,8 +48,8 @@ WITH cp AS (
     RETURNING 1
 )
 INSERT INTO dbos.notifications
-    (destination_uuid, topic, message, created_at_epoch_ms, message_uuid)
-SELECT :dest, :topic, :msg, :now, :uuid WHERE EXISTS (SELECT 1 FROM cp)
+    (destination_uuid, topic, message, created_at_epoch_ms, message_uuid, serialization)
+SELECT :dest, :topic, :msg, :now, :uuid, :ser WHERE EXISTS (SELECT 1 FROM cp)
 RETURNING 1
 """)
 
@@ -64,15 +65,16 @@ taken AS (
             ORDER BY created_at_epoch_ms, message_uuid
             LIMIT 1 FOR UPDATE SKIP LOCKED)
         AND EXISTS (SELECT 1 FROM pending)
-    RETURNING message
+    RETURNING message, serialization
 ),
 recorded AS (
     INSERT INTO dbos.operation_outputs
-        (workflow_uuid, function_id, function_name, output, error, completed_at)
-    SELECT :wf, :fid, 'DBOS.recv', message, NULL, :now FROM taken
-    RETURNING output
+        (workflow_uuid, function_id, function_name, output, error, completed_at, serialization)
+    SELECT :wf, :fid, 'DBOS.recv', message, NULL, :now, serialization FROM taken
+    RETURNING output, serialization
 )
-SELECT EXISTS (SELECT 1 FROM pending), (SELECT output FROM recorded)
+SELECT EXISTS (SELECT 1 FROM pending), (SELECT output FROM recorded),
+    (SELECT serialization FROM recorded)
 """)
 
 
@@ -115,6 +117,8 @@ class Received:
 
     outcome: Outcome | Literal["empty"]
     message: bytes | None = None
+    #: The message's format (None: native pickle).
+    serialization: str | None = None
 
 
 class MessagingDatabase:
@@ -138,6 +142,7 @@ class MessagingDatabase:
         function_id: int,
         name: str,
         output: bytes | None,
+        serialization: str | None = None,
     ) -> bool:
         """Insert a step checkpoint while the workflow is PENDING; False if it was not.
 
@@ -151,6 +156,7 @@ class MessagingDatabase:
             "output": output,
             "error": None,
             "completed_at": now_ms(),
+            "serialization": serialization,
         }
         # Each value typed as its column (a literal NULL has no type PostgreSQL can infer).
         source = sa.select(*(sa.literal(v, oo.c[k].type) for k, v in values.items()))
@@ -173,6 +179,7 @@ class MessagingDatabase:
         workflow_id: str | None = None,
         function_id: int | None = None,
         step_name: str = "DBOS.send",
+        serialization: str | None = None,
     ) -> Outcome:
         """Insert a message (and the sender's checkpoint, when sent from a workflow).
 
@@ -185,6 +192,7 @@ class MessagingDatabase:
             "message": message,
             "created_at_epoch_ms": now_ms(),
             "message_uuid": message_uuid(),
+            "serialization": serialization,
         }
         # The row (and its ID) is made once: a retry of a send whose commit did land then
         # conflicts on the ID instead of sending the message twice.
@@ -215,6 +223,7 @@ class MessagingDatabase:
                         "topic": topic,
                         "msg": message,
                         "uuid": row["message_uuid"],
+                        "ser": row["serialization"],
                     }
                     if conn.execute(_PG_SEND_CHECKPOINTED, params).first() is None:
                         return "not-pending"
@@ -240,16 +249,18 @@ class MessagingDatabase:
             params = {"wf": workflow_id, "fid": function_id, "topic": topic, "now": now_ms()}
             try:
                 with self._sysdb.transaction() as conn:
-                    pending, output = conn.execute(_PG_CONSUME, params).one()
+                    pending, output, fmt = conn.execute(_PG_CONSUME, params).one()
             except IntegrityError:
                 return Received("conflict")  # rolled back: the message stays
             if not pending:
                 return Received("not-pending")
-            return Received("empty") if output is None else Received("recorded", bytes(output))
+            if output is None:
+                return Received("empty")
+            return Received("recorded", as_bytes(output), fmt)
 
         # SQLite: BEGIN IMMEDIATE serialises writers, so read-then-delete is safe.
         pick = (
-            sa.select(nt.c.message_uuid, nt.c.message)
+            sa.select(nt.c.message_uuid, nt.c.message, nt.c.serialization)
             .where(nt.c.destination_uuid == workflow_id, nt.c.topic == topic)
             .order_by(nt.c.created_at_epoch_ms, nt.c.message_uuid)
             .limit(1)
@@ -264,13 +275,16 @@ class MessagingDatabase:
                 if row is None:
                     return Received("empty")
                 conn.execute(nt.delete().where(nt.c.message_uuid == row.message_uuid))
-                if not self._checkpoint(conn, workflow_id, function_id, "DBOS.recv", row.message):
+                message = as_bytes(row.message)  # text when plain SQL wrote it (see as_bytes)
+                if not self._checkpoint(
+                    conn, workflow_id, function_id, "DBOS.recv", message, row.serialization
+                ):
                     raise _NotPending  # rolls the deletion back: the message stays
         except _NotPending:
             return Received("not-pending")
         except IntegrityError:
             return Received("conflict")
-        return Received("recorded", bytes(row.message))
+        return Received("recorded", message, row.serialization)
 
     @retried
     def peek(self, destination_id: str, topic: str) -> bool:
@@ -287,13 +301,23 @@ class MessagingDatabase:
 
     @retried
     def set_event(
-        self, workflow_id: str, key: str, value: bytes, *, function_id: int | None
+        self,
+        workflow_id: str,
+        key: str,
+        value: bytes,
+        *,
+        function_id: int | None,
+        serialization: str | None = None,
     ) -> Outcome:
-        """Upsert an event of ``workflow_id``, with its checkpoint in the same transaction."""
+        """Upsert an event of ``workflow_id`` (``serialization``: the value's format), with
+        its checkpoint in the same transaction."""
         insert = self._sysdb.dialect_insert(we)
-        insert = insert.values(workflow_uuid=workflow_id, key=key, value=value)
+        insert = insert.values(
+            workflow_uuid=workflow_id, key=key, value=value, serialization=serialization
+        )
         upsert = insert.on_conflict_do_update(
-            index_elements=[we.c.workflow_uuid, we.c.key], set_={"value": insert.excluded.value}
+            index_elements=[we.c.workflow_uuid, we.c.key],
+            set_={"value": insert.excluded.value, "serialization": insert.excluded.serialization},
         )
 
         class _NotPending(Exception):
@@ -313,13 +337,15 @@ class MessagingDatabase:
         return "recorded"
 
     @retried
-    def get_event(self, workflow_id: str, key: str) -> bytes | None:
-        """The serialized value of an event, or None when it is not set."""
+    def get_event(self, workflow_id: str, key: str) -> tuple[bytes, str | None] | None:
+        """The serialized value of an event and its format, or None when it is not set."""
         with self._sysdb.transaction(read=True) as conn:
             row = conn.execute(
-                sa.select(we.c.value).where(we.c.workflow_uuid == workflow_id, we.c.key == key)
+                sa.select(we.c.value, we.c.serialization).where(
+                    we.c.workflow_uuid == workflow_id, we.c.key == key
+                )
             ).first()
-        return None if row is None else bytes(row[0])
+        return None if row is None else (as_bytes(row[0]), row[1])
 
     # -- polling (SQLite) ------------------------------------------------------------------
 

@@ -235,6 +235,31 @@ def _v10_identity_columns(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {prefix}workflow_status ADD COLUMN {column} TEXT")
 
 
+#: The tables whose values carry their format (DBOS's ``serialization`` column).
+_VALUE_TABLES = (
+    "workflow_status",
+    "operation_outputs",
+    "notifications",
+    "workflow_events",
+    "streams",
+    "workflow_schedules",
+)
+
+
+def _v11_serialization(conn: Connection) -> None:
+    """Each value table records the format its values were written in (NULL: native
+    pickle, as every row before this version), so a change of serializer leaves older rows
+    readable. Self-contained: it looks at the columns it adds, whatever ran before it."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "" if sqlite else f"{SCHEMA}."
+    schema = None if sqlite else SCHEMA
+    inspector = sa.inspect(conn)
+    for table in _VALUE_TABLES:
+        columns = {c["name"] for c in inspector.get_columns(table, schema=schema)}
+        if "serialization" not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} ADD COLUMN serialization TEXT")
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -250,6 +275,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v8_delayed_dedup,
     _v9_step_started_at,
     _v10_identity_columns,
+    _v11_serialization,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

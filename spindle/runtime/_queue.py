@@ -23,7 +23,6 @@ from ._identity_columns import identity_columns
 from ._queue_db import RateLimit, insert_enqueued
 from ._roles import guard
 from ._roles import stored as stored_auth
-from ._serialization import serialize
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -362,7 +361,8 @@ def enqueue_workflow(
     ident = resolve_identity(rt)
     with guard(func):  # required roles checked now; the assumed role is stored
         kwargs = stored_auth(kwargs)
-    inputs = serialize((args, kwargs), f"the inputs of workflow {info.name!r}")
+    codec = rt.sysdb.codecs.for_type(info.serialization_type)
+    inputs = codec.encode_inputs(args, kwargs, f"the inputs of workflow {info.name!r}")
     delay_until = (
         int((rt.clock.now() + options.delay_seconds) * 1000)
         if options.delay_seconds is not None
@@ -390,6 +390,7 @@ def enqueue_workflow(
             queue_partition_key=key,
             delay_until_epoch_ms=delay_until,
             identity=identity_columns(args, kwargs),
+            serialization=codec.format,
         ),
     )
     if holder is not None:

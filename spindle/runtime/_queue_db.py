@@ -68,6 +68,7 @@ class Dequeued(TableRow):
     inputs: bytes | None
     deadline_epoch_ms: int | None
     recovery_attempts: int
+    serialization: str | None
 
 
 Dequeued.check()
@@ -111,6 +112,7 @@ def _insert_enqueued(*, is_sqlite: bool, delayed: bool, identified: bool) -> Hot
             "deduplication_id",
             "priority",
             "queue_partition_key",
+            "serialization",
             *delay,
             *identity,
         ),
@@ -157,6 +159,7 @@ def insert_enqueued(
     queue_partition_key: str | None = None,
     delay_until_epoch_ms: int | None = None,
     identity: Mapping[str, Any] | None = None,
+    serialization: str | None = None,
 ) -> StatusRow | None:
     """Insert an ENQUEUED workflow (DELAYED until ``delay_until_epoch_ms`` when given, with
     its identity columns when given); None when inserted, or the row already under this ID.
@@ -182,6 +185,7 @@ def insert_enqueued(
         "deduplication_id": deduplication_id,
         "priority": priority,
         "queue_partition_key": queue_partition_key,
+        "serialization": serialization,
     }
     if delayed:
         values["delay_until_epoch_ms"] = delay_until_epoch_ms

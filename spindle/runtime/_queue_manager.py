@@ -19,12 +19,15 @@ from spindle.diagnostics import StopEvent, ThreadKind
 
 from ._classes import check_resolvable
 from ._core import start_dequeued
-from ._errors import DBOSRuntimeShutdownError, DBOSWorkflowFunctionNotFoundError
+from ._errors import (
+    DBOSRuntimeShutdownError,
+    DBOSSerializationError,
+    DBOSWorkflowFunctionNotFoundError,
+)
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
 from ._queue_db import Dequeued, dequeue, has_enqueued, promote_delayed, requeue
 from ._rows import ERROR
-from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
 from ._sysdb_gate import SystemDatabaseClosed
 from ._workflows import dispatch
@@ -254,11 +257,21 @@ class QueueManager:
                 row.name,
             )
             return
+        codecs = rt.sysdb.codecs
         try:
-            args, kwargs = deserialize(row.inputs)
+            codec = codecs.get(row.serialization)
+        except DBOSSerializationError as exc:
+            # Written by a serializer this process lacks: as an unregistered function, not
+            # run here, it stays PENDING for a process that can read it.
+            logger.warning("spindle: queue %r: %s: %s", worker.queue.name, row.workflow_id, exc)
+            return
+        try:
+            args, kwargs = codec.coerce_inputs(
+                info.func, codec.decode_inputs(row.inputs) if row.inputs is not None else ((), {})
+            )
         except Exception as exc:
             rt.sysdb.finish_workflow(
-                row.workflow_id, ERROR, output=None, error=serialize_exception(exc)
+                row.workflow_id, ERROR, output=None, error=codec.encode_error(exc)
             )
             return
         try:
@@ -277,6 +290,7 @@ class QueueManager:
             dict(kwargs),
             deadline_ms=row.deadline_epoch_ms,
             recorded=recorded,
+            codec=codec,
         )
         if start.run is None:
             return  # already in flight in this process

@@ -32,7 +32,6 @@ from ._rows import MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, StatusRow, StepRow, 
 from ._runtime import Runtime
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
-from ._serialization import deserialize
 from ._sysdb import SystemDatabase
 
 logger = logging.getLogger("spindle")
@@ -138,7 +137,9 @@ def recover_batch(rt: Runtime, ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
         if wf_id not in claimed:
             continue
         try:
-            args, kwargs = deserialize(row.inputs)
+            codec, args, kwargs = rt.sysdb.codecs.read_inputs(
+                info.func, row.inputs, row.serialization
+            )
             # A method of a class instance this process never registered: not run, it
             # stays PENDING for a process that has it (DBOS's not-found error, logged).
             check_resolvable(wf_id, args)
@@ -153,6 +154,7 @@ def recover_batch(rt: Runtime, ids: Sequence[str]) -> list[WorkflowHandle[Any]]:
             dict(kwargs),
             deadline_ms=row.workflow_deadline_epoch_ms,
             recorded=steps[wf_id],
+            codec=codec,
         )
         if start.run is not None:
             try:

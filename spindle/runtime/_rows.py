@@ -124,6 +124,8 @@ class StatusRow(TableRow):
     workflow_deadline_epoch_ms: int | None
     queue_name: str | None
     queue_partition_key: str | None
+    #: The format of inputs, output and error (None: native pickle).
+    serialization: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ class StepRow(TableRow):
     error: bytes | None
     child_workflow_id: str | None
     completed_at: int
+    #: The format of output and error (None: native pickle).
+    serialization: str | None = None
     started_at_epoch_ms: int | None = None
 
     @property

@@ -21,6 +21,7 @@ from ._functions import GLOBAL_REGISTRY
 from ._runtime import Runtime
 from ._schedules import (
     ScheduleStore,
+    StoredContext,
     WorkflowSchedule,
     encode_context,
     validate_new_schedule,
@@ -35,7 +36,7 @@ def create_schedule(
     rt.require_launched()
     info = workflow_info(workflow_fn)
     validate_new_schedule(schedule_name, info.name, schedule)
-    data = encode_context(schedule_name, context)
+    data = encode_context(rt.sysdb.codecs, schedule_name, context)
     if not ScheduleStore(rt.sysdb).create(schedule_name, info.name, schedule, data):
         raise DBOSException(f"schedule {schedule_name!r} already exists")
     rt.schedules_changed()
@@ -91,7 +92,7 @@ def _schedule_start(rt: Runtime, row: WorkflowSchedule, tick: datetime, workflow
 def apply_schedules(rt: Runtime, schedules: list[dict[str, Any]]) -> None:
     """Create or replace every schedule given, atomically (``DBOS.apply_schedules``)."""
     rt.require_launched()
-    rows: list[tuple[str, str, str, bytes]] = []
+    rows: list[tuple[str, str, str, StoredContext]] = []
     for i, entry in enumerate(schedules):
         for key in ("schedule_name", "workflow_fn", "schedule"):
             if key not in entry:
@@ -101,7 +102,12 @@ def apply_schedules(rt: Runtime, schedules: list[dict[str, Any]]) -> None:
         name = entry["schedule_name"]
         validate_new_schedule(name, info.name, entry["schedule"])
         rows.append(
-            (name, info.name, entry["schedule"], encode_context(name, entry.get("context")))
+            (
+                name,
+                info.name,
+                entry["schedule"],
+                encode_context(rt.sysdb.codecs, name, entry.get("context")),
+            )
         )
     ScheduleStore(rt.sysdb).replace_all(rows)
     rt.schedules_changed()

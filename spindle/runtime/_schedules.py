@@ -20,7 +20,7 @@ from ._functions import GLOBAL_REGISTRY
 from ._pollers import PollerGate
 from ._rows import now_ms
 from ._schema import workflow_schedules as sched
-from ._serialization import deserialize, serialize
+from ._serialization import Codecs
 from ._supervisor import Supervised
 from ._sysdb import SystemDatabase
 
@@ -59,12 +59,18 @@ _FIXED: dict[str, Any] = {
     "application_name": None,
 }
 # The columns of a WorkflowSchedule are its other keys, read by name.
-_COLUMNS = tuple(sched.c[key] for key in WorkflowSchedule.__annotations__ if key not in _FIXED)
+_COLUMNS = (
+    *(sched.c[key] for key in WorkflowSchedule.__annotations__ if key not in _FIXED),
+    sched.c.serialization,
+)
+
+#: A schedule's context as stored: its bytes and their format.
+StoredContext = tuple[bytes, str | None]
 
 
-def _row(r: Any) -> WorkflowSchedule:
+def _row(codecs: Codecs, r: Any) -> WorkflowSchedule:
     row = dict(r._mapping)
-    row["context"] = deserialize(row["context"])
+    row["context"] = codecs.decode(row["context"], row.pop("serialization"))
     row.update(_FIXED)
     return cast(WorkflowSchedule, row)
 
@@ -91,7 +97,7 @@ class ScheduleStore:
         return self._db.retrier
 
     @retried
-    def create(self, name: str, workflow_name: str, cron: str, context: bytes) -> bool:
+    def create(self, name: str, workflow_name: str, cron: str, context: StoredContext) -> bool:
         """Insert a schedule; False if one with this name exists."""
         now = now_ms()
         stmt = (
@@ -102,7 +108,8 @@ class ScheduleStore:
                 workflow_name=workflow_name,
                 schedule=cron,
                 status=ACTIVE,
-                context=context,
+                context=context[0],
+                serialization=context[1],
                 created_at=now,
                 updated_at=now,
             )
@@ -113,7 +120,7 @@ class ScheduleStore:
             return len(conn.execute(stmt).all()) == 1
 
     @retried
-    def replace_all(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+    def replace_all(self, rows: Sequence[tuple[str, str, str, StoredContext]]) -> None:
         """Create or replace each ``(name, workflow_name, cron, context)`` schedule, all in
         one transaction (``DBOS.apply_schedules``): a replaced schedule is ACTIVE again."""
         now = now_ms()
@@ -127,7 +134,8 @@ class ScheduleStore:
                         workflow_name=workflow_name,
                         schedule=cron,
                         status=ACTIVE,
-                        context=context,
+                        context=context[0],
+                        serialization=context[1],
                         created_at=now,
                         updated_at=now,
                     )
@@ -155,7 +163,7 @@ class ScheduleStore:
                 sa.or_(*(sched.c.schedule_name.startswith(p, autoescape=True) for p in prefixes))
             )
         with self._db.transaction(read=True) as conn:
-            return [_row(r) for r in conn.execute(stmt)]
+            return [_row(self._db.codecs, r) for r in conn.execute(stmt)]
 
     @retried
     def get(self, name: str) -> WorkflowSchedule | None:
@@ -163,7 +171,7 @@ class ScheduleStore:
         stmt = sa.select(*_COLUMNS).where(sched.c.schedule_name == name)
         with self._db.transaction(read=True) as conn:
             row = conn.execute(stmt).one_or_none()
-        return _row(row) if row is not None else None
+        return _row(self._db.codecs, row) if row is not None else None
 
     @retried
     def delete(self, name: str) -> None:
@@ -193,9 +201,11 @@ def validate_new_schedule(name: str, workflow_name: str, cron: str) -> None:
         raise DBOSException(f"{workflow_name!r} is not a registered @DBOS.workflow()")
 
 
-def encode_context(name: str, context: Any) -> bytes:
-    """Serialize a schedule's context (passed to every run of its workflow)."""
-    return serialize(context, f"the context of schedule {name!r}")
+def encode_context(codecs: Codecs, name: str, context: Any) -> StoredContext:
+    """Serialize a schedule's context (passed to every run of its workflow) with the
+    application's serializer, and name its format."""
+    codec = codecs.app
+    return codec.encode(context, f"the context of schedule {name!r}"), codec.format
 
 
 @dataclass(frozen=True, slots=True)

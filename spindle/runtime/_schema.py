@@ -60,6 +60,8 @@ workflow_status = sa.Table(
     # user, assumed role and roles (JSON list) it was started as. Written by the creating
     # insert, so a listing that does not load inputs still shows them.
     *(sa.Column(name, sa.Text, nullable=True) for name in IDENTITY_COLUMNS),
+    # The format of inputs, output and error (NULL: native pickle); see _serialization.
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 sa.Index("idx_ws_status_executor", workflow_status.c.status, workflow_status.c.executor_id)
 sa.Index("idx_ws_created_at", workflow_status.c.created_at)
@@ -95,6 +97,7 @@ operation_outputs = sa.Table(
     # When the operation began (DBOS's started_at_epoch_ms); NULL for a one-statement write,
     # which began when it committed.
     sa.Column("started_at_epoch_ms", sa.BigInteger, nullable=True),
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 
 #: Dynamic schedules (DBOS 3.x ``create_schedule``): one row per named cron schedule.
@@ -109,6 +112,7 @@ workflow_schedules = sa.Table(
     sa.Column("context", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 
 notifications = sa.Table(
@@ -127,6 +131,7 @@ notifications = sa.Table(
     sa.Column("created_at_epoch_ms", sa.BigInteger, nullable=False),
     # Time-ordered (UUIDv7-style) when Spindle writes it, so it breaks created_at ties FIFO.
     sa.Column("message_uuid", sa.Text, primary_key=True),
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 sa.Index(
     "idx_notifications_dest_topic",
@@ -148,6 +153,7 @@ workflow_events = sa.Table(
     ),
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 
 #: DBOS's application versions: each version that launched on this database; the one with
@@ -180,6 +186,7 @@ streams = sa.Table(
     sa.Column("value", sa.LargeBinary, nullable=False),
     # The step that wrote it (None for a write from inside a step, as DBOS).
     sa.Column("function_id", sa.Integer, nullable=True),
+    sa.Column("serialization", sa.Text, nullable=True),
 )
 
 schema_version = sa.Table(

@@ -8,14 +8,37 @@ readable after it.
 from __future__ import annotations
 
 import base64
+import enum
 import pickle
 from abc import ABC, abstractmethod
 from typing import Any
 
-__all__ = ["PICKLE_FORMAT", "DefaultSerializer", "Serializer"]
+__all__ = [
+    "PICKLE_FORMAT",
+    "PORTABLE_FORMAT",
+    "DefaultSerializer",
+    "Serializer",
+    "WorkflowSerializationFormat",
+]
 
 PICKLE_FORMAT = "py_pickle"
 """The format name of Python's pickle, DBOS's default for Python applications."""
+
+PORTABLE_FORMAT = "portable_json"
+"""The format name of DBOS's portable JSON, which every DBOS SDK (and plain SQL) reads."""
+
+
+# (str, Enum), not StrEnum: as DBOS's, str() of a member names the member, not its value.
+class WorkflowSerializationFormat(str, enum.Enum):  # noqa: UP042
+    """Which format a workflow's inputs, output and error (or one value) are written in.
+
+    ``PORTABLE``: portable JSON, whatever the application's serializer; ``NATIVE``: Python's
+    pickle; ``DEFAULT``: the application's serializer (DBOS spells its value ``"None"``).
+    """
+
+    PORTABLE = "portable"
+    NATIVE = "native"
+    DEFAULT = "None"
 
 
 class Serializer(ABC):

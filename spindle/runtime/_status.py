@@ -12,7 +12,7 @@ from ._classes import split_input
 from ._identity_columns import IDENTITY_COLUMNS, roles_of
 from ._roles import split_auth
 from ._rows import DELAYED, ENQUEUED, TERMINAL, StatusRow
-from ._serialization import deserialize, deserialize_exception
+from ._serialization import Codecs
 
 
 class WorkflowStatusString(Enum):
@@ -74,12 +74,14 @@ class WorkflowStatus:
     def from_row(
         cls,
         row: StatusRow,
+        codecs: Codecs,
         *,
         load_input: bool = True,
         load_output: bool = True,
         was_forked_from: bool = False,
     ) -> WorkflowStatus:
-        """Build from a database row; inputs and outputs are deserialized when loaded."""
+        """Build from a database row; inputs and outputs are deserialized when loaded, by
+        the codec of the row's format."""
         # A detail row (see _introspect_db) also carries the queue and fork columns.
         extra: dict[str, Any] = {
             name: getattr(row, column)
@@ -96,7 +98,9 @@ class WorkflowStatus:
             extra["attributes"] = load_attributes(row.attributes)
         # A method's self/cls is stored as its class and config name (see _classes).
         value, class_name, config_name = (
-            split_input(_safe(deserialize, row.inputs)) if load_input else (None, None, None)
+            split_input(_safe(lambda d: codecs.inputs(d, row.serialization), row.inputs))
+            if load_input
+            else (None, None, None)
         )
         # So is the identity it was started with (see _roles).
         value, auth = split_auth(value)
@@ -110,7 +114,7 @@ class WorkflowStatus:
             ),
         }
         if hasattr(row, "authenticated_roles"):
-            # A detail row has the identity columns (migration v9): they answer without
+            # A detail row has the identity columns (migration v10): they answer without
             # the input; a row written before them has NULLs, and keeps the input's.
             columns = {name: getattr(row, name) for name in IDENTITY_COLUMNS}
             columns["authenticated_roles"] = roles_of(columns["authenticated_roles"])
@@ -123,10 +127,12 @@ class WorkflowStatus:
             name=row.name,
             input=value,
             **identity,
-            output=_safe(deserialize, row.output) if load_output else None,
-            error=(
-                deserialize_exception(row.error) if load_output and row.error is not None else None
-            ),
+            output=_safe(lambda d: codecs.decode(d, row.serialization), row.output)
+            if load_output
+            else None,
+            error=_safe(lambda d: codecs.decode_error(d, row.serialization), row.error)
+            if load_output and row.error is not None
+            else None,
             executor_id=row.executor_id,
             app_version=row.application_version,
             created_at=row.created_at,

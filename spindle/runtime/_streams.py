@@ -29,7 +29,8 @@ from ._runtime import Runtime
 from ._schema import operation_outputs as oo
 from ._schema import streams as st
 from ._schema import workflow_status as ws
-from ._serialization import deserialize, serialize
+from ._serialization import as_bytes
+from ._serializer import WorkflowSerializationFormat
 from ._sysdb import SystemDatabase
 
 #: DBOS's value that closes a stream.
@@ -48,7 +49,9 @@ class StreamDB:
         self.retrier = sysdb.retrier  # what @retried uses
 
     @staticmethod
-    def _append(conn: sa.Connection, wf_id: str, key: str, data: bytes, fid: int | None) -> None:
+    def _append(
+        conn: sa.Connection, wf_id: str, key: str, data: bytes, fid: int | None, fmt: str | None
+    ) -> None:
         # One writer per stream at a time (the workflow's steps run in order): the next
         # offset is the count so far; a racing writer conflicts on the primary key.
         nxt = conn.execute(
@@ -56,14 +59,21 @@ class StreamDB:
         ).scalar_one()
         conn.execute(
             st.insert().values(
-                workflow_uuid=wf_id, key=key, offset=nxt, value=data, function_id=fid
+                workflow_uuid=wf_id,
+                key=key,
+                offset=nxt,
+                value=data,
+                function_id=fid,
+                serialization=fmt,
             )
         )
 
     @retried
-    def write_checkpointed(self, wf_id: str, fid: int, key: str, data: bytes, name: str) -> str:
-        """Append the value and record step ``fid`` in one transaction (the write_once
-        outcome: recorded, not-pending or conflict)."""
+    def write_checkpointed(
+        self, wf_id: str, fid: int, key: str, data: bytes, name: str, fmt: str | None = None
+    ) -> str:
+        """Append the value (``fmt``: its format) and record step ``fid`` in one
+        transaction (the write_once outcome: recorded, not-pending or conflict)."""
         try:
             with self.sysdb.transaction() as conn:
                 status = conn.execute(
@@ -81,62 +91,77 @@ class StreamDB:
                         completed_at=now_ms(),
                     )
                 )
-                self._append(conn, wf_id, key, data, fid)
+                self._append(conn, wf_id, key, data, fid, fmt)
         except IntegrityError:
             return "conflict"  # another execution recorded this step
         return "recorded"
 
     @retried
-    def write_from_step(self, wf_id: str, key: str, data: bytes) -> None:
+    def write_from_step(self, wf_id: str, key: str, data: bytes, fmt: str | None = None) -> None:
         """Append a value written inside a step (the step is the unit that is recorded)."""
         while True:
             try:
                 with self.sysdb.transaction() as conn:
-                    self._append(conn, wf_id, key, data, None)
+                    self._append(conn, wf_id, key, data, None, fmt)
                 return
             except IntegrityError:
                 continue  # a concurrent append took the offset: take the next one
 
     @retried
     def read(self, wf_id: str, key: str, offset: int) -> tuple[str | None, Any]:
-        """The workflow's status and the value at ``offset`` (``_NO_VALUE`` when none yet),
-        in one read transaction."""
+        """The workflow's status and the value at ``offset`` with its format (``_NO_VALUE``
+        when none yet), in one read transaction."""
         with self.sysdb.transaction(read=True) as conn:
             status = conn.execute(
                 sa.select(ws.c.status).where(ws.c.workflow_uuid == wf_id)
             ).scalar_one_or_none()
-            data = conn.execute(
-                sa.select(st.c.value).where(
+            row = conn.execute(
+                sa.select(st.c.value, st.c.serialization).where(
                     st.c.workflow_uuid == wf_id, st.c.key == key, st.c.offset == offset
                 )
-            ).scalar_one_or_none()
-        return status, (_NO_VALUE if data is None else data)
+            ).one_or_none()
+        return status, (_NO_VALUE if row is None else (as_bytes(row[0]), row[1]))
 
 
 def _db(rt: Runtime) -> StreamDB:
     return StreamDB(rt.sysdb)  # two references: cheaper than caching it per launch
 
 
-def _write(rt: Runtime, ctx: WorkflowContext | None, key: str, value: Any, what: str) -> None:
+def _write(
+    rt: Runtime,
+    ctx: WorkflowContext | None,
+    key: str,
+    value: Any,
+    what: str,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
     if ctx is None:
         raise DBOSException(f"{what}() must be called from within a workflow or step")
-    data = serialize(value, f"the value of DBOS.{what}")
+    codec = rt.sysdb.codecs.for_type(serialization_type)
+    data = codec.encode(value, f"the value of DBOS.{what}")
+    fmt = codec.format
     db = _db(rt)
     if ctx.in_step:
-        db.write_from_step(ctx.workflow_id, key, data)
+        db.write_from_step(ctx.workflow_id, key, data, fmt)
     else:
         name = "DBOS.writeStream" if what == "write_stream" else "DBOS.closeStream"
         if not write_once(
-            rt, ctx, lambda fid: db.write_checkpointed(ctx.workflow_id, fid, key, data, name)
+            rt, ctx, lambda fid: db.write_checkpointed(ctx.workflow_id, fid, key, data, name, fmt)
         ):
             return  # written by an earlier execution
     rt.listener.committed(stream_key(ctx.workflow_id, key))
 
 
-def write_stream(rt: Runtime, key: str, value: Any) -> None:
-    """Append ``value`` to this workflow's stream ``key`` (exactly once per execution)."""
+def write_stream(
+    rt: Runtime,
+    key: str,
+    value: Any,
+    serialization_type: WorkflowSerializationFormat | None = None,
+) -> None:
+    """Append ``value`` to this workflow's stream ``key`` (exactly once per execution;
+    ``serialization_type``: its format, the application's serializer by default)."""
     rt.require_launched()
-    _write(rt, current_workflow.get(), key, value, "write_stream")
+    _write(rt, current_workflow.get(), key, value, "write_stream", serialization_type)
 
 
 def close_stream(rt: Runtime, key: str) -> None:
@@ -153,8 +178,9 @@ def next_value(db: StreamDB, wf_id: str, key: str, offset: int) -> tuple[bool, A
     status, value = db.read(wf_id, key, offset)
     if status is None:
         raise DBOSNonExistentWorkflowError(wf_id)
+    codecs = db.sysdb.codecs
     if value is not _NO_VALUE:
-        decoded = deserialize(value)
+        decoded = codecs.decode(*value)
         return True, (_NO_VALUE if decoded == CLOSED_SENTINEL else decoded)
     if status not in _ACTIVE:
         # Ended (or cancelled while writing): read once more so a value committed just
@@ -162,7 +188,7 @@ def next_value(db: StreamDB, wf_id: str, key: str, offset: int) -> tuple[bool, A
         _, value = db.read(wf_id, key, offset)
         if value is _NO_VALUE:
             return True, _NO_VALUE
-        decoded = deserialize(value)
+        decoded = codecs.decode(*value)
         return True, (_NO_VALUE if decoded == CLOSED_SENTINEL else decoded)
     return False, None
 

@@ -34,6 +34,7 @@ from ._rows import (
 )
 from ._schema import operation_outputs as oo
 from ._schema import workflow_status as ws
+from ._serialization import Codecs
 from ._sysdb_engine import ensure_postgres_database, is_sqlite, normalize_url
 from ._sysdb_gate import Gate
 from ._sysdb_hot import HotPath, HotStatements
@@ -89,6 +90,7 @@ class SystemDatabase:
         sqlite_synchronous: str = "FULL",
         max_connections: int | None = None,
         client_retries: int = DEFAULT_CLIENT_RETRIES,
+        codecs: Codecs | None = None,
     ):
         self.url = normalize_url(url)
         self.sqlite = is_sqlite(self.url)
@@ -105,6 +107,8 @@ class SystemDatabase:
         self.engine = self.gate.engine
         #: The hot path: one prepared driver statement per write (:mod:`._sysdb_hot`).
         self.hot = HotPath(self.gate, max_idle=pool_size)
+        #: How values are written (the application's serializer) and read (by format).
+        self.codecs = codecs if codecs is not None else Codecs()
         self._sql = HotStatements(self.sqlite)
         self._insert: Callable[..., Any] = (sqlite if self.sqlite else postgresql).insert
 
@@ -175,10 +179,12 @@ class SystemDatabase:
         deadline_epoch_ms: int | None = None,
         queue_name: str | None = None,
         identity: Mapping[str, Any] | None = None,
+        serialization: str | None = None,
     ) -> StatusRow | None:
         """Insert a new workflow; returns None when inserted, or the existing row.
 
-        ``identity``: its identity columns (``_identity_columns``), in the same insert."""
+        ``identity``: its identity columns (``_identity_columns``), in the same insert.
+        ``serialization``: the format of ``inputs``, and of the output and error to come."""
         now = now_ms()
         insert = self._sql.insert_workflow if identity is None else self._sql.insert_identified
         values: dict[str, Any] = {
@@ -195,6 +201,7 @@ class SystemDatabase:
             "workflow_deadline_epoch_ms": deadline_epoch_ms,
             "queue_name": queue_name,
             "started_at_epoch_ms": now if status == PENDING else None,
+            "serialization": serialization,
         }
         if identity is not None:
             values.update(identity)
@@ -374,6 +381,7 @@ class SystemDatabase:
         error: bytes | None,
         child_workflow_id: str | None = None,
         started_at: int | None = None,
+        serialization: str | None = None,
     ) -> str:
         """Durably record a step outcome, only while the workflow is PENDING.
 
@@ -395,6 +403,7 @@ class SystemDatabase:
                 "child_workflow_id": child_workflow_id,
                 "completed_at": now,
                 "started_at_epoch_ms": now if started_at is None else started_at,
+                "serialization": serialization,
             }
         )
         try:

@@ -114,6 +114,7 @@ class HotStatements:
             "workflow_deadline_epoch_ms",
             "queue_name",
             "started_at_epoch_ms",
+            "serialization",
         )
         self.insert_workflow = HotInsert(
             workflow_status,
@@ -148,6 +149,7 @@ class HotStatements:
                 "child_workflow_id",
                 "completed_at",
                 "started_at_epoch_ms",
+                "serialization",
             ),
             is_sqlite=is_sqlite,
             guard="EXISTS (SELECT 1 FROM {s}workflow_status"

@@ -137,7 +137,7 @@ def transactional(
     wf_id = ctx.workflow_id
     fid, row = begin(rt, ctx)
     if row is not None:
-        return replay(row)
+        return replay(row, rt.sysdb.codecs)
     # Only a workflow running again reads to look: a new one has recorded nothing.
     if ctx.recorded is not None:
         done: Done | None = yield from _lookup(rt, ctx, store, fid, 0)

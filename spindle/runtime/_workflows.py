@@ -31,7 +31,6 @@ from ._roles import guard
 from ._roles import stored as stored_auth
 from ._rows import PENDING
 from ._runtime import Runtime
-from ._serialization import deserialize
 from ._status import WorkflowStatus
 
 logger = logging.getLogger("spindle")
@@ -211,7 +210,7 @@ def restart(rt: Runtime, wf_id: str, *, count_attempt: bool) -> WorkflowHandle[A
             rt.sysdb.exceed_recovery(wf_id)
             raise DBOSMaxRecoveryAttemptsExceededError(wf_id, limit)
         rt.sysdb.claim_for_recovery(wf_id, rt.config.executor_id)
-    args, kwargs = deserialize(row.inputs)
+    _, args, kwargs = rt.sysdb.codecs.read_inputs(info.func, row.inputs, row.serialization)
     check_resolvable(wf_id, args)  # an unregistered instance: not run, stays PENDING
     start = prepare_workflow(rt, info, tuple(args), dict(kwargs), workflow_id=wf_id)
     dispatch(rt, info, start)

@@ -426,6 +426,7 @@ def test_a_retried_insert_that_had_landed_is_ours(db_url: str) -> None:
             "workflow_deadline_epoch_ms": None,
             "queue_name": None,
             "started_at_epoch_ms": 1000,
+            "serialization": None,
         }
         assert db.insert_or_existing(insert.sql, insert.params(values), values) is None
         # The retry of the same statement: its row is there, and it is this insert's.

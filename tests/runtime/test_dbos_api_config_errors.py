@@ -88,7 +88,7 @@ def test_database_url_and_engine_map() -> None:
     ("key", "value", "expected"),
     [
         ("dbos_system_schema", "custom", "'dbos_system_schema'.*schema 'dbos'"),
-        ("serializer", object(), "'serializer'.*pickle"),
+        ("serializer", object(), "'serializer'.*Serializer"),
         ("otel_attribute_format", "fancy", "'otel_attribute_format'"),
         ("otlp_attributes", {"k": 1}, "'otlp_attributes'"),
         ("system_database_engine", "not an engine", "'system_database_engine'"),

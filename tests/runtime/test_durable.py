@@ -15,7 +15,7 @@ from spindle.runtime._active import ActiveWorkflow
 from spindle.runtime._context import WorkflowContext, current_workflow
 from spindle.runtime._errors import WorkflowInterrupted
 from spindle.runtime._rows import StepRow
-from spindle.runtime._serialization import deserialize, serialize
+from spindle.runtime._serialization import Codecs, deserialize, serialize
 from spindle.runtime._sysdb_gate import SystemDatabaseClosed
 
 
@@ -26,6 +26,7 @@ class FakeSysdb:
     rows: dict[int, StepRow] = field(default_factory=dict)
     outcome: str = "recorded"
     closed: bool = False
+    codecs: Codecs = field(default_factory=Codecs)
 
     def record_step(
         self,
@@ -37,11 +38,14 @@ class FakeSysdb:
         error: bytes | None,
         child_workflow_id: str | None = None,
         started_at: int | None = None,
+        serialization: str | None = None,
     ) -> str:
         if self.closed:
             raise SystemDatabaseClosed("closed")
         if self.outcome == "recorded":
-            self.rows[fid] = StepRow(fid, name, output, error, child_workflow_id, 0, started_at)
+            self.rows[fid] = StepRow(
+                fid, name, output, error, child_workflow_id, 0, serialization, started_at
+            )
         return self.outcome
 
     def step_outputs(self, workflow_id: str) -> dict[int, StepRow]:
