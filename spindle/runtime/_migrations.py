@@ -7,6 +7,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from . import _status_counts
 from ._errors import DBOSNotLaunchedError
 from ._schema import (
     ENQUEUE_SEQUENCE,
@@ -22,6 +23,7 @@ from ._schema import (
     workflow_events,
     workflow_schedules,
     workflow_status,
+    workflow_status_counts,
 )
 
 
@@ -164,6 +166,13 @@ def _v8_delayed_dedup(conn: Connection) -> None:
     )
 
 
+def _v9_status_counts(conn: Connection) -> None:
+    """Exact counts by status for ``/metrics``, kept by triggers in the transactions that
+    change a status, instead of a scan of every row at each scrape."""
+    workflow_status_counts.create(conn, checkfirst=True)
+    _status_counts.install(conn)
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -177,6 +186,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_forks_and_delays,
     _v7_streams,
     _v8_delayed_dedup,
+    _v9_status_counts,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
