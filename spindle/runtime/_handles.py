@@ -27,6 +27,12 @@ R = TypeVar("R")
 # Polling a workflow run elsewhere backs off from 10 ms to 1 s.
 _POLL_MIN = 0.01
 _POLL_MAX = 1.0
+#: The first poll of a handle whose workflow this process is expected to start (enqueued
+#: here, on a queue drained here): a start here wakes the handle without a read, so the
+#: polls only look for a run in another process, and DBOS polls every 1 s. From 10 ms,
+#: the handles waiting behind a backlog read their rows again and again for nothing (0.2
+#: status reads per queued workflow, 16 % of the queued path's CPU samples).
+_POLL_LOCAL_MIN = 0.1
 
 
 def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
@@ -60,6 +66,7 @@ class WorkflowHandle(Generic[R]):
         entry: ActiveWorkflow | None,
         *,
         enqueued: bool = False,
+        local: bool = False,
     ) -> None:
         self._rt = rt
         self._entry = entry
@@ -67,6 +74,9 @@ class WorkflowHandle(Generic[R]):
         # Made by an enqueue in this process: the row was just written ENQUEUED, so the
         # first wait needs no read to learn that (see _poll_result).
         self._enqueued = enqueued
+        # ``local``: this process drains the queue and has the function, so it is expected
+        # to start the workflow itself and wake this handle: polls begin slower.
+        self._first_delay = _POLL_LOCAL_MIN if local else _POLL_MIN
 
     def get_workflow_id(self) -> str:
         """The workflow's ID."""
@@ -105,7 +115,7 @@ class WorkflowHandle(Generic[R]):
                     raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
 
     def _poll_result(self) -> R:
-        delay = _POLL_MIN
+        delay = self._first_delay
         watch = StartWatch()
         active = self._rt.active
         # A handle just made by an enqueue here skips the first status read: the row is

@@ -5,6 +5,7 @@ left the in-flight table before the handle looks (both backends)."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -101,3 +102,38 @@ def test_handle_of_a_run_that_succeeded_here_reads_no_status(dbos: type[DBOS]) -
     dbos.delete_workflow("qh-2")
     with pytest.raises(DBOSNonExistentWorkflowError):
         handle.get_result()
+
+
+@DBOS.workflow()
+def q_local_later(x: int) -> int:
+    return x + 1
+
+
+def test_handle_of_a_workflow_this_process_will_start_polls_slowly(dbos: type[DBOS]) -> None:
+    """Enqueued on a queue drained here: a start here wakes the handle, so its first status
+    read (which only looks for a run in another process) comes 100 ms into the wait, not
+    10 ms: handles waiting behind a backlog do not read their rows again and again."""
+    unblock.clear()
+    sysdb = dbos.runtime.sysdb
+    original = sysdb.get_status
+    first_read: list[float] = []
+
+    def counted(workflow_id: str) -> Any:
+        if workflow_id == "qh-3" and not first_read:
+            first_read.append(time.monotonic())
+            unblock.set()  # the queue moves on once the handle has read once
+        return original(workflow_id)
+
+    blocker = serial_queue.enqueue(q_blocker)
+    with SetWorkflowID("qh-3"):
+        handle = serial_queue.enqueue(q_local_later, 1)
+    sysdb.get_status = counted  # type: ignore[method-assign]
+    try:
+        began = time.monotonic()
+        assert handle.get_result() == 2
+    finally:
+        del sysdb.get_status
+        unblock.set()
+    blocker.get_result()
+    assert len(first_read) == 1
+    assert first_read[0] - began >= 0.1
