@@ -22,7 +22,7 @@ from ._core import start_dequeued
 from ._errors import DBOSRuntimeShutdownError, DBOSWorkflowFunctionNotFoundError
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, has_enqueued, promote_delayed, requeue
+from ._queue_db import Dequeued, dequeue, probe, promote_due, requeue
 from ._rows import ERROR
 from ._serialization import deserialize, serialize_exception
 from ._supervisor import Supervised
@@ -200,15 +200,21 @@ class QueueManager:
         if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
             return False, None
         now = time.monotonic()
-        if now >= worker.next_delay_check:
-            # At most once per polling interval: delays are due at poll granularity (as DBOS).
+        # At most once per polling interval: delays are due at poll granularity (as DBOS).
+        check_delayed = now >= worker.next_delay_check
+        if check_delayed:
             worker.next_delay_check = now + queue.polling_interval_sec
-            if promote_delayed(rt.sysdb, queue.name, int(rt.clock.now() * 1000)):
-                worker.hinted = True
         hinted, worker.hinted = worker.hinted, False
         version = rt.config.application_version
-        if not hinted and not has_enqueued(rt.sysdb, queue.name, version):
-            return False, None
+        if check_delayed or not hinted:
+            # One read asks both (an idle poll's only statement); a hinted poll knows it
+            # has work, and asks at most the delayed question, once per interval.
+            clock_now = int(rt.clock.now() * 1000)
+            has_work, due = probe(rt.sysdb, queue.name, version, clock_now)
+            if due and promote_due(rt.sysdb, queue.name, clock_now):
+                has_work = True
+            if not hinted and not has_work:
+                return False, None
         executor_id = rt.config.executor_id
         result = dequeue(
             rt.sysdb,
