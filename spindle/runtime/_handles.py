@@ -91,7 +91,10 @@ class WorkflowHandle(Generic[R]):
         if entry is not None:
             # Not started by any worker yet: run it here. A parent blocked on its child
             # would otherwise hold a worker the child needs (deadlock on a bounded pool).
-            if not entry.is_async and entry.claim() and entry.runner is not None:
+            # The runner is checked before the claim: a queued workflow's entry is in the
+            # table a moment before its runner is set, and a claim taken in between would
+            # leave the workflow to nobody (the executor's task finds it claimed).
+            if not entry.is_async and entry.runner is not None and entry.claim():
                 try:
                     entry.runner()
                 except BaseException:

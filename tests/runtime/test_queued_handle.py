@@ -4,6 +4,7 @@ left the in-flight table before the handle looks (both backends)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
 
 WAIT = 30.0
@@ -137,3 +139,40 @@ def test_handle_of_a_workflow_this_process_will_start_polls_slowly(dbos: type[DB
     blocker.get_result()
     assert len(first_read) == 1
     assert first_read[0] - began >= 0.1
+
+
+def test_a_handle_leaves_an_entry_without_its_runner_to_the_executor(dbos: type[DBOS]) -> None:
+    """A queued start puts the entry in the in-flight table a moment before it sets its
+    runner: a handle asked then waits, and does not take the claim the executor's task
+    needs to run it (taken, the workflow would be left to nobody)."""
+    rt = dbos.runtime
+    entry, created = rt.active.acquire("qh-4", is_async=False)
+    assert created
+    assert entry.runner is None
+    results: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(WorkflowHandle(rt, "qh-4", None).get_result())
+    )
+    waiter.start()
+    try:
+        _wait_until_in(waiter, "_wait_entry")
+        assert entry.claim(), "the handle took the claim"
+        entry.finish(result=12)
+    finally:
+        entry.finish(error=RuntimeError("test over"))  # no-op once finished
+        rt.active.release(entry)
+        waiter.join(WAIT)
+    assert results == [12]
+
+
+def _wait_until_in(thread: threading.Thread, function: str) -> None:
+    """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
+    pause = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return
+            frame = frame.f_back
+        pause.wait(0.01)
+    raise AssertionError(f"the thread never reached {function}()")
