@@ -85,7 +85,8 @@ def database_families(rt: Runtime) -> list[Family]:
     """Workflows by status and queue depths: two small reads of the system database.
 
     The counts by status come from ``workflow_status_counts``, which triggers keep exact
-    (see :mod:`._status_counts`), not from a scan of every row; the depths from the few
+    (see :mod:`._status_counts`; the first call installs them), not from a scan of every
+    row; the depths from the few
     ENQUEUED rows, found through the status index. A failing database is a scrape without
     those samples and ``spindle_system_database_up 0``, never a failed scrape: the thread
     families matter most when the database is in trouble.
@@ -105,6 +106,13 @@ def database_families(rt: Runtime) -> list[Family]:
     )
     try:
         partial_rows = 0
+        with rt.sysdb.transaction(read=True) as conn:
+            ready = _status_counts.installed(conn)
+        if not ready:
+            # The first scrape of this system database: from now on its writers keep the
+            # counts (see _status_counts for why not before).
+            with rt.sysdb.transaction() as conn:
+                _status_counts.install(conn)
         with rt.sysdb.transaction(read=True) as conn:
             for status, count, parts in conn.exec_driver_sql(_status_counts.read_sql(sqlite)):
                 by_status[status] = by_status.get(status, 0) + int(count)
@@ -128,9 +136,9 @@ def _database_families(by_status: dict[str, int], depth: dict[str, int], up: flo
         Family(
             "spindle_workflows_total",
             GAUGE,
-            "Workflows in the system database by status, exact: kept by triggers in the "
-            "transactions that change a status, from every writer (a gauge: rows change "
-            "status).",
+            "Workflows in the system database by status, exact: counts that triggers "
+            "(installed by the first scrape) keep in the transactions that change a status, "
+            "from every writer (a gauge: rows change status).",
             ("status",),
             tuple(Sample((s,), float(n)) for s, n in by_status.items()),
         ),

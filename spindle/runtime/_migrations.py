@@ -7,7 +7,6 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import _status_counts
 from ._errors import DBOSNotLaunchedError
 from ._schema import (
     ENQUEUE_SEQUENCE,
@@ -23,7 +22,6 @@ from ._schema import (
     workflow_events,
     workflow_schedules,
     workflow_status,
-    workflow_status_counts,
 )
 
 
@@ -166,14 +164,7 @@ def _v8_delayed_dedup(conn: Connection) -> None:
     )
 
 
-def _v9_status_counts(conn: Connection) -> None:
-    """Exact counts by status for ``/metrics``, kept by triggers in the transactions that
-    change a status, instead of a scan of every row at each scrape."""
-    workflow_status_counts.create(conn, checkfirst=True)
-    _status_counts.install(conn)
-
-
-def _v10_forked_index(conn: Connection) -> None:
+def _v9_forked_index(conn: Connection) -> None:
     """Every listing asks which of its rows were forked (DBOS's ``was_forked_from``): a
     search of ``forked_from`` that walked every row without an index (120-210 ms per
     ``list_workflows``/``get_workflow_status`` at a million rows). Partial: a row that is
@@ -198,8 +189,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_forks_and_delays,
     _v7_streams,
     _v8_delayed_dedup,
-    _v9_status_counts,
-    _v10_forked_index,
+    _v9_forked_index,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

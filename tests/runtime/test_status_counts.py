@@ -1,5 +1,5 @@
-"""Workflow counts by status that the system database keeps (``workflow_status_counts``),
-exact after every kind of write, on both backends."""
+"""Workflow counts by status that the system database keeps (``workflow_status_counts``)
+once a scrape asked for them: exact after every kind of write, on both backends."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from spindle import DBOS, Queue
 from spindle.runtime import _status_counts
 from spindle.runtime._metrics import database_families
 from spindle.runtime._rows import CANCELLED, ENQUEUED, ERROR, PENDING, SUCCESS
-from spindle.runtime._schema import schema_version
 from spindle.runtime._sysdb import SystemDatabase
 
 counted_queue = Queue("status-counts-queue")
@@ -21,8 +20,11 @@ counted_queue = Queue("status-counts-queue")
 
 @pytest.fixture
 def sysdb(db_url: str) -> Iterator[SystemDatabase]:
+    """A migrated system database that keeps the counts (as after a first scrape)."""
     db = SystemDatabase(db_url, pool_size=2)
     db.migrate()
+    with db.engine.begin() as conn:
+        _status_counts.install(conn)
     yield db
     db.close()
 
@@ -98,22 +100,26 @@ def test_a_rolled_back_write_leaves_the_counts_alone(sysdb: SystemDatabase) -> N
     assert _kept(sysdb) == {} == _counted(sysdb)
 
 
-def test_the_migration_counts_the_rows_already_there(sysdb: SystemDatabase) -> None:
-    """A database made before the counts (version 8) gets counts equal to its rows."""
-    prefix = _prefix(sysdb)
-    with sysdb.engine.begin() as conn:
-        for trigger in ("insert", "delete", "update", "truncate"):
-            on = "" if sysdb.sqlite else f" ON {prefix}workflow_status"
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS dbos_status_counts_{trigger}{on}")
-        conn.exec_driver_sql(f"DROP TABLE {prefix}workflow_status_counts")
-        conn.execute(schema_version.update().values(version=8))
-        _bulk_insert(conn, "old-", 1, 40, SUCCESS)
-        _bulk_insert(conn, "old-", 41, 2, CANCELLED)
-    sysdb.migrate()
-    assert _kept(sysdb) == {SUCCESS: 40, CANCELLED: 2} == _counted(sysdb)
-    with sysdb.engine.begin() as conn:
-        _bulk_insert(conn, "new-", 1, 3, SUCCESS)
-    assert _kept(sysdb) == {SUCCESS: 43, CANCELLED: 2}
+def test_the_install_counts_the_rows_already_there(db_url: str) -> None:
+    """A database that never kept counts gets counts equal to its rows at the install,
+    and keeps them from then on; installing again changes nothing."""
+    db = SystemDatabase(db_url, pool_size=2)
+    try:
+        db.migrate()
+        with db.engine.begin() as conn:
+            assert not _status_counts.installed(conn)
+            _bulk_insert(conn, "old-", 1, 40, SUCCESS)
+            _bulk_insert(conn, "old-", 41, 2, CANCELLED)
+        with db.engine.begin() as conn:
+            _status_counts.install(conn)
+            assert _status_counts.installed(conn)
+        assert _kept(db) == {SUCCESS: 40, CANCELLED: 2} == _counted(db)
+        with db.engine.begin() as conn:
+            _bulk_insert(conn, "new-", 1, 3, SUCCESS)
+            _status_counts.install(conn)
+        assert _kept(db) == {SUCCESS: 43, CANCELLED: 2} == _counted(db)
+    finally:
+        db.close()
 
 
 def test_concurrent_writers_each_keep_their_own_partial_counts(sysdb: SystemDatabase) -> None:
@@ -188,9 +194,22 @@ def counted_fails() -> None:
     raise ValueError("counted")
 
 
-def test_metrics_counts_agree_with_the_rows_after_the_runtime_writes(dbos: type[DBOS]) -> None:
-    """Direct, failed, queued, cancelled and deleted workflows: ``spindle_workflows_total``
-    equals a count of the rows, from the kept counts."""
+def test_the_first_scrape_installs_the_counts_and_they_follow_the_runtime(
+    dbos: type[DBOS],
+) -> None:
+    """A launch alone installs nothing (the hot path pays for no trigger until the metric
+    is read); the first scrape installs the counts. Then direct, failed, queued, cancelled
+    and deleted workflows: ``spindle_workflows_total`` equals a count of the rows."""
+    sysdb = dbos.runtime.sysdb
+    assert counted_ok(-1) == -1
+    with sysdb.engine.connect() as conn:
+        assert not _status_counts.installed(conn)
+    first = {f.name: f for f in database_families(dbos.runtime)}
+    assert {s.labels[0]: s.value for s in first["spindle_workflows_total"].samples if s.value} == {
+        SUCCESS: 1
+    }
+    with sysdb.engine.connect() as conn:
+        assert _status_counts.installed(conn)
     for i in range(3):
         assert counted_ok(i) == i
     with pytest.raises(ValueError, match="counted"):
@@ -201,5 +220,4 @@ def test_metrics_counts_agree_with_the_rows_after_the_runtime_writes(dbos: type[
     dbos.delete_workflow(handles[1].workflow_id)
     families = {f.name: f for f in database_families(dbos.runtime)}
     reported = {s.labels[0]: int(s.value) for s in families["spindle_workflows_total"].samples}
-    sysdb = dbos.runtime.sysdb
-    assert {k: v for k, v in reported.items() if v} == _counted(sysdb) == {SUCCESS: 6, ERROR: 1}
+    assert {k: v for k, v in reported.items() if v} == _counted(sysdb) == {SUCCESS: 7, ERROR: 1}
