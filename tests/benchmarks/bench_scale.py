@@ -209,7 +209,13 @@ DRIVER = textwrap.dedent(
         from spindle.runtime._metrics import database_families
         rt = DBOS.runtime
         some = DBOS.list_workflows(limit=1, sort_desc=True)[0].workflow_id
+        # The first scrape of a database installs the counts by status (one full count,
+        # once); every later scrape reads them.
+        t = time.perf_counter()
+        database_families(rt)
+        first_scrape = (time.perf_counter() - t) * 1000
         return {
+            "metrics_first": first_scrape,
             "list100": timed(lambda: DBOS.list_workflows(limit=100)),
             "list100_desc": timed(lambda: DBOS.list_workflows(limit=100, sort_desc=True)),
             "list100_success": timed(lambda: DBOS.list_workflows(status="SUCCESS", limit=100,
@@ -219,8 +225,7 @@ DRIVER = textwrap.dedent(
             "get_status": timed(lambda: DBOS.get_workflow_status(some)),
             "steps": timed(lambda: _admin_db.list_steps(rt.sysdb, some)),
             "pending_ids": timed(lambda: rt.sysdb.pending_workflow_ids(["local"], "x")),
-            # /metrics counts every row by status: a full scan, reported, not hidden.
-            "metrics_counts": timed(lambda: database_families(rt), reps=3),
+            "metrics_counts": timed(lambda: database_families(rt)),
         }
 
 
