@@ -1,10 +1,11 @@
 """``GET /metrics``: the runtime's families in Prometheus text exposition, read at scrape time.
 
 Nothing here runs on the workflow hot path: the thread families come from the registry (see
-``spindle.diagnostics._metrics``), the workflow and queue families from one grouped query
-of the system database, the executor families from the workers' registry records, all when
-a scraper asks. ``prometheus_client`` only renders: its text format and escaping are the
-reference implementation's, and families without samples still get their HELP and TYPE.
+``spindle.diagnostics._metrics``), the workflow and queue families from two small reads of
+the system database (counts the database itself keeps, see ``_status_counts``), the
+executor families from the workers' registry records, all when a scraper asks.
+``prometheus_client`` only renders: its text format and escaping are the reference
+implementation's, and families without samples still get their HELP and TYPE.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from spindle.diagnostics._metrics import (
     thread_metrics,
 )
 
+from . import _status_counts
 from ._queue import GLOBAL_QUEUES
 from ._rows import CANCELLED, ENQUEUED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, SUCCESS
 from ._schema import workflow_status as ws
+from ._sysdb import rare
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -79,10 +82,14 @@ def executor_families(rt: Runtime) -> list[Family]:
 
 
 def database_families(rt: Runtime) -> list[Family]:
-    """Workflows by status and queue depths: one grouped query of the system database.
+    """Workflows by status and queue depths: two small reads of the system database.
 
-    A failing database is a scrape without those samples and ``spindle_system_database_up 0``,
-    never a failed scrape: the thread families matter most when the database is in trouble.
+    The counts by status come from ``workflow_status_counts``, which triggers keep exact
+    (see :mod:`._status_counts`; the first call installs them), not from a scan of every
+    row; the depths from the few
+    ENQUEUED rows, found through the status index. A failing database is a scrape without
+    those samples and ``spindle_system_database_up 0``, never a failed scrape: the thread
+    families matter most when the database is in trouble.
     """
     by_status = dict.fromkeys(STATUSES, 0)
     depth = {q.name: 0 for q in GLOBAL_QUEUES.all()}
@@ -90,16 +97,33 @@ def database_families(rt: Runtime) -> list[Family]:
     if rt.sysdb.closed:
         # After phase 10 (the final OTLP export): no rows to read, and nothing to warn about.
         return _database_families({}, {}, 0.0)
+    sqlite = rt.sysdb.sqlite
+    enqueued = ws.c.status == ENQUEUED
+    depth_stmt = (
+        sa.select(ws.c.queue_name, sa.func.count())
+        .where(rare(enqueued) if sqlite else enqueued, ws.c.queue_name.isnot(None))
+        .group_by(ws.c.queue_name)
+    )
     try:
-        stmt = sa.select(ws.c.status, ws.c.queue_name, sa.func.count()).group_by(
-            ws.c.status, ws.c.queue_name
-        )
+        partial_rows = 0
         with rt.sysdb.transaction(read=True) as conn:
-            rows = list(conn.execute(stmt))
-        for status, queue_name, count in rows:
-            by_status[status] = by_status.get(status, 0) + int(count)
-            if status == ENQUEUED and queue_name is not None:
+            ready = _status_counts.installed(conn)
+        if not ready:
+            # The first scrape of this system database: from now on its writers keep the
+            # counts (see _status_counts for why not before).
+            with rt.sysdb.transaction() as conn:
+                _status_counts.install(conn)
+        with rt.sysdb.transaction(read=True) as conn:
+            for status, count, parts in conn.exec_driver_sql(_status_counts.read_sql(sqlite)):
+                by_status[status] = by_status.get(status, 0) + int(count)
+                partial_rows += int(parts)
+            for queue_name, count in conn.execute(depth_stmt):
                 depth[queue_name] = depth.get(queue_name, 0) + int(count)
+        if not sqlite and partial_rows > _status_counts.FOLD_ABOVE:
+            # Off the hot path, and rare: backends that exited left rows behind.
+            with rt.sysdb.transaction() as conn:
+                for statement in _status_counts.fold_sql():
+                    conn.exec_driver_sql(statement)
     except Exception as exc:
         up = 0.0
         by_status, depth = {}, {}
@@ -112,7 +136,9 @@ def _database_families(by_status: dict[str, int], depth: dict[str, int], up: flo
         Family(
             "spindle_workflows_total",
             GAUGE,
-            "Workflows in the system database, by status (a gauge: rows change status).",
+            "Workflows in the system database by status, exact: counts that triggers "
+            "(installed by the first scrape) keep in the transactions that change a status, "
+            "from every writer (a gauge: rows change status).",
             ("status",),
             tuple(Sample((s,), float(n)) for s, n in by_status.items()),
         ),

@@ -138,7 +138,10 @@ class Queue:
         """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
         rt = _current.get()
         workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
-        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id), enqueued=True)
+        listening = rt.listening_queues
+        local = listening is None or self.name in listening  # its function is registered
+        entry = rt.active.get(workflow_id)
+        return WorkflowHandle(rt, workflow_id, entry, enqueued=True, local=local)
 
     async def enqueue_async(
         self, func: Callable[..., Any], *args: Any, **kwargs: Any

@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, has_enqueued, promote_delayed, requeue
+from ._queue_db import Dequeued, dequeue, probe, promote_due, requeue
 from ._rows import ERROR
 from ._supervisor import Supervised
 from ._sysdb_gate import SystemDatabaseClosed
@@ -40,9 +40,9 @@ logger = logging.getLogger("spindle")
 MANAGER_NAME = "dbos-queue-manager"
 #: A failing poll is retried after this long at least (a down database is not hammered).
 _ERROR_BACKOFF_SEC = 1.0
-#: While this process already runs some of the queue's workflows, an enqueue here waits this
-#: long before dequeuing, so a burst of enqueues is taken in one transaction, not one each.
-#: An idle worker dequeues at once: latency only grows when there is work in hand.
+#: While every executor thread already runs one of the queue's workflows, an enqueue here
+#: waits this long before dequeuing, so a burst of enqueues is taken in one transaction, not
+#: one each. Otherwise the worker dequeues at once: latency only grows when threads are busy.
 _COALESCE_SEC = 0.005
 
 
@@ -83,7 +83,12 @@ class QueueManager:
         self._unsubscribe = GLOBAL_QUEUES.subscribe(self._on_declared)
         # A worker keeps at most this many of its workflows in flight here, so one process
         # does not take a whole backlog that other processes could share.
-        self._local_cap = 2 * rt.config.max_executor_threads
+        self._threads = rt.config.max_executor_threads
+        self._local_cap = 2 * self._threads
+        # An unlimited queue refills when this few are left in flight: early enough that the
+        # executor never runs dry while a dequeue is on its way (at half the cap, the
+        # threads idled for that round trip), late enough that a dequeue takes a batch.
+        self._refill_at = self._local_cap - max(1, self._threads // 2)
 
     # -- control (any thread) --------------------------------------------------------------
 
@@ -204,23 +209,31 @@ class QueueManager:
         if (
             queue.concurrency is None
             and queue.worker_concurrency is None
-            and in_flight > self._local_cap // 2
+            and in_flight > self._refill_at
         ):
-            # Enough work in hand: refill in batches when half of it is done (a finishing
+            # Enough work in hand: refill in batches when some of it is done (a finishing
             # workflow wakes us), not one dequeue transaction per enqueue.
             return False, None
-        if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
+        if worker.hinted and in_flight >= self._threads and stop.wait(_COALESCE_SEC):
+            # Only while every executor thread has work: then the wait costs nothing and
+            # a burst of enqueues is taken in one dequeue. Below that, threads would idle.
             return False, None
         now = time.monotonic()
-        if now >= worker.next_delay_check:
-            # At most once per polling interval: delays are due at poll granularity (as DBOS).
+        # At most once per polling interval: delays are due at poll granularity (as DBOS).
+        check_delayed = now >= worker.next_delay_check
+        if check_delayed:
             worker.next_delay_check = now + queue.polling_interval_sec
-            if promote_delayed(rt.sysdb, queue.name, int(rt.clock.now() * 1000)):
-                worker.hinted = True
         hinted, worker.hinted = worker.hinted, False
         version = rt.config.application_version
-        if not hinted and not has_enqueued(rt.sysdb, queue.name, version):
-            return False, None
+        if check_delayed or not hinted:
+            # One read asks both (an idle poll's only statement); a hinted poll knows it
+            # has work, and asks at most the delayed question, once per interval.
+            clock_now = int(rt.clock.now() * 1000)
+            has_work, due = probe(rt.sysdb, queue.name, version, clock_now)
+            if due and promote_due(rt.sysdb, queue.name, clock_now):
+                has_work = True
+            if not hinted and not has_work:
+                return False, None
         executor_id = rt.config.executor_id
         result = dequeue(
             rt.sysdb,
@@ -317,6 +330,6 @@ class QueueManager:
         if queue.concurrency is not None or queue.worker_concurrency is not None:
             # A slot freed in the database: the next workflow may start now.
             worker.wake.set()
-        elif left <= self._local_cap // 2:
+        elif left <= self._refill_at:
             # Unlimited queue: refill in batches, not one dequeue transaction per finish.
             worker.wake.set()

@@ -189,6 +189,16 @@ streams = sa.Table(
     sa.Column("serialization", sa.Text, nullable=True),
 )
 
+#: Exact workflow counts by status, kept by triggers (see :mod:`._status_counts`): a
+#: status's count is the sum of its rows (PostgreSQL: one row per status per backend).
+workflow_status_counts = sa.Table(
+    "workflow_status_counts",
+    metadata,
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("slot", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 schema_version = sa.Table(
     "spindle_schema_version",
     metadata,

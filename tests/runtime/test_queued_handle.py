@@ -4,12 +4,15 @@ left the in-flight table before the handle looks (both backends)."""
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
 
 WAIT = 30.0
@@ -101,3 +104,75 @@ def test_handle_of_a_run_that_succeeded_here_reads_no_status(dbos: type[DBOS]) -
     dbos.delete_workflow("qh-2")
     with pytest.raises(DBOSNonExistentWorkflowError):
         handle.get_result()
+
+
+@DBOS.workflow()
+def q_local_later(x: int) -> int:
+    return x + 1
+
+
+def test_handle_of_a_workflow_this_process_will_start_polls_slowly(dbos: type[DBOS]) -> None:
+    """Enqueued on a queue drained here: a start here wakes the handle, so its first status
+    read (which only looks for a run in another process) comes 100 ms into the wait, not
+    10 ms: handles waiting behind a backlog do not read their rows again and again."""
+    unblock.clear()
+    sysdb = dbos.runtime.sysdb
+    original = sysdb.get_status
+    first_read: list[float] = []
+
+    def counted(workflow_id: str) -> Any:
+        if workflow_id == "qh-3" and not first_read:
+            first_read.append(time.monotonic())
+            unblock.set()  # the queue moves on once the handle has read once
+        return original(workflow_id)
+
+    blocker = serial_queue.enqueue(q_blocker)
+    with SetWorkflowID("qh-3"):
+        handle = serial_queue.enqueue(q_local_later, 1)
+    sysdb.get_status = counted  # type: ignore[method-assign]
+    try:
+        began = time.monotonic()
+        assert handle.get_result() == 2
+    finally:
+        del sysdb.get_status
+        unblock.set()
+    blocker.get_result()
+    assert len(first_read) == 1
+    assert first_read[0] - began >= 0.1
+
+
+def test_a_handle_leaves_an_entry_without_its_runner_to_the_executor(dbos: type[DBOS]) -> None:
+    """A queued start puts the entry in the in-flight table a moment before it sets its
+    runner: a handle asked then waits, and does not take the claim the executor's task
+    needs to run it (taken, the workflow would be left to nobody)."""
+    rt = dbos.runtime
+    entry, created = rt.active.acquire("qh-4", is_async=False)
+    assert created
+    assert entry.runner is None
+    results: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(WorkflowHandle(rt, "qh-4", None).get_result())
+    )
+    waiter.start()
+    try:
+        _wait_until_in(waiter, "_wait_entry")
+        assert entry.claim(), "the handle took the claim"
+        entry.finish(result=12)
+    finally:
+        entry.finish(error=RuntimeError("test over"))  # no-op once finished
+        rt.active.release(entry)
+        waiter.join(WAIT)
+    assert results == [12]
+
+
+def _wait_until_in(thread: threading.Thread, function: str) -> None:
+    """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
+    pause = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return
+            frame = frame.f_back
+        pause.wait(0.01)
+    raise AssertionError(f"the thread never reached {function}()")

@@ -30,7 +30,7 @@ from spindle import (
 )
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
 from spindle.runtime._queue import GLOBAL_QUEUES
-from spindle.runtime._queue_db import dequeue, has_enqueued
+from spindle.runtime._queue_db import dequeue, has_enqueued, probe
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
 from tests.conftest import MakeDBOS
@@ -433,7 +433,7 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
 
 
 @pytest.mark.parametrize("limited", [False, True], ids=["one-statement", "counted"])
-def test_a_process_dequeues_only_its_own_application_version(
+def test_a_process_dequeues_and_probes_only_its_own_application_version(
     dbos: type[DBOS], limited: bool
 ) -> None:
     """As DBOS: rows of another application version stay ENQUEUED for a process running
@@ -456,6 +456,15 @@ def test_a_process_dequeues_only_its_own_application_version(
     assert [r.workflow_id for r in take(application_version="v-old").rows] == ["old"]
     left = DBOS.list_queued_workflows(queue_name=queue.name, status="ENQUEUED")
     assert [w.workflow_id for w in left] == ["new"]
+    # The worker's one-read probe: (ENQUEUED work for this version, DELAYED work due).
+    assert probe(rt.sysdb, queue.name, "v-new", 0) == (True, False)
+    assert probe(rt.sysdb, queue.name, "0", 0) == (False, False)
+    due = 10**15  # far beyond the worker's clock: only the probes below see it due
+    with rt.sysdb.engine.begin() as conn:
+        delayed = ws.update().where(ws.c.workflow_uuid == "new")
+        conn.execute(delayed.values(status="DELAYED", delay_until_epoch_ms=due))
+    assert probe(rt.sysdb, queue.name, "v-new", due - 1) == (False, False)
+    assert probe(rt.sysdb, queue.name, "0", due) == (False, True)
 
 
 @pytest.mark.parametrize("limited", [False, True], ids=["one-statement", "counted"])
