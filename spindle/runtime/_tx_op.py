@@ -241,14 +241,8 @@ def _lookup(
             found: Done | None = yield store.lookup(ctx.workflow_id, fid)
             return found
         except Exception as exc:
-            if isinstance(exc, SystemDatabaseClosed):
-                raise WorkflowInterrupted() from exc
-            if not _retryable(rt, exc):
-                raise
             attempt += 1
-            store.retrier.note_failure(exc)
-            if (yield WaitWake(ctx.entry, backoff(attempt))):
-                check_boundary(rt, ctx.entry)
+            yield from _back_off(rt, ctx, store, exc, attempt)
 
 
 def _record_error(
@@ -265,11 +259,20 @@ def _record_error(
             done: Done | None = yield from _lookup(rt, ctx, store, fid, attempt)
             return done
         except Exception as exc:
-            if isinstance(exc, SystemDatabaseClosed):
-                raise WorkflowInterrupted() from exc
-            if not _retryable(rt, exc):
-                raise
             attempt += 1
-            store.retrier.note_failure(exc)
-            if (yield WaitWake(ctx.entry, backoff(attempt))):
-                check_boundary(rt, ctx.entry)
+            yield from _back_off(rt, ctx, store, exc, attempt)
+
+
+def _back_off(
+    rt: Host, ctx: WorkflowContext, store: TxStore, exc: Exception, attempt: int
+) -> Op[None]:
+    """After a failed statement that must be retried until the database answers: raise what
+    is not transient (a closed system database interrupts the workflow), else count the
+    failure and back off on the workflow's wake event (cancel and shutdown cut it short)."""
+    if isinstance(exc, SystemDatabaseClosed):
+        raise WorkflowInterrupted() from exc
+    if not _retryable(rt, exc):
+        raise exc
+    store.retrier.note_failure(exc)
+    if (yield WaitWake(ctx.entry, backoff(attempt))):
+        check_boundary(rt, ctx.entry)
