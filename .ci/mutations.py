@@ -229,6 +229,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "outside a workflow a lost connection (commit maybe landed) is run again",
     ),
     Mutation(
+        "fork-reruns-children",
+        "spindle/runtime/_core.py",
+        "    started = _recorded_child(parent, child_fid)",
+        "    started = None",
+        (R + "test_step_listing.py",),
+        "a replay ignores a child's recorded start: a fork past a child runs it again",
+    ),
+    Mutation(
+        "child-start-unlisted",
+        "spindle/runtime/_core.py",
+        "    if parent is None or fid is None or parent.in_step:",
+        "    if True:",
+        (R + "test_step_listing.py",),
+        "a child's start is not a step of its parent (list_workflow_steps, fork)",
+    ),
+    Mutation(
         "transaction-not-a-step",
         "spindle/runtime/_tx_op.py",
         "    return conclude(rt, ctx, fid, name, done.value, done.error, started_at=started_at)",
