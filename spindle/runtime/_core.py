@@ -70,14 +70,18 @@ class Identity:
     """Who a workflow about to start is: its ID, its parent, and its timeout/deadline."""
 
     workflow_id: str
-    parent_workflow_id: str | None
     timeout_ms: int | None
     deadline_epoch_ms: int | None
     #: True when ``SetWorkflowTimeout`` gave it a timeout (not inherited from its parent).
     own_timeout: bool
     #: The parent's context and the function id its start takes there (None: no parent).
-    parent: WorkflowContext | None = None
-    child_fid: int | None = None
+    parent: WorkflowContext | None
+    child_fid: int | None
+
+    @property
+    def parent_workflow_id(self) -> str | None:
+        """The parent workflow's ID (None: started outside a workflow)."""
+        return None if self.parent is None else self.parent.workflow_id
 
 
 def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
@@ -112,15 +116,7 @@ def resolve_identity(rt: Runtime, workflow_id: str | None = None) -> Identity:
             deadline_ms = int(rt.clock.now() * 1000) + timeout_ms
     elif parent is not None:
         deadline_ms = parent.deadline_epoch_ms
-    return Identity(
-        wf_id,
-        parent.workflow_id if parent is not None else None,
-        timeout_ms,
-        deadline_ms,
-        own,
-        parent,
-        child_fid,
-    )
+    return Identity(wf_id, timeout_ms, deadline_ms, own, parent, child_fid)
 
 
 def _recorded_child(parent: WorkflowContext | None, fid: int | None) -> str | None:
