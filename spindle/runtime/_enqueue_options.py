@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._attributes import store as store_attributes
 from ._attributes import validate as validate_attributes
-from ._core import resolve_identity
+from ._core import record_child_start, resolve_identity
 from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._queue import MAX_PRIORITY
@@ -65,6 +65,8 @@ def enqueue_with_options(
         inherited_timeout_ms=ident.timeout_ms,
         inherited_deadline_ms=None if ident.own_timeout else ident.deadline_epoch_ms,
     )
+    if workflow_id == ident.workflow_id:  # not another workflow's deduplication hold
+        record_child_start(rt, ident, options["workflow_name"])
     if created:
         rt.queues.wake(options["queue_name"])
     return workflow_id

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from spindle import DBOS, Queue, SetWorkflowID
+from spindle import DBOS, EnqueueOptions, Queue, SetWorkflowID
 from tests.conftest import MakeDBOS
 
 runs: dict[str, int] = {}
@@ -178,3 +178,23 @@ def test_a_transaction_is_a_step_of_its_workflow(make_dbos: MakeDBOS, app_db_url
     assert started <= completed
     forked = DBOS.fork_workflow("tx-lister", 2)
     assert forked.get_result() == 104
+
+
+@DBOS.workflow()
+def listed_by_name_parent() -> int:
+    handle = DBOS.enqueue_workflow_with_options(
+        EnqueueOptions(workflow_name="listed_child", queue_name="listed"), 6
+    )  # 1: the start, as a queue's enqueue
+    return int(handle.get_result())  # 2
+
+
+def test_an_enqueue_by_name_is_a_child_start_too(make_dbos: MakeDBOS) -> None:
+    """``enqueue_workflow_with_options`` inside a workflow records the child's start, as a
+    queue's ``enqueue`` does (dbos 2.30.0 lists it as step 1)."""
+    make_dbos().launch()
+    with SetWorkflowID("by-name-lister"):
+        assert listed_by_name_parent() == 6
+    assert _shape("by-name-lister") == [
+        (1, "listed_child", "by-name-lister-1"),
+        (2, "DBOS.getResult", "by-name-lister-1"),
+    ]
