@@ -138,12 +138,13 @@ def transactional(
     fid, row = begin(rt, ctx)
     if row is not None:
         return replay(row, rt.sysdb.codecs)
-    # Only a workflow running again reads to look: a new one has recorded nothing.
+    # Only a workflow running again reads to look: a new one has recorded nothing. begin()
+    # checked the boundary; the lookup may have waited, so it is checked again after it.
     if ctx.recorded is not None:
         done: Done | None = yield from _lookup(rt, ctx, store, fid, 0)
         if done is not None:
             return conclude(rt, ctx, fid, name, done.value, done.error)
-    check_boundary(rt, ctx.entry)
+        check_boundary(rt, ctx.entry)
     started_at = now_ms()
     spans: OperationTracer | None = getattr(rt, "op_tracer", None)
     span = spans.start(name, "transaction", wf_id) if spans is not None else None
