@@ -440,36 +440,27 @@ def conclude(
     started_at: int | None = None,
 ) -> Any:
     """Record a computed outcome and hand it back (the other execution's, on a conflict)."""
-    codec = rt.sysdb.codecs.app
+    codecs = rt.sysdb.codecs
+    codec = codecs.app
     if error is not None:
-        other = record(
-            rt,
-            ctx,
-            fid,
-            name,
-            output=None,
-            error=codec.encode_error(error),
-            child_workflow_id=child_workflow_id,
-            started_at=started_at,
-            serialization=codec.format,
-        )
-        if other is not None:
-            return replay(other, rt.sysdb.codecs)
-        raise error
-    output = codec.encode(result, f"the output of step {name!r}")
+        output, error_data = None, codec.encode_error(error)
+    else:
+        output, error_data = codec.encode(result, f"the output of step {name!r}"), None
     other = record(
         rt,
         ctx,
         fid,
         name,
         output=output,
-        error=None,
+        error=error_data,
         child_workflow_id=child_workflow_id,
         started_at=started_at,
         serialization=codec.format,
     )
     if other is not None:
-        return replay(other, rt.sysdb.codecs)
+        return replay(other, codecs)
+    if error is not None:
+        raise error
     return result
 
 
