@@ -272,6 +272,19 @@ def _v12_forked_index(conn: Connection) -> None:
     )
 
 
+def _v13_queue_order_index(conn: Connection) -> None:
+    """The dequeue's index in its order (see ``idx_ws_queue_order`` in :mod:`._schema`): it
+    replaces ``idx_ws_queue_status``, its prefix, so every write still maintains one queue
+    index. Building it reads the queued rows only (the index is partial)."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS idx_ws_queue_order ON "
+        f"{prefix}workflow_status (queue_name, status, created_at, enqueue_seq)"
+        " WHERE queue_name IS NOT NULL"
+    )
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}idx_ws_queue_status")
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -289,6 +302,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v10_identity_columns,
     _v11_serialization,
     _v12_forked_index,
+    _v13_queue_order_index,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

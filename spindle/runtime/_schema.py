@@ -76,10 +76,17 @@ sa.Index(
     sqlite_where=_not_null_parent,
     postgresql_where=_not_null_parent,
 )
+# In the dequeue's order after the queue and status: a dequeue reads its first rows in
+# order and stops, whatever the table holds. With (queue_name, status) alone, PostgreSQL's
+# planner walked idx_ws_created_at through every finished workflow older than the queued
+# ones instead (8 ms per dequeue at 10,000 rows; 1 ms with this). SQLite's rowid, its
+# same-millisecond order, is the last column of every index there.
 sa.Index(
-    "idx_ws_queue_status",
+    "idx_ws_queue_order",
     workflow_status.c.queue_name,
     workflow_status.c.status,
+    workflow_status.c.created_at,
+    workflow_status.c.enqueue_seq,
     sqlite_where=_not_null_queue,
     postgresql_where=_not_null_queue,
 )
