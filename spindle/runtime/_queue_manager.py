@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, probe, promote_due, requeue
+from ._queue_db import Dequeued, dequeue, probe, promote_due, requeue, unlimited
 from ._rows import ERROR
 from ._supervisor import Supervised
 from ._sysdb_gate import SystemDatabaseClosed
@@ -227,7 +227,13 @@ class QueueManager:
             worker.next_delay_check = now + queue.polling_interval_sec
         hinted, worker.hinted = worker.hinted, False
         version = rt.config.application_version
-        if check_delayed or not hinted:
+        # On PostgreSQL an unlimited queue's dequeue (one UPDATE) that finds nothing writes
+        # nothing (no row locked, no commit to flush): it is its own probe, and a read
+        # first only doubled the statements of every refill. On SQLite it would take the
+        # write lock, and a limited queue's dequeue is a counted transaction: an unhinted
+        # poll reads first there. Either way the delayed question is asked once per interval.
+        own_probe = not rt.sysdb.sqlite and unlimited(queue)
+        if check_delayed or not (hinted or own_probe):
             # One read asks both (an idle poll's only statement); a hinted poll knows it
             # has work, and asks at most the delayed question, once per interval.
             clock_now = int(rt.clock.now() * 1000)
