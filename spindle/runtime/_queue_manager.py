@@ -61,6 +61,8 @@ class _Worker:
     in_flight: int = 0
     # Set by an enqueue in this process: the queue is known to hold work, skip the probe.
     hinted: bool = False
+    # Set by a finishing workflow that left the executor short of work: dequeue at once.
+    refill: bool = False
     thread: Supervised | None = None
     # When (monotonic) this worker next looks for DELAYED workflows that fell due.
     next_delay_check: float = 0.0
@@ -82,9 +84,13 @@ class QueueManager:
         self.thread: Supervised | None = None
         self._unsubscribe = GLOBAL_QUEUES.subscribe(self._on_declared)
         # A worker keeps at most this many of its workflows in flight here, so one process
-        # does not take a whole backlog that other processes could share.
+        # does not take a whole backlog that other processes could share. Three threads'
+        # worth waiting beyond the running ones: a refill's dequeue takes 5-10 ms on a busy
+        # machine (the worker waits for the GIL like every thread), and with one thread's
+        # worth (twice the threads in all) the executor's queue was empty 30-40 % of the
+        # time, in flight below the thread count; with three, 2-6 % (bench_scale, queued).
         self._threads = rt.config.max_executor_threads
-        self._local_cap = 2 * self._threads
+        self._local_cap = 4 * self._threads
         # An unlimited queue refills when this few are left in flight: early enough that the
         # executor never runs dry while a dequeue is on its way (at half the cap, the
         # threads idled for that round trip), late enough that a dequeue takes a batch.
@@ -214,11 +220,15 @@ class QueueManager:
             # Enough work in hand: refill in batches when some of it is done (a finishing
             # workflow wakes us), not one dequeue transaction per enqueue.
             return False, None
-        if worker.hinted and in_flight > 0 and stop.wait(_COALESCE_SEC):
+        refill, worker.refill = worker.refill, False
+        if worker.hinted and not refill and in_flight > 0 and stop.wait(_COALESCE_SEC):
             # Work in hand: a burst of enqueues is taken in one dequeue, not one each. Waiting
             # only while every thread was busy cost one producer's burst 25-30 % (each small
             # dequeue took the write lock from the enqueues) and gained the 16-producer
-            # queued path nothing measurable (bench_scale, side by side).
+            # queued path nothing measurable (bench_scale, side by side). A refill never
+            # waits: the executor is running short, and the wait idled its threads (with
+            # enqueues going on, every refill was also hinted: in flight fell below the
+            # thread count 38 % of the time).
             return False, None
         now = time.monotonic()
         # At most once per polling interval: delays are due at poll granularity (as DBOS).
@@ -340,4 +350,5 @@ class QueueManager:
             worker.wake.set()
         elif left <= self._refill_at:
             # Unlimited queue: refill in batches, not one dequeue transaction per finish.
+            worker.refill = True
             worker.wake.set()
