@@ -194,6 +194,11 @@ class ActiveWorkflows:
         # DBOS), while an error or a cancel can be resumed from any process. A new run of
         # the ID here (acquire) and this process's delete / GC drop the entry.
         self._finished: OrderedDict[str, bytes] = OrderedDict()
+        #: Grows whenever an outcome this process saw is not (or no longer) in the kept
+        #: outputs: an error, a cancel, an output too large, an eviction, a forget. A
+        #: handle that read it before its enqueue and finds it unchanged knows its
+        #: workflow has not finished here unseen (see WorkflowHandle._poll_result).
+        self.forgotten = 0
         self.idle = threading.Event()
         self.idle.set()
 
@@ -207,6 +212,7 @@ class ActiveWorkflows:
             self._finished.move_to_end(workflow_id)
             if len(self._finished) > FINISHED_KEEP:
                 self._finished.popitem(last=False)
+                self.forgotten += 1
 
     def finished_output(self, workflow_id: str) -> bytes | None:
         """The recorded output of a workflow that succeeded here lately, if kept."""
@@ -216,6 +222,7 @@ class ActiveWorkflows:
     def forget_finished(self, workflow_ids: Iterable[str] | None = None) -> None:
         """Drop kept outputs (all of them with None): their rows are being deleted."""
         with self._lock:
+            self.forgotten += 1
             if workflow_ids is None:
                 self._finished.clear()
                 return
@@ -246,6 +253,8 @@ class ActiveWorkflows:
         with self._lock:
             if self._by_id.get(entry.workflow_id) is entry:
                 del self._by_id[entry.workflow_id]
+            if entry.workflow_id not in self._finished:
+                self.forgotten += 1  # its outcome leaves with it
             if not self._by_id:
                 self.idle.set()
 

@@ -49,8 +49,9 @@ _KNOWN = frozenset(EnqueueOptions.__annotations__) | frozenset(_Required.__annot
 
 def enqueue_with_options(
     rt: Runtime, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID)."""
+) -> tuple[str, bool]:
+    """Insert the ENQUEUED (or DELAYED) row; returns the workflow ID (idempotent by ID),
+    and whether this call wrote its row."""
     rt.require_launched()
     ident = resolve_identity(rt, options.get("workflow_id"))
     workflow_id, created = enqueue_by_name(
@@ -69,7 +70,7 @@ def enqueue_with_options(
         record_child_start(rt, ident, options["workflow_name"])
     if created:
         rt.queues.wake(options["queue_name"])
-    return workflow_id
+    return workflow_id, created
 
 
 def enqueue_by_name(

@@ -229,8 +229,10 @@ class QueueAPI:
         """Enqueue a workflow by name and options, without its function (another process
         may implement it); inside a workflow it is a child, enqueued exactly once."""
         rt = _current.get()
-        workflow_id = enqueue_with_options(rt, options, args, kwargs)
-        return WorkflowHandle(rt, workflow_id, rt.active.get(workflow_id), enqueued=True)
+        mark = rt.active.forgotten  # before the insert: see WorkflowHandle._poll_result
+        workflow_id, inserted = enqueue_with_options(rt, options, args, kwargs)
+        entry = rt.active.get(workflow_id)
+        return WorkflowHandle(rt, workflow_id, entry, enqueued_mark=mark if inserted else None)
 
     @classmethod
     async def enqueue_workflow_with_options_async(
@@ -238,5 +240,5 @@ class QueueAPI:
     ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`enqueue_workflow_with_options`."""
         rt = _current.get()
-        workflow_id = enqueue_with_options(rt, options, args, kwargs)
+        workflow_id, _ = enqueue_with_options(rt, options, args, kwargs)
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))

@@ -66,15 +66,15 @@ class WorkflowHandle(Generic[R]):
         workflow_id: str,
         entry: ActiveWorkflow | None,
         *,
-        enqueued: bool = False,
+        enqueued_mark: int | None = None,
         local: bool = False,
     ) -> None:
         self._rt = rt
         self._entry = entry
         self.workflow_id = workflow_id
-        # Made by an enqueue in this process: the row was just written ENQUEUED, so the
-        # first wait needs no read to learn that (see _poll_result).
-        self._enqueued = enqueued
+        # Made by an enqueue in this process that wrote the row: ``rt.active.forgotten``
+        # as it was before that insert (see _poll_result).
+        self._enqueued_mark = enqueued_mark
         # ``local``: this process drains the queue and has the function, so it is expected
         # to start the workflow itself and wake this handle: polls begin slower.
         self._first_delay = _POLL_LOCAL_MIN if local else _POLL_MIN
@@ -140,7 +140,11 @@ class WorkflowHandle(Generic[R]):
         # ENQUEUED, and a start in this process wakes the watch. Under a backlog this read
         # was one transaction per handle for nothing (11 % of the queued path's samples).
         # Only the first call: a later one may find the row finished by another process.
-        read, self._enqueued = not self._enqueued, False
+        # Unless an outcome was forgotten since the enqueue: then this one may have finished
+        # here and left no trace but its row (an error, an evicted output), and the wait
+        # would last a whole first delay (4,800 handles waited on in order: 60 wf/s).
+        mark, self._enqueued_mark = self._enqueued_mark, None
+        read = mark is None or mark != active.forgotten
         try:
             while True:
                 # A queued workflow starts here after the handle was made: once it runs in

@@ -137,18 +137,21 @@ class Queue:
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
         rt = _current.get()
-        workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
+        mark = rt.active.forgotten  # before the insert: see WorkflowHandle._poll_result
+        workflow_id, inserted = enqueue_workflow(rt, self, func, args, kwargs)
         listening = rt.listening_queues
         local = listening is None or self.name in listening  # its function is registered
         entry = rt.active.get(workflow_id)
-        return WorkflowHandle(rt, workflow_id, entry, enqueued=True, local=local)
+        return WorkflowHandle(
+            rt, workflow_id, entry, enqueued_mark=mark if inserted else None, local=local
+        )
 
     async def enqueue_async(
         self, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
         """Async :meth:`enqueue`: returns a handle whose result is awaited."""
         rt = _current.get()
-        workflow_id = enqueue_workflow(rt, self, func, args, kwargs)
+        workflow_id, _ = enqueue_workflow(rt, self, func, args, kwargs)
         return WorkflowHandleAsync(rt, workflow_id, rt.active.get(workflow_id))
 
 
@@ -334,8 +337,9 @@ def enqueue_workflow(
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> str:
-    """Insert the ENQUEUED row and wake the queue's worker; returns the workflow ID.
+) -> tuple[str, bool]:
+    """Insert the ENQUEUED row and wake the queue's worker; returns the workflow ID, and
+    whether this call wrote its row.
 
     Enqueuing the same workflow ID again returns that workflow (idempotent, as DBOS).
     """
@@ -397,7 +401,7 @@ def enqueue_workflow(
         ),
     )
     if holder is not None:
-        return holder  # "return-existing": the workflow holding the deduplication ID
+        return holder, False  # "return-existing": the workflow holding the deduplication ID
     record_child_start(rt, ident, info.name)
     if existing is not None and existing.name != info.name:
         raise DBOSConflictingWorkflowError(
@@ -410,4 +414,4 @@ def enqueue_workflow(
         if attributes is not None:
             store_attributes(rt.sysdb, ident.workflow_id, attributes)
         rt.queues.wake(queue.name)
-    return ident.workflow_id
+    return ident.workflow_id, existing is None

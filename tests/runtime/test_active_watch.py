@@ -72,3 +72,26 @@ def test_kept_success_outputs_are_bounded_and_dropped_by_a_new_run() -> None:
     assert table.finished_output("wf-2") is None
     table.forget_finished()
     assert table.finished_output("wf-3") is None
+
+
+def test_forgotten_counts_every_outcome_the_table_does_not_keep() -> None:
+    # A handle compares it across its enqueue: unchanged, its workflow did not finish here
+    # unseen (a kept success is found by finished_output; anything else moves it).
+    table = ActiveWorkflows()
+    kept, _ = table.acquire("kept", is_async=False)
+    table.remember_success("kept", b"out")
+    table.release(kept)
+    assert table.forgotten == 0
+    failed, _ = table.acquire("failed", is_async=False)
+    failed.finish(error=ValueError("no output to keep"))
+    table.release(failed)
+    assert table.forgotten == 1
+    large, _ = table.acquire("large", is_async=False)
+    table.remember_success("large", b"x" * (FINISHED_MAX_BYTES + 1))
+    table.release(large)
+    assert table.forgotten == 2
+    table.forget_finished(["kept"])
+    assert table.forgotten == 3
+    for i in range(FINISHED_KEEP + 1):  # one eviction
+        table.remember_success(f"wf-{i}", b"out")
+    assert table.forgotten == 4
