@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ._kinds import ThreadKind
 from ._registry import ThreadRegistry
-from ._stacks import frames_of
+from ._stacks import current_frames, frames_of
 from ._waiting import waiting_on
 
 
@@ -39,13 +38,13 @@ class ThreadStack:
 
 
 def dump_stacks(registry: ThreadRegistry, *, with_locals: bool = False) -> list[ThreadStack]:
-    """The stack of every live thread, from ``sys._current_frames()``, innermost frame last.
+    """The stack of every live thread, from ``current_frames()``, innermost frame last.
 
     Registered threads carry their record id and kind; unregistered ones are ``foreign`` with
     the registry's foreign id. Locals are captured only with ``with_locals=True``: they may
     hold secrets, and a repr can be slow.
     """
-    frames = sys._current_frames()
+    frames = current_frames()
     by_thread = {t.ident: t for t in threading.enumerate() if t.ident is not None}
     foreign = {t.ident: fid for fid, t in registry.foreign_threads()}
     # A started thread whose body has not yet run mark_started has no ident in the registry:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -15,7 +14,7 @@ from typing import Any
 from ._events import LifecycleEvent
 from ._info import RegistrySnapshot, StopEventInfo, ThreadInfo
 from ._kinds import EventType, JoinOutcome, ThreadGroup, ThreadKind, ThreadState
-from ._stacks import top_frames
+from ._stacks import current_frames, top_frames
 from ._waiting import RUNNING, waiting_on
 
 logger = logging.getLogger("spindle.diagnostics")
@@ -493,7 +492,7 @@ class ThreadRegistry:
         ``with_waiting`` reads each live thread's top frames to fill ``waiting_on`` and shows
         a running thread that is blocked as ``waiting``.
         """
-        frames = sys._current_frames() if with_waiting else {}
+        frames = current_frames() if with_waiting else {}
         enumerated = threading.enumerate() if include_foreign else []
         with self._lock:
             threads = [

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
 import traceback
 from types import FrameType
 from typing import Any
+
+# Serialises our own callers of current_frames(), so one cannot re-enable the collector
+# while another is inside the call.
+_FRAMES_GUARD = threading.Lock()
+
+
+def current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()`` with the garbage collector off for the call: the only
+    way this package reads other threads' frames.
+
+    In CPython 3.11 the call holds the runtime's thread-list lock while it allocates frame
+    objects; a collection those allocations start may free a ``threading.local``, whose
+    deallocation takes the same lock, and the process deadlocks with the GIL held
+    (CPython gh-106883; the 3.11 fix was not merged). Seen here: every thread waiting for
+    the GIL, one of them inside ``_PyThread_CurrentFrames`` -> ``gc_collect_main``. The
+    dashboard reads frames on every refresh, so this would freeze the process that a user
+    is looking at. A collector the application had turned off stays off.
+    """
+    with _FRAMES_GUARD:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
+
 
 # Frames deeper than this are cut: a stack dump is for a human, and a runaway recursion
 # must not make a snapshot of 500 threads slow.
@@ -78,7 +106,7 @@ def capture_stack(ident: int, *, with_locals: bool = False) -> list[dict[str, An
     Without the diagnostics' own bookkeeping at its innermost end (see
     :func:`trim_bookkeeping`).
     """
-    frame = sys._current_frames().get(ident)
+    frame = current_frames().get(ident)
     if frame is None:
         return None
     return trim_bookkeeping(frames_of(frame, with_locals=with_locals))

@@ -9,7 +9,6 @@ classifies every thread on every call: ~110 ms at 5,000 threads, the whole page 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from types import FrameType
 
@@ -17,7 +16,7 @@ from spindle.diagnostics import waiting_on
 
 # top_frames is diagnostics' own frame model for waiting_on (innermost last, with source
 # lines and the database driver hint); reusing it keeps both answers identical.
-from spindle.diagnostics._stacks import top_frames
+from spindle.diagnostics._stacks import current_frames, top_frames
 
 DEPTH = 8
 
@@ -34,7 +33,7 @@ class WaitClassifier:
 
     def classify(self, idents: Iterable[int]) -> dict[int, str]:
         """``waiting_on`` of each running thread among ``idents`` (absent when not running)."""
-        frames = sys._current_frames()
+        frames = current_frames()
         out: dict[int, str] = {}
         for ident in idents:
             frame = frames.get(ident)

@@ -4,7 +4,6 @@ left the in-flight table before the handle looks (both backends)."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
 
@@ -169,7 +169,7 @@ def _wait_until_in(thread: threading.Thread, function: str) -> None:
     """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
     pause = threading.Event()
     for _ in range(int(WAIT / 0.01)):
-        frame = sys._current_frames().get(thread.ident or -1)
+        frame = current_frames().get(thread.ident or -1)
         while frame is not None:
             if frame.f_code.co_name == function:
                 return

@@ -29,6 +29,7 @@ from spindle import (
     SetWorkflowTimeout,
 )
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
+from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._queue import GLOBAL_QUEUES
 from spindle.runtime._queue_db import dequeue, has_enqueued, probe
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
@@ -685,7 +686,7 @@ def _wait_until_in(thread: threading.Thread, function: str, caller: str | None =
     when given), bounded."""
     waiter = threading.Event()
     for _ in range(int(WAIT / 0.01)):
-        frame = sys._current_frames().get(thread.ident or -1)
+        frame = current_frames().get(thread.ident or -1)
         while frame is not None:
             outer = frame.f_back
             if frame.f_code.co_name == function and (

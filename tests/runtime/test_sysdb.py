@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._introspect_db import Filters, list_status
 from spindle.runtime._migrations import LATEST_VERSION
 from spindle.runtime._rows import ERROR, PENDING, SUCCESS
@@ -184,7 +184,7 @@ def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
 
 def _in_function(thread: threading.Thread, name: str) -> bool:
     """Whether the thread's stack holds a frame of the function ``name`` now."""
-    frame = sys._current_frames().get(thread.ident or -1)
+    frame = current_frames().get(thread.ident or -1)
     while frame is not None:
         if frame.f_code.co_name == name:
             return True
