@@ -88,7 +88,8 @@ class QueueManager:
         # worth waiting beyond the running ones: a refill's dequeue takes 5-10 ms on a busy
         # machine (the worker waits for the GIL like every thread), and with one thread's
         # worth (twice the threads in all) the executor's queue was empty 30-40 % of the
-        # time, in flight below the thread count; with three, 2-6 % (bench_scale, queued).
+        # time, in flight below the thread count; with three, 2-6 % (bench_scale's queued
+        # workload, 5 rounds, the executor's queue sampled every 2 ms).
         self._threads = rt.config.max_executor_threads
         self._local_cap = 4 * self._threads
         # An unlimited queue refills when this few are left in flight: early enough that the
