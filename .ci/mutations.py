@@ -253,6 +253,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a transaction (datasource or @DBOS.transaction) is not recorded as the workflow's step",
     ),
     Mutation(
+        "enqueued-handle-trusts-stale",
+        "spindle/runtime/_handles.py",
+        "read = mark is None or mark != active.forgotten",
+        "read = mark is None",
+        (R + "test_queues.py",),
+        "an enqueued handle waits out a poll delay for a workflow that already failed here",
+    ),
+    Mutation(
+        "dequeue-index-unordered",
+        "spindle/runtime/_schema.py",
+        "    workflow_status.c.created_at,\n    workflow_status.c.enqueue_seq,\n",
+        "",
+        (R + "test_scale_indexes.py",),
+        "the queue index lacks the dequeue's order: a dequeue walks every finished workflow",
+    ),
+    Mutation(
         "datasource-savepoint-join",
         "spindle/runtime/_datasource.py",
         'checkpoint, "rollback_only"))',

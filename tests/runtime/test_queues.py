@@ -255,7 +255,8 @@ def test_a_handle_waited_on_after_its_workflow_failed_unseen_reads_the_row_at_on
         else:
             outcome.put(None)
 
-    waiter = threading.Thread(target=wait, name="test-waiter")
+    # A daemon: if the handle does wait out its hour, the failing run can still exit.
+    waiter = threading.Thread(target=wait, name="test-waiter", daemon=True)
     waiter.start()
     waiter.join(WAIT)
     assert not waiter.is_alive(), "the handle waited for a start that had already happened"
