@@ -85,6 +85,11 @@ class DBOSExecutor(ThreadPoolExecutor):
         with self._records_lock:
             self.records.append((thread, record))
 
+    def pool_threads(self) -> list[threading.Thread]:
+        """Every worker thread the pool started, registered yet or not."""
+        threads: Any = self._threads
+        return list(threads)
+
     def worker_records(self) -> list[tuple[threading.Thread, ThreadRecord]]:
         """Every worker made so far, with its registry record."""
         with self._records_lock:

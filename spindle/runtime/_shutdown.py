@@ -148,9 +148,22 @@ def _join_threads(rt: Runtime, timeout: float) -> None:
     for s in rt.supervisor.threads():
         if s.record.join_outcome is None and s.record.kind not in later:
             rt.supervisor.reap(s, join_timeout)
+    joined = set()
     for thread, record in rt.executor.worker_records():
+        joined.add(thread)
         if record.join_outcome is None:
             join_and_record(rt.registry, thread, record, join_timeout)
+    # A worker the pool started just before shutdown may still be in its initializer,
+    # registering, so not in the list above; left alone it was alive when the databases
+    # closed (a db-closed-while-thread-alive violation, one full run in three). With the
+    # pool shut down it exits once registered: wait for it, then record it as the others.
+    late = [t for t in rt.executor.pool_threads() if t not in joined]
+    for thread in late:
+        thread.join(join_timeout)
+    if late:
+        for thread, record in rt.executor.worker_records():
+            if thread not in joined and record.join_outcome is None:
+                join_and_record(rt.registry, thread, record, join_timeout)
 
 
 def _close_databases(rt: Runtime, _timeout: float) -> None:
