@@ -28,6 +28,7 @@ class ActiveWorkflow:
         "_settled",
         "cancelled",
         "codec",
+        "dequeued",
         "done",
         "error",
         "interrupted",
@@ -47,6 +48,8 @@ class ActiveWorkflow:
         # ignored, so what waiters see never changes once one of them could have seen it.
         self._settled = False
         self.runner: Callable[[], None] | None = None
+        #: Started by a queue worker, which already scheduled it on the executor.
+        self.dequeued = False
         self.done = threading.Event()
         # Set on cancel or shutdown: wakes durable waits (sleep, retry back-off) at once.
         self.wake = threading.Event()

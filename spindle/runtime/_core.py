@@ -258,6 +258,7 @@ def start_dequeued(
     if not created:
         return Start(entry, False)
     entry.codec = codec
+    entry.dequeued = True
     return _runnable(rt, entry, info, args, kwargs, deadline_ms, recorded)
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _durable
 from ._active import ActiveWorkflow, StartWatch
+from ._context import current_workflow
 from ._core import wait_async
 from ._errors import (
     DBOSAwaitedWorkflowCancelledError,
@@ -34,6 +35,21 @@ _POLL_MAX = 1.0
 #: the handles waiting behind a backlog read their rows again and again for nothing (0.2
 #: status reads per queued workflow, 16 % of the queued path's CPU samples).
 _POLL_LOCAL_MIN = 0.1
+#: How soon a waiter that may run the workflow looks for its runner again (see _wait_entry).
+_RUNNER_RECHECK = 0.001
+
+
+def _may_run(entry: ActiveWorkflow) -> bool:
+    """Whether a thread waiting for this unstarted workflow runs it itself.
+
+    Inside a workflow, always: that is the deadlock the claim exists for. Outside one, not
+    a workflow a queue worker started: the worker already scheduled it on the executor,
+    whose threads are the concurrency the queue chose, and every waiting thread that ran
+    one as well (16 clients waiting on their handles) added runners that only fought the
+    executor's for two cores (bench_scale's queued workload: queued/concurrent 0.86 ->
+    0.93, medians of 6 interleaved rounds in one process).
+    """
+    return not entry.dequeued or current_workflow.get() is not None
 
 
 def _settled(rt: Runtime, workflow_id: str) -> tuple[bool, Any]:
@@ -104,19 +120,7 @@ class WorkflowHandle(Generic[R]):
     def _result(self) -> R:
         entry = self._entry or self._rt.active.get(self.workflow_id)
         if entry is not None:
-            # Not started by any worker yet: run it here. A parent blocked on its child
-            # would otherwise hold a worker the child needs (deadlock on a bounded pool).
-            # The runner is checked before the claim: a queued workflow's entry is in the
-            # table a moment before its runner is set, and a claim taken in between would
-            # leave the workflow to nobody (the executor's task finds it claimed).
-            if not entry.is_async and entry.runner is not None and entry.claim():
-                try:
-                    entry.runner()
-                except BaseException:
-                    pass  # the outcome is on the entry; raised below like any waiter's
-            self._wait_entry(entry)
-            result: R = entry.outcome()
-            return result
+            return self._outcome_of(entry)
         output = self._rt.active.finished_output(self.workflow_id)
         if output is not None:
             # It succeeded here lately: the recorded bytes, without reading the row back.
@@ -125,12 +129,37 @@ class WorkflowHandle(Generic[R]):
         return self._poll_result()
 
     def _wait_entry(self, entry: ActiveWorkflow) -> None:
+        """Wait for the entry's outcome, running the workflow here first if nobody started
+        it and this thread may (:func:`_may_run`).
+
+        A parent blocked on its unstarted child runs the child itself: it would otherwise
+        hold a worker the child needs (deadlock on a bounded pool). The runner is checked
+        before the claim: a queued workflow's entry is in the table a moment before its
+        runner is set, and a claim taken in between would leave the workflow to nobody (the
+        executor's task finds it claimed). So a waiter that may run it and finds no runner
+        looks again after 1 ms, backing off: a handle woken by the start itself (the watch
+        fires as the entry is acquired) nearly always comes in that moment, and a parent
+        that waited for the whole second held the executor's threads from its children.
+        """
         stopping = self._rt.stopping
-        while not entry.done.wait(1.0):
+        may_run = not entry.is_async and _may_run(entry)
+        delay = _RUNNER_RECHECK if may_run else 1.0
+        while True:
+            if may_run and entry.runner is not None:
+                may_run, delay = False, 1.0
+                if entry.claim():
+                    try:
+                        entry.runner()
+                    except BaseException:
+                        pass  # the outcome is on the entry; raised like any waiter's
+            if entry.done.wait(delay):
+                return
             if stopping.is_set() and not entry.done.is_set():
                 entry.done.wait(self._rt.config.thread_join_timeout_sec)
                 if not entry.done.is_set():
                     raise DBOSRuntimeShutdownError("the runtime shut down while waiting")
+            if may_run:
+                delay = min(delay * 2, 1.0)
 
     def _poll_result(self) -> R:
         delay = self._first_delay

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from tests.conftest import MakeDBOS
 from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
@@ -163,6 +164,74 @@ def test_a_handle_leaves_an_entry_without_its_runner_to_the_executor(dbos: type[
         rt.active.release(entry)
         waiter.join(WAIT)
     assert results == [12]
+
+
+ran_on: dict[str, str] = {}
+target_ran = threading.Event()
+
+
+@DBOS.workflow()
+def q_target(x: int) -> int:
+    ran_on["target"] = threading.current_thread().name
+    target_ran.set()
+    return x + 1
+
+
+def test_a_waiter_outside_a_workflow_leaves_a_dequeued_run_to_the_executor(
+    make_dbos: MakeDBOS,
+) -> None:
+    """A thread that waits for a dequeued workflow not started yet does not run it: the
+    queue worker scheduled it on the executor, and an extra runner per waiting client only
+    fought the executor's threads for the cores. It runs once a thread is free."""
+    make_dbos(max_executor_threads=1).launch()
+    rt = DBOS.runtime
+    unblock.clear()
+    target_ran.clear()
+    blocker = handle_queue.enqueue(q_blocker)  # holds the only executor thread
+    with SetWorkflowID("qh-target"):
+        target = handle_queue.enqueue(q_target, 4)
+    try:
+        _wait_until_dispatched(rt, "qh-target")
+        results: list[int] = []
+        waiter = threading.Thread(target=lambda: results.append(target.get_result()))
+        waiter.start()
+        _wait_until_in(waiter, "_wait_entry")
+        assert not target_ran.is_set(), "the waiting thread ran the workflow"
+    finally:
+        unblock.set()
+    assert blocker.get_result() is None
+    waiter.join(WAIT)
+    assert results == [5]
+    assert ran_on["target"].startswith("dbos-executor-")
+
+
+@DBOS.workflow()
+def q_parent(depth: int) -> int:
+    if depth == 0:
+        return 1
+    handles = [handle_queue.enqueue(q_parent, depth - 1) for _ in range(2)]
+    return sum(h.get_result() for h in handles)
+
+
+def test_parents_waiting_on_queued_children_do_not_deadlock_a_small_executor(
+    make_dbos: MakeDBOS,
+) -> None:
+    """Inside a workflow a waiter still runs its unstarted child: two executor threads,
+    both held by parents waiting on queued children, would otherwise wait forever."""
+    make_dbos(max_executor_threads=2).launch()
+    assert handle_queue.enqueue(q_parent, 3).get_result() == 8
+    assert len(DBOS.list_workflows(name="q_parent", status="SUCCESS")) == 15
+
+
+def _wait_until_dispatched(rt: Any, workflow_id: str) -> None:
+    """Wait until a queue worker handed the workflow to the executor (bounded)."""
+    pause = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        entry = rt.active.get(workflow_id)
+        if entry is not None and entry.runner is not None:
+            return
+        pause.wait(0.01)
+    raise AssertionError(f"{workflow_id} was never dispatched")
 
 
 def _wait_until_in(thread: threading.Thread, function: str) -> None:
