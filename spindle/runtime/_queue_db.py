@@ -395,6 +395,23 @@ def probe(
     return bool(row[0]), bool(row[1])
 
 
+_DUE_PROBE = {
+    flag: hot_sql(
+        "SELECT EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
+        " AND status = 'DELAYED' AND delay_until_epoch_ms <= %s)",
+        is_sqlite=flag,
+    )
+    for flag in (True, False)
+}
+
+
+def probe_due(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> bool:
+    """The second question of :func:`probe` alone: does the queue hold a DELAYED workflow
+    due by ``now_epoch_ms``? For a poll whose dequeue is its own first question."""
+    (row,) = sysdb.hot.read(_DUE_PROBE[sysdb.sqlite], (queue_name, now_epoch_ms))
+    return bool(row[0])
+
+
 def unlimited(queue: Queue) -> bool:
     """Whether the queue has none of the limits a dequeue must count for."""
     return queue.concurrency is None and queue.limiter is None and queue.worker_concurrency is None

@@ -26,7 +26,15 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import Dequeued, dequeue, probe, promote_due, requeue, unlimited
+from ._queue_db import (
+    Dequeued,
+    dequeue,
+    probe,
+    probe_due,
+    promote_due,
+    requeue,
+    unlimited,
+)
 from ._rows import ERROR
 from ._supervisor import Supervised
 from ._sysdb_gate import SystemDatabaseClosed
@@ -244,7 +252,15 @@ class QueueManager:
         # write lock, and a limited queue's dequeue is a counted transaction: an unhinted
         # poll reads first there. Either way the delayed question is asked once per interval.
         own_probe = not rt.sysdb.sqlite and unlimited(queue)
-        if check_delayed or not (hinted or own_probe):
+        if own_probe:
+            # Only the delayed question, and only once per interval: asking for ENQUEUED
+            # rows as well read past the dequeued rows' index entries that vacuum had not
+            # yet removed (0.6 ms a probe under load, against 0.02 ms for this one).
+            if check_delayed:
+                clock_now = int(rt.clock.now() * 1000)
+                if probe_due(rt.sysdb, queue.name, clock_now):
+                    promote_due(rt.sysdb, queue.name, clock_now)
+        elif check_delayed or not hinted:
             # One read asks both (an idle poll's only statement); a hinted poll knows it
             # has work, and asks at most the delayed question, once per interval.
             clock_now = int(rt.clock.now() * 1000)
