@@ -253,9 +253,9 @@ class QueueManager:
         # poll reads first there. Either way the delayed question is asked once per interval.
         own_probe = not rt.sysdb.sqlite and unlimited(queue)
         if own_probe:
-            # Only the delayed question, and only once per interval: asking for ENQUEUED
-            # rows as well read past the dequeued rows' index entries that vacuum had not
-            # yet removed (0.6 ms a probe under load, against 0.02 ms for this one).
+            # Only the delayed question, once per interval: the ENQUEUED one as well walked
+            # the index entries of rows already dequeued (0.6 ms a probe under the queued
+            # load, against 0.3 ms for this one, in pg_stat_statements).
             if check_delayed:
                 clock_now = int(rt.clock.now() * 1000)
                 if probe_due(rt.sysdb, queue.name, clock_now):
