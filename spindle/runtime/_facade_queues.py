@@ -16,7 +16,7 @@ from ._enqueue_options import EnqueueOptions, enqueue_with_options
 from ._errors import DBOSException
 from ._handles import WorkflowHandle, WorkflowHandleAsync
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
-from ._queue_db import promote_delayed, set_delay
+from ._queue_delays import promote_delayed, set_delay
 from ._runtime import Runtime
 from ._sysdb import SystemDatabase
 

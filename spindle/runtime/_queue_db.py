@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
-from ._rows import DELAYED, ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
+from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, IDENTITY_COLUMNS, SCHEMA
 from ._schema import workflow_status as ws
 from ._sysdb import SystemDatabase, this_version
@@ -203,7 +203,7 @@ _DEQUEUE_UNLIMITED = (
     # Materialized: the candidates are chosen once. As a plain IN (subquery), PostgreSQL
     # may run the subquery again per row it updates, and its LIMIT then let one dequeue
     # take every queued row (measured: 4 taken of a limit of 2).
-    "WITH picked AS MATERIALIZED (SELECT workflow_uuid FROM {s}workflow_status"
+    "WITH picked AS MATERIALIZED (SELECT workflow_uuid AS picked_id FROM {s}workflow_status"
     " WHERE queue_name = %s AND status = 'ENQUEUED'"
     " AND (application_version = %s OR application_version IS NULL)"
     " ORDER BY {order} LIMIT %s{lock})"
@@ -212,8 +212,8 @@ _DEQUEUE_UNLIMITED = (
     # A queued workflow's timeout runs from its start, not from its enqueue (as DBOS).
     " workflow_deadline_epoch_ms = CASE WHEN workflow_deadline_epoch_ms IS NULL"
     " AND workflow_timeout_ms IS NOT NULL THEN %s{cast} + workflow_timeout_ms"
-    " ELSE workflow_deadline_epoch_ms END"
-    " WHERE status = 'ENQUEUED' AND workflow_uuid IN (SELECT workflow_uuid FROM picked)"
+    " ELSE workflow_deadline_epoch_ms END{from}"
+    " WHERE {picked_rows}"
     " RETURNING {returning}"
 )
 
@@ -224,10 +224,29 @@ def _sort_keys(*, is_sqlite: bool) -> tuple[str, str, str]:
 
 
 def _dequeue_sql(*, is_sqlite: bool, priority: bool) -> str:
+    # Both halves hold whatever the planner's statistics say (they are stale whenever
+    # the backlog grew since the last ANALYZE, which saw few ENQUEUED rows). The order is
+    # idx_ws_queue_order's own, so the index scan stops after the limit: with
+    # workflow_uuid as a last key, PostgreSQL sorted the whole backlog on every dequeue.
+    # The update finds its rows by primary key alone: from IN (SELECT ...) it hash-joined
+    # a bitmap scan of every ENQUEUED row, and from a status test next to the key it
+    # walked idx_ws_status_executor's ENQUEUED entries (seen with auto_explain under
+    # bench_scale's queued load: 4-8 ms a dequeue at a backlog of 600 rows). The rows are
+    # ENQUEUED: the lock re-checked that, and holds them. SQLite serialises dequeues with
+    # its write lock, takes no row lock, and keeps the test.
+    # Equal (created_at, sequence) pairs are left to SQLite's rowid, and on PostgreSQL
+    # only rows written without the sequence share one.
     seq = _enqueue_order(is_sqlite=is_sqlite)
-    order = f"created_at, {seq}, workflow_uuid"
+    order = f"created_at, {seq}"
     template = _DEQUEUE_UNLIMITED.replace("{order}", f"priority, {order}" if priority else order)
     template = template.replace("{lock}", "" if is_sqlite else " FOR UPDATE SKIP LOCKED")
+    template = template.replace("{from}", "" if is_sqlite else " FROM picked")
+    template = template.replace(
+        "{picked_rows}",
+        "status = 'ENQUEUED' AND workflow_uuid IN (SELECT picked_id FROM picked)"
+        if is_sqlite
+        else "workflow_uuid = picked.picked_id",
+    )
     returning = ", ".join((Dequeued.sql_list(), *_sort_keys(is_sqlite=is_sqlite)))
     template = template.replace("{returning}", returning)
     return hot_sql(template, is_sqlite=is_sqlite, casts=("bigint",))
@@ -304,52 +323,6 @@ def _with_landed(
     return list(returned) + [r for r in rows if r[0] not in seen]
 
 
-def _due(queue_name: str, now_epoch_ms: int) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        ws.c.queue_name == queue_name,
-        ws.c.status == DELAYED,
-        ws.c.delay_until_epoch_ms <= now_epoch_ms,
-    )
-
-
-@retried
-def promote_delayed(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> int:
-    """DELAYED workflows of the queue whose delay ran out become ENQUEUED (as DBOS's
-    transition); returns how many. A cheap read first: an idle check takes no write lock."""
-    with sysdb.transaction(read=True) as conn:
-        if not conn.execute(sa.select(sa.exists().where(_due(queue_name, now_epoch_ms)))).scalar():
-            return 0
-    return promote_due(sysdb, queue_name, now_epoch_ms)
-
-
-@retried
-def promote_due(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> int:
-    """The write of :func:`promote_delayed`, for a caller whose read found some due."""
-    with sysdb.transaction() as conn:
-        return int(
-            conn.execute(
-                ws.update()
-                .where(_due(queue_name, now_epoch_ms))
-                .values(status=ENQUEUED, updated_at=now_ms())
-            ).rowcount
-        )
-
-
-@retried
-def set_delay(sysdb: SystemDatabase, workflow_id: str, delay_until_epoch_ms: int) -> str | None:
-    """Move a DELAYED workflow's due time; returns its queue, or None when it is not DELAYED
-    (as DBOS: only a DELAYED workflow is affected)."""
-    stmt = (
-        ws.update()
-        .where(ws.c.workflow_uuid == workflow_id, ws.c.status == DELAYED)
-        .values(delay_until_epoch_ms=delay_until_epoch_ms, updated_at=now_ms())
-        .returning(ws.c.queue_name)
-    )
-    with sysdb.transaction() as conn:
-        row = conn.execute(stmt).one_or_none()
-    return None if row is None else str(row[0])
-
-
 @retried
 def has_enqueued(sysdb: SystemDatabase, queue_name: str, application_version: str) -> bool:
     """A cheap read: does the queue hold an ENQUEUED workflow this process may start?
@@ -393,23 +366,6 @@ def probe(
     params = (queue_name, application_version, queue_name, now_epoch_ms)
     (row,) = sysdb.hot.read(_PROBE[sysdb.sqlite], params)
     return bool(row[0]), bool(row[1])
-
-
-_DUE_PROBE = {
-    flag: hot_sql(
-        "SELECT EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
-        " AND status = 'DELAYED' AND delay_until_epoch_ms <= %s)",
-        is_sqlite=flag,
-    )
-    for flag in (True, False)
-}
-
-
-def probe_due(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> bool:
-    """The second question of :func:`probe` alone: does the queue hold a DELAYED workflow
-    due by ``now_epoch_ms``? For a poll whose dequeue is its own first question."""
-    (row,) = sysdb.hot.read(_DUE_PROBE[sysdb.sqlite], (queue_name, now_epoch_ms))
-    return bool(row[0])
 
 
 def unlimited(queue: Queue) -> bool:
@@ -568,7 +524,9 @@ def _dequeue_counted(
         if budget <= 0:
             return DequeueResult([], retry_after)
         seq: sa.ColumnClause[Any] = sa.literal_column(_enqueue_order(is_sqlite=sysdb.sqlite))
-        order: list[Any] = [ws.c.created_at, seq, ws.c.workflow_uuid]
+        # idx_ws_queue_order's own order, and the update by key alone on PostgreSQL (where
+        # the rows are ours, locked, and were ENQUEUED when locked): see _dequeue_sql.
+        order: list[Any] = [ws.c.created_at, seq]
         if queue.priority_enabled:
             order.insert(0, ws.c.priority)
         pick = (
@@ -595,7 +553,10 @@ def _dequeue_counted(
         # A queued workflow's timeout runs from its start, not from its enqueue (as DBOS).
         started = conn.execute(
             ws.update()
-            .where(ws.c.workflow_uuid.in_(ids), ws.c.status == ENQUEUED)
+            .where(
+                ws.c.workflow_uuid.in_(ids),
+                *((ws.c.status == ENQUEUED,) if sysdb.sqlite else ()),
+            )
             .values(
                 status=PENDING,
                 executor_id=executor_id,

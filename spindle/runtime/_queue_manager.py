@@ -26,15 +26,8 @@ from ._errors import (
 )
 from ._functions import GLOBAL_REGISTRY
 from ._queue import GLOBAL_QUEUES, Queue
-from ._queue_db import (
-    Dequeued,
-    dequeue,
-    probe,
-    probe_due,
-    promote_due,
-    requeue,
-    unlimited,
-)
+from ._queue_db import Dequeued, dequeue, probe, requeue, unlimited
+from ._queue_delays import probe_due, promote_due
 from ._rows import ERROR
 from ._supervisor import Supervised
 from ._sysdb_gate import SystemDatabaseClosed

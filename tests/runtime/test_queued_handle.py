@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
-from tests.conftest import MakeDBOS
 from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
+from tests.conftest import MakeDBOS
 
 WAIT = 30.0
 
