@@ -6,7 +6,6 @@ import contextlib
 import functools
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,18 +19,10 @@ from spindle.runtime._rows import SUCCESS
 from spindle.runtime._schema import SCHEMA, operation_outputs, workflow_status
 from spindle.runtime._sysdb import SystemDatabase
 from spindle.runtime._sysdb_engine import normalize_url
+from tests._waits import wait_until
 from tests.runtime.test_sysdb import _insert
 
 WAIT = 10.0
-
-
-def _wait_until(predicate: Callable[[], bool]) -> None:
-    """Wait for a condition of the queue (not for a thread), bounded."""
-    deadline = time.monotonic() + WAIT
-    tick = threading.Event()
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        tick.wait(0.005)
 
 
 def _start(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -77,7 +68,7 @@ def _turn_taken(db: SystemDatabase) -> Iterator[Callable[[Callable[[], Any]], Ru
 
     def queue(call: Callable[[], Any]) -> Run:
         runs.append(_start(call))
-        _wait_until(lambda: _queued(db) == len(runs))
+        wait_until(lambda: _queued(db) == len(runs), "every writer queued", WAIT)
         return runs[-1]
 
     lock.acquire()
@@ -127,7 +118,9 @@ def test_writers_waiting_their_turn_show_as_database_waits(sqlite_db: SystemData
         leader = queue(lambda: db.record_step("a", 1, "s", output=b"o", error=None))
         follower = queue(lambda: db.record_step("a", 2, "s", output=b"o", error=None))
         for th, _ in (leader, follower):
-            _wait_until(functools.partial(_waits_on_sqlite, th))
+            wait_until(
+                functools.partial(_waits_on_sqlite, th), "the writer waiting on SQLite", WAIT
+            )
     assert (leader[1], follower[1]) == (["recorded"], ["recorded"])
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
-from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
+from tests._waits import wait_until, wait_until_in
 from tests.conftest import MakeDBOS
 
 WAIT = 30.0
@@ -156,7 +156,7 @@ def test_a_handle_leaves_an_entry_without_its_runner_to_the_executor(dbos: type[
     )
     waiter.start()
     try:
-        _wait_until_in(waiter, "_wait_entry")
+        wait_until_in(waiter, "_wait_entry")
         assert entry.claim(), "the handle took the claim"
         entry.finish(result=12)
     finally:
@@ -191,11 +191,14 @@ def test_a_waiter_outside_a_workflow_leaves_a_dequeued_run_to_the_executor(
     with SetWorkflowID("qh-target"):
         target = handle_queue.enqueue(q_target, 4)
     try:
-        _wait_until_dispatched(rt, "qh-target")
+        wait_until(
+            lambda: getattr(rt.active.get("qh-target"), "runner", None) is not None,
+            "the worker handing qh-target to the executor",
+        )
         results: list[int] = []
         waiter = threading.Thread(target=lambda: results.append(target.get_result()))
         waiter.start()
-        _wait_until_in(waiter, "_wait_entry")
+        wait_until_in(waiter, "_wait_entry")
         assert not target_ran.is_set(), "the waiting thread ran the workflow"
     finally:
         unblock.set()
@@ -221,27 +224,3 @@ def test_parents_waiting_on_queued_children_do_not_deadlock_a_small_executor(
     make_dbos(max_executor_threads=2).launch()
     assert handle_queue.enqueue(q_parent, 3).get_result() == 8
     assert len(DBOS.list_workflows(name="q_parent", status="SUCCESS")) == 15
-
-
-def _wait_until_dispatched(rt: Any, workflow_id: str) -> None:
-    """Wait until a queue worker handed the workflow to the executor (bounded)."""
-    pause = threading.Event()
-    for _ in range(int(WAIT / 0.01)):
-        entry = rt.active.get(workflow_id)
-        if entry is not None and entry.runner is not None:
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"{workflow_id} was never dispatched")
-
-
-def _wait_until_in(thread: threading.Thread, function: str) -> None:
-    """Wait until the thread's stack holds a frame of ``function`` (bounded)."""
-    pause = threading.Event()
-    for _ in range(int(WAIT / 0.01)):
-        frame = current_frames().get(thread.ident or -1)
-        while frame is not None:
-            if frame.f_code.co_name == function:
-                return
-            frame = frame.f_back
-        pause.wait(0.01)
-    raise AssertionError(f"the thread never reached {function}()")

@@ -29,11 +29,11 @@ from spindle import (
     SetWorkflowTimeout,
 )
 from spindle.diagnostics import EventType, JoinOutcome, ThreadKind
-from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._queue import GLOBAL_QUEUES
 from spindle.runtime._queue_db import dequeue, has_enqueued, probe
 from spindle.runtime._queue_manager import MANAGER_NAME, worker_name
 from spindle.runtime._schema import workflow_status as ws
+from tests._waits import wait_until_in
 from tests.conftest import MakeDBOS
 from tests.runtime import queue_app
 from tests.runtime.queue_app import Gauge, enqueue_row, queued_workflow, recovery_gauge
@@ -456,7 +456,7 @@ def test_unlimited_dequeue_is_one_statement_in_priority_then_fifo_order(
     rt = DBOS.runtime
     queue = unlimited_priority_queue
     # Its worker has polled once (nothing there) and waits an hour: the rows are ours.
-    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     specs = [("p3", 3, None), ("p1-a", 1, 5_000), ("p2", 2, None), ("p1-b", 1, None)]
     for wf_id, priority, timeout_ms in specs:
         enqueue_row(rt.sysdb, queue.name, wf_id, priority=priority, timeout_ms=timeout_ms)
@@ -485,7 +485,7 @@ def test_a_process_dequeues_and_probes_only_its_own_application_version(
     that version; rows of this version and version-less ones are taken."""
     rt = DBOS.runtime
     queue = parked_limited_queue if limited else unlimited_priority_queue
-    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     for wf_id, version in (("old", "v-old"), ("mine", "0"), ("none", "0"), ("new", "v-new")):
         enqueue_row(rt.sysdb, queue.name, wf_id, application_version=version)
     with rt.sysdb.engine.begin() as conn:  # as a DBOS client enqueues: no version
@@ -520,7 +520,7 @@ def test_enqueues_in_one_millisecond_dequeue_in_enqueue_order(
     (the tie broke on the workflow ID, so z, y, x came out x, y, z)."""
     rt = DBOS.runtime
     queue = parked_limited_queue if limited else unlimited_priority_queue
-    _wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
+    wait_until_in(rt.queues.worker_threads()[queue.name].thread, "wait", caller="_work")
     ids = ["z", "y", "x", "w"]
     for wf_id in ids:
         enqueue_row(rt.sysdb, queue.name, wf_id)
@@ -659,7 +659,7 @@ def test_shutdown_interrupts_a_worker_waiting_for_sqlites_write_lock(
     try:
         other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
         rt.queues.wake(lazy_queue.name)  # as an enqueue does: the worker dequeues at once
-        _wait_until_in(worker.thread, "begin_immediate")
+        wait_until_in(worker.thread, "begin_immediate")
         _destroy_and_check_the_worker_interrupted(lazy_queue.name)
     finally:
         other.rollback()
@@ -680,23 +680,6 @@ def _destroy_and_check_the_worker_interrupted(queue_name: str) -> None:
     record = snap[worker_name(queue_name)]
     assert record.join_outcome is JoinOutcome.JOINED
     assert record.exception is None
-
-
-def _wait_until_in(thread: threading.Thread, function: str, caller: str | None = None) -> None:
-    """Wait until the thread's stack holds a frame of ``function`` (called by ``caller``
-    when given), bounded."""
-    waiter = threading.Event()
-    for _ in range(int(WAIT / 0.01)):
-        frame = current_frames().get(thread.ident or -1)
-        while frame is not None:
-            outer = frame.f_back
-            if frame.f_code.co_name == function and (
-                caller is None or (outer is not None and outer.f_code.co_name == caller)
-            ):
-                return
-            frame = outer
-        waiter.wait(0.01)
-    raise AssertionError(f"the thread never reached {function}()")
 
 
 def _wait_until_blocked(conn: sa.Connection) -> None:

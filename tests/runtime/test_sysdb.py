@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from spindle.diagnostics._stacks import current_frames
 from spindle.runtime._introspect_db import Filters, list_status
 from spindle.runtime._migrations import LATEST_VERSION
 from spindle.runtime._rows import ERROR, PENDING, SUCCESS
 from spindle.runtime._schema import schema_version, workflow_status
 from spindle.runtime._sysdb import SystemDatabase
 from spindle.runtime._sysdb_gate import SystemDatabaseClosed
+from tests._waits import wait_until, wait_until_in
 
 
 @pytest.fixture
@@ -147,15 +147,6 @@ def test_writes_after_close_are_refused(db_url: str) -> None:
         db.finish_workflow("a", SUCCESS, output=b"x", error=None)
 
 
-def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    """Wait for a condition of the database or the gate (not for a thread), bounded."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        tick.wait(0.01)
-
-
 def _lock_waiters(db: SystemDatabase) -> int:
     with db.engine.connect() as conn:
         return int(
@@ -182,16 +173,6 @@ def _run(target: Any) -> tuple[threading.Thread, list[BaseException | None]]:
     return th, outcome
 
 
-def _in_function(thread: threading.Thread, name: str) -> bool:
-    """Whether the thread's stack holds a frame of the function ``name`` now."""
-    frame = current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code.co_name == name:
-            return True
-        frame = frame.f_back
-    return False
-
-
 @pytest.mark.parametrize("via", ["hot-path", "transaction"])
 def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(db_url: str, via: str) -> None:
     """Another process holds SQLite's write lock: our writer waits in BEGIN IMMEDIATE, where
@@ -213,7 +194,7 @@ def test_interrupt_ends_a_sqlite_writer_waiting_for_another_process(db_url: str,
 
     th, outcome = _run(write)
     try:
-        _wait_until(lambda: _in_function(th, "begin_immediate"))
+        wait_until_in(th, "begin_immediate")
         started = time.monotonic()
         assert db.interrupt() >= 1
         th.join(10)
@@ -242,8 +223,10 @@ def test_interrupt_cancels_a_hot_write_blocked_in_postgres(db_url: str) -> None:
     blocker.driver_connection.execute("LOCK TABLE dbos.workflow_status IN ACCESS EXCLUSIVE MODE")
     th, outcome = _run(lambda: db.finish_workflow("a", SUCCESS, output=b"x", error=None))
     try:
-        _wait_until(lambda: _connections_in_flight(db) == 1)
-        _wait_until(lambda: _lock_waiters(db) >= 1)  # it reached the server and blocks there
+        wait_until(lambda: _connections_in_flight(db) == 1, "one connection in flight")
+        wait_until(
+            lambda: _lock_waiters(db) >= 1, "a lock waiter"
+        )  # it reached the server and blocks there
         assert db.interrupt() == 1
         th.join(10)
         assert not th.is_alive()
@@ -281,7 +264,7 @@ def test_a_queued_write_admitted_before_interrupt_still_lands(db_url: str) -> No
     )
     try:
         # Admitted at the gate (counted in flight) before interrupt(), then queued on the lock.
-        _wait_until(lambda: db.gate.operations_in_flight() == 2)
+        wait_until(lambda: db.gate.operations_in_flight() == 2, "two operations in flight")
         assert th.is_alive()
         db.interrupt()
         with pytest.raises(SystemDatabaseClosed):
