@@ -285,6 +285,21 @@ def _v13_queue_order_index(conn: Connection) -> None:
     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}idx_ws_queue_status")
 
 
+def _v14_started_index(conn: Connection) -> None:
+    """``idx_ws_queue_started`` holds started workflows only: the rate limiter, its one
+    reader, asks for starts after a time (which implies a start time on both planners).
+    An enqueue writes no entry into it, one of the five a queued insert wrote; and the
+    dequeue, which names no start time, can no longer be planned on it (with statistics
+    that saw no ENQUEUED row PostgreSQL took it and sorted the backlog)."""
+    prefix = "" if conn.dialect.name == "sqlite" else f"{SCHEMA}."
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}idx_ws_queue_started")
+    conn.exec_driver_sql(
+        "CREATE INDEX idx_ws_queue_started "
+        f"ON {prefix}workflow_status (queue_name, started_at_epoch_ms) "
+        "WHERE queue_name IS NOT NULL AND started_at_epoch_ms IS NOT NULL"
+    )
+
+
 #: Forward migrations, applied in order; entry i brings the schema to version i + 1.
 #: Never edit a released entry: append a new one.
 #: ``_v4_queues`` comes last: it was written as version 3 on the queue branch, but the
@@ -303,6 +318,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v11_serialization,
     _v12_forked_index,
     _v13_queue_order_index,
+    _v14_started_index,
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

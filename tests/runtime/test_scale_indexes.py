@@ -9,11 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from spindle import DBOS
+from spindle import DBOS, Queue
 from spindle.runtime._schema import workflow_status as ws
 from tests.conftest import MakeDBOS
 
 ROWS = 3000
+_limited = Queue("test-scale-limited", limiter={"limit": 5, "period": 60.0})
 
 
 def _fill_finished(engine: sa.Engine, count: int = ROWS) -> None:
@@ -214,3 +215,43 @@ def test_a_dequeue_reads_no_more_than_it_takes_whatever_the_statistics_say(
         for node in nodes:
             assert node["Actual Rows"] <= 10, (mode, node["Node Type"], node["Actual Rows"])
         assert nodes[0]["Actual Rows"] == 10, (mode, kinds)
+
+
+def test_the_rate_limiter_reads_an_index_of_started_workflows_only(make_dbos: MakeDBOS) -> None:
+    """idx_ws_queue_started holds started workflows: an enqueue writes no entry into it,
+    and the limiter's count (starts after a time) still searches it."""
+    from spindle.runtime._queue_db import dequeue
+
+    make_dbos().launch()
+    rt = DBOS.runtime
+    engine = rt.sysdb.engine
+    _fill_finished(engine)
+    with engine.connect() as conn:
+        if rt.sysdb.sqlite:
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'idx_ws_queue_started'"
+        else:
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_ws_queue_started'"
+        definition = conn.exec_driver_sql(sql).scalar()
+    assert "started_at_epoch_ms IS NOT NULL" in str(definition), definition
+    version = rt.config.application_version
+    statements = _captured(
+        engine,
+        lambda: dequeue(
+            rt.sysdb,
+            _limited,
+            executor_id="explain",
+            application_version=version,
+            max_rows=5,
+            clock_ms=lambda: 0,
+        ),
+    )
+    counts = [(s, p) for s, p in statements if "started_at_epoch_ms >" in s]
+    assert len(counts) == 1, statements
+    if rt.sysdb.sqlite:  # PostgreSQL may take idx_ws_queue_order as well: both are searches
+        statement, params = counts[0]
+        with engine.connect() as conn:
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            )
+        assert "USING INDEX idx_ws_queue_started" in plan, plan
