@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from . import _current, _durable
 from ._enqueue_options import EnqueueOptions, enqueue_with_options
 from ._errors import DBOSException
-from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._handles import WorkflowHandle, WorkflowHandleAsync, enqueued_handle
 from ._queue import GLOBAL_QUEUES, Queue, QueueRateLimit
 from ._queue_delays import promote_delayed, set_delay
 from ._runtime import Runtime
@@ -229,10 +229,7 @@ class QueueAPI:
         """Enqueue a workflow by name and options, without its function (another process
         may implement it); inside a workflow it is a child, enqueued exactly once."""
         rt = _current.get()
-        mark = rt.active.forgotten  # before the insert: see WorkflowHandle._poll_result
-        workflow_id, inserted = enqueue_with_options(rt, options, args, kwargs)
-        entry = rt.active.get(workflow_id)
-        return WorkflowHandle(rt, workflow_id, entry, enqueued_mark=mark if inserted else None)
+        return enqueued_handle(rt, lambda: enqueue_with_options(rt, options, args, kwargs))
 
     @classmethod
     async def enqueue_workflow_with_options_async(

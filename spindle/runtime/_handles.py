@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _durable
@@ -210,6 +211,20 @@ class WorkflowHandle(Generic[R]):
         """The workflow's current status, with every DBOS field (a step, ``DBOS.getStatus``,
         inside a workflow)."""
         return status_step(self._rt, self.workflow_id)
+
+
+def enqueued_handle(
+    rt: Runtime, enqueue: Callable[[], tuple[str, bool]], *, local: bool = False
+) -> WorkflowHandle[Any]:
+    """The handle of the workflow ``enqueue()`` enqueues, given as (its ID, whether this call
+    wrote the row). The forgotten-outcomes count is taken before the insert (see
+    :meth:`WorkflowHandle._poll_result`); a row that was there already gives no mark."""
+    mark = rt.active.forgotten
+    workflow_id, inserted = enqueue()
+    entry = rt.active.get(workflow_id)
+    return WorkflowHandle(
+        rt, workflow_id, entry, enqueued_mark=mark if inserted else None, local=local
+    )
 
 
 def status_step(rt: Runtime, workflow_id: str) -> WorkflowStatus:

@@ -18,7 +18,7 @@ from ._core import record_child_start, resolve_identity
 from ._duplication import DuplicationPolicy, check_policy, enqueue_or_holder
 from ._errors import DBOSConflictingWorkflowError, DBOSException
 from ._functions import WorkflowInfo, function_name
-from ._handles import WorkflowHandle, WorkflowHandleAsync
+from ._handles import WorkflowHandle, WorkflowHandleAsync, enqueued_handle
 from ._identity_columns import identity_columns
 from ._queue_db import RateLimit, insert_enqueued
 from ._roles import guard
@@ -137,13 +137,10 @@ class Queue:
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         """Durably enqueue a workflow; a queue worker starts it when the limits allow."""
         rt = _current.get()
-        mark = rt.active.forgotten  # before the insert: see WorkflowHandle._poll_result
-        workflow_id, inserted = enqueue_workflow(rt, self, func, args, kwargs)
         listening = rt.listening_queues
         local = listening is None or self.name in listening  # its function is registered
-        entry = rt.active.get(workflow_id)
-        return WorkflowHandle(
-            rt, workflow_id, entry, enqueued_mark=mark if inserted else None, local=local
+        return enqueued_handle(
+            rt, lambda: enqueue_workflow(rt, self, func, args, kwargs), local=local
         )
 
     async def enqueue_async(
