@@ -282,7 +282,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            if may_run:\n                delay = min(delay * 2, 1.0)\n",
         "            may_run = False\n",
         (R + "test_queued_handle.py",),
-        "a parent woken before its queued child's runner was set waits on a full executor",
+        "a parent that found its queued child without a runner never looks again",
     ),
     Mutation(
         "dequeue-sorts-backlog",

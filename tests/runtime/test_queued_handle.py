@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from spindle import DBOS, DBOSNonExistentWorkflowError, Queue, SetWorkflowID
+from spindle.runtime._context import current_workflow
 from spindle.runtime._handles import WorkflowHandle
 from spindle.runtime._rows import SUCCESS
 from tests._waits import wait_until, wait_until_in
@@ -164,6 +165,42 @@ def test_a_handle_leaves_an_entry_without_its_runner_to_the_executor(dbos: type[
         rt.active.release(entry)
         waiter.join(WAIT)
     assert results == [12]
+
+
+def test_a_parent_runs_a_dequeued_child_whose_runner_came_after_it_looked(
+    dbos: type[DBOS],
+) -> None:
+    """A waiter inside a workflow that finds a dequeued entry without its runner (a queued
+    start puts it in the table a moment before) looks again: its executor thread may be
+    one the child needs. Before, it only waited, and a full executor deadlocked."""
+    rt = dbos.runtime
+    entry, created = rt.active.acquire("qh-5", is_async=False)
+    assert created
+    entry.dequeued = True
+    outcome: list[Any] = []
+
+    def parent() -> None:
+        current_workflow.set(object())  # type: ignore[arg-type]  # inside a workflow
+        outcome.append(WorkflowHandle(rt, "qh-5", None)._result())
+
+    waiter = threading.Thread(target=parent, name="qh-parent")
+    waiter.start()
+    try:
+        wait_until_in(waiter, "_wait_entry")
+
+        def run() -> None:
+            ran_on["qh-5"] = threading.current_thread().name
+            entry.finish(result=15)
+
+        entry.runner = run  # after the waiter's first look
+        waiter.join(WAIT)
+        assert not waiter.is_alive(), "the waiter never ran the child"
+    finally:
+        entry.finish(error=RuntimeError("test over"))  # no-op once finished
+        rt.active.release(entry)
+        waiter.join(WAIT)
+    assert outcome == [15]
+    assert ran_on["qh-5"] == "qh-parent"
 
 
 ran_on: dict[str, str] = {}
