@@ -139,8 +139,8 @@ class WorkflowHandle(Generic[R]):
         runner is set, and a claim taken in between would leave the workflow to nobody (the
         executor's task finds it claimed). So a waiter that may run it and finds no runner
         looks again after 1 ms, backing off: a handle woken by the start itself (the watch
-        fires as the entry is acquired) nearly always comes in that moment, and a parent
-        that waited for the whole second held the executor's threads from its children.
+        fires as the entry is acquired) can come in that moment, and a parent that did not
+        look again waited forever on a full executor (its test sets the runner late).
         """
         stopping = self._rt.stopping
         may_run = not entry.is_async and _may_run(entry)
