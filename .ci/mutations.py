@@ -274,7 +274,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return not entry.dequeued or rt.sysdb.sqlite or current_workflow.get() is not None",
         "return True",
         (R + "test_queued_handle.py",),
-        "a client waiting on its handle runs a dequeued workflow itself, beside the executor",
+        "on PostgreSQL a client waiting on its handle runs a dequeued workflow beside the executor",
     ),
     Mutation(
         "parent-never-rechecks-runner",
