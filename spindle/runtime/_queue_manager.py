@@ -123,13 +123,6 @@ class QueueManager:
         worker = self._workers.get(queue_name)
         if worker is not None:
             worker.hinted = True
-            if self._holds_enough(worker.queue, worker.in_flight):
-                # Its poll would return at once: a finishing workflow wakes it to refill,
-                # and it reads the hint then. Each such wake was a thread switch and a wait
-                # for the GIL for nothing (1,810 of 9,600 enqueues in six rounds of
-                # bench_scale's queued phase). in_flight is read without the lock: a finish
-                # that lowers it meanwhile wakes the worker itself.
-                return
             worker.wake.set()
 
     def retire(self, queue_name: str) -> None:
@@ -140,14 +133,6 @@ class QueueManager:
             worker = self._workers.pop(queue_name, None)
         if worker is not None and worker.thread is not None:
             worker.thread.stop.set()
-
-    def _holds_enough(self, queue: Queue, in_flight: int) -> bool:
-        """An unlimited queue's worker with this many in flight has enough work in hand."""
-        return (
-            queue.concurrency is None
-            and queue.worker_concurrency is None
-            and in_flight > self._refill_at
-        )
 
     def worker_threads(self) -> dict[str, Supervised]:
         """The workers spawned so far, by queue name."""
@@ -229,7 +214,11 @@ class QueueManager:
         ):
             # Our own running workflows fill this process's share; no need to ask.
             return False, None
-        if self._holds_enough(queue, in_flight):
+        if (
+            queue.concurrency is None
+            and queue.worker_concurrency is None
+            and in_flight > self._refill_at
+        ):
             # Enough work in hand: refill in batches when some of it is done (a finishing
             # workflow wakes us), not one dequeue transaction per enqueue.
             return False, None
