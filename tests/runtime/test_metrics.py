@@ -145,10 +145,33 @@ def test_spindle_threads_agree_with_the_registry_and_threads_json(admin: httpx.C
             continue
         alive = {s: n for s, n in states.items() if s not in ("exited-ok", "exited-error")}
         assert sum(alive.values()) == per_kind[kind], kind
-        if kind == ThreadKind.ADMIN_SERVER.value:
-            continue  # it is running the request in one view and idle in the other
-        for state, n in alive.items():
-            assert threads[(("kind", kind), ("state", state))] == n, (kind, state)
+    # By state, the two views are two instants, and queue workers change state on their
+    # own at every poll (in a fresh-clone run, two of the suite's 42 were waiting in one
+    # view and not in the other): read both again until they agree, bounded. A real
+    # disagreement fails every attempt.
+    problem: str | None = "not compared"
+    for _ in range(50):
+        problem = _state_disagreement(admin)
+        if problem is None:
+            break
+    assert problem is None, problem
+
+
+def _state_disagreement(admin: httpx.Client) -> str | None:
+    """Where spindle_threads and threads.json's counts differ by kind and state, or None."""
+    _, samples = scrape(admin)
+    threads = samples["spindle_threads"]
+    table = admin.get("/dbos/threads.json", params={"limit": 10000}, headers=AUTH).json()
+    for kind, states in table["counts"].items():
+        if kind in (ThreadKind.FOREIGN.value, ThreadKind.ADMIN_SERVER.value):
+            continue  # the admin server runs the request in one view and idles in the other
+        for state, n in states.items():
+            if state in ("exited-ok", "exited-error"):
+                continue
+            seen = threads.get((("kind", kind), ("state", state)), 0)
+            if seen != n:
+                return f"{kind} {state}: spindle_threads {seen}, threads.json {n}"
+    return None
 
 
 def test_workflow_queue_and_executor_families(admin: httpx.Client) -> None:
