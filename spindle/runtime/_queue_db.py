@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ._db_retry import retried
 from ._errors import DBOSQueueDeduplicatedError
+from ._queue_delays import DUE_EXISTS
 from ._rows import ENQUEUED, PENDING, SUCCESS, StatusRow, TableRow, now_ms
 from ._schema import ENQUEUE_SEQUENCE, IDENTITY_COLUMNS, SCHEMA
 from ._schema import workflow_status as ws
@@ -346,8 +347,7 @@ _PROBE = {
     flag: hot_sql(
         "SELECT EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
         " AND status = 'ENQUEUED' AND (application_version = %s OR application_version IS NULL)),"
-        " EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
-        " AND status = 'DELAYED' AND delay_until_epoch_ms <= %s)",
+        f" {DUE_EXISTS}",
         is_sqlite=flag,
     )
     for flag in (True, False)

@@ -28,9 +28,8 @@ def _due(queue_name: str, now_epoch_ms: int) -> sa.ColumnElement[bool]:
 def promote_delayed(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> int:
     """DELAYED workflows of the queue whose delay ran out become ENQUEUED (as DBOS's
     transition); returns how many. A cheap read first: an idle check takes no write lock."""
-    with sysdb.transaction(read=True) as conn:
-        if not conn.execute(sa.select(sa.exists().where(_due(queue_name, now_epoch_ms)))).scalar():
-            return 0
+    if not probe_due(sysdb, queue_name, now_epoch_ms):
+        return 0
     return promote_due(sysdb, queue_name, now_epoch_ms)
 
 
@@ -62,14 +61,15 @@ def set_delay(sysdb: SystemDatabase, workflow_id: str, delay_until_epoch_ms: int
     return None if row is None else str(row[0])
 
 
-_DUE_PROBE = {
-    flag: hot_sql(
-        "SELECT EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
-        " AND status = 'DELAYED' AND delay_until_epoch_ms <= %s)",
-        is_sqlite=flag,
-    )
-    for flag in (True, False)
-}
+#: Hot-path SQL template (see :func:`._sysdb_hot.hot_sql`) of the question "does the queue
+#: (first parameter) hold a DELAYED workflow due by the time (second)?"; the queue
+#: worker's combined probe asks it too.
+DUE_EXISTS = (
+    "EXISTS (SELECT 1 FROM {s}workflow_status WHERE queue_name = %s"
+    " AND status = 'DELAYED' AND delay_until_epoch_ms <= %s)"
+)
+
+_DUE_PROBE = {flag: hot_sql(f"SELECT {DUE_EXISTS}", is_sqlite=flag) for flag in (True, False)}
 
 
 def probe_due(sysdb: SystemDatabase, queue_name: str, now_epoch_ms: int) -> bool:

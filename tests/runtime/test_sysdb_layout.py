@@ -26,6 +26,7 @@ DATABASE_LAYER = {
     "_group_commit",
     "_sysdb",
     "_queue_db",
+    "_queue_delays",
     "_messaging_db",
     "_admin_db",
     "_db_retry",
